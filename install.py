@@ -1,0 +1,84 @@
+"""Install HumanGen's dependencies into the running interpreter.
+
+ComfyUI-Manager runs this file with the host's Python after cloning the pack; a newcomer runs
+`python install.py` (optionally `--dev` for the test tools). It only installs from the project's own
+files (requirements*.txt, constraints.txt) and never downloads model weights.
+
+Rules it follows (see the README, "Install"):
+- An existing torch is kept: it is pinned in a constraints file so pip can neither replace nor upgrade it.
+  With no torch at all, torch==2.13.0 is installed first (a CPU wheel where one is provided locally).
+- xtcocotools is built from source without build isolation (its wheel is built against numpy 1).
+- mmengine needs `pkg_resources`, so setuptools stays below 81.
+- mediapipe 0.10.21 and facenet-pytorch are installed with --no-deps (their metadata pins old torch/numpy).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_TORCH = "2.13.0"
+
+
+def _pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *args]
+    print("[HumanGen install]", " ".join(cmd), flush=True)
+    subprocess.check_call(cmd)
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _constraints_file(torch_version: str) -> str:
+    """The project's constraints with torch pinned to the version that is (or will be) installed."""
+    lines = []
+    with open(os.path.join(HERE, "constraints.txt"), encoding="utf-8") as f:
+        for line in f:
+            name = line.split("==")[0].split("<")[0].strip().lower()
+            if name in ("torch", "torchvision"):
+                continue  # replaced below: pins must follow the torch that is present
+            lines.append(line.rstrip("\n"))
+    lines.append(f"torch=={torch_version}")
+    fd, path = tempfile.mkstemp(prefix="humangen-constraints-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dev", action="store_true", help="also install the test tools (pytest)")
+    args = parser.parse_args(argv)
+
+    torch_version = _installed_version("torch")
+    if torch_version is None:
+        torch_version = DEFAULT_TORCH
+        _pip(f"torch=={torch_version}")
+    else:
+        print(f"[HumanGen install] keeping the installed torch {torch_version}", flush=True)
+    torch_version = torch_version.split("+")[0]  # "2.13.0+cpu" satisfies "torch==2.13.0"
+
+    constraints = _constraints_file(torch_version)
+    try:
+        _pip("-c", constraints, "pip", "wheel", "setuptools<81", "numpy", "cython")
+        _pip("--no-build-isolation", "--no-binary", "xtcocotools", "-c", constraints,
+             "-r", os.path.join(HERE, "requirements.txt"))
+        _pip("--no-deps", "-c", constraints, "-r", os.path.join(HERE, "requirements-nodeps.txt"))
+        if args.dev:
+            _pip("-c", constraints, "-r", os.path.join(HERE, "requirements-dev.txt"))
+    finally:
+        os.unlink(constraints)
+    print("[HumanGen install] done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

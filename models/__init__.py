@@ -1,0 +1,1 @@
+"""Pure PyTorch/diffusers model code. Never imports ComfyUI (a test checks)."""

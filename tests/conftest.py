@@ -1,0 +1,51 @@
+"""Test setup: import the repository root as the package `humangen`, whatever the checkout folder is called
+(exactly how ComfyUI imports it under its folder name), and give every test a fresh standalone host whose model,
+input and output folders live in a temporary directory."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import hgtest` (importlib import mode)
+from hgtest import ROOT  # noqa: E402
+
+os.environ.setdefault("HUMANGEN_NO_PROGRESS", "1")
+
+
+def _load_pack():
+    if "humangen" in sys.modules:
+        return sys.modules["humangen"]
+    spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["humangen"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_pack()
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return sys.modules["humangen"]
+
+
+@pytest.fixture(autouse=True)
+def standalone_host(tmp_path):
+    """A standalone host rooted in tmp_path: models/<kind>, input/, output/."""
+    from humangen.utils import host
+    h = host.use(host.StandaloneHost(models_root=str(tmp_path / "models"), output_root=str(tmp_path / "output"),
+                                     input_root=str(tmp_path / "input"), device="cpu"))
+    yield h
+    host.reset()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped otherwise)")
+    config.addinivalue_line("markers", "comfyui: needs a real ComfyUI checkout in COMFYUI_PATH")

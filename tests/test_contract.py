@@ -1,0 +1,101 @@
+"""Contract over every registered node: what ComfyUI's loader and UI rely on."""
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from hgtest import ROOT
+from humangen import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from humangen.nodes import FAILED_MODULES
+
+NODES = sorted(NODE_CLASS_MAPPINGS.items())
+PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+
+
+def test_every_node_module_imports():
+    assert FAILED_MODULES == {}
+
+
+@pytest.mark.parametrize("node_id,cls", NODES, ids=[n for n, _ in NODES])
+def test_node_contract(node_id, cls):
+    assert re.fullmatch(r"HumanGen[A-Z][A-Za-z0-9]+", node_id), node_id
+    assert NODE_DISPLAY_NAME_MAPPINGS.get(node_id), f"{node_id} has no display name"
+    assert cls.CATEGORY.startswith("HumanGen"), cls.CATEGORY
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"}, spec.keys()
+    declared = []
+    for section in ("required", "optional"):
+        for name, entry in spec.get(section, {}).items():
+            declared.append(name)
+            assert isinstance(entry, tuple) and 1 <= len(entry) <= 2, (name, entry)
+            kind = entry[0]
+            opts = entry[1] if len(entry) == 2 else {}
+            assert isinstance(opts, dict)
+            if isinstance(kind, list):
+                assert kind, f"{node_id}.{name}: empty COMBO list"
+                if "default" in opts:
+                    assert opts["default"] in kind, (name, opts["default"])
+            else:
+                assert isinstance(kind, str) and kind, (name, kind)
+            if kind in ("INT", "FLOAT") and "default" in opts:
+                lo, hi = opts.get("min", float("-inf")), opts.get("max", float("inf"))
+                assert lo <= opts["default"] <= hi, (name, opts)
+            if kind in PRIMITIVES | {"COMBO"} or isinstance(kind, list):
+                assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+    returns = cls.RETURN_TYPES
+    assert isinstance(returns, tuple)
+    if hasattr(cls, "RETURN_NAMES"):
+        assert len(cls.RETURN_NAMES) == len(returns)
+    if hasattr(cls, "OUTPUT_TOOLTIPS"):
+        assert len(cls.OUTPUT_TOOLTIPS) == len(returns)
+    if not returns:
+        assert getattr(cls, "OUTPUT_NODE", False), f"{node_id} returns nothing but is not an output node"
+    fn = getattr(cls, cls.FUNCTION)
+    sig = inspect.signature(fn)
+    has_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    for name in declared + list(spec.get("hidden", {})):
+        assert has_kwargs or name in sig.parameters, f"{node_id}.{cls.FUNCTION} does not accept {name!r}"
+    required = [p.name for p in sig.parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+    for name in required:
+        assert name in spec.get("required", {}), f"{node_id}.{cls.FUNCTION} requires {name!r}, not a required input"
+    assert getattr(cls, "DESCRIPTION", ""), f"{node_id} has no DESCRIPTION"
+
+
+def test_models_never_import_comfyui():
+    pattern = re.compile(r"^\s*(import|from)\s+(comfy|folder_paths|comfy_api|server|nodes)\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "models").rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_only_the_host_adapter_imports_comfyui():
+    pattern = re.compile(r"^\s*(import|from)\s+(comfy|folder_paths|comfy_api)\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                 if pattern.search(p.read_text()) and p.relative_to(ROOT).parts[0] not in ("tests", "bench", ".venv")
+                 and p.relative_to(ROOT) != __import__("pathlib").Path("utils/host.py")]
+    assert offenders == []
+
+
+def test_pack_import_is_cheap_and_does_not_import_heavy_libraries():
+    code = (
+        "import importlib.util, json, sys, time\n"
+        f"root = {str(ROOT)!r}\n"
+        "t = time.perf_counter()\n"
+        "spec = importlib.util.spec_from_file_location('hgpack', root + '/__init__.py',"
+        " submodule_search_locations=[root])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['hgpack'] = m; spec.loader.exec_module(m)\n"
+        "dt = time.perf_counter() - t\n"
+        "heavy = [h for h in ('torch', 'numpy', 'diffusers', 'transformers', 'mmpose', 'mediapipe', 'smplx',"
+        " 'spandrel', 'cv2') if h in sys.modules]\n"
+        "print(json.dumps({'nodes': len(m.NODE_CLASS_MAPPINGS), 'heavy': heavy, 'seconds': dt}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == []
+    assert report["nodes"] == len(NODE_CLASS_MAPPINGS)
+    assert report["seconds"] < 1.0, report

@@ -1,0 +1,413 @@
+"""The one place that talks to the ComfyUI host.
+
+Every other module asks this adapter for model folders, progress bars, interrupt checks, the torch device and
+model memory management. Inside ComfyUI it uses `folder_paths`, `comfy.utils.ProgressBar` and
+`comfy.model_management`; outside (tests, the headless runner) it uses plain folders, tqdm and a threading.Event.
+Nothing here imports `comfy`, `folder_paths` or torch at module import time.
+
+Tests swap the active host with `use(host)`; `reset()` goes back to auto-detection.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .errors import HumanGenError, HumanGenInterrupted
+
+# Our model folders: name -> accepted file endings. `upscale_models` is the core folder, reused.
+# Loaders add nothing here at run time: the list is data, registered once with the host.
+MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "stylegan": (".pkl", ".pt", ".pth", ".safetensors"),
+    "unitedhuman": (".pkl", ".pt", ".pth", ".safetensors"),
+    "humansd": (".ckpt", ".safetensors", ".pt", ".pth"),
+    "parts2whole": ("",),  # diffusers-format folders: entries are directories
+    "smplx": (".npz", ".pkl", ".pt", ".pth"),
+    "mmpose": (".pth", ".pt", ".safetensors"),
+    "lpips": (".pth", ".pt", ".safetensors"),
+    "segformer": ("",),
+    "upscale_models": (".pth", ".pt", ".safetensors", ".ckpt", ".bin"),
+    "face_restore": (".pth", ".pt", ".safetensors"),
+    "stylegan_directions": (".pt", ".pth", ".npy", ".safetensors", ".pkl"),
+}
+CORE_FOLDERS = {"upscale_models"}  # ComfyUI already registers these
+
+
+class Progress:
+    """A progress counter: `update(n)`, `update_absolute(value, preview=None)`; usable as a context manager."""
+
+    def __init__(self, total: int, desc: str = "", on_update: Callable[[int, int, Any], None] | None = None):
+        self.total = max(int(total), 1)
+        self.value = 0
+        self.desc = desc
+        self._on_update = on_update
+        self._bar = None
+
+    def update(self, n: int = 1, preview: Any = None) -> None:
+        self.update_absolute(self.value + n, preview)
+
+    def update_absolute(self, value: int, preview: Any = None) -> None:
+        self.value = min(int(value), self.total)
+        if self._on_update is not None:
+            self._on_update(self.value, self.total, preview)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _TqdmProgress(Progress):
+    def __init__(self, total: int, desc: str = "", on_update=None):
+        super().__init__(total, desc, on_update)
+        try:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=self.total, desc=desc or "HumanGen", leave=False,
+                             disable=os.environ.get("HUMANGEN_NO_PROGRESS") == "1")
+        except ImportError:  # tqdm is a soft dependency of the standalone path only
+            self._bar = None
+
+    def update_absolute(self, value: int, preview: Any = None) -> None:
+        before = self.value
+        super().update_absolute(value, preview)
+        if self._bar is not None:
+            self._bar.update(self.value - before)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@dataclass
+class StandaloneHost:
+    """Host services outside ComfyUI: `$HUMANGEN_MODELS_DIR/<kind>` (default `./models/<kind>`), tqdm, an Event."""
+
+    models_root: str | None = None
+    output_root: str | None = None
+    input_root: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        self.interrupt_event = threading.Event()
+        # The runner listens here to show per-node progress: callable(value, total, preview).
+        self.progress_listener: Callable[[int, int, Any], None] | None = None
+
+    name = "standalone"
+
+    # -- folders ---------------------------------------------------------------------------------------------
+    def _models_root(self) -> str:
+        return os.path.abspath(self.models_root or os.environ.get("HUMANGEN_MODELS_DIR") or "models")
+
+    def model_dirs(self, kind: str) -> list[str]:
+        _check_kind(kind)
+        return [os.path.join(self._models_root(), kind)]
+
+    def output_dir(self) -> str:
+        return os.path.abspath(self.output_root or os.environ.get("HUMANGEN_OUTPUT_DIR") or "output")
+
+    def input_dir(self) -> str:
+        return os.path.abspath(self.input_root or os.environ.get("HUMANGEN_INPUT_DIR") or "input")
+
+    def temp_dir(self) -> str:
+        return os.path.join(self.output_dir(), "temp")
+
+    # -- progress / interrupt ----------------------------------------------------------------------------------
+    def progress(self, total: int, desc: str = "") -> Progress:
+        return _TqdmProgress(total, desc, self.progress_listener)
+
+    def check_interrupt(self) -> None:
+        if self.interrupt_event.is_set():
+            raise HumanGenInterrupted("processing interrupted")
+
+    # -- devices / memory --------------------------------------------------------------------------------------
+    def torch_device(self):
+        import torch
+        if self.device:
+            return torch.device(self.device)
+        env = os.environ.get("HUMANGEN_DEVICE")
+        if env:
+            return torch.device(env)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def offload_device(self):
+        import torch
+        return torch.device("cpu")
+
+    def load_model(self, module):
+        """Put a managed module on the compute device and return the device."""
+        device = self.torch_device()
+        module.to(device)
+        return device
+
+    def free_memory(self, nbytes: int = 0) -> None:
+        import gc
+        gc.collect()
+
+    def register_model_folders(self) -> None:
+        pass
+
+
+class ComfyHost(StandaloneHost):
+    """Host services inside ComfyUI (imports `folder_paths` and `comfy.*` lazily, on first use)."""
+
+    name = "comfyui"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._registered = False
+
+    def _fp(self):
+        import folder_paths  # the host module
+        if not self._registered:
+            self._registered = True
+            self.register_model_folders()
+        return folder_paths
+
+    def register_model_folders(self) -> None:
+        import folder_paths
+        for kind, exts in MODEL_FOLDERS.items():
+            if kind in CORE_FOLDERS:
+                continue
+            path = os.path.join(folder_paths.models_dir, kind)
+            if kind not in folder_paths.folder_names_and_paths:
+                folder_paths.folder_names_and_paths[kind] = ([path], set(exts))
+            elif path not in folder_paths.folder_names_and_paths[kind][0]:
+                folder_paths.add_model_folder_path(kind, path)
+
+    def model_dirs(self, kind: str) -> list[str]:
+        _check_kind(kind)
+        return list(self._fp().get_folder_paths(kind))
+
+    def output_dir(self) -> str:
+        return self._fp().get_output_directory()
+
+    def input_dir(self) -> str:
+        return self._fp().get_input_directory()
+
+    def temp_dir(self) -> str:
+        return self._fp().get_temp_directory()
+
+    def progress(self, total: int, desc: str = "") -> Progress:
+        import comfy.utils
+        bar = comfy.utils.ProgressBar(max(int(total), 1))
+
+        def forward(value: int, total_: int, preview: Any) -> None:
+            bar.update_absolute(value, total_, preview)
+
+        return Progress(total, desc, forward)
+
+    def check_interrupt(self) -> None:
+        import comfy.model_management as mm
+        mm.throw_exception_if_processing_interrupted()  # the host reports it as `execution_interrupted`
+
+    def torch_device(self):
+        import comfy.model_management as mm
+        return mm.get_torch_device()
+
+    def offload_device(self):
+        import comfy.model_management as mm
+        return mm.unet_offload_device()
+
+    def load_model(self, module):
+        """Let the host's memory manager account for `module` (evicting other models if needed)."""
+        import comfy.model_management as mm
+        import comfy.model_patcher
+        patcher = getattr(module, "_humangen_patcher", None)
+        if patcher is None:
+            patcher = comfy.model_patcher.ModelPatcher(
+                module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+            module._humangen_patcher = patcher
+        mm.load_models_gpu([patcher])
+        return mm.get_torch_device()
+
+    def free_memory(self, nbytes: int = 0) -> None:
+        import comfy.model_management as mm
+        mm.free_memory(nbytes, mm.get_torch_device())
+        mm.soft_empty_cache()
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in MODEL_FOLDERS:
+        raise KeyError(f"unknown HumanGen model folder {kind!r}; known: {sorted(MODEL_FOLDERS)}")
+
+
+# ---- active host ----------------------------------------------------------------------------------------------
+_active: StandaloneHost | None = None
+_lock = threading.Lock()
+
+
+def _detect() -> StandaloneHost:
+    # The host is present when its modules are importable *and* ComfyUI itself set them up (main.py imports
+    # folder_paths before loading custom nodes); a stray `folder_paths` on sys.path alone is not enough.
+    if importlib.util.find_spec("folder_paths") is not None and importlib.util.find_spec("comfy") is not None:
+        try:
+            importlib.import_module("comfy.model_management")
+            return ComfyHost()
+        except Exception:  # noqa: BLE001 - a broken/partial host install: run standalone, but say so
+            import logging
+            logging.getLogger("humangen").warning("ComfyUI modules found but not importable; running standalone",
+                                                  exc_info=True)
+    return StandaloneHost()
+
+
+def get() -> StandaloneHost:
+    global _active
+    with _lock:
+        if _active is None:
+            _active = _detect()
+        return _active
+
+
+def use(host: StandaloneHost) -> StandaloneHost:
+    """Make `host` the active host (tests, the runner). Returns it."""
+    global _active
+    with _lock:
+        _active = host
+    return host
+
+
+def reset() -> None:
+    global _active
+    with _lock:
+        _active = None
+
+
+def in_comfyui() -> bool:
+    return isinstance(get(), ComfyHost)
+
+
+# ---- convenience functions used by nodes and models' callers ---------------------------------------------------
+def model_dirs(kind: str) -> list[str]:
+    return get().model_dirs(kind)
+
+
+def list_models(kind: str, *, dirs_only: bool = False) -> list[str]:
+    """Names (relative to the folder) of the files of `kind`; diffusers-style folders when `dirs_only`."""
+    exts = MODEL_FOLDERS[kind]
+    names: set[str] = set()
+    for root in model_dirs(kind):
+        if not os.path.isdir(root):
+            continue
+        if dirs_only:
+            names.update(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+            continue
+        for dirpath, _, files in os.walk(root, followlinks=True):
+            for f in files:
+                if f.lower().endswith(exts):
+                    names.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(names)
+
+
+def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str = "model_name") -> str:
+    """Absolute path of `name` in the `kind` model folder(s), or a clear error saying where to put it."""
+    if name and os.path.isabs(name) and os.path.exists(name):
+        return name
+    dirs = model_dirs(kind)
+    for root in dirs:
+        candidate = os.path.normpath(os.path.join(root, name))
+        if not candidate.startswith(os.path.normpath(root)):
+            break  # no escaping the model folder with '..'
+        if name and os.path.exists(candidate):
+            return candidate
+    where = ", ".join(dirs)
+    raise HumanGenError(
+        f"{node}: input '{input_name}': model {name!r} was not found in the '{kind}' model folder ({where}). "
+        f"Put the file there (or set HUMANGEN_MODELS_DIR outside ComfyUI) and refresh the node.")
+
+
+def progress(total: int, desc: str = "") -> Progress:
+    return get().progress(total, desc)
+
+
+def check_interrupt() -> None:
+    get().check_interrupt()
+
+
+def torch_device():
+    return get().torch_device()
+
+
+def offload_device():
+    return get().offload_device()
+
+
+def load_model(module):
+    return get().load_model(module)
+
+
+def free_memory(nbytes: int = 0) -> None:
+    get().free_memory(nbytes)
+
+
+def output_dir() -> str:
+    return get().output_dir()
+
+
+def input_dir() -> str:
+    return get().input_dir()
+
+
+def temp_dir() -> str:
+    return get().temp_dir()
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for out-of-memory errors on any device (CUDA, MPS, CPU allocator)."""
+    import torch
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run_with_oom_backoff(fn: Callable[[int], Any], size: int, floor: int, *, what: str = "tile") -> Any:
+    """Call `fn(size)`, halving `size` on out-of-memory down to `floor`, then re-raise."""
+    while True:
+        try:
+            return fn(size)
+        except Exception as exc:  # noqa: BLE001 - filtered by is_oom
+            if not is_oom(exc) or size // 2 < floor:
+                raise
+            free_memory()
+            size //= 2
+            import logging
+            logging.getLogger("humangen").warning("out of memory: retrying with %s size %d", what, size)
+
+
+@contextlib.contextmanager
+def interrupt_on_sigint():
+    """Within the block, Ctrl-C sets the standalone interrupt flag (loops stop at their next check)."""
+    import signal
+    h = get()
+    if not isinstance(h, StandaloneHost) or isinstance(h, ComfyHost) \
+            or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if h.interrupt_event.is_set():  # second Ctrl-C: stop hard
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        h.interrupt_event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+__all__: Iterable[str] = [
+    "MODEL_FOLDERS", "Progress", "StandaloneHost", "ComfyHost", "get", "use", "reset", "in_comfyui", "model_dirs",
+    "list_models", "model_path", "progress", "check_interrupt", "torch_device", "offload_device", "load_model",
+    "free_memory", "output_dir", "input_dir", "temp_dir", "is_oom", "run_with_oom_backoff", "interrupt_on_sigint",
+]
