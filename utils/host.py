@@ -122,7 +122,9 @@ class StandaloneHost:
 
     # -- progress / interrupt ----------------------------------------------------------------------------------
     def progress(self, total: int, desc: str = "") -> Progress:
-        return _TqdmProgress(total, desc, self.progress_listener)
+        if self.progress_listener is not None:  # the runner draws its own per-node bar
+            return Progress(total, desc, self.progress_listener)
+        return _TqdmProgress(total, desc)
 
     def check_interrupt(self) -> None:
         if self.interrupt_event.is_set():
