@@ -148,6 +148,9 @@ def write_new_file(folder: str, make_name, data_writer, start: int) -> tuple[str
     try:
         with os.fdopen(fd, "wb") as f:
             data_writer(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved image gets the usual permissions
         counter = start
         while True:
             name = make_name(counter)

@@ -175,15 +175,21 @@ class ComfyHost(StandaloneHost):
         return folder_paths
 
     def register_model_folders(self) -> None:
+        """`models/<kind>` for each of our folders. Paths a user added first (extra_model_paths.yaml, loaded before
+        custom nodes) keep their place; their entry gets our file endings (add_model_folder_path leaves it empty)."""
         import folder_paths
         for kind, exts in MODEL_FOLDERS.items():
             if kind in CORE_FOLDERS:
                 continue
             path = os.path.join(folder_paths.models_dir, kind)
+            endings = {e for e in exts if e}  # empty = any file (diffusers-style folders)
             if kind not in folder_paths.folder_names_and_paths:
-                folder_paths.folder_names_and_paths[kind] = ([path], set(exts))
-            elif path not in folder_paths.folder_names_and_paths[kind][0]:
-                folder_paths.add_model_folder_path(kind, path)
+                folder_paths.folder_names_and_paths[kind] = ([path], endings)
+                continue
+            folder_paths.add_model_folder_path(kind, path)
+            known = folder_paths.folder_names_and_paths[kind][1]
+            if isinstance(known, set) and known and endings:
+                known.update(endings)
 
     def model_dirs(self, kind: str) -> list[str]:
         _check_kind(kind)
