@@ -79,6 +79,20 @@ def needs_models_of(data: Any) -> list[dict]:
     return [dict(n) for n in needs if isinstance(n, dict)]
 
 
+def _ui_twin(path: str) -> Any:
+    """The UI workflow next to an API twin (`workflows/api/x.json` -> `workflows/x.json`), whose `extra` says
+    which model files it needs (the API format has no place for it); None when there is none."""
+    folder = os.path.dirname(os.path.abspath(path))
+    twin = os.path.join(os.path.dirname(folder), os.path.basename(path))
+    if os.path.basename(folder) != "api" or not os.path.isfile(twin):
+        return None
+    try:
+        data = load_json(twin)
+    except WorkflowError:
+        return None
+    return data if is_ui_format(data) else None
+
+
 def load_workflow(path: str, specs: dict[str, NodeSpec] | None = None) -> Workflow:
     """Read a workflow file in either format; UI workflows are converted with `specs` (node definitions)."""
     data = load_json(path)
@@ -86,7 +100,7 @@ def load_workflow(path: str, specs: dict[str, NodeSpec] | None = None) -> Workfl
         data = data["prompt"]  # a saved POST /prompt body
     if is_api_format(data):
         prompt = {str(k): _copy_node(v) for k, v in data.items() if not str(k).startswith("_")}
-        return Workflow(prompt, "api", path, None, needs_models_of(data))
+        return Workflow(prompt, "api", path, None, needs_models_of(_ui_twin(path)))
     if is_ui_format(data):
         if specs is None:
             raise WorkflowError(f"{path}: a UI-format workflow needs the node definitions to convert it")

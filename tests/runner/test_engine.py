@@ -160,3 +160,13 @@ def test_core_nodes_only_in_the_engine_not_in_the_pack(pack, engine):
     for node_id in ("LoadImage", "SaveImage", "PreviewImage", "ImageScale"):
         assert node_id in engine.classes
         assert node_id not in pack.NODE_CLASS_MAPPINGS
+
+
+def test_progress_listener_receives_node_progress(standalone_host):
+    from humangen.utils import host
+    seen = []
+    standalone_host.progress_listener = lambda value, total, preview: seen.append((value, total))
+    with host.progress(3) as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert seen == [(1, 3), (2, 3), (3, 3)]

@@ -152,3 +152,15 @@ def test_expand_sweep_errors():
         expand_sweep("5-1", "INT")
     with pytest.raises(WorkflowError, match="no values"):
         expand_sweep(",", "INT")
+
+
+def test_api_twin_takes_needs_models_from_its_ui_twin(engine, tmp_path):
+    import json
+    (tmp_path / "api").mkdir()
+    ui = _ui([_const(1, 5), _sink(2, 1)], [[1, 1, 0, 2, 0, "NUMBER"]])
+    ui["extra"]["humangen"] = {"needs_models": [{"folder": "smplx", "file": "SMPLX_NEUTRAL.npz"}]}
+    (tmp_path / "w.json").write_text(json.dumps(ui))
+    (tmp_path / "api" / "w.json").write_text(json.dumps(ui_to_api(ui, engine.specs())))
+    wf = load_workflow(str(tmp_path / "api" / "w.json"), engine.specs())
+    assert wf.source_format == "api"
+    assert wf.needs_models == [{"folder": "smplx", "file": "SMPLX_NEUTRAL.npz"}]
