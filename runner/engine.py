@@ -36,15 +36,8 @@ def registry(extra: dict[str, type] | None = None) -> dict[str, type]:
     import sys
     pack = sys.modules[__package__.rsplit(".", 1)[0]]
     classes: dict[str, type] = {}
-    if host.in_comfyui():
-        try:
-            import importlib
-            core = importlib.import_module("nodes")  # ComfyUI's own core nodes
-            for node_id in ("LoadImage", "SaveImage", "PreviewImage", "ImageScale"):
-                if node_id in core.NODE_CLASS_MAPPINGS:
-                    classes[node_id] = core.NODE_CLASS_MAPPINGS[node_id]
-        except ImportError:
-            pass
+    if host.in_comfyui():  # the host's own core nodes
+        classes.update(host.get().core_node_classes(("LoadImage", "SaveImage", "PreviewImage", "ImageScale")))
     else:
         from .core_nodes import NODE_CLASS_MAPPINGS as core
         classes.update(core)

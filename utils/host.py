@@ -237,6 +237,11 @@ class ComfyHost(StandaloneHost):
         mm.load_models_gpu([patcher])
         return mm.get_torch_device()
 
+    def core_node_classes(self, node_ids) -> dict[str, type]:
+        """The host's own node classes for these ids (the headless runner's engine uses them inside ComfyUI)."""
+        import nodes as comfy_nodes  # ComfyUI's nodes.py
+        return {i: comfy_nodes.NODE_CLASS_MAPPINGS[i] for i in node_ids if i in comfy_nodes.NODE_CLASS_MAPPINGS}
+
     def free_memory(self, nbytes: int = 0) -> None:
         import comfy.model_management as mm
         mm.free_memory(nbytes, mm.get_torch_device())
