@@ -4,7 +4,8 @@ Starts `main.py --cpu --listen 127.0.0.1` on a free port with a throw-away `--ba
 holds only a link to this checkout, then checks: no IMPORT FAILED for the pack, /object_info lists every node id,
 the runner's core-compatible nodes declare exactly what the host's do, and every workflow that needs no model
 files runs through the runner's --server mode. COMFYUI_PYTHON selects the host's interpreter (default: this one);
-see ../shared/docs/comfyui-host.md for a CPU set-up (torchvision needs a CPU nms before it is imported).
+see ../shared/docs/comfyui-host.md for a CPU set-up. When that interpreter's torchvision cannot import (a CUDA
+build on CPU torch), the host process gets the pack's own torchvision fix (utils/compat.py) via sitecustomize.
 """
 from __future__ import annotations
 
@@ -45,10 +46,22 @@ def comfy(tmp_path_factory):
     (base / "input").mkdir()
     shutil.copy(ASSETS / "astronaut.png", base / "input")
     port = _free_port()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    env = dict(os.environ)
+    probe = subprocess.run([python, "-c", "import torchvision"], capture_output=True, text=True, timeout=120)
+    if "torchvision::nms does not exist" in probe.stderr:
+        shim = base / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text(
+            "import importlib.util\n"
+            f"spec = importlib.util.spec_from_file_location('_humangen_compat', {str(ROOT / 'utils' / 'compat.py')!r})\n"
+            "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n"
+            "module.install_import_hook()\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
     log = open(base / "comfyui.log", "w")
-    proc = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen",
-                             "127.0.0.1", "--port", str(port), "--base-directory", str(base)],
-                            cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                             "--base-directory", str(base)],
+                            cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
