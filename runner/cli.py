@@ -59,7 +59,8 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default=None, help="torch device in-process (default: cuda if available)")
     run.add_argument("--dry-run", action="store_true", help="validate every job and list them; run nothing")
     run.add_argument("--keep-going", action="store_true", help="continue with the next job after a failure")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress bars: one line per job instead (also HUMANGEN_NO_PROGRESS=1)")
 
 
 # ---- jobs --------------------------------------------------------------------------------------------------------
