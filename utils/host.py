@@ -122,7 +122,9 @@ class StandaloneHost:
 
     # -- progress / interrupt ----------------------------------------------------------------------------------
     def progress(self, total: int, desc: str = "") -> Progress:
-        return _TqdmProgress(total, desc, self.progress_listener)
+        if self.progress_listener is not None:  # the runner draws its own per-node bar
+            return Progress(total, desc, self.progress_listener)
+        return _TqdmProgress(total, desc)
 
     def check_interrupt(self) -> None:
         if self.interrupt_event.is_set():
@@ -173,15 +175,21 @@ class ComfyHost(StandaloneHost):
         return folder_paths
 
     def register_model_folders(self) -> None:
+        """`models/<kind>` for each of our folders. Paths a user added first (extra_model_paths.yaml, loaded before
+        custom nodes) keep their place; their entry gets our file endings (add_model_folder_path leaves it empty)."""
         import folder_paths
         for kind, exts in MODEL_FOLDERS.items():
             if kind in CORE_FOLDERS:
                 continue
             path = os.path.join(folder_paths.models_dir, kind)
+            endings = {e for e in exts if e}  # empty = any file (diffusers-style folders)
             if kind not in folder_paths.folder_names_and_paths:
-                folder_paths.folder_names_and_paths[kind] = ([path], set(exts))
-            elif path not in folder_paths.folder_names_and_paths[kind][0]:
-                folder_paths.add_model_folder_path(kind, path)
+                folder_paths.folder_names_and_paths[kind] = ([path], endings)
+                continue
+            folder_paths.add_model_folder_path(kind, path)
+            known = folder_paths.folder_names_and_paths[kind][1]
+            if isinstance(known, set) and known and endings:
+                known.update(endings)
 
     def model_dirs(self, kind: str) -> list[str]:
         _check_kind(kind)
@@ -228,6 +236,11 @@ class ComfyHost(StandaloneHost):
             module._humangen_patcher = patcher
         mm.load_models_gpu([patcher])
         return mm.get_torch_device()
+
+    def core_node_classes(self, node_ids) -> dict[str, type]:
+        """The host's own node classes for these ids (the headless runner's engine uses them inside ComfyUI)."""
+        import nodes as comfy_nodes  # ComfyUI's nodes.py
+        return {i: comfy_nodes.NODE_CLASS_MAPPINGS[i] for i in node_ids if i in comfy_nodes.NODE_CLASS_MAPPINGS}
 
     def free_memory(self, nbytes: int = 0) -> None:
         import comfy.model_management as mm
