@@ -112,6 +112,9 @@ class SMPLXFit:
     facing: str = "camera"
     expression: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    # canonical placement on UnitedHuman's 2048 A-pose template, computed at fit time so that placing the part
+    # needs no model: {"canonical_body25": where the mean-shape body in the fitted pose puts each BODY_25 point}
+    template: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -300,7 +303,16 @@ def _fit(body, points, image_size, st, callback) -> SMPLXFit:
     fitted = p_all[list(kp.BODY25_TO_SMPLX)]
     err = np.linalg.norm(fitted - xy, axis=1)
     fit_err = float((err * weights)[visible].sum() / weights[visible].sum())
+    from .placement import template_calibration  # placement builds on this module
+    cal = template_calibration(body)
+    with torch.no_grad():  # the canonical body: mean shape, the fitted pose and orientation
+        Jc = body.joints(global_orient.detach(), body_pose.detach(), torch.zeros_like(betas))[0].numpy()
+    qc = np.stack([Jc[:, 0], -Jc[:, 1]], 1)
+    canon = cal["k0"] * (qc[list(kp.BODY25_TO_SMPLX)] - qc[0]) + np.asarray(cal["anchor"])
+    template = {"canonical_body25": canon.tolist(), "template_size": 2048,
+                "calibration_residual_px": cal["residual_px"]}
     return SMPLXFit(
+        template=template,
         betas=betas.detach()[0].tolist(), global_orient=global_orient.detach()[0].tolist(),
         body_pose=body_pose.detach()[0].tolist(),
         camera={"scale": float(s), "tx": float(t[0, 0]), "ty": float(t[0, 1]), "model": "weak_perspective"},
@@ -308,7 +320,7 @@ def _fit(body, points, image_size, st, callback) -> SMPLXFit:
         fitted_keypoints=fitted.tolist(), joints2d=p_all.tolist(), visible=visible.tolist(),
         fit_error_px=fit_err, keypoint_errors_px=[float(e) if v else -1.0 for e, v in zip(err, visible)],
         gender=body.gender, model_name=body.name, facing=facing,
-        expression=[0.0] * body.num_expression, settings=asdict(st))
+        expression=[0.0] * body.num_expression, settings=json.loads(json.dumps(asdict(st))))
 
 
 def body_joints_3d(body: SMPLXBody, fit: SMPLXFit) -> np.ndarray:
