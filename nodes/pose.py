@@ -96,8 +96,8 @@ class HumanGenPoseDetect:
         from ..models import pose as M
         node = "HumanGenPoseDetect"
         images = _frames_u8(image, node)
-        model = _mmpose_model(node, backend, mmpose_config, mmpose_checkpoint) if backend != "mediapipe" else None
         boxes = _parse_boxes(node, person_box)
+        model = _mmpose_model(node, backend, mmpose_config, mmpose_checkpoint) if backend != "mediapipe" else None
         frames, previews = [], []
         for i, img in enumerate(images):
             host.check_interrupt()
