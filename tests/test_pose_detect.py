@@ -227,3 +227,23 @@ def test_mediapipe_version_is_checked(monkeypatch):
     monkeypatch.setattr(mediapipe, "__version__", "0.10.33")
     with pytest.raises(mediapipe_backend.MediapipeUnavailable, match="0.10.33 is installed.*0.10.21"):
         mediapipe_backend.detect_pose(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_align_node_with_pose_and_mask_inputs_on_a_large_photo():
+    """Inputs >= 2000 px tall are downscaled to 1200 first (upstream); given keypoints/mask follow the image."""
+    img, mask, k = synthetic_person()
+    big = np.kron(img, np.ones((3, 3, 1), np.uint8))  # 2400 x 1800
+    big_mask = np.kron(mask, np.ones((3, 3), np.float32))
+    kb = k.copy()
+    kb[:, :2] *= 3
+    pose = [P.make_frame([kb], 1800, 2400, src_layout="coco17")]
+    out, out_mask, out_pose = N["HumanGenAlignFullBody"]().align(
+        I.uint8_to_comfy(big), "512x256", -1, False, 0.3, "mediapipe_pose", pose=pose,
+        mask=torch.from_numpy(big_mask)[None])
+    q = P.people_array(out_pose[0])[0]
+    assert P.frame_size(out_pose[0]) == (256, 512)
+    assert abs(((q[5, 0] + q[6, 0]) / 2 + (q[11, 0] + q[12, 0]) / 2) / 2 - 128) <= 1
+    small = A.align_full_body(img, mask, [k], size=(256, 512))  # same geometry at 1/3 scale (1200 = 1.5 x 800)
+    np.testing.assert_allclose(q[:, :2], small.keypoints[0][:, :2], atol=2.5)
+    rows = np.nonzero(out_mask[0].numpy().max(axis=1) > 0.5)[0]
+    assert abs(rows[0] - 25 * 256 / 225) <= 2
