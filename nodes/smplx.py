@@ -141,12 +141,17 @@ class HumanGenPartToCanvas:
             "part_keypoints": ("POSE_KEYPOINT",),
             "reference_fit": ("HUMANGEN_SMPLX_FIT",),
             "reference_keypoints": ("POSE_KEYPOINT",),
+            "reference_transform": ("HUMANGEN_TRANSFORM", {"tooltip": "With the reference target: where the "
+                                                                      "reference image sits on the final canvas "
+                                                                      "(the transform output of its own "
+                                                                      "HumanGenPartToCanvas). The part is then "
+                                                                      "placed on that canvas through the reference."}),
             "canvas_image": ("IMAGE", {"tooltip": "Composite the part over this image (canvas-sized), e.g. the "
                                                   "output of another HumanGenPartToCanvas."}),
         }}
 
     def place(self, part_image, target, canvas_size, background, part_fit=None, part_keypoints=None,
-              reference_fit=None, reference_keypoints=None, canvas_image=None):
+              reference_fit=None, reference_keypoints=None, reference_transform=None, canvas_image=None):
         import torch
 
         from ..models.body import placement
@@ -159,6 +164,9 @@ class HumanGenPartToCanvas:
                                                                  part_keypoints, reference_fit,
                                                                  reference_keypoints, canvas_image), size)
                           for i in range(image.shape[0])]
+            if reference_transform is not None and target == TARGETS[1]:
+                chain = _as_list(reference_transform)
+                transforms = [tr.then(chain[min(i, len(chain) - 1)]) for i, tr in enumerate(transforms)]
         except ValueError as exc:
             raise NodeInputError("HumanGenPartToCanvas", "part_fit", str(exc),
                                  fix="check that the fit/keypoints belong to this part image") from exc

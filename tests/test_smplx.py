@@ -250,7 +250,9 @@ def test_nodes_face_crop_and_full_body_on_one_canvas(model_dir, standalone_host,
     sc = scene(body, 7)
     H, W = sc["size"]
     full_pose = kp.make_pose_keypoint(as_points(sc["p25"], np.ones(25)), W, H)
-    full_img = torch.rand(1, H, W, 3, generator=torch.Generator().manual_seed(1))
+    full_img = torch.nn.functional.interpolate(torch.rand(1, 3, H // 16, W // 16, generator=torch.Generator()
+                                                          .manual_seed(1)), size=(H, W), mode="bilinear",
+                                               align_corners=False).movedim(1, -1)  # smooth, so resampling is fair
     # face crop: 128 px square around the nose, enlarged 2x (keypoints in COCO-17)
     nx, ny = sc["p25"][0]
     x0, y0 = round(nx) - 64, round(ny) - 64
@@ -268,17 +270,28 @@ def test_nodes_face_crop_and_full_body_on_one_canvas(model_dir, standalone_host,
     t_full, canvas, m_full = place.place(full_img, TARGETS[0], 512, "white", part_fit=full_fit)
     assert canvas.shape == (1, 512, 512, 3) and m_full.shape == (1, 512, 512)
     t_face, both, m_face = place.place(face_img, TARGETS[0], 512, "white", part_fit=face_fit, canvas_image=canvas)
-    # the face lands on the full body's face: the face's covered box sits where the full image's crop box does
+    # the face lands on the full body's face. A face alone fixes its scale poorly (yaw and foreshortening trade
+    # off), so the template placement of a bare face is only roughly where the full image's face is ...
     via_full = PatchTransform.from_box((x0, y0, x0 + 128, y0 + 128), (256, 256), (H, W)).then(t_full)
-    np.testing.assert_allclose(t_face.region, via_full.region, atol=0.02 * 512)
+    centre = lambda r: np.array([(r[0] + r[2]) / 2, (r[1] + r[3]) / 2])  # noqa: E731
+    assert np.abs(centre(t_face.region) - centre(via_full.region)).max() < 0.05 * 512
     xa, ya, xb, yb = t_face.region_clipped
     assert m_face[0, ya + 2:yb - 2, xa + 2:xb - 2].min() > 0.99 and m_face.sum() < m_full.sum()
-    # reference target: the face goes into the full-body photo's frame
+    # ... while through the full-body photo (reference target + its transform) it is exact
+    t_chain, both2, _ = place.place(face_img, TARGETS[1], 512, "white", part_fit=face_fit, reference_fit=full_fit,
+                                    reference_transform=t_full, canvas_image=canvas)
+    assert t_chain.canvas_size == (512, 512)
+    np.testing.assert_allclose(t_chain.region, via_full.region, atol=1.0)
+    # reference target alone: the face goes into the full-body photo's frame
     t_ref, on_photo, _ = place.place(face_img, TARGETS[1], 512, "black", part_fit=face_fit, reference_fit=full_fit,
                                      canvas_image=full_img)
     np.testing.assert_allclose(t_ref.region, (x0, y0, x0 + 128, y0 + 128), atol=1.5)
     inner = on_photo[0, y0 + 4:y0 + 124, x0 + 4:x0 + 124]
-    assert (inner - full_img[0, y0 + 4:y0 + 124, x0 + 4:x0 + 124]).abs().mean() < 0.1
+    assert (inner - full_img[0, y0 + 4:y0 + 124, x0 + 4:x0 + 124]).abs().mean() < 0.01
+    # keypoints only (no fit) also place the face in the photo
+    t_kp, _, _ = place.place(face_img, TARGETS[1], 512, "white", part_keypoints=face_pose,
+                             reference_keypoints=full_pose)
+    np.testing.assert_allclose(t_kp.region, (x0, y0, x0 + 128, y0 + 128), atol=1.5)
     with pytest.raises(NodeInputError, match="part_fit"):
         place.place(face_img, TARGETS[0], 512, "white")
     (prev,) = HumanGenSMPLXPreview().preview(body, full_fit, True, 0.5, image=full_img)
