@@ -311,3 +311,75 @@ def test_fit_node_errors_and_interrupt(model_dir, standalone_host, pack):
     with pytest.raises(HumanGenInterrupted):
         HumanGenSMPLXFit().fit(body, kp.make_pose_keypoint(as_points(sc["p25"], np.ones(25)), 512, 1024), 0, 0.2,
                                True, 20)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+WORKFLOW = "smplx_face_and_body_on_canvas.json"
+
+
+def test_workflow_twins_agree_and_declare_the_model():
+    from humangen import NODE_CLASS_MAPPINGS as N
+    ui = json.loads((pytest.importorskip("hgtest").ROOT / "workflows" / WORKFLOW).read_text())
+    api = json.loads((pytest.importorskip("hgtest").ROOT / "workflows" / "api" / WORKFLOW).read_text())
+    assert ui["extra"]["humangen"]["needs_models"][0]["file"] == "SMPLX_NEUTRAL.npz"
+    assert ui["extra"]["humangen"]["needs_models"][0]["folder"] == "smplx"
+    assert {str(n["id"]) for n in ui["nodes"]} == set(api)
+    links = {link[0]: link for link in ui["links"]}
+    for node in ui["nodes"]:
+        entry = api[str(node["id"])]
+        assert entry["class_type"] == node["type"]
+        assert node["type"] in N or node["type"] in {"LoadImage", "SaveImage", "PreviewImage", "ImageScale"}
+        for inp in node["inputs"]:
+            if inp.get("link") is not None:
+                _, src, slot, dst, _, _ = links[inp["link"]]
+                assert entry["inputs"][inp["name"]] == [str(src), slot] and dst == node["id"]
+        if node["type"] in N:
+            spec = N[node["type"]].INPUT_TYPES()
+            widgets = [k for sec in ("required", "optional") for k, e in spec.get(sec, {}).items()
+                       if isinstance(e[0], list) or e[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
+            assert dict(zip(widgets, node["widgets_values"])) == {
+                k: v for k, v in entry["inputs"].items() if not isinstance(v, list)}
+
+
+def test_workflow_face_and_body_on_one_canvas(model_dir, standalone_host, pack):
+    """Run the API prompt with a stand-in SMPL-X file under the declared name; the pose detector is replaced by
+    synthetic keypoints of a synthetic photo (mediapipe finds no person in noise)."""
+    from humangen import NODE_CLASS_MAPPINGS as N
+    _install(model_dir, standalone_host)
+    prompt = json.loads((pytest.importorskip("hgtest").ROOT / "workflows" / "api" / WORKFLOW).read_text())
+    body = load_smplx("neutral", standalone_host.model_dirs("smplx"))
+    sc = scene(body, 9)
+    H, W = sc["size"]
+    full = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 16, generator=torch.Generator().manual_seed(2)),
+                                           size=(H, W), mode="bilinear", align_corners=False).movedim(1, -1)
+    nx, ny = sc["p25"][0]
+    x0, y0 = round(nx) - 80, round(ny) - 80
+    face = full[:, y0:y0 + 160, x0:x0 + 160]
+    fp = sc["p25"] - (x0, y0)
+    fconf = ((fp >= 0).all(1) & (fp <= 160).all(1)).astype(float)
+    stand_ins = {"1": (full,), "2": (face,),
+                 "3": (kp.make_pose_keypoint(as_points(sc["p25"], np.ones(25)), W, H), None),
+                 "4": (kp.make_pose_keypoint(as_points(fp, fconf), 160, 160), None)}
+    outputs, saved = {}, {}
+    for nid in sorted(prompt, key=int):
+        node = prompt[nid]
+        if nid in stand_ins:
+            outputs[nid] = stand_ins[nid]
+            continue
+        inputs = {k: (outputs[v[0]][v[1]] if isinstance(v, list) else v) for k, v in node["inputs"].items()}
+        if node["class_type"] in ("SaveImage", "PreviewImage"):
+            saved[nid] = inputs["images"]
+            continue
+        obj = N[node["class_type"]]()
+        outputs[nid] = getattr(obj, obj.FUNCTION)(**inputs)
+    canvas = saved["11"]
+    assert canvas.shape == (1, 1024, 1024, 3)
+    t_full, t_face = outputs["8"][0], outputs["9"][0]
+    via_full = PatchTransform.from_box((x0, y0, x0 + 160, y0 + 160), (160, 160), (H, W)).then(t_full)
+    np.testing.assert_allclose(t_face.region, via_full.region, atol=1.0)
+    # the face pixels on the canvas equal the full body's own pixels there (same person, same place)
+    xa, ya, xb, yb = t_face.region_clipped
+    inner = (slice(None), slice(ya + 3, yb - 3), slice(xa + 3, xb - 3))
+    assert (saved["11"][inner] - outputs["8"][1][inner]).abs().mean() < 0.02
+    assert outputs["9"][2][0, ya + 3:yb - 3, xa + 3:xb - 3].min() > 0.99  # coverage mask
+    assert saved["12"].shape == (1, H, W, 3)
