@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import keypoints as kp
-from .model import NUM_JOINTS, SMPLXBody
+from .model import SMPLXBody
 
 
 class FitError(ValueError):
@@ -332,5 +332,4 @@ def body_joints_3d(body: SMPLXBody, fit: SMPLXFit) -> np.ndarray:
     return J[0].numpy()
 
 
-__all__ = ["FitSettings", "FitError", "SMPLXFit", "fit_smplx", "project", "prior_mean_pose", "body_joints_3d",
-           "NUM_JOINTS"]
+__all__ = ["FitSettings", "FitError", "SMPLXFit", "fit_smplx", "project", "prior_mean_pose", "body_joints_3d"]

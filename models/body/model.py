@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import zipfile
@@ -119,10 +120,15 @@ class SMPLXBody:
             nv = vt.shape[0]
             parents = m.parents.detach().long().tolist()
             lw = m.lbs_weights.detach().to(d)[idx]
-            # only the body chain (0..21), jaw and eyes (22..24) move the landmarks; hands stay at their mean pose
-            if float(lw[:, FK_JOINTS:].abs().max()) > 1e-6:
-                raise HumanGenError(f"{self.path}: the face/feet landmark vertices are skinned to hand joints; this "
-                                    f"is not an SMPL-X model file HumanGen can use")
+            # only the body chain (0..21), jaw and eyes (22..24) move the landmarks; hands stay at their mean pose.
+            # Any (tiny) weight on a hand joint is dropped and the rest renormalised.
+            dropped = float(lw[:, FK_JOINTS:].abs().sum(1).max())
+            if dropped > 1e-3:
+                logging.getLogger("humangen").warning("%s: landmark vertices carry %.3g skinning weight on hand "
+                                                      "joints; ignored by the fast joint evaluation", self.path,
+                                                      dropped)
+            lw = lw[:, :FK_JOINTS] / lw[:, :FK_JOINTS].sum(1, keepdim=True).clamp_min(1e-8)
+            lw = torch.cat([lw, torch.zeros(lw.shape[0], 55 - FK_JOINTS, dtype=d)], 1)
             posedirs = m.posedirs.detach().to(d).reshape(-1, nv, 3)[:, idx, :]  # [486, 11, 3]
             pose_mean = m.pose_mean.detach().to(d).reshape(-1, 3)
             rot_mean = batch_rodrigues(pose_mean)
