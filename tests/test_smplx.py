@@ -383,3 +383,19 @@ def test_workflow_face_and_body_on_one_canvas(model_dir, standalone_host, pack):
     assert (saved["11"][inner] - outputs["8"][1][inner]).abs().mean() < 0.02
     assert outputs["9"][2][0, ya + 3:yb - 3, xa + 3:xb - 3].min() > 0.99  # coverage mask
     assert saved["12"].shape == (1, H, W, 3)
+
+
+def test_keypoint_formats_map_to_body25_by_name():
+    body25 = [(float(i), float(2 * i), 1.0) for i in range(25)]
+    for fmt, n in (("coco17", 17), ("openpose18", 18)):
+        pts = kp.from_body25(body25, fmt)
+        assert len(pts) == n and kp.detect_format(n) == fmt
+        back = kp.to_body25(pts)
+        for j in kp.TO_BODY25[fmt]:
+            assert back[j] == body25[j]
+    assert kp.to_body25(kp.from_body25(body25, "coco17"))[1] == (0.0, 0.0, 0.0)  # COCO has no neck
+    mp = [(float(i), 0.0, 1.0) for i in range(33)]  # mediapipe: by name, neck = mid-shoulders, toe = foot index
+    b = kp.to_body25(mp)
+    assert b[0][0] == 0 and b[5][0] == 11 and b[2][0] == 12 and b[1][0] == 11.5 and b[19][0] == 31
+    with pytest.raises(ValueError, match="unknown keypoint format with 20"):
+        kp.to_body25([(0.0, 0.0, 0.0)] * 20)

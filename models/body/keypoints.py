@@ -9,6 +9,7 @@ keypoint is ``(0, 0, 0)``. The format is told by the number of keypoints:
 | 17 | COCO-17     | nose, l-eye, r-eye, l-ear, r-ear, l-sho, r-sho, l-elb, r-elb, l-wri, r-wri, l-hip, r-hip, l-knee, r-knee, l-ank, r-ank |
 | 18 | OpenPose-18 | nose, neck, r-sho, r-elb, r-wri, l-sho, l-elb, l-wri, r-hip, r-knee, r-ank, l-hip, l-knee, l-ank, r-eye, l-eye, r-ear, l-ear |
 | 25 | BODY_25     | nose, neck, r-sho, r-elb, r-wri, l-sho, l-elb, l-wri, mid-hip, r-hip, r-knee, r-ank, l-hip, l-knee, l-ank, r-eye, l-eye, r-ear, l-ear, l-bigtoe, l-smalltoe, l-heel, r-bigtoe, r-smalltoe, r-heel |
+| 33 | mediapipe   | converted by name with `utils.pose.convert_keypoints` (see utils/pose.py) |
 
 SMPL-X joint indices are those of `smplx`'s output (55 skeleton joints, then the vertex landmarks 55 nose,
 56 r-eye, 57 l-eye, 58 r-ear, 59 l-ear, 60 l-bigtoe, 61 l-smalltoe, 62 l-heel, 63 r-bigtoe, 64 r-smalltoe,
@@ -28,7 +29,7 @@ BODY25_WEIGHTS = tuple(1.0 for _ in BODY25_NAMES)
 # index in BODY_25 of each keypoint of the other formats
 COCO17_TO_BODY25 = (0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11)
 OPENPOSE18_TO_BODY25 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
-FORMATS = {17: "coco17", 18: "openpose18", 25: "body25"}
+FORMATS = {17: "coco17", 18: "openpose18", 25: "body25", 33: "mediapipe33"}
 TO_BODY25 = {"coco17": COCO17_TO_BODY25, "openpose18": OPENPOSE18_TO_BODY25, "body25": tuple(range(25))}
 # limbs of BODY_25 for drawing
 BODY25_LIMBS = ((1, 0), (0, 15), (15, 17), (0, 16), (16, 18), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7),
@@ -38,8 +39,8 @@ BODY25_LIMBS = ((1, 0), (0, 15), (15, 17), (0, 16), (16, 18), (1, 2), (2, 3), (3
 
 def detect_format(n: int) -> str:
     if n not in FORMATS:
-        raise ValueError(f"unknown keypoint format with {n} keypoints; expected 17 (COCO), 18 (OpenPose) or 25 "
-                         f"(BODY_25)")
+        raise ValueError(f"unknown keypoint format with {n} keypoints; expected 17 (COCO), 18 (OpenPose), 25 "
+                         f"(BODY_25) or 33 (mediapipe)")
     return FORMATS[n]
 
 
@@ -47,6 +48,9 @@ def to_body25(points) -> list[tuple[float, float, float]]:
     """[(x, y, c)] in COCO-17 / OpenPose-18 / BODY_25 order -> 25 BODY_25 entries (missing ones are (0, 0, 0))."""
     pts = [tuple(float(v) for v in p) for p in points]
     fmt = detect_format(len(pts))
+    if fmt == "mediapipe33":  # by joint name, through the pose toolkit (neck/mid-hip derived as midpoints)
+        from ...utils.pose import convert_keypoints
+        return [tuple(float(v) for v in row) for row in convert_keypoints(pts, "mediapipe33", "body25")]
     out = [(0.0, 0.0, 0.0)] * 25
     for i, j in enumerate(TO_BODY25[fmt]):
         out[j] = pts[i]
@@ -54,8 +58,8 @@ def to_body25(points) -> list[tuple[float, float, float]]:
 
 
 def from_body25(points25, fmt: str) -> list[tuple[float, float, float]]:
-    """Inverse of `to_body25` for the keypoints that `fmt` has."""
-    return [tuple(points25[j]) for j in TO_BODY25[fmt]]
+    """Inverse of `to_body25` for the keypoints that `fmt` has (mediapipe33 has no inverse: BODY_25 is returned)."""
+    return [tuple(points25[j]) for j in TO_BODY25.get(fmt, TO_BODY25["body25"])]
 
 
 def read_pose_keypoint(pose: Any, frame: int = 0, person: int = 0) -> dict:
