@@ -122,7 +122,8 @@ class HumanGenPartToCanvas:
     RETURN_TYPES = ("HUMANGEN_TRANSFORM", "IMAGE", "MASK")
     RETURN_NAMES = ("transform", "image", "mask")
     OUTPUT_TOOLTIPS = ("Part -> canvas similarity: 3x3 matrix in UnitedHuman's patch convention, canvas size and "
-                       "covered region (a list when the batch has several images).",
+                       "covered region (a TransformList when the batch has several images; its .matrix is "
+                       "[N, 3, 3]).",
                        "The part warped onto the canvas (over canvas_image if given).",
                        "Where the part covers the canvas (1 inside).")
 
@@ -180,7 +181,8 @@ class HumanGenPartToCanvas:
                                      fix="use a canvas_image of the canvas size (or leave it empty).") from exc
             imgs.append(im)
             masks.append(m)
-        out_t = transforms[0] if len(transforms) == 1 else transforms
+        from ..utils.transform import TransformList
+        out_t = transforms[0] if len(transforms) == 1 else TransformList(transforms)
         return (out_t, torch.cat(imgs), torch.cat(masks))
 
     @staticmethod

@@ -399,3 +399,19 @@ def test_keypoint_formats_map_to_body25_by_name():
     assert b[0][0] == 0 and b[5][0] == 11 and b[2][0] == 12 and b[1][0] == 11.5 and b[19][0] == 31
     with pytest.raises(ValueError, match="unknown keypoint format with 20"):
         kp.to_body25([(0.0, 0.0, 0.0)] * 20)
+
+
+def test_part_to_canvas_batch_from_keypoints_gives_a_transform_list(standalone_host, pack):
+    from humangen.nodes.smplx import TARGETS, HumanGenPartToCanvas
+    from humangen.utils.transform import TransformList, apose_template
+    tpl = np.array(apose_template(512))
+    # two "photos" of the template person: at half size, and shifted
+    frames = kp.make_pose_keypoint(as_points(tpl * 0.5, np.ones(25)), 256, 256) + \
+        kp.make_pose_keypoint(as_points(tpl * 0.5 + (10, 0), np.ones(25)), 256, 256)
+    imgs = torch.rand(2, 256, 256, 3, generator=torch.Generator().manual_seed(0))
+    t, out, mask = HumanGenPartToCanvas().place(imgs, TARGETS[0], 512, "gray", part_keypoints=frames)
+    assert isinstance(t, TransformList) and np.asarray(t.matrix).shape == (2, 3, 3)
+    np.testing.assert_allclose(t[0].region, (0, 0, 512, 512), atol=1e-6)
+    np.testing.assert_allclose(t[1].region, (-20, 0, 492, 512), atol=1e-6)
+    assert out.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512)
+    assert float(mask[1, :, 495:].max()) == 0.0 and float(out[1, 10, 500, 0]) == pytest.approx(0.5)

@@ -196,6 +196,15 @@ class PatchTransform:
         return torch.tensor(self.matrix, dtype=dtype or torch.float32, device=device)
 
 
+class TransformList(list):
+    """Several `PatchTransform`s (one per batch image); ``.matrix`` is the [N, 3, 3] stack, so consumers that read
+    ``.matrix`` (e.g. the continuous-GAN region renderer) take a batch as readily as a single transform."""
+
+    @property
+    def matrix(self) -> list:
+        return [t.matrix for t in self]
+
+
 def warp_to_canvas(image, transform: PatchTransform, *, mode: str = "bilinear", antialias: bool = True):
     """Warp a part image onto the canvas.
 
@@ -235,4 +244,4 @@ def warp_to_canvas(image, transform: PatchTransform, *, mode: str = "bilinear", 
 
 
 __all__ = ["APOSE_TEMPLATE_SIZE", "APOSE_BODY25_2048", "apose_template", "patch_matrix", "keypoint_zoom_matrix",
-           "PatchTransform", "warp_to_canvas"]
+           "PatchTransform", "TransformList", "warp_to_canvas"]
