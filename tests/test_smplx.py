@@ -415,3 +415,14 @@ def test_part_to_canvas_batch_from_keypoints_gives_a_transform_list(standalone_h
     np.testing.assert_allclose(t[1].region, (-20, 0, 492, 512), atol=1e-6)
     assert out.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512)
     assert float(mask[1, :, 495:].max()) == 0.0 and float(out[1, 10, 500, 0]) == pytest.approx(0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_warp_on_cuda_matches_cpu():
+    img = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+    tr = PatchTransform(0.61, (13.3, -4.2), (64, 48), (80, 80))
+    a, ma = warp_to_canvas(img, tr)
+    b, mb = warp_to_canvas(img.cuda(), tr)
+    torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mb.cpu(), ma, atol=1e-5, rtol=0)

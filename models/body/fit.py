@@ -153,9 +153,6 @@ class SMPLXFit:
         with open(path) as fh:
             return cls.from_dict(json.load(fh))
 
-    def observed_weights(self) -> np.ndarray:
-        return np.array([float(v) for v in self.visible])
-
 
 def project(joints, s, t):
     """[B,N,3] joints, scale [B], translation [B,2] -> pixels [B,N,2]."""
