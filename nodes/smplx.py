@@ -70,8 +70,8 @@ class HumanGenSMPLXFit:
             "iterations": ("INT", {"default": 20, "min": 5, "max": 200, "step": 1,
                                    "tooltip": "L-BFGS iterations per optimiser step (10 steps in 4 stages)."}),
         }, "optional": {
-            "image": ("IMAGE", {"tooltip": "The image the keypoints came from; sets the image size when the "
-                                           "POSE_KEYPOINT has no canvas size."}),
+            "image": ("IMAGE", {"tooltip": "The image the keypoints came from; gives the image size when the "
+                                           "POSE_KEYPOINT has no canvas size (the canvas size wins otherwise)."}),
         }}
 
     def fit(self, smplx_model, pose_keypoint, person_index, confidence_threshold, fit_shape, iterations,
@@ -102,11 +102,12 @@ class HumanGenSMPLXFit:
 
     @staticmethod
     def _size(person, image, i):
+        # keypoints are pixels of the POSE_KEYPOINT canvas; the image only stands in when that size is missing
+        if person["width"] and person["height"]:
+            return person["height"], person["width"]
         if image is not None:
             idx = min(i, image.shape[0] - 1)
             return int(image[idx].shape[0]), int(image[idx].shape[1])
-        if person["width"] and person["height"]:
-            return person["height"], person["width"]
         raise NodeInputError("HumanGenSMPLXFit", "image", "the POSE_KEYPOINT has no canvas_width/canvas_height.",
                              fix="connect the image the keypoints were detected on.")
 
