@@ -11,6 +11,9 @@ import importlib
 import logging
 
 NODE_MODULES: tuple[str, ...] = (
+    "pose",
+    "align",
+    "smplx",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
