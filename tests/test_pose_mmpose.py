@@ -86,7 +86,7 @@ def test_checkpoint_errors(tmp_path, random_topdown):
 
 def test_random_bottomup_runs(astronaut):
     torch.manual_seed(0)
-    model = MB.build_model("ae_hrnet-w32_coco_512x512", bottomup_input_size=256)
+    model = MB.build_model("ae_hrnet-w32_coco_512x512", bottomup_input_size=128)
     assert model.mode == "bottomup"
     kps, scores = MB.detect(model, astronaut, max_people=3)
     assert kps.ndim == 3 and kps.shape[1:] == (17, 3) and len(kps) <= 3 and len(scores) == len(kps)
