@@ -217,8 +217,10 @@ def test_load_save_pose_nodes(standalone_host, detections):
         np.testing.assert_array_equal(P.people_array(back[0]), P.people_array(frames[0]))
     with pytest.raises(NodeInputError, match="filename_prefix"):
         N["HumanGenSavePose"]().save(frames, "../escape", "openpose_json")
-    with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no file"):
+    with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no pose file 'missing.json'"):
         N["HumanGenLoadPose"]().load("missing.json", 0, 0)
+    with pytest.raises(NodeInputError, match="no pose file"):
+        N["HumanGenLoadPose"]().load("../output/poses/cam_00001.json", 0, 0)  # exists, but outside input/
 
 
 def test_mediapipe_version_is_checked(monkeypatch):
