@@ -171,7 +171,7 @@ def make_eps_fn(unet, pose_latent: torch.Tensor, cond: torch.Tensor, uncond: tor
                 guidance: float, *, dtype: torch.dtype = torch.float32, on_call: Callable | None = None):
     """ε(x, t) with HumanSD's classifier-free guidance on the text only: the pose latent is concatenated to the noisy
     latent in *both* branches; ε = ε_u + g·(ε_c − ε_u). With `uncond=None` (guidance 1) the UNet runs once on the
-    conditional branch only. `on_call(batch_size)` is a test/diagnostic hook."""
+    conditional branch only. `on_call(unet_input, timesteps)` is a test/diagnostic hook."""
     if pose_latent.shape[1] + 4 != unet.config.in_channels:
         raise ValueError(f"pose latent has {pose_latent.shape[1]} channels; the UNet takes "
                          f"{unet.config.in_channels} = 4 + pose channels")
@@ -189,7 +189,7 @@ def make_eps_fn(unet, pose_latent: torch.Tensor, cond: torch.Tensor, uncond: tor
         tt = torch.as_tensor(t, device=x.device).reshape(-1)
         tt = tt.expand(inp.shape[0]) if tt.numel() == 1 else tt
         if on_call is not None:
-            on_call(inp.shape[0])
+            on_call(inp, tt)
         ctx_ = ctx.to(device=x.device, dtype=torch.float32)
         if dtype == torch.float32:
             out = unet(inp, tt, encoder_hidden_states=ctx_).sample.float()
