@@ -118,4 +118,23 @@ with torch.no_grad():
     b = ours(x, t, encoder_hidden_states=ctx).sample
 report["eps_max_abs_diff"] = float((a - b).abs().max())
 report["eps_scale"] = float(a.abs().mean())
+del model, patcher, patched, ours, sd, converted, a, b
+
+# the pack's own sampler node under the ComfyUI host adapter (ModelPatcher memory management, ProgressBar,
+# interrupt checks), with a tiny model
+import tempfile  # noqa: E402
+
+from humangen.models.humansd.loader import load_humansd  # noqa: E402
+from humangen.utils import host  # noqa: E402
+
+report["host"] = type(host.get()).__name__
+with tempfile.TemporaryDirectory() as tmp:
+    tiny = load_humansd(T.save_ckpt(os.path.join(tmp, "tiny.ckpt"), T.ldm_state_dict(*T.make_components(seed=1))))
+sampler = pack.NODE_CLASS_MAPPINGS["HumanGenSkeletonSDSampler"]()
+images, skeleton = sampler.sample(tiny, prompt="a person", negative_prompt="", added_prompt="", steps=3,
+                                  guidance=3.0, eta=0.0, scheduler="ddim", seed=1, batch=2, short_side=64,
+                                  strength=1.0, precision="auto", skeleton=pose)
+report["node_images"] = list(images.shape)
+report["node_managed"] = all(hasattr(m.__dict__.get("_hg_host_module"), "_humangen_patcher")
+                             for m in (tiny.unet, tiny.vae, tiny.text_encoder))
 print(json.dumps(report))
