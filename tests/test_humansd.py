@@ -490,3 +490,33 @@ def test_host_module_container_takes_comfyuis_device_assignment(model):
     with off.use(model.vae) as dev:
         assert dev == torch.device("cpu")
     assert calls == [model.vae]
+
+
+def test_trust_pickle_is_an_explicit_opt_in(parts, tmp_path):
+    src = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": parts["ldm"], "callbacks": _Payload()}, src)
+    json.dump({"unet": T.UNET, "vae": T.VAE, "text_encoder": T.TEXT}, open(tmp_path / "lightning.config.json", "w"))
+    _EXECUTED.clear()
+    with pytest.raises(UnsafeCheckpointError):
+        L.load_humansd(str(src))
+    assert _EXECUTED == []
+    report = L.convert_to_safetensors(str(src), str(tmp_path / "lightning.safetensors"), trust_pickle=True)
+    assert _EXECUTED == ["pickle code ran"]  # what trusting a pickle means
+    _EXECUTED.clear()
+    assert L.load_humansd(report["written"]).unet.config.in_channels == 8
+
+
+def test_scheduler_img2img_runs_the_last_steps_from_the_noised_init(model):
+    pose, init = _pose(seed=3), _pose(seed=4)
+    calls = []
+    P.generate(model, pose, "a", "b", steps=8, guidance=2.0, seed=9, strength=0.5, init_image=init,
+               scheduler="euler", on_unet_call=lambda inp, t: calls.append((inp.clone(), float(t[0]))))
+    sched = S.make_scheduler("euler", model.configs["scheduler"])
+    sched.set_timesteps(8)
+    assert [c[1] for c in calls] == pytest.approx([float(t) for t in sched.timesteps[4:]])
+    with torch.no_grad():
+        z0 = P.encode_images(model, init, "cpu")
+    noise = torch.randn((1, 4, 16, 16), generator=S.item_generators(9, 1)[0])
+    sigma = float(sched.sigmas[4])
+    expected = (z0 + sigma * noise) / (sigma ** 2 + 1) ** 0.5  # add_noise, then Euler's input scaling
+    torch.testing.assert_close(calls[0][0][:1, :4], expected, atol=1e-5, rtol=1e-5)
