@@ -11,6 +11,8 @@ import importlib
 import logging
 
 NODE_MODULES: tuple[str, ...] = (
+    "pose",
+    "align",
     "humansd",
 )
 

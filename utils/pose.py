@@ -63,6 +63,10 @@ Public functions (all coordinates in pixels, keypoint arrays float64 [K, 3] = x,
   person_threshold=0.0)` -> uint8 [F, H, W, 3]; `render_frame(frame, ...)` -> uint8 [H, W, 3];
   `HUMANSD_LIMBS`, `HUMANSD_COLORS`, `hls_palette(n)`, `OPENPOSE_LIMBS`, `OPENPOSE_COLORS`.
 - faces: `face_box_from_keypoints(kps_coco17, threshold=0.3, scale=1.0)` -> (x0, y0, x1, y1, score) or None.
+
+HUMANGEN_FACE_BOX (from HumanGenFaceBox; used by InsetGAN): a dict
+`{"boxes": [[[x0, y0, x1, y1, score], ...] per batch image, best first], "canvas_width": W, "canvas_height": H,
+"source": "mtcnn" | "mediapipe" | "keypoints"}`, pixels of the image the boxes were found on.
 """
 from __future__ import annotations
 
