@@ -72,8 +72,15 @@ def _run_api(api, overrides):
     from humangen import NODE_CLASS_MAPPINGS
     from humangen.utils import host
     from humangen.utils import pose as posemod
+    from humangen.utils import image as I
+
+    def load_image(image, **_):
+        from PIL import Image
+        return (I.pil_to_comfy(Image.open(os.path.join(host.input_dir(), image))), None)
+
     stubs = {"HumanGenLoadPose": lambda path, canvas_width, canvas_height: (
                  posemod.load_pose(os.path.join(host.input_dir(), path)),),
+             "LoadImage": load_image,
              "SaveImage": lambda images, filename_prefix: ("saved", images),
              "PreviewImage": lambda images: ("preview", images)}
     results, sinks = {}, {}
@@ -109,19 +116,32 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_pose_json_workflow_runs_with_a_tiny_stand_in(standalone_host, one_thread):
-    ui, api = _load("humansd_pose_json")
+def _prepare(standalone_host, name):
+    import shutil
+    ui, api = _load(name)
     need = ui["extra"]["humangen"]["needs_models"][0]
     unet, vae, tower = T.make_components(seed=5)
     T.save_ckpt(os.path.join(standalone_host.models_root, need["folder"], need["file"]),
                 T.ldm_state_dict(unet, vae, tower))
     os.makedirs(standalone_host.input_root, exist_ok=True)
-    with open(ROOT / "workflows" / "assets" / "humansd_pose.json") as src, \
-            open(os.path.join(standalone_host.input_root, "humansd_pose.json"), "w") as dst:
-        dst.write(src.read())
+    for asset in ("humansd_pose.json", "astronaut.png"):
+        shutil.copy(ROOT / "workflows" / "assets" / asset, os.path.join(standalone_host.input_root, asset))
     sampler = next(k for k, v in api.items() if v["class_type"] == "HumanGenSkeletonSDSampler")
     sinks = _run_api(api, {sampler: {"steps": 2, "short_side": 64}})
     images = [v for k, v in sinks.items() if api[k]["class_type"] == "SaveImage"][0]
-    skeleton = [v for k, v in sinks.items() if api[k]["class_type"] == "PreviewImage"][0]
+    skeleton = [v for k, v in sinks.items() if api[k]["class_type"] == "PreviewImage" and api[k]["inputs"]
+                ["images"][0] == sampler][0]
+    return images, skeleton
+
+
+def test_pose_json_workflow_runs_with_a_tiny_stand_in(standalone_host, one_thread):
+    images, skeleton = _prepare(standalone_host, "humansd_pose_json")
     assert images.shape == (1, 128, 64, 3)  # 512x768 canvas, short side 64 -> 64x96 -> rounded to 64x128
     assert skeleton.shape == (1, 128, 64, 3) and skeleton.amax() > 0.3  # the skeleton was drawn
+
+
+def test_photo_pose_workflow_runs_with_a_tiny_stand_in(standalone_host, one_thread):
+    """astronaut.png (512x512) -> mediapipe pose -> HumanSD skeleton -> tiny stand-in model."""
+    images, skeleton = _prepare(standalone_host, "humansd_photo_pose")
+    assert images.shape == (1, 64, 64, 3) and skeleton.shape == (1, 64, 64, 3)
+    assert (skeleton.sum(-1) > 0).float().mean() > 0.02  # a skeleton of the detected person
