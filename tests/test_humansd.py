@@ -152,6 +152,14 @@ def test_wrong_input_channels_is_a_clear_error(parts, tmp_path):
     sd["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(32, 9, 3, 3)
     with pytest.raises(UnsupportedCheckpointError, match="inpainting"):
         L.load_humansd(_save(tmp_path, sd))
+    from diffusers import UNet2DConditionModel
+    folder = tmp_path / "sd2-folder"
+    UNet2DConditionModel(**dict(T.UNET, in_channels=4)).save_pretrained(folder / "unet")
+    for sub in ("vae", "text_encoder"):
+        (folder / sub).mkdir()
+        (folder / sub / "config.json").write_text("{}")
+    with pytest.raises(UnsupportedCheckpointError, match=r"sd2-folder.*4 input channels"):
+        L.load_humansd(str(folder))
 
 
 def test_missing_and_unexpected_keys_are_named(parts, tmp_path):

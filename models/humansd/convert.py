@@ -85,7 +85,7 @@ def unet_prefix_table(config: dict) -> list[tuple[str, str, dict | None]]:
     return sorted(table, key=lambda e: -len(e[0]))
 
 
-def _map_with_table(sd: dict, table, what: str) -> tuple[dict, list[str]]:
+def _map_with_table(sd: dict, table) -> tuple[dict, list[str]]:
     out, unmapped = {}, []
     for key, value in sd.items():
         for old, new, sub in table:
@@ -101,7 +101,7 @@ def _map_with_table(sd: dict, table, what: str) -> tuple[dict, list[str]]:
 
 def convert_unet(sd: dict, config: dict) -> tuple[dict, list[str]]:
     """LDM UNet keys (without `model.diffusion_model.`) -> diffusers keys; returns (converted, unmapped keys)."""
-    return _map_with_table(sd, unet_prefix_table(config), "unet")
+    return _map_with_table(sd, unet_prefix_table(config))
 
 
 # ---- VAE -------------------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def vae_prefix_table(config: dict) -> list[tuple[str, str, dict | None]]:
 
 def convert_vae(sd: dict, config: dict) -> tuple[dict, list[str]]:
     """LDM VAE keys (without `first_stage_model.`) -> diffusers; 1x1-conv attention weights become linear."""
-    out, unmapped = _map_with_table(sd, vae_prefix_table(config), "vae")
+    out, unmapped = _map_with_table(sd, vae_prefix_table(config))
     for key, value in list(out.items()):
         if ".mid_block.attentions." in key and key.endswith(".weight") and value.ndim == 4:
             out[key] = value[:, :, 0, 0]

@@ -138,9 +138,11 @@ def _materialize(factory, sd: dict, component: str, source: str, rename=None):
 
 def _check_unet_channels(unet_cfg: dict, unet_sd: dict, source: str) -> None:
     w = unet_sd.get("conv_in.weight")
-    if w is None:
-        return
-    have, want = int(w.shape[1]), int(unet_cfg["in_channels"])
+    if w is not None:
+        _check_channels(int(w.shape[1]), int(unet_cfg["in_channels"]), source)
+
+
+def _check_channels(have: int, want: int, source: str) -> None:
     if have != want:
         hint = {4: "a plain SD 2.x text-to-image model", 9: "an SD 2.x inpainting model"}.get(have, "not HumanSD")
         raise UnsupportedCheckpointError(
@@ -192,8 +194,7 @@ def load_diffusers_folder(path: str) -> HumanSDModel:
             raise UnsupportedCheckpointError(f"{source}: diffusers folder without {sub}/config.json")
     with open(os.path.join(path, "unet", "config.json"), encoding="utf-8") as fh:
         in_ch = int(json.load(fh).get("in_channels", 4))
-    if in_ch != 8:
-        _check_unet_channels({"in_channels": 8}, {"conv_in.weight": _FakeShape(in_ch)}, source)
+    _check_channels(in_ch, 8, source)
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
     text = CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder"), local_files_only=True)
@@ -203,11 +204,6 @@ def load_diffusers_folder(path: str) -> HumanSDModel:
                         text_encoder=text.eval().requires_grad_(False),
                         tokenizer=OpenCLIPTokenizer(context_length=int(text.config.max_position_embeddings)),
                         configs=cfgs, source=path)
-
-
-class _FakeShape:
-    def __init__(self, channels: int):
-        self.shape = (0, channels)
 
 
 def load_humansd(path: str, *, configs: dict | None = None, trust_pickle: bool = False) -> HumanSDModel:
