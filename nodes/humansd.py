@@ -105,7 +105,8 @@ class HumanGenSkeletonSDSampler:
                 "added_prompt": ("STRING", {"multiline": True, "default": DEFAULT_ADDED, "tooltip":
                                  "Appended to the prompt after ', ' (HumanSD's demo default); empty adds nothing."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 200, "step": 1, "tooltip":
-                          "Sampling steps. DDIM runs them exactly as HumanSD's demo (which skips the first one)."}),
+                          "Sampling steps. DDIM runs them exactly as HumanSD's demo (which skips the first one, so "
+                          "it needs at least 2)."}),
                 "guidance": ("FLOAT", {"default": 10.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
                              "Classifier-free guidance on the text (the pose is in both branches). 1 = no "
                              "unconditional pass."}),
@@ -161,10 +162,15 @@ class HumanGenSkeletonSDSampler:
             host.check_interrupt()
 
         host.check_interrupt()
-        result = generate(humansd, skel.movedim(-1, 1) * 2 - 1, prompt, negative_prompt, added_prompt=added_prompt,
-                          steps=steps, guidance=guidance, eta=eta, scheduler=scheduler, seed=seed, batch=batch,
-                          strength=strength, init_image=init, precision=precision, offloader=_offloader(),
-                          callback=on_step)
+        try:
+            result = generate(humansd, skel.movedim(-1, 1) * 2 - 1, prompt, negative_prompt,
+                              added_prompt=added_prompt, steps=steps, guidance=guidance, eta=eta, scheduler=scheduler,
+                              seed=seed, batch=batch, strength=strength, init_image=init, precision=precision,
+                              offloader=_offloader(), callback=on_step)
+        except ValueError as exc:  # check_inputs names the argument first ("steps must be …", "pose: …")
+            name = str(exc).split(" ", 1)[0].rstrip(":")
+            raise NodeInputError(node, name if name in self.INPUT_TYPES()["required"] or name in
+                                 ("pose", "skeleton", "init_image") else "humansd", str(exc)) from exc
         return (nchw_to_comfy(result.images, signed=False), skel)
 
 

@@ -304,6 +304,8 @@ def test_strength_below_one_starts_from_the_noised_init_latent(model):
     torch.testing.assert_close(calls[0][0][:1, :4], expected, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="init image"):
         P.generate(model, pose, "a", "b", steps=2, strength=0.5)
+    with pytest.raises(ValueError, match="steps must be >= 2 for ddim"):
+        P.generate(model, pose, "a", "b", steps=1)
     calls.clear()
     P.generate(model, pose, "a", "b", steps=4, seed=9, on_unet_call=lambda inp, t: calls.append(inp.clone()))
     torch.testing.assert_close(calls[0][:1, :4], noise)  # strength 1: pure noise, as the demo
@@ -386,6 +388,8 @@ def test_sampler_node_errors_and_interrupt(model, standalone_host):
         node.sample(model, skeleton=skel, **_sample_kwargs(strength=0.5))
     out, _ = node.sample(model, skeleton=skel, init_image=torch.rand(1, 100, 90, 3), **_sample_kwargs(strength=0.5))
     assert out.shape == (1, 64, 64, 3)
+    with pytest.raises(NodeInputError, match=r"input 'steps': steps must be >= 2 for ddim"):
+        node.sample(model, skeleton=skel, **_sample_kwargs(steps=1))
     standalone_host.interrupt_event.set()
     with pytest.raises(HumanGenInterrupted):
         node.sample(model, skeleton=skel, **_sample_kwargs())

@@ -133,6 +133,9 @@ def check_inputs(model: HumanSDModel, pose: torch.Tensor, *, steps: int, guidanc
         raise ValueError(f"eta must be >= 0, got {eta}")
     if scheduler not in S.SCHEDULERS:
         raise ValueError(f"scheduler must be one of {S.SCHEDULERS}, got {scheduler!r}")
+    if scheduler == "ddim" and steps < 2:
+        raise ValueError("steps must be >= 2 for ddim: HumanSD's DDIM skips the first of its steps, so 1 step "
+                         "would return pure noise")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if not 0.0 < strength <= 1.0:
