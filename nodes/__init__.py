@@ -14,6 +14,7 @@ NODE_MODULES: tuple[str, ...] = (
     "pose",
     "align",
     "smplx",
+    "humansd",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
