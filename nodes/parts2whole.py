@@ -179,7 +179,7 @@ class HumanGenPartsFromSegmentation:
             seg_model, processor = load_segformer(path, host.torch_device())
             label_map = segformer_label_map(seg_model, processor, img)
             del seg_model
-        found, absent = parts_from_label_map(img, label_map, labels, crop=crop_to_part)
+        found, masks, absent = parts_from_label_map(img, label_map, labels, crop=crop_to_part)
         if absent:
             log.info("%s: not in the photo, skipped: %s", node, ", ".join(absent))
         if not found:
@@ -189,10 +189,6 @@ class HumanGenPartsFromSegmentation:
         if len(chain) > MAX_PARTS:
             raise NodeInputError(node, "parts", f"{len(chain)} parts in total; Parts2Whole takes at most "
                                  f"{MAX_PARTS}.", fix="switch off some parts.")
-        import torch
-        import torch.nn.functional as F
-        h, w = img.shape[:2]
-        masks = torch.stack([F.interpolate(p.mask[None, None], size=(h, w))[0, 0] for p in found])
         return (chain, masks)
 
 
