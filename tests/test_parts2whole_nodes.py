@@ -140,10 +140,7 @@ def test_parts_from_segformer_folder(standalone_host, tmp_path):
                                         ("upper body clothes", (4,)), ("lower body clothes", (5, 6)),
                                         ("whole body clothes", (4, 5, 6, 7)), ("shoes", (9, 10))]
                if int(torch.isin(lm, torch.tensor(ids)).sum()) >= 16]
-    if not present:
-        with pytest.raises(NodeInputError, match="none of the selected parts"):
-            cls().extract(img, "segformer_b2_clothes", **toggles)
-        return
+    assert present  # the seeded random parser labels some hair and pants pixels
     parts, masks = cls().extract(img, "segformer_b2_clothes", **toggles)
     assert [p.label for p in parts] == present[:6]
     from humangen.models.parts2whole.parts import PART_CLASSES
