@@ -113,7 +113,7 @@ def main(argv=None) -> None:
             feats = torch.randn(k, n, c, generator=g).to(dev, dtype)
             if impl == "ours":
                 st = ReadState(PartBank(features={"l": feats}, weights={"l": torch.ones(k, n, device=dev)}))
-                st.cond_rows = torch.tensor([False, True], device=dev)
+                st.num_uncond = 1
                 proc = BankReadProcessor("l", st)
             else:
                 proc = UpstreamStyleRead("l", {"l": feats})

@@ -84,7 +84,7 @@ def test_unconditional_rows_use_plain_self_attention(model):
     bank = _bank(model, _parts(2), names)
     plain = _run(model)
     st = ReadState(bank)
-    st.cond_rows = torch.tensor([False, True])
+    st.num_uncond = 1
     mixed = _run(model, st, names)
     torch.testing.assert_close(mixed[0], plain[0], rtol=0, atol=1e-6)  # uncond row: no references
     assert (mixed[1] - plain[1]).abs().max() > 1e-4  # cond row: references change it
