@@ -8,7 +8,8 @@ re-projected every step, then plain self-attention recomputed for the unconditio
 
 FLOPs are analytic for the self-attention (attn1) layers of SD 1.5 (multiply-add = 2 FLOPs; worst case: every
 reference token kept). Time is that of the attn1 layers of one denoising step (CFG batch 2, random weights; the rest
-of the UNet is the same for both), each SD 1.5 level's layer timed at its token count and width, measured in one run, alternating implementations per K, median of `--repeats` after one warm-up.
+of the UNet is the same for both), each SD 1.5 level's layer timed at its token count and width, measured in one
+run, alternating implementations per K, median of `--repeats` after one warm-up.
 
     python bench/parts.py                       # CPU-friendly: timed at 256x192
     python bench/parts.py --device cuda --dtype fp16 --height 768 --width 512
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pack():
-    spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
     mod = importlib.util.module_from_spec(spec)
     sys.modules["humangen"] = mod
     spec.loader.exec_module(mod)
