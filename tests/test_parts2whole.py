@@ -359,3 +359,25 @@ def test_check_inputs_names_argument_and_value(model):
         _gen(model, _parts(1) * 7)
     with pytest.raises(ValueError, match="label"):
         PartRef(torch.rand(8, 8, 3), "hat")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_generation_on_cuda_matches_fp32_cpu_roughly(tiny_folder, model):
+    from humangen.models.parts2whole.loader import load_parts2whole
+    gpu = load_parts2whole(tiny_folder, dtype=torch.float16, device="cuda")
+    parts = _parts(2)
+    a = _gen(gpu, parts, batch_size=2)
+    b = _gen(model, parts, batch_size=2)
+    assert torch.isfinite(a).all()
+    assert (a - b).abs().mean() < 0.05  # same noise (drawn on CPU), fp16 rounding only
+
+
+def test_bfloat16_weights_run_on_cpu(tiny_folder):
+    from humangen.models.parts2whole.loader import load_parts2whole
+    m = load_parts2whole(tiny_folder, dtype=torch.bfloat16)
+    assert m.unet.dtype == torch.bfloat16
+    assert all(p.to_k_dc.weight.dtype == torch.bfloat16
+               for p in m.unet.attn_processors.values() if hasattr(p, "to_k_dc"))
+    out = _gen(m, _parts(2), batch_size=1, guidance=1.0)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
