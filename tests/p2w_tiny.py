@@ -106,3 +106,13 @@ def build(root: str, *, skip: tuple[str, ...] = ()) -> str:
                 state[f"{name}.{pname}"] = torch.randn_like(p) * 0.3
         save_file(state, os.path.join(root, "decoupled_attn.pth"))  # safetensors bytes, .pth name (as on the hub)
     return root
+
+
+_CACHE: dict[str, str] = {}
+
+
+def shared(tmp_path_factory) -> str:
+    """One full tiny folder per test session (read-only by convention: copy it before changing anything)."""
+    if "full" not in _CACHE:
+        _CACHE["full"] = build(str(tmp_path_factory.mktemp("p2w_shared") / "tiny"))
+    return _CACHE["full"]

@@ -15,7 +15,7 @@ P2W = "humangen.models.parts2whole"
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    return p2w_tiny.build(str(tmp_path_factory.mktemp("p2w") / "tiny"))
+    return p2w_tiny.shared(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -238,11 +238,14 @@ def test_decoupled_attention_weights_loaded_and_scale_zero_is_text_only(model, t
 
 
 # ---- loader --------------------------------------------------------------------------------------------------
-def test_missing_components_are_listed(tmp_path):
-    root = p2w_tiny.build(str(tmp_path / "partial"), skip=("reference_unet", "decoupled_attn", "tokenizer"))
+def test_missing_components_are_listed(tmp_path, tiny_folder):
+    import shutil
+    root = tmp_path / "partial"
+    shutil.copytree(tiny_folder, root, ignore=shutil.ignore_patterns("reference_unet", "decoupled_attn.pth",
+                                                                     "tokenizer"))
     from humangen.models.parts2whole.loader import load_parts2whole
     with pytest.raises(HumanGenError) as err:
-        load_parts2whole(root)
+        load_parts2whole(str(root))
     msg = str(err.value)
     for piece in ("reference_unet/", "decoupled_attn.pth", "tokenizer/"):
         assert piece in msg

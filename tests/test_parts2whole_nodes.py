@@ -13,7 +13,7 @@ from humangen.utils.errors import HumanGenInterrupted, NodeInputError
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    return p2w_tiny.build(str(tmp_path_factory.mktemp("p2wn") / "tiny"))
+    return p2w_tiny.shared(tmp_path_factory)
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def test_api_workflow_runs_with_tiny_stand_in(standalone_host, tmp_path_factory,
     _, api = _load()
     ui, _ = _load()
     need = ui["extra"]["humangen"]["needs_models"][0]
-    src = p2w_tiny.build(str(tmp_path_factory.mktemp("wf") / "tiny"))
+    src = p2w_tiny.shared(tmp_path_factory)
     shutil.copytree(src, tmp_path / "models" / need["folder"] / need["file"])
     (tmp_path / "input").mkdir()
     rng = np.random.default_rng(0)
