@@ -253,15 +253,33 @@ def test_missing_components_are_listed(tmp_path, tiny_folder):
     assert "huggingface.co/huanngzh/Parts2Whole" in msg
 
 
-def test_pickle_only_weights_are_reported_not_loaded(tmp_path, tiny_folder):
+class _Exploit:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_bin_weights_load_with_weights_only_and_code_pickles_are_refused(tmp_path, tiny_folder):
     import shutil
+
+    from safetensors.torch import load_file
+
+    from humangen.models.parts2whole.loader import load_parts2whole, missing_components
+    from humangen.utils.errors import UnsafeCheckpointError
     root = tmp_path / "bin"
     shutil.copytree(tiny_folder, root)
-    w = root / "vae" / "diffusion_pytorch_model.safetensors"
-    w.rename(root / "vae" / "diffusion_pytorch_model.bin")
-    from humangen.models.parts2whole.loader import missing_components
-    assert missing_components(str(root)) == [
-        "vae/diffusion_pytorch_model.safetensors, only pickle .bin weights found: convert them to safetensors"]
+    st = root / "vae" / "diffusion_pytorch_model.safetensors"
+    state = load_file(st)
+    st.unlink()
+    torch.save(state, root / "vae" / "diffusion_pytorch_model.bin")
+    assert missing_components(str(root)) == []
+    m = load_parts2whole(str(root))
+    torch.testing.assert_close(m.vae.state_dict()["decoder.conv_out.weight"], state["decoder.conv_out.weight"])
+    torch.save({"x": _Exploit()}, root / "vae" / "diffusion_pytorch_model.bin")
+    with pytest.raises(UnsafeCheckpointError, match=r"vae: refused to unpickle"):
+        load_parts2whole(str(root))
+    (root / "vae" / "diffusion_pytorch_model.bin").unlink()
+    assert missing_components(str(root)) == ["vae/diffusion_pytorch_model.safetensors"]
 
 
 # ---- sampler -------------------------------------------------------------------------------------------------
