@@ -142,7 +142,7 @@ class HumanGenPartsFromSegmentation:
             "image": ("IMAGE", {"tooltip": "A photo of the person whose clothes/face/hair to take."}),
             "segformer": ([f for f in _folders("segformer", NO_SEGFORMER) if f != NO_SEGFORMER] + [NO_SEGFORMER], {
                 "tooltip": "A transformers SegFormer clothes parser folder in models/segformer "
-                           "(mattmdjaga/segformer_b2_clothes), or none to use the segmentation input."}),
+                           "(mattmdjaga/segformer_b2_clothes). A connected segmentation input takes precedence."}),
             "crop_to_part": ("BOOLEAN", {"default": False, "tooltip":
                                          "Crop each part's image to its mask (plus 10%). Off = the whole photo with "
                                          "the mask, as upstream's segmentation tool produces."}),
