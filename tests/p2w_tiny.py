@@ -66,9 +66,14 @@ def build(root: str, *, skip: tuple[str, ...] = ()) -> str:
     if "reference_unet" not in skip:
         ref = UNet2DConditionModel(**unet_kwargs())
         ref.save_pretrained(sub("reference_unet"))
-        # like the hub's reference UNet: the output head is absent (never used)
+        # like the hub's reference UNet: the output head and everything of the last transformer block after its
+        # norm1 are absent (never used)
+        last = "up_blocks.1.attentions.1."
+        dropped = ("conv_out.", "conv_norm_out.", last + "proj_out.") + tuple(
+            f"{last}transformer_blocks.0.{m}." for m in ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out",
+                                                        "norm2", "attn2", "norm3", "ff"))
         path = os.path.join(sub("reference_unet"), "diffusion_pytorch_model.safetensors")
-        state = {k: v for k, v in load_file(path).items() if not k.startswith(("conv_out.", "conv_norm_out."))}
+        state = {k: v for k, v in load_file(path).items() if not k.startswith(dropped)}
         save_file(state, path)
     torch.manual_seed(2)
     if "vae" not in skip:

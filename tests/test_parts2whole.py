@@ -210,6 +210,34 @@ def test_write_pass_banks_masked_norm1_output_once_for_all_parts(model):
 
 
 @torch.no_grad()
+def test_write_pass_stops_at_the_last_banked_layer(model):
+    """The hub's reference UNet lacks everything after the last norm1 (randomly initialised on load): the bank must
+    not depend on those modules, and `fusion_blocks='midup'` banks only mid and up blocks."""
+    from humangen.models.parts2whole.attention import self_attention_names
+    names = self_attention_names(model.unet)
+    assert "up_blocks.1.attentions.1.transformer_blocks.0.attn1.processor" in names  # the last one run
+    parts = _parts(2)
+    before = _bank(model, parts, names)
+    block = model.reference_unet.up_blocks[1].attentions[1]
+    unused = [block.transformer_blocks[0].attn1.to_q.weight, block.transformer_blocks[0].ff.net[2].weight,
+              block.proj_out.weight, model.reference_unet.conv_out.weight]
+    saved = [w.clone() for w in unused]
+    try:
+        for w in unused:
+            w.normal_()
+        after = _bank(model, parts, names)
+    finally:
+        for w, v in zip(unused, saved):
+            w.copy_(v)
+    assert set(after.features) == set(names)
+    for n in names:
+        torch.testing.assert_close(after.features[n], before.features[n], rtol=0, atol=0)
+    midup = self_attention_names(model.unet, "midup")
+    assert midup and all(n.startswith(("mid_block.", "up_blocks.")) for n in midup)
+    assert set(_bank(model, parts, midup).features) == set(midup)
+
+
+@torch.no_grad()
 def test_decoupled_attention_weights_loaded_and_scale_zero_is_text_only(model, tiny_folder):
     from diffusers.models.attention_processor import AttnProcessor2_0
     from safetensors.torch import load_file
