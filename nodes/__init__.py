@@ -15,6 +15,7 @@ NODE_MODULES: tuple[str, ...] = (
     "align",
     "smplx",
     "humansd",
+    "parts2whole",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
