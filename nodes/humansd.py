@@ -30,12 +30,9 @@ def _model_choices(include_folders: bool = True) -> list[str]:
 
 
 def _offloader():
-    from ..models.humansd.pipeline import HostModule, Offloader
-
-    def load(module):  # ComfyUI's ModelPatcher sets `.device`, read-only on diffusers/transformers modules
-        return host.load_model(HostModule.of(module))
-
-    return Offloader(host.torch_device(), offload_device=host.offload_device(), load=load, managed=host.in_comfyui())
+    from ..models.humansd.pipeline import Offloader
+    return Offloader(host.torch_device(), offload_device=host.offload_device(), load=host.load_model,
+                     managed=host.in_comfyui())
 
 
 def _target_size(height: int, width: int, short_side: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ Tests swap the active host with `use(host)`; `reset()` goes back to auto-detecti
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -226,14 +227,18 @@ class ComfyHost(StandaloneHost):
         return mm.unet_offload_device()
 
     def load_model(self, module):
-        """Let the host's memory manager account for `module` (evicting other models if needed)."""
+        """Let the host's memory manager account for `module` (evicting other models if needed).
+
+        The patcher manages a plain container around the module: ComfyUI's ModelPatcher assigns `model.device`,
+        which diffusers' ModelMixin and transformers' PreTrainedModel forbid (a read-only property)."""
         import comfy.model_management as mm
         import comfy.model_patcher
-        patcher = getattr(module, "_humangen_patcher", None)
+        patcher = module.__dict__.get("_humangen_patcher")
         if patcher is None:
             patcher = comfy.model_patcher.ModelPatcher(
-                module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-            module._humangen_patcher = patcher
+                _managed_container_class()(module), load_device=mm.get_torch_device(),
+                offload_device=mm.unet_offload_device())
+            module.__dict__["_humangen_patcher"] = patcher  # not a registered submodule: no cycle in .modules()
         mm.load_models_gpu([patcher])
         return mm.get_torch_device()
 
@@ -246,6 +251,24 @@ class ComfyHost(StandaloneHost):
         import comfy.model_management as mm
         mm.free_memory(nbytes, mm.get_torch_device())
         mm.soft_empty_cache()
+
+
+@functools.cache
+def _managed_container_class():
+    import torch
+
+    class ManagedModule(torch.nn.Module):
+        """A container with a writable `device`, holding one module for the host's memory manager."""
+
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+            self.device = next(inner.parameters()).device
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    return ManagedModule
 
 
 def _check_kind(kind: str) -> None:

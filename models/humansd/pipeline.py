@@ -46,30 +46,6 @@ class Offloader:
                 module.to(self.offload_device)
 
 
-class HostModule(torch.nn.Module):
-    """A plain container around a diffusers/transformers module for a host's memory manager.
-
-    ComfyUI's ModelPatcher assigns `model.device = …`, which diffusers' ModelMixin and transformers' PreTrainedModel
-    forbid (read-only property). The container has a writable `device` and moves its child with `.to()`. One
-    container per module, kept in the module's __dict__ (not registered as a submodule: no cycle)."""
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.inner = module
-        self.device = next(module.parameters()).device
-
-    @classmethod
-    def of(cls, module: torch.nn.Module) -> "HostModule":
-        wrapper = module.__dict__.get("_hg_host_module")
-        if wrapper is None:
-            wrapper = cls(module)
-            module.__dict__["_hg_host_module"] = wrapper
-        return wrapper
-
-    def forward(self, *args, **kwargs):
-        return self.inner(*args, **kwargs)
-
-
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     """'auto' -> bf16 on a CUDA device that supports it, else fp32. fp16 is refused (SD2 attention overflows)."""
     if precision == "auto":
