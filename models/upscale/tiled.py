@@ -24,20 +24,29 @@ Span = tuple[int, int]  # (start, length) along one axis, in input pixels
 
 
 def tile_spans(size: int, tile: int, overlap: int, align: int = 1) -> list[Span]:
-    """(start, length) of tiles covering [0, size) with at least `overlap` between neighbours.
+    """(start, length) of at most `tile`-long tiles covering [0, size), neighbours overlapping by >= `overlap`.
 
-    Tiles are spread evenly (the first starts at 0, the last ends at `size`), so every overlap is about the same
-    width instead of one thin sliver at the end. Starts are multiples of `align` (pixel-unshuffle models such as
-    Real-ESRGAN x2plus see the same sub-pixel grid as in one untiled pass); the last tile absorbs the remainder."""
+    Uses the fewest tiles that fit, then shrinks them evenly so each overlap is close to the requested one: the
+    extra work of tiling is about (n - 1) * overlap / size, instead of a full-size last tile that mostly repeats its
+    neighbour. Starts are multiples of `align` (pixel-unshuffle models such as Real-ESRGAN x2plus then see the same
+    sub-pixel grid as one untiled pass); the last tile ends exactly at `size`."""
     align = max(1, int(align))
     if tile <= 0 or tile >= size:
         return [(0, size)]
-    tile = max(align, tile - tile % align)
-    overlap = max(0, min(overlap, tile - align))
-    n = max(2, math.ceil((size - overlap) / (tile - overlap)))
-    span = size - tile
-    starts = sorted({(round(i * span / (n - 1)) // align) * align for i in range(n)})
-    return [(s0, tile if i + 1 < len(starts) else size - s0) for i, s0 in enumerate(starts)]
+    # work in units of `align` pixels, all integers
+    units = math.ceil(size / align)
+    t = max(1, tile // align)
+    o = min(math.ceil(overlap / align), t - 1)
+    if t >= units:
+        return [(0, size)]
+    n = max(2, math.ceil((units - o) / (t - o)))
+    length = math.ceil((units + (n - 1) * o) / n)  # <= t; neighbours then overlap by >= o units
+    starts = [(i * (units - length)) // (n - 1) for i in range(n)]
+    spans = []
+    for s0 in starts:
+        start = s0 * align
+        spans.append((start, min(length * align, size - start)))
+    return spans
 
 
 def _ramp(width: int, margin: int):

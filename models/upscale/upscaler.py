@@ -142,7 +142,8 @@ def upscale(desc, image, *, tile: int = 512, overlap: int = 32, out_scale: float
         return desc(piece.to(device=device, dtype=dtype)).float()
 
     def run(tile_size: int):
-        ov = min(overlap, tile_size // 2) if tile_size else 0
+        # the user's overlap as given; after an OOM halving at most half the (smaller) tile
+        ov = 0 if not tile_size else overlap if tile_size == tile else min(overlap, tile_size // 2)
         per_pass = len(TilePlan.make(h, w, tile_size, ov, align)) * b
         total = per_pass * (1 + len(extra))
         kw = dict(scale=scale, tile=tile_size, overlap=ov, align=align, on_tile=on_tile, total=total,
