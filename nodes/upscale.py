@@ -69,10 +69,7 @@ def _run_upscale(node, image, upscale_model, mask, tile_size, overlap, output_sc
         raise NodeInputError(node, "overlap", f"overlap {overlap} must be smaller than tile_size {tile_size}.",
                              fix="lower overlap (about 1/8 of the tile is plenty).")
     if mask is not None:
-        mask = mask_to_batch(mask)
-        if tuple(mask.shape[-2:]) != tuple(image.shape[1:3]):
-            raise NodeInputError(node, "mask", f"mask size {tuple(mask.shape[-2:])} differs from the image size "
-                                 f"{tuple(image.shape[1:3])}.", fix="use the mask that came with this image.")
+        mask = _fit_mask(node, mask_to_batch(mask), image)
     cb = _HostCallbacks(node)
     device = host.load_model(desc.model)
     try:
@@ -82,6 +79,20 @@ def _run_upscale(node, image, upscale_model, mask, tile_size, overlap, output_sc
                           free_memory=cb.free_memory)
     except ValueError as exc:
         raise NodeInputError(node, "precision" if "support" in str(exc) else "upscale_model", str(exc)) from exc
+
+
+def _fit_mask(node, mask, image):
+    """MASK [B,H,W] at the image size: core LoadImage gives a 64x64 placeholder for images without alpha, so a
+    different size is resized (bilinear) rather than refused; a batch that does not broadcast is an error."""
+    import torch.nn.functional as F
+
+    from ..utils.errors import NodeInputError
+    if mask.shape[0] not in (1, image.shape[0]):
+        raise NodeInputError(node, "mask", f"mask batch {mask.shape[0]} does not match the image batch "
+                             f"{image.shape[0]}.", fix="use the mask that came with this image.")
+    if tuple(mask.shape[-2:]) != tuple(image.shape[1:3]):
+        mask = F.interpolate(mask[:, None], size=tuple(image.shape[1:3]), mode="bilinear", align_corners=False)[:, 0]
+    return mask
 
 
 def _outputs(result, image):

@@ -248,11 +248,18 @@ def test_node_reports_progress_per_tile_and_stops_on_interrupt(x4, standalone_ho
     assert x4.dtype == torch.float32  # restored after the interrupt
 
 
+def test_node_resizes_a_placeholder_mask(x4):
+    """Core LoadImage returns a 64x64 mask for images without alpha; it must not break the node."""
+    image = _image(1, 20, 24).movedim(1, -1)
+    out, mask = HumanGenTiledUpscale().upscale(image, x4, tile_size=0, mask=torch.ones(64, 64))
+    assert mask.shape == (1, 80, 96) and torch.allclose(mask, torch.ones_like(mask), atol=1e-6)
+
+
 def test_node_input_errors(x4):
     image = _image(1, 20, 20).movedim(1, -1)
     with pytest.raises(NodeInputError, match="input 'overlap'"):
         HumanGenTiledUpscale().upscale(image, x4, tile_size=16, overlap=16)
     with pytest.raises(NodeInputError, match="input 'mask'"):
-        HumanGenTiledUpscale().upscale(image, x4, mask=torch.zeros(1, 10, 10))
+        HumanGenTiledUpscale().upscale(image, x4, mask=torch.zeros(3, 20, 20))
     with pytest.raises(NodeInputError, match="input 'image'"):
         HumanGenTiledUpscale().upscale(torch.zeros(20, 20), x4)
