@@ -228,7 +228,7 @@ def _refine(node, image, result, face_desc, threshold, min_face_size, strength, 
     cb = _HostCallbacks(node)
     device = host.load_model(face_desc.model)
     refined = faces.upscale_with_faces(
-        None, face_desc, comfy_to_nchw(image[..., :3], signed=False), upscaled=result, threshold=threshold,
+        None, face_desc, comfy_to_nchw(image, signed=False), upscaled=result, threshold=threshold,
         min_face_size=min_face_size, strength=strength, feather=feather, face_device=device,
         check_interrupt=cb.check_interrupt, on_face=cb.on_step)[0]
     return refined

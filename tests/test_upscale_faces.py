@@ -150,3 +150,13 @@ def test_face_refine_node_rejects_a_non_face_model(standalone_host):
         HumanGenFaceRefineUpscale().refine(image, sr, "x.pth", face_model=sr)
     with pytest.raises(HumanGenError, match="input 'face_model_name'.*not found"):
         HumanGenFaceRefineUpscale().refine(image, sr, "missing.pth")
+
+
+def test_alpha_is_carried_through_face_refinement(restoreformer_sd):
+    face = load_descriptor(restoreformer_sd, purposes={"FaceSR"})
+    sr = load_descriptor(H.compact_state_dict(scale=2))
+    rgba = torch.rand((1, 4, 16, 20), generator=torch.Generator().manual_seed(0))
+    res, refined = fc.upscale_with_faces(sr, face, rgba, detect=lambda imgs: [[] for _ in imgs], tile=0)
+    assert res.image.shape == (1, 4, 32, 40) and refined.faces == [[]]
+    torch.testing.assert_close(res.image, upscale(sr, rgba, tile=0).image)
+    assert res.mask.shape == (1, 32, 40) and float(res.mask.max()) == 0.0

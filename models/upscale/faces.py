@@ -224,20 +224,24 @@ def upscale_with_faces(desc, face_desc, image, *, detect: Callable | None = None
     detectors). `upscale_kwargs` go to `upscale()` (tile, overlap, out_scale, precision, device, mask, on_tile, ...).
     `upscaled`: an UpscaleResult of `image` already computed (then `desc` is not used).
     Returns (UpscaleResult with the refined image and the face blend mask as `.mask`, RefineResult)."""
+    import torch
+
     from .upscaler import upscale
 
-    if image.shape[1] != 3:
-        raise ValueError("face refinement takes an RGB image [B, 3, H, W]")
+    if image.ndim != 4 or image.shape[1] not in (3, 4):
+        raise ValueError(f"face refinement takes an image [B, 3|4, H, W], got {tuple(image.shape)}")
     result = upscaled if upscaled is not None else upscale(desc, image, check_interrupt=check_interrupt,
                                                            **upscale_kwargs)
     if detect is None:
         def detect(imgs):
             return detect_faces(imgs, threshold=threshold, min_face_size=min_face_size, device=face_device or "cpu")
-    found = detect(image)
+    found = detect(image[:, :3])
     h, w = image.shape[-2:]
     oh, ow = result.image.shape[-2:]
     faces = [[f.scaled(ow / w, oh / h) for f in per] for per in found]
-    refined = refine_with_model(face_desc, result.image, faces, device=face_device, strength=strength,
+    rgb, alpha = result.image[:, :3], result.image[:, 3:]  # an alpha channel is carried, not restored
+    refined = refine_with_model(face_desc, rgb, faces, device=face_device, strength=strength,
                                 feather=feather, check_interrupt=check_interrupt, on_face=on_face)
-    result.image, result.mask = refined.image, refined.mask
+    result.image = torch.cat([refined.image, alpha], 1) if alpha.shape[1] else refined.image
+    result.mask = refined.mask
     return result, refined
