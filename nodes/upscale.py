@@ -125,16 +125,8 @@ class HumanGenUpscaleModelLoader:
         }}
 
     def load(self, model_name, extra_architectures=False):
-        from ..models.upscale import load_descriptor
-        from ..utils import host
-        from ..utils.errors import NodeInputError, UnsupportedCheckpointError
-        node = "HumanGenUpscaleModelLoader"
-        path = host.model_path("upscale_models", model_name, node=node, input_name="model_name")
-        try:
-            return (load_descriptor(path, allow_extra=extra_architectures),)
-        except UnsupportedCheckpointError as exc:
-            raise NodeInputError(node, "model_name", str(exc), fix="pick an image super-resolution model file.") \
-                from exc
+        return (_load_file("HumanGenUpscaleModelLoader", "upscale_models", model_name, "model_name",
+                           extra_architectures, None, "pick an image super-resolution model file."),)
 
 
 class HumanGenTiledUpscale:
@@ -204,20 +196,30 @@ class HumanGenFaceRefineUpscale:
 
 
 def _face_model(node, name, given, allow_extra):
-    from ..models.upscale import load_descriptor
-    from ..utils import host
-    from ..utils.errors import NodeInputError, UnsupportedCheckpointError
+    from ..utils.errors import NodeInputError
     if given is not None:
         desc = _model(node, "face_model", given)
         if desc.purpose != "FaceSR" or desc.scale != 1:
             raise NodeInputError(node, "face_model", f"{desc.architecture.name} is a {desc.purpose} x{desc.scale} "
                                  "model, not a face restorer.", fix="load GFPGAN, RestoreFormer or CodeFormer.")
         return desc
-    path = host.model_path("face_restore", name, node=node, input_name="face_model_name")
+    return _load_file(node, "face_restore", name, "face_model_name", allow_extra, {"FaceSR"},
+                      "pick a GFPGAN or RestoreFormer file (CodeFormer needs extra_architectures).")
+
+
+def _load_file(node, kind, name, input_name, allow_extra, purposes, fix):
+    """load_descriptor for a file of the `kind` folder; every failure names the node and the input to change."""
+    from ..models.upscale import load_descriptor
+    from ..models.upscale.loading import ExtraArchesMissingError
+    from ..utils import host
+    from ..utils.errors import NodeInputError, UnsafeCheckpointError, UnsupportedCheckpointError
+    path = host.model_path(kind, name, node=node, input_name=input_name)
     try:
-        return load_descriptor(path, allow_extra=allow_extra, purposes={"FaceSR"})
-    except UnsupportedCheckpointError as exc:
-        raise NodeInputError(node, "face_model_name", str(exc), fix="pick a GFPGAN/RestoreFormer file.") from exc
+        return load_descriptor(path, allow_extra=allow_extra, purposes=purposes)
+    except ExtraArchesMissingError as exc:
+        raise NodeInputError(node, "extra_architectures", str(exc)) from exc
+    except (UnsupportedCheckpointError, UnsafeCheckpointError) as exc:
+        raise NodeInputError(node, input_name, str(exc), fix=fix) from exc
 
 
 def _refine(node, image, result, face_desc, threshold, min_face_size, strength, feather):

@@ -206,6 +206,16 @@ def test_loader_node_errors_name_node_and_input(standalone_host):
     assert "text.safetensors" in HumanGenUpscaleModelLoader.INPUT_TYPES()["required"]["model_name"][0]
 
 
+
+def test_loader_node_extra_architectures_missing_names_that_input(standalone_host, monkeypatch):
+    monkeypatch.setitem(sys.modules, "spandrel_extra_arches", None)
+    path = os.path.join(_folder(standalone_host), "x4.safetensors")
+    save_file(H.rrdbnet_state_dict(), path)
+    with pytest.raises(NodeInputError, match="input 'extra_architectures'.*spandrel-extra-arches==0.2.0"):
+        HumanGenUpscaleModelLoader().load("x4.safetensors", extra_architectures=True)
+    assert HumanGenUpscaleModelLoader().load("x4.safetensors")[0].scale == 4
+
+
 def test_core_loader_output_feeds_our_node():
     """ComfyUI's UpscaleModelLoader returns spandrel's ImageModelDescriptor; our node takes it as is."""
     from spandrel import ModelLoader

@@ -30,6 +30,10 @@ _WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_stat
 _PREFIXES = ("module.", "netG.", "model_ema.")
 
 
+class ExtraArchesMissingError(HumanGenError):
+    """The user opted in to spandrel_extra_arches, but the package is not installed."""
+
+
 # ---- files --------------------------------------------------------------------------------------------------
 def load_state_dict(path: str) -> dict[str, Any]:
     """Read a checkpoint file without executing code. Returns the raw (not yet canonical) mapping.
@@ -126,7 +130,7 @@ def build_registry(allow_extra: bool = False):
         try:
             extra = importlib.import_module(EXTRA_ARCHES_PACKAGE)
         except ImportError as exc:
-            raise HumanGenError(
+            raise ExtraArchesMissingError(
                 f"extra architectures were requested but the optional package {EXTRA_ARCHES_PACKAGE} is not "
                 f"installed ({exc}). Install it with `pip install -c constraints.txt {EXTRA_ARCHES_PIN}` (its "
                 f"architectures, e.g. CodeFormer, carry non-commercial licences), or turn the option off.") from exc
