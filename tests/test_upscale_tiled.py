@@ -30,6 +30,12 @@ def x4():
 
 
 @pytest.fixture(scope="module")
+def compact():
+    """A cheap x4 model for tests of the mechanics (batching, OOM, progress) rather than of agreement."""
+    return load_descriptor(H.compact_state_dict(seed=6))
+
+
+@pytest.fixture(scope="module")
 def x2():
     return load_descriptor(H.realesrgan_checkpoint(H.rrdbnet_state_dict(in_unshuffle=2, seed=2)))
 
@@ -95,16 +101,16 @@ def test_tiled_matches_untiled_compact():
     assert everywhere <= 1e-5
 
 
-def test_seams_without_feathering_would_be_visible(x4):
+def test_seams_without_feathering_would_be_visible(compact):
     """Sanity check of the test itself: with no overlap the same tiles disagree clearly with the untiled pass."""
-    _, everywhere, _ = _agreement(x4, _image(), 24, 0)
+    _, everywhere, _ = _agreement(compact, _image(), 24, 0)
     assert everywhere > 10 * INTERIOR_ATOL
 
 
-def test_batch_items_are_independent(x4):
+def test_batch_items_are_independent(compact):
     x = _image(2, 24, 32)
-    both = upscale(x4, x, tile=16, overlap=4).image
-    one = upscale(x4, x[1:], tile=16, overlap=4).image
+    both = upscale(compact, x, tile=16, overlap=4).image
+    one = upscale(compact, x[1:], tile=16, overlap=4).image
     torch.testing.assert_close(both[1:], one, atol=1e-6, rtol=0)
 
 
@@ -132,19 +138,19 @@ class OOMDescriptor:
         return self.inner(x)
 
 
-def test_oom_halves_the_tile_until_it_fits(x4):
-    fake = OOMDescriptor(x4, limit=24)
+def test_oom_halves_the_tile_until_it_fits(compact):
+    fake = OOMDescriptor(compact, limit=24)
     freed = []
     x = _image(1, 40, 45)
     res = upscale(fake, x, tile=96, overlap=8, min_tile=16, free_memory=lambda: freed.append(1))
     assert res.tile == 24 and len(freed) == 2  # 96 (whole image) -> 48 (still whole) -> 24
     assert max(max(c) for c in fake.calls[-4:]) <= 24
-    ref = upscale(x4, x, tile=24, overlap=8).image
+    ref = upscale(compact, x, tile=24, overlap=8).image
     torch.testing.assert_close(res.image, ref, atol=1e-6, rtol=0)
 
 
-def test_oom_untiled_starts_from_the_image_size_and_stops_at_the_floor(x4):
-    fake = OOMDescriptor(x4, limit=10)
+def test_oom_untiled_starts_from_the_image_size_and_stops_at_the_floor(compact):
+    fake = OOMDescriptor(compact, limit=10)
     with pytest.raises(torch.OutOfMemoryError):
         upscale(fake, _image(1, 40, 45), tile=0, overlap=8, min_tile=16)
     sizes = sorted({max(c) for c in fake.calls}, reverse=True)
@@ -164,37 +170,37 @@ def test_non_oom_errors_are_not_retried():
 
 
 # ---- output scale, masks, alpha ---------------------------------------------------------------------------------
-def test_output_scale_resizes_after_the_network(x4):
+def test_output_scale_resizes_after_the_network(compact):
     x = _image(1, 20, 30)
-    net = upscale(x4, x, tile=0).image
-    half = upscale(x4, x, tile=0, out_scale=2.0)
+    net = upscale(compact, x, tile=0).image
+    half = upscale(compact, x, tile=0, out_scale=2.0)
     assert half.image.shape == (1, 3, 40, 60) and half.net_scale == 4
     torch.testing.assert_close(half.image, F.avg_pool2d(net, 2), atol=1e-6, rtol=0)  # area = 2x2 mean
-    up = upscale(x4, x, tile=0, out_scale=5.5, resample="bicubic").image
+    up = upscale(compact, x, tile=0, out_scale=5.5, resample="bicubic").image
     assert up.shape == (1, 3, 110, 165) and 0 <= up.min() and up.max() <= 1
 
 
-def test_mask_and_alpha_follow_the_image_geometry(x4):
+def test_mask_and_alpha_follow_the_image_geometry(compact):
     x = _image(2, 24, 32)
     mask = torch.zeros((2, 24, 32))
     mask[:, 6:18, 8:16] = 1.0
     rgba = torch.cat([x, mask[:, None]], 1)
-    res = upscale(x4, rgba, tile=16, overlap=4, mask=1 - mask, out_scale=3.0)
+    res = upscale(compact, rgba, tile=16, overlap=4, mask=1 - mask, out_scale=3.0)
     assert res.image.shape == (2, 4, 72, 96) and res.mask.shape == (2, 72, 96)
     alpha = res.image[:, 3]
     torch.testing.assert_close(alpha + res.mask, torch.ones_like(alpha), atol=1e-5, rtol=0)
     # the square keeps its place: centre of mass scales with the image
     ys, xs = torch.nonzero(alpha[0] > 0.5, as_tuple=True)
     assert abs(ys.float().mean().item() - 12 * 3 + 0.5) < 1.0 and abs(xs.float().mean().item() - 12 * 3 + 0.5) < 1.0
-    torch.testing.assert_close(res.image[:, :3], upscale(x4, x, tile=16, overlap=4, out_scale=3.0).image)
+    torch.testing.assert_close(res.image[:, :3], upscale(compact, x, tile=16, overlap=4, out_scale=3.0).image)
 
 
-def test_mask_through_the_model(x4):
+def test_mask_through_the_model(compact):
     x = _image(1, 24, 32)
     mask = (torch.rand((1, 24, 32), generator=torch.Generator().manual_seed(5)) > 0.5).float()
-    res = upscale(x4, x, tile=0, mask=mask, mask_mode="model")
+    res = upscale(compact, x, tile=0, mask=mask, mask_mode="model")
     grey = mask[:, None].expand(1, 3, 24, 32)
-    torch.testing.assert_close(res.mask, upscale(x4, grey, tile=0).image.mean(1))
+    torch.testing.assert_close(res.mask, upscale(compact, grey, tile=0).image.mean(1))
 
 
 # ---- precision --------------------------------------------------------------------------------------------------
@@ -231,11 +237,11 @@ def test_gpu_fp16_tiled_matches_cpu(x4):
 
 
 # ---- the node: progress per tile, interrupt, input errors -----------------------------------------------------
-def test_node_reports_progress_per_tile_and_stops_on_interrupt(x4, standalone_host):
+def test_node_reports_progress_per_tile_and_stops_on_interrupt(compact, standalone_host):
     image = _image(2, 32, 32).movedim(1, -1)
     seen = []
     standalone_host.progress_listener = lambda v, t, p: seen.append((v, t))
-    out, mask = HumanGenTiledUpscale().upscale(image, x4, tile_size=16, overlap=4)
+    out, mask = HumanGenTiledUpscale().upscale(image, compact, tile_size=16, overlap=4)
     assert out.shape == (2, 128, 128, 3) and mask.shape == (2, 128, 128) and float(mask.max()) == 0.0
     plan = TilePlan.make(32, 32, 16, 4)
     assert seen[-1] == (2 * len(plan), 2 * len(plan)) and len(seen) == 2 * len(plan)
@@ -244,14 +250,14 @@ def test_node_reports_progress_per_tile_and_stops_on_interrupt(x4, standalone_ho
         standalone_host.interrupt_event.set()
     standalone_host.progress_listener = stop_after_first
     with pytest.raises(HumanGenInterrupted):
-        HumanGenTiledUpscale().upscale(image, x4, tile_size=16, overlap=4, precision="bf16")
-    assert x4.dtype == torch.float32  # restored after the interrupt
+        HumanGenTiledUpscale().upscale(image, compact, tile_size=16, overlap=4, precision="bf16")
+    assert compact.dtype == torch.float32  # restored after the interrupt
 
 
-def test_node_resizes_a_placeholder_mask(x4):
+def test_node_resizes_a_placeholder_mask(compact):
     """Core LoadImage returns a 64x64 mask for images without alpha; it must not break the node."""
     image = _image(1, 20, 24).movedim(1, -1)
-    out, mask = HumanGenTiledUpscale().upscale(image, x4, tile_size=0, mask=torch.ones(64, 64))
+    out, mask = HumanGenTiledUpscale().upscale(image, compact, tile_size=0, mask=torch.ones(64, 64))
     assert mask.shape == (1, 80, 96) and torch.allclose(mask, torch.ones_like(mask), atol=1e-6)
 
 
