@@ -160,3 +160,10 @@ def test_alpha_is_carried_through_face_refinement(restoreformer_sd):
     assert res.image.shape == (1, 4, 32, 40) and refined.faces == [[]]
     torch.testing.assert_close(res.image, upscale(sr, rgba, tile=0).image)
     assert res.mask.shape == (1, 32, 40) and float(res.mask.max()) == 0.0
+
+
+def test_degenerate_landmarks_are_skipped():
+    img = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    face = fc.Face((4.0, 4.0, 20.0, 20.0), ((10.0, 10.0),) * 5)
+    res = fc.refine_faces(img, [[face]], torch.ones_like)
+    assert torch.equal(res.image, img) and float(res.mask.max()) == 0.0

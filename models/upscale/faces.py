@@ -169,6 +169,8 @@ def refine_faces(image, faces: list[list[Face]], restore: Callable, *, strength:
             if check_interrupt is not None:
                 check_interrupt()
             to_crop = similarity_transform(face.landmarks, template)   # image -> crop
+            if abs(float(torch.linalg.det(to_crop[:, :2]))) < 1e-8:
+                continue  # degenerate landmarks (all in one spot): nothing to align
             to_image = invert_affine(to_crop)                         # crop -> image
             crop = warp(out[bi:bi + 1], to_image, face_size, face_size)
             with torch.inference_mode():
