@@ -168,9 +168,10 @@ def refine_faces(image, faces: list[list[Face]], restore: Callable, *, strength:
         for face in image_faces:
             if check_interrupt is not None:
                 check_interrupt()
+            pts = torch.tensor(face.landmarks, dtype=torch.float64)
+            if float((pts - pts.mean(0)).norm(dim=1).max()) < 1.0:
+                continue  # degenerate landmarks (all within a pixel): nothing to align to
             to_crop = similarity_transform(face.landmarks, template)   # image -> crop
-            if abs(float(torch.linalg.det(to_crop[:, :2]))) < 1e-8:
-                continue  # degenerate landmarks (all in one spot): nothing to align
             to_image = invert_affine(to_crop)                         # crop -> image
             crop = warp(out[bi:bi + 1], to_image, face_size, face_size)
             with torch.inference_mode():
