@@ -95,7 +95,7 @@ def _fit_mask(node, mask, image):
     return mask
 
 
-def _outputs(result, image):
+def _outputs(result):
     import torch
 
     from ..utils.image import nchw_to_comfy
@@ -152,7 +152,7 @@ class HumanGenTiledUpscale:
                 precision="auto", mask=None, mask_mode="resize"):
         result = _run_upscale("HumanGenTiledUpscale", image, upscale_model, mask, tile_size, overlap, output_scale,
                               resample, precision, mask_mode)
-        return _outputs(result, image)
+        return _outputs(result)
 
 
 class HumanGenFaceRefineUpscale:
@@ -192,7 +192,7 @@ class HumanGenFaceRefineUpscale:
         result = _run_upscale(node, image, upscale_model, None, tile_size, overlap, output_scale, resample,
                               precision)
         refined = _refine(node, image, result, face_desc, detection_threshold, min_face_size, strength, feather)
-        return _outputs(refined, image)
+        return _outputs(refined)
 
 
 def _face_model(node, name, given, allow_extra):
