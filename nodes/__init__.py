@@ -16,6 +16,7 @@ NODE_MODULES: tuple[str, ...] = (
     "smplx",
     "humansd",
     "parts2whole",
+    "upscale",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
