@@ -24,6 +24,8 @@ class ArchEntry:
 
 
 def _is_sg3(sd: dict, kw: dict) -> bool:
+    if not sd:  # kwargs only: SG3 kwargs are flat (no synthesis_kwargs dict)
+        return "img_resolution" in kw and "synthesis_kwargs" not in kw and "scale_mapping_kwargs" not in kw
     return "synthesis.input.freqs" in sd and any(k.startswith("synthesis.L") for k in sd)
 
 
