@@ -210,3 +210,16 @@ def test_cuda_fast_path_matches_fixtures(cfg):
         for impl in ("fast", "ref"):
             img = G.synthesis(io["ws_psi1"].cuda(), impl=impl).cpu()
             torch.testing.assert_close(img, io["img_const_psi1"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("cfg", ["b_human_sg2_rect_64x32", "c_human_sg3_r_rect_64x32"])
+def test_reduced_precision_mode_is_close_to_fp32(cfg):
+    G, io = _fixture_generator(cfg)
+    ws = io["ws_psi1"][:2]
+    with torch.no_grad():
+        ref = G.synthesis(ws, impl="fast")
+        low = G.synthesis(ws, impl="fast", dtype="bf16")
+    assert low.dtype == torch.float32 and low.shape == ref.shape
+    a, b = ((ref + 1) / 2).clamp(0, 1), ((low + 1) / 2).clamp(0, 1)
+    psnr = 10 * torch.log10(1 / ((a - b) ** 2).mean()).item()
+    assert psnr > 30, psnr
