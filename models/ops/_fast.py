@@ -97,39 +97,59 @@ def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
     return _pass(y, ky, (1, upy), (1, downy), (0, 0, py0, py1))
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def _act_(y, gain, slope, clamp, grad_mode, folded):
+    if grad_mode:
+        y = F.leaky_relu(y, slope) * gain
+        return y.clamp(-clamp, clamp) if clamp is not None and clamp >= 0 else y
+    if slope != 1:
+        F.leaky_relu_(y, slope)
+    if not folded and gain != 1:
+        y.mul_(gain)
+    if clamp is not None and clamp >= 0:
+        y.clamp_(-clamp, clamp)
+    return y
+
+
 def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    """Same contract as filtered_lrelu_ref: per chunk of channels, bias -> up (depthwise transposed convs) ->
-    lrelu * gain, clamp (in place unless autograd needs the graph) -> down (strided depthwise convs), all in
-    channels-last layout; the upsampled intermediate exists only for one chunk at a time."""
+    """Same contract as filtered_lrelu_ref: bias -> up (depthwise transposed convs) -> lrelu * gain, clamp
+    (in place unless autograd needs the graph; the gain is folded into the up filter) -> down (strided depthwise
+    convs), in channels-last layout, one band of output rows at a time: each band reads its input rows plus the
+    filters' halo, so the upsampled intermediate exists only for one band (bounded memory) and every band is a
+    contiguous block of memory (no channel gathers)."""
     from .filtered_lrelu import output_size
     assert x.ndim == 4, x.shape
     grad_mode = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
     n, c, h, w = x.shape
     px0, px1, py0, py1 = parse_padding(padding)
     out_w, out_h = output_size(w, h, fu, fd, up, down, padding)
+    fu_w, fu_h = (1, 1) if fu is None else ((fu.shape[0],) * 2 if fu.ndim == 1 else (fu.shape[1], fu.shape[0]))
+    fd_w, fd_h = (1, 1) if fd is None else ((fd.shape[0],) * 2 if fd.ndim == 1 else (fd.shape[1], fd.shape[0]))
     x = x.contiguous(memory_format=CL)
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
-    tmp_per_channel = max(1, n * (h * up + py0 + py1) * (w * up + px0 + px1))
-    chunk = max(1, min(c, CHUNK_ELEMS // tmp_per_channel))
-    outs = []
-    for c0 in range(0, c, chunk):
-        y = x[:, c0:c0 + chunk]
-        y = upfirdn2d_fast(y, fu, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
-        if grad_mode:
-            y = F.leaky_relu(y, slope) * gain
-            if clamp is not None and clamp >= 0:
-                y = y.clamp(-clamp, clamp)
-        else:
-            if y.data_ptr() == x.data_ptr():
-                y = y.clone()
-            if slope != 1:
-                F.leaky_relu_(y, slope)
-            if gain != 1:
-                y.mul_(gain)
-            if clamp is not None and clamp >= 0:
-                y.clamp_(-clamp, clamp)
-        outs.append(upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-    assert out.shape == (n, c, out_h, out_w), (out.shape, (n, c, out_h, out_w))
+    folded = not grad_mode and gain > 0  # lrelu(g*v) == g*lrelu(v)
+    g_up = up ** 2 * (gain if folded else 1)
+    tmp_w = w * up + px0 + px1 - fu_w + 1
+    rows = max(1, CHUNK_ELEMS // max(1, n * c * tmp_w * down))  # output rows per band
+    if rows >= out_h or grad_mode:
+        y = upfirdn2d_fast(x, fu, up=up, padding=[px0, px1, py0, py1], gain=g_up, flip_filter=flip_filter)
+        y = _act_(y, gain, slope, clamp, grad_mode, folded)
+        return upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter)
+    out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device, memory_format=CL)
+    for j0 in range(0, out_h, rows):
+        j1 = min(out_h, j0 + rows)
+        t0, t1 = j0 * down, (j1 - 1) * down + fd_h  # rows of the upsampled intermediate this band needs
+        i0 = max(0, _ceil_div(t0 - py0, up))  # input rows feeding them
+        i1 = min(h, (t1 + fu_h - 2 - py0) // up + 1)
+        if i1 <= i0:
+            i0, i1 = min(i0, h - 1), min(i0, h - 1) + 1
+        q0 = i0 * up + py0 - t0
+        q1 = (t1 - t0) - 1 + fu_h - (i1 - i0) * up - q0
+        y = upfirdn2d_fast(x[:, :, i0:i1], fu, up=up, padding=[px0, px1, q0, q1], gain=g_up, flip_filter=flip_filter)
+        y = _act_(y, gain, slope, clamp, grad_mode, folded)
+        out[:, :, j0:j1] = upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter)
     return out
