@@ -21,6 +21,10 @@ CHUNK_ELEMS = 1 << 23  # ~32 MB (fp32) of upsampled intermediate per chunk in fi
 CL = torch.channels_last
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
 def _dw(f2d: torch.Tensor, c: int, dtype) -> torch.Tensor:
     """Depthwise weight [C, 1, kh, kw] (a broadcast view: no per-channel copy)."""
     return f2d.to(dtype).reshape(1, 1, *f2d.shape).expand(c, 1, *f2d.shape)
@@ -40,6 +44,43 @@ def _crop_pad(y: torch.Tensor, dim: int, start: int, length: int) -> torch.Tenso
     return y
 
 
+def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, dim: int) -> torch.Tensor:
+    """1-D zero-insert-by-u + pad(p0, p1) + correlate with taps g along dim (2 = H, 3 = W), as u phase
+    convolutions on the original samples (sub-filters g[k_r::u]) interleaved by one stack: no zero-stuffed
+    tensor and no transposed convolution."""
+    n, c = x.shape[0], x.shape[1]
+    L = x.shape[dim]
+    K = g.shape[0]
+    L_out = L * u + p0 + p1 - K + 1
+    A = _ceil_div(L_out, u)
+    subs, offs = [], []
+    for r in range(u):
+        k_r = (p0 - r) % u
+        subs.append(g[k_r::u])
+        offs.append((r + k_r - p0) // u)
+    c_min = min(offs)
+    M = max(o - c_min + len(h) for o, h in zip(offs, subs))
+    taps = torch.zeros([u, M], dtype=g.dtype, device=g.device)
+    for r, (o, h) in enumerate(zip(offs, subs)):
+        taps[r, o - c_min: o - c_min + len(h)] = h
+    # input window [c_min, c_min + A + M - 1), zero outside [0, L)
+    lo, hi = c_min, c_min + A + M - 1
+    xs = x.narrow(dim, max(lo, 0), max(0, min(hi, L) - max(lo, 0)))
+    before, after = max(-lo, 0), max(hi - L, 0)
+    if before or after:
+        pad = [0, 0, before, after] if dim == 2 else [before, after, 0, 0]
+        xs = F.pad(xs, pad)
+    shape = (M, 1) if dim == 2 else (1, M)
+    ys = [F.conv2d(xs, _dw(taps[r].reshape(shape), c, x.dtype), groups=c).permute(0, 2, 3, 1) for r in range(u)]
+    y = torch.stack(ys, dim=dim)  # NHWC view: [N, A, u, W, C] (H) or [N, H, A, u, C] (W)
+    if dim == 2:
+        y = y.reshape(n, A * u, y.shape[3], c)
+    else:
+        y = y.reshape(n, y.shape[1], A * u, c)
+    y = y.permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+    return y.narrow(dim, 0, L_out)
+
+
 def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple) -> torch.Tensor:
     """One 2-D FIR pass with correlation-ready filter semantics of the reference (f2d already flipped/gained for
     correlation, i.e. y = corr(pad(zero_insert(x)), f2d)[::down]); f2d [kh, kw] (kh or kw may be 1)."""
@@ -56,6 +97,10 @@ def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple
         if any(p > 0 for p in pad):
             x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
         return F.conv2d(x, _dw(f2d, c, x.dtype), stride=(downy, downx), groups=c)
+    if kh == 1 and upy == 1 and downx == 1 and downy == 1 and py0 == 0 and py1 == 0:
+        return _up_polyphase(x, f2d[0], upx, px0, px1, 3)
+    if kw == 1 and upx == 1 and downx == 1 and downy == 1 and px0 == 0 and px1 == 0:
+        return _up_polyphase(x, f2d[:, 0], upy, py0, py1, 2)
     # zero-insert + correlate == transposed conv with the correlation taps reversed
     y = F.conv_transpose2d(x, _dw(f2d.flip([0, 1]), c, x.dtype), stride=(upy, upx), groups=c)
     full_h, full_w = out_h * downy - (downy - 1), out_w * downx - (downx - 1)  # samples before decimation
@@ -95,10 +140,6 @@ def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
     kx, ky = kernels  # separable: W pass then H pass
     y = _pass(x, kx, (upx, 1), (downx, 1), (px0, px1, 0, 0))
     return _pass(y, ky, (1, upy), (1, downy), (0, 0, py0, py1))
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -((-a) // b)
 
 
 def _act_(y, gain, slope, clamp, grad_mode, folded):
