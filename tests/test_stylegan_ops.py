@@ -55,6 +55,8 @@ def test_upfirdn2d_fast_matches_ref_values_and_grads(fname, up, down, pad):
         b, gb = _grads(lambda t: upfirdn2d(t, f, up, down, pad, flip, gain=3.0, impl="fast"), [x])
         _close(a, b)
         _close(ga[0], gb[0])
+        with torch.no_grad():  # inference path (GEMM row/column passes)
+            _close(a, upfirdn2d(x, f, up, down, pad, flip, gain=3.0, impl="fast"))
 
 
 @pytest.mark.parametrize("case", ["up2", "up4_rect_crop", "critical", "torgb"])

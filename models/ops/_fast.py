@@ -81,6 +81,76 @@ def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, di
     return y.narrow(dim, 0, L_out)
 
 
+ROW_TILE = 8  # output rows (per phase) per GEMM tile in _up_rows_gemm
+
+
+def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) -> torch.Tensor:
+    """Vertical (H) upsampling pass as GEMMs: in channels-last memory every image row is one contiguous [W*C]
+    vector, so a tile of T*u output rows (all u phases, already interleaved) is a [T*u, T+M-1] banded matrix times
+    the T+M-1 input rows it reads. One batched GEMM over tiles; no per-channel filtering, no interleave copy."""
+    n, c, L, w = x.shape
+    K = g.shape[0]
+    L_out = L * u + p0 + p1 - K + 1
+    A = _ceil_div(L_out, u)
+    subs, offs = [], []
+    for r in range(u):
+        k_r = (p0 - r) % u
+        subs.append(g[k_r::u])
+        offs.append((r + k_r - p0) // u)
+    c_min = min(offs)
+    M = max(o - c_min + len(h) for o, h in zip(offs, subs))
+    T = ROW_TILE
+    nT = _ceil_div(A, T)
+    band = torch.zeros([T * u, T + M - 1], dtype=x.dtype, device=x.device)
+    for r, (o, h) in enumerate(zip(offs, subs)):
+        for t in range(T):
+            band[t * u + r, t + o - c_min: t + o - c_min + len(h)] = h.to(x.dtype)
+    rows = nT * T + M - 1  # padded input rows [c_min, c_min + rows)
+    xh = x.permute(0, 2, 3, 1)  # NHWC view (contiguous for channels-last x)
+    lo, hi = max(c_min, 0), min(c_min + rows, L)
+    z = x.new_zeros([n, rows, w, c])
+    if hi > lo:
+        z[:, lo - c_min: hi - c_min] = xh[:, lo:hi]
+    wc = w * c
+    outs = []
+    for i in range(n):
+        win = z[i].reshape(rows, wc).as_strided([nT, T + M - 1, wc], [T * wc, wc, 1])
+        outs.append(torch.matmul(band, win).reshape(nT * T * u, w, c)[:L_out])
+    y = torch.stack(outs) if n > 1 else outs[0].unsqueeze(0)
+    return y.permute(0, 3, 1, 2)
+
+
+def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) -> torch.Tensor:
+    """Horizontal (W) upsampling pass as GEMMs over channels-last pixels: a tile of T*u output pixels of one row
+    (all phases, interleaved) = [T*u, T+M-1] banded matrix @ the T+M-1 input pixels ([*, C] rows) it reads."""
+    n, c, h, L = x.shape
+    K = g.shape[0]
+    L_out = L * u + p0 + p1 - K + 1
+    A = _ceil_div(L_out, u)
+    subs, offs = [], []
+    for r in range(u):
+        k_r = (p0 - r) % u
+        subs.append(g[k_r::u])
+        offs.append((r + k_r - p0) // u)
+    c_min = min(offs)
+    M = max(o - c_min + len(hh) for o, hh in zip(offs, subs))
+    T = ROW_TILE
+    nT = _ceil_div(A, T)
+    band = torch.zeros([T * u, T + M - 1], dtype=x.dtype, device=x.device)
+    for r, (o, hh) in enumerate(zip(offs, subs)):
+        for t in range(T):
+            band[t * u + r, t + o - c_min: t + o - c_min + len(hh)] = hh.to(x.dtype)
+    cols = nT * T + M - 1
+    xh = x.permute(0, 2, 3, 1)  # NHWC view
+    lo, hi = max(c_min, 0), min(c_min + cols, L)
+    z = x.new_zeros([n, h, cols, c])
+    if hi > lo:
+        z[:, :, lo - c_min: hi - c_min] = xh[:, :, lo:hi]
+    win = z.as_strided([n, h, nT, T + M - 1, c], [h * cols * c, cols * c, T * c, c, 1])
+    y = torch.matmul(band, win).reshape(n, h, nT * T * u, c)[:, :, :L_out]
+    return y.permute(0, 3, 1, 2)
+
+
 def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple) -> torch.Tensor:
     """One 2-D FIR pass with correlation-ready filter semantics of the reference (f2d already flipped/gained for
     correlation, i.e. y = corr(pad(zero_insert(x)), f2d)[::down]); f2d [kh, kw] (kh or kw may be 1)."""
@@ -97,9 +167,14 @@ def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple
         if any(p > 0 for p in pad):
             x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
         return F.conv2d(x, _dw(f2d, c, x.dtype), stride=(downy, downx), groups=c)
+    nograd = not (torch.is_grad_enabled() and x.requires_grad)
     if kh == 1 and upy == 1 and downx == 1 and downy == 1 and py0 == 0 and py1 == 0:
+        if nograd:
+            return _up_cols_gemm(x, f2d[0], upx, px0, px1)
         return _up_polyphase(x, f2d[0], upx, px0, px1, 3)
     if kw == 1 and upx == 1 and downx == 1 and downy == 1 and px0 == 0 and px1 == 0:
+        if nograd:
+            return _up_rows_gemm(x.contiguous(memory_format=CL), f2d[:, 0], upy, py0, py1)
         return _up_polyphase(x, f2d[:, 0], upy, py0, py1, 2)
     # zero-insert + correlate == transposed conv with the correlation taps reversed
     y = F.conv_transpose2d(x, _dw(f2d.flip([0, 1]), c, x.dtype), stride=(upy, upx), groups=c)
