@@ -17,6 +17,7 @@ NODE_MODULES: tuple[str, ...] = (
     "humansd",
     "parts2whole",
     "upscale",
+    "stylegan",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

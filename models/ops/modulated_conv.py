@@ -1,0 +1,235 @@
+"""Modulated convolutions of StyleGAN2 and StyleGAN3.
+
+Shapes: x [N, I, H, W]; weight [O, I, k, k]; styles [N, I]; noise broadcastable to [N, O, H', W'] or None.
+StyleGAN2: w' = weight * s (per input channel); demodulate with rsqrt(sum w'^2 + 1e-8) per output channel.
+StyleGAN3: weight and styles are first pre-normalised by their RMS (the styles' RMS over the WHOLE batch, as the
+official code does), then modulate/demodulate as above, then multiply by `input_gain` per input channel.
+The reference runs one grouped convolution (groups = N); the fast path folds the style into the input and the
+demodulation into the output, so every sample shares one weight (one large GEMM instead of N small ones).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._spec import resolve_impl
+from .conv2d_resample import conv2d_resample
+
+
+def _fp16_prenorm(x, weight, styles, demodulate):
+    if x.dtype == torch.float16 and demodulate:  # avoid fp16 overflow, as the official code does
+        o, i, kh, kw = weight.shape
+        weight = weight * (1 / np.sqrt(i * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    return weight, styles
+
+
+def modulated_conv2d_ref(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
+                         demodulate=True, flip_weight=True):
+    """StyleGAN2 modulated conv, reference: per-sample weights, one grouped convolution."""
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    assert styles.shape == (n, i), (styles.shape, (n, i))
+    weight, styles = _fp16_prenorm(x, weight, styles, demodulate)
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+    if demodulate:
+        d = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        w = w * d.reshape(n, -1, 1, 1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, i, kh, kw)
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=n,
+                        flip_weight=flip_weight, impl="ref")
+    x = x.reshape(n, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+def _per_sample_weights_cheaper(x, weight, up=1) -> bool:
+    """Folding styles into per-sample weights costs O*I*k*k per sample; scaling input and output costs
+    (I + O) * H * W. Pick the cheaper (high-resolution layers: fold; low-resolution wide layers: scale)."""
+    o, i, kh, kw = weight.shape
+    h, w = x.shape[2] * up, x.shape[3] * up
+    return o * i * kh * kw <= (i + o) * h * w
+
+
+def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
+                          demodulate=True, flip_weight=True):
+    """StyleGAN2 modulated conv, fast: per layer size, either per-sample modulated weights in one grouped conv
+    (high resolution) or x*s -> one shared-weight conv -> *d (low resolution, many channels), with demodulation
+    coefficients from (weight^2 summed over k) @ s^2. Noise is added in place when no grad is needed."""
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    assert styles.shape == (n, i), (styles.shape, (n, i))
+    weight, styles = _fp16_prenorm(x, weight, styles, demodulate)
+    dtype = x.dtype
+    inplace = not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or styles.requires_grad))
+    if _per_sample_weights_cheaper(x, weight, up):
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+        if demodulate:
+            w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
+        y = _per_sample(x, w.to(dtype), lambda xi, wi: conv2d_resample(
+            xi, wi, f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl="fast"))
+        if noise is not None:
+            y = y.add_(noise.to(dtype)) if inplace else y + noise.to(dtype)
+        return y
+    x = x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1)
+    x = conv2d_resample(x, weight.to(dtype), f=resample_filter, up=up, down=down, padding=padding,
+                        flip_weight=flip_weight, impl="fast")
+    if demodulate:
+        d = (styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt()  # [N, O]
+        d = d.to(dtype).reshape(n, -1, 1, 1)
+        if noise is not None:
+            return torch.addcmul(noise.to(dtype), x, d)
+        return x.mul_(d) if inplace else x * d
+    if noise is not None:
+        x = x.add_(noise.to(dtype)) if inplace else x + noise.to(dtype)
+    return x
+
+
+CL = torch.channels_last
+
+
+def _per_sample(x, w, fn):
+    """Run fn(x_i [1,I,H,W], w_i [O,I,k,k]) per sample in channels-last layout (oneDNN's fast path; a grouped
+    convolution would force NCHW) and stack the results."""
+    x = x.contiguous(memory_format=CL)
+    if x.shape[0] == 1:
+        return fn(x, w[0])
+    return torch.cat([fn(x[j:j + 1], w[j]) for j in range(x.shape[0])])
+
+
+_SQ_CACHE: dict = {}
+
+
+def _sq_sum(weight) -> torch.Tensor:
+    """sum over the kernel of weight^2 -> [O, I] float32; cached for frozen weights (inference)."""
+    if weight.requires_grad:
+        return weight.float().square().sum(dim=[2, 3])
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype, weight.device)
+    hit = _SQ_CACHE.get(key)
+    if hit is None:
+        if len(_SQ_CACHE) > 512:
+            _SQ_CACHE.clear()
+        hit = _SQ_CACHE[key] = weight.float().square().sum(dim=[2, 3])
+    return hit
+
+
+def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
+                     demodulate=True, flip_weight=True, impl="auto"):
+    """StyleGAN2 modulated convolution. up/down ints (default: 1) with resample_filter; padding (default: 0);
+    demodulate (default: True); flip_weight (default: True); impl 'ref' | 'fast' | 'auto' (default: 'auto')."""
+    fn = modulated_conv2d_ref if resolve_impl(impl) == "ref" else modulated_conv2d_fast
+    return fn(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight)
+
+
+def _sg3_weights(weight, styles, demodulate, input_gain):
+    n = styles.shape[0]
+    o, i, kh, kw = weight.shape
+    if demodulate:
+        weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
+        styles = styles * styles.square().mean().rsqrt()  # global RMS over batch and channels (official)
+    return weight, styles
+
+
+def modulated_conv2d_sg3_ref(x, weight, styles, demodulate=True, padding=0, input_gain=None):
+    """StyleGAN3 modulated conv, reference: per-sample weights, one grouped convolution."""
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    assert styles.shape == (n, i), (styles.shape, (n, i))
+    weight, styles = _sg3_weights(weight, styles, demodulate, input_gain)
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
+    if demodulate:
+        d = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        w = w * d.reshape(n, o, 1, 1, 1)
+    if input_gain is not None:
+        w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])
+    x = torch.nn.functional.conv2d(x, w.reshape(-1, i, kh, kw).to(x.dtype), padding=padding, groups=n)
+    return x.reshape(n, -1, *x.shape[2:])
+
+
+def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, input_gain=None):
+    """StyleGAN3 modulated conv, fast: per-sample weights for high-resolution layers, otherwise styles*input_gain
+    folded into the input and demodulation into the output (one shared-weight conv)."""
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    assert styles.shape == (n, i), (styles.shape, (n, i))
+    weight, styles = _sg3_weights(weight, styles, demodulate, input_gain)
+    dtype = x.dtype
+    if _per_sample_weights_cheaper(x, weight):
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
+        if demodulate:
+            w = w * _sg3_demod(weight, styles).reshape(n, o, 1, 1, 1)
+        if input_gain is not None:
+            w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
+        return _per_sample(x, w.to(dtype), lambda xi, wi: torch.nn.functional.conv2d(xi, wi, padding=padding))
+    scale = styles if input_gain is None else styles * input_gain.expand(n, i)
+    x = x.contiguous(memory_format=CL) * scale.to(dtype).reshape(n, i, 1, 1)
+    x = torch.nn.functional.conv2d(x, weight.to(dtype), padding=padding)
+    if demodulate:
+        d = _sg3_demod(weight, styles).to(dtype).reshape(n, o, 1, 1)
+        return x.mul_(d) if not (torch.is_grad_enabled() and x.requires_grad) else x * d
+    return x
+
+
+def _sg3_demod(weight, styles):
+    return (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+
+
+def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None, impl="auto"):
+    """StyleGAN3 modulated convolution. demodulate (default: True); padding (default: 0); input_gain [] or [I]
+    or None (default: None); impl 'ref' | 'fast' | 'auto' (default: 'auto')."""
+    fn = modulated_conv2d_sg3_ref if resolve_impl(impl) == "ref" else modulated_conv2d_sg3_fast
+    return fn(x, weight, styles, demodulate, padding, input_gain)
+
+
+def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding=0, resample_filter=None,
+                              flip_weight=True, act="lrelu", gain=None, clamp=None, impl="auto"):
+    """One StyleGAN2 synthesis layer: demodulated modulated conv (+noise) then bias_act(act, gain, clamp).
+
+    Reference: `modulated_conv2d_ref` then `bias_act_ref` (the official sequence of passes). Fast (inference):
+    the activation gain is folded into the demodulated weights, noise and bias (lrelu(g*v) = g*lrelu(v), g > 0),
+    the bias goes into the convolution where there is no upsampling, then lrelu and clamp run in place."""
+    from .bias_act import _params, bias_act
+    spec, alpha, g, c = _params(act, None, gain, clamp)
+    impl = resolve_impl(impl)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, styles, bias))
+    if impl == "ref" or grad or act not in ("lrelu", "linear", "relu") or g <= 0:
+        y = modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=padding, resample_filter=resample_filter,
+                             flip_weight=flip_weight, impl=impl)
+        return bias_act(y, bias.to(y.dtype), act=act, gain=gain, clamp=clamp, impl=impl)
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    dtype = x.dtype
+    weight, styles = _fp16_prenorm(x, weight, styles, True)
+    bg = (bias.float() * g).to(dtype)
+    if _per_sample_weights_cheaper(x, weight, up):
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+        w = w * ((w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() * g).reshape(n, -1, 1, 1, 1)
+        w = w.to(dtype)
+        if up == 1 and padding == kh // 2 and kh == kw:
+            fw = (lambda t: t) if flip_weight or kh == 1 else (lambda t: t.flip([2, 3]))
+            y = _per_sample(x, w, lambda xi, wi: torch.nn.functional.conv2d(xi, fw(wi), bias=bg, padding=padding))
+        else:
+            y = _per_sample(x, w, lambda xi, wi: conv2d_resample(
+                xi, wi, f=resample_filter, up=up, padding=padding, flip_weight=flip_weight, impl="fast"))
+            y = y.add_(bg.reshape(1, -1, 1, 1))
+        if noise is not None:
+            y.add_((noise.float() * g).to(dtype))
+    else:
+        y = conv2d_resample(x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1), weight.to(dtype),
+                            f=resample_filter, up=up,
+                            padding=padding, flip_weight=flip_weight, impl="fast")
+        d = ((styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt() * g).to(dtype).reshape(n, -1, 1, 1)
+        add = bg.reshape(1, -1, 1, 1)
+        if noise is not None:
+            add = add + (noise.float() * g).to(dtype)
+        y = torch.addcmul(add, y, d)
+    if act == "lrelu":
+        torch.nn.functional.leaky_relu_(y, alpha)
+    elif act == "relu":
+        torch.nn.functional.relu_(y)
+    if c >= 0:
+        y.clamp_(-c, c)
+    return y
