@@ -1,0 +1,205 @@
+"""Latent editing for StyleGAN2/3 generators: closed-form SeFa, W+ direction edits, style-space (S) edits.
+
+Conventions (gan.md §8):
+- W+ routing, StyleGAN2: `b4.conv1` uses w0 (torgb w1); block `b(2^(k+2))`, k >= 1: conv0 uses w(2k-1), conv1 w(2k),
+  torgb w(2k+1). StyleGAN3: `input` uses w0, layer `L{i}_*` uses w(i+1); the last layer is the ToRGB.
+- SeFa (Shen & Zhou 2021): stack the conv `affine.weight` rows [C_l, w_dim] of the layers fed by the chosen W+
+  indices (ToRGB excluded), optionally normalise rows, eigen-decompose AᵀA; directions sorted by eigenvalue.
+- StyleGAN-Human's shipped SeFa edit is `w_l += 2·α·n` on layers 4–7. Our `strength` is added as `w_l += strength·n`
+  (so upstream α corresponds to strength = 2α).
+- S-space codes are the conv affine outputs (ToRGB excluded), indexed in synthesis order: for StyleGAN2 1024,
+  0 = b4.conv1, 1/2 = b8.conv0/conv1, ... 15/16 = b1024.conv0/conv1.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..utils.errors import HumanGenError
+
+_SG2_CONV = re.compile(r"^synthesis\.b(\d+)\.(conv0|conv1)\.affine\.weight$")
+_SG3_LAYER = re.compile(r"^synthesis\.(L(\d+)_\d+_\d+)\.affine\.weight$")
+
+
+@dataclass(frozen=True)
+class StyleLayer:
+    """One S-space code: the module name (state-dict prefix), its W+ index and its channel count."""
+    name: str
+    w_index: int
+    channels: int
+
+
+def style_layers(state_dict: dict[str, torch.Tensor]) -> list[StyleLayer]:
+    """The conv layers whose affine outputs form the S space (ToRGB excluded), in synthesis order."""
+    sg2, sg3 = [], []
+    for key, weight in state_dict.items():
+        m = _SG2_CONV.match(key)
+        if m:
+            res, conv = int(m.group(1)), m.group(2)
+            k = int(np.log2(res)) - 2
+            w_index = 0 if res == 4 else (2 * k - 1 if conv == "conv0" else 2 * k)
+            sg2.append(StyleLayer(key[: -len(".affine.weight")], w_index, weight.shape[0]))
+            continue
+        m = _SG3_LAYER.match(key)
+        if m:
+            sg3.append(StyleLayer(f"synthesis.{m.group(1)}", int(m.group(2)) + 1, weight.shape[0]))
+    if sg2:
+        return sorted(sg2, key=lambda layer: layer.w_index)
+    if sg3:
+        sg3.sort(key=lambda layer: layer.w_index)
+        return sg3[:-1]  # the last SG3 layer is the ToRGB
+    raise HumanGenError("no StyleGAN2/3 synthesis affine layers found in this generator")
+
+
+@dataclass
+class Directions:
+    """k directions in W (unit rows) with optional names and the eigenvalues/scores that ranked them."""
+    vectors: torch.Tensor  # [k, w_dim] float32
+    names: list[str] = field(default_factory=list)
+    values: torch.Tensor | None = None
+    layers: list[int] | None = None  # the W+ indices they were computed for (a default for applying them)
+
+    def __post_init__(self):
+        if self.vectors.ndim == 1:
+            self.vectors = self.vectors[None]
+        if self.vectors.ndim != 2:
+            raise HumanGenError(f"directions must be [k, w_dim], got {tuple(self.vectors.shape)}")
+        self.vectors = self.vectors.detach().float().cpu()
+        if not self.names:
+            self.names = [f"direction {i}" for i in range(len(self.vectors))]
+
+    def pick(self, which: int | str) -> torch.Tensor:
+        if isinstance(which, str) and not which.lstrip("-").isdigit():
+            if which not in self.names:
+                raise HumanGenError(f"no direction named {which!r}; available: {self.names}")
+            return self.vectors[self.names.index(which)]
+        i = int(which)
+        if not -len(self.vectors) <= i < len(self.vectors):
+            raise HumanGenError(f"direction index {i} out of range: there are {len(self.vectors)} directions")
+        return self.vectors[i]
+
+
+def sefa(state_dict: dict[str, torch.Tensor], w_indices: list[int] | None = None, *, num_directions: int = 10,
+         normalize_rows: bool = False) -> Directions:
+    """Closed-form SeFa directions for the conv layers fed by `w_indices` (all conv layers when None)."""
+    layers = style_layers(state_dict)
+    chosen = [layer for layer in layers if w_indices is None or layer.w_index in set(w_indices)]
+    if not chosen:
+        valid = sorted({layer.w_index for layer in layers})
+        raise HumanGenError(f"SeFa: no conv layer uses W+ indices {w_indices}; valid indices are {valid}")
+    weight = torch.cat([state_dict[f"{layer.name}.affine.weight"].detach().double().cpu() for layer in chosen], 0)
+    if normalize_rows:
+        weight = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    eigenvalues, eigenvectors = torch.linalg.eigh(weight.T @ weight)
+    order = torch.argsort(eigenvalues, descending=True)[:num_directions]
+    vectors = eigenvectors[:, order].T.float()
+    return Directions(vectors, [f"sefa {i}" for i in range(len(order))], eigenvalues[order].float(),
+                      sorted({layer.w_index for layer in chosen}))
+
+
+def load_directions(path: str) -> Directions:
+    """Read direction files: StyleGAN-Human's `.pt` vectors ([1,512], saved on cuda:0), `.npy`, our safetensors."""
+    ext = os.path.splitext(path)[1].lower()
+    name = os.path.splitext(os.path.basename(path))[0]
+    if ext in (".pt", ".pth"):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            if not tensors:
+                raise HumanGenError(f"{path}: no tensors inside")
+            return Directions(torch.cat([v.reshape(-1, v.shape[-1]) for v in tensors.values()]), list(tensors))
+        if not isinstance(obj, torch.Tensor):
+            raise HumanGenError(f"{path}: expected a tensor of directions, found {type(obj).__name__}")
+        vectors = obj.reshape(-1, obj.shape[-1])
+        return Directions(vectors, [name] if len(vectors) == 1 else [])
+    if ext == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        vectors = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        vectors = vectors.reshape(-1, vectors.shape[-1])
+        return Directions(vectors, [name] if len(vectors) == 1 else [])
+    if ext == ".safetensors":
+        from safetensors import safe_open
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            vectors = f.get_tensor("directions")
+        names = [n for n in meta.get("names", "").split("\n") if n] or []
+        layers = [int(i) for i in meta.get("layers", "").split(",") if i.strip()] or None
+        return Directions(vectors, names, None, layers)
+    raise HumanGenError(f"{path}: unsupported direction file type {ext!r} (use .pt, .pth, .npy or .safetensors)")
+
+
+def save_directions(directions: Directions, path: str) -> None:
+    from safetensors.torch import save_file
+    meta = {"names": "\n".join(directions.names)}
+    if directions.layers:
+        meta["layers"] = ",".join(map(str, directions.layers))
+    tmp = path + ".tmp"
+    save_file({"directions": directions.vectors.contiguous()}, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def apply_direction(ws: torch.Tensor, direction: torch.Tensor, strength: float,
+                    layers: list[int] | None = None) -> torch.Tensor:
+    """`ws` [N, num_ws, w_dim] with `w_l += strength · direction` on the W+ indices `layers` (all when None)."""
+    if ws.ndim != 3:
+        raise HumanGenError(f"apply_direction needs W+ latents [N, num_ws, w_dim], got {tuple(ws.shape)}")
+    if direction.numel() != ws.shape[-1]:
+        raise HumanGenError(f"direction has {direction.numel()} values but the latent has w_dim {ws.shape[-1]}")
+    out = ws.clone()
+    idx = list(range(ws.shape[1])) if layers is None else [i for i in layers if 0 <= i < ws.shape[1]]
+    if layers is not None and len(idx) != len(set(layers)):
+        raise HumanGenError(f"layer indices {layers} out of range for {ws.shape[1]} ws")
+    out[:, idx] += strength * direction.to(ws).view(1, 1, -1)
+    return out
+
+
+# ---- style space ------------------------------------------------------------------------------------------------
+def style_codes(G, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The S-space codes `affine(w_l)` of every conv layer (ToRGB excluded), keyed by module name."""
+    modules = dict(G.named_modules())
+    codes = {}
+    for layer in style_layers(G.state_dict()):
+        affine = modules[f"{layer.name}.affine"]
+        codes[layer.name] = affine(ws[:, layer.w_index])
+    return codes
+
+
+def load_style_vectors(paths: dict[int, str], state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """StyleGAN-Human's `style_vect_mean_{l}.pkl` (numpy pickles, read by the safe loader) keyed by S index."""
+    from ..utils.checkpoints import load_numpy_pickle
+    layers = style_layers(state_dict)
+    out = {}
+    for index, path in paths.items():
+        if not 0 <= index < len(layers):
+            raise HumanGenError(f"style vector index {index} out of range: the generator has {len(layers)} S codes")
+        arr = np.asarray(load_numpy_pickle(path), dtype=np.float32).reshape(-1)
+        if arr.size != layers[index].channels:
+            raise HumanGenError(f"{os.path.basename(path)}: {arr.size} values, but S code {index} "
+                                f"({layers[index].name}) has {layers[index].channels} channels")
+        out[layers[index].name] = torch.from_numpy(arr)
+    return out
+
+
+def style_offsets(state_dict: dict[str, torch.Tensor], vectors: dict[str, torch.Tensor], strength: float,
+                  *, masks: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Per-layer additive S offsets `strength · vector (⊙ mask)`, for `G.synthesis(..., style_offsets=...)`."""
+    known = {layer.name for layer in style_layers(state_dict)}
+    offsets = {}
+    for name, vector in vectors.items():
+        if name not in known:
+            raise HumanGenError(f"{name} is not an S-space layer of this generator")
+        v = vector.float()
+        if masks and name in masks:
+            v = v * masks[name].float()
+        offsets[name] = strength * v
+    return offsets
+
+
+def channel_mask(strengths: np.ndarray | torch.Tensor, threshold: float) -> torch.Tensor:
+    """StyleSpace channel selection: `|statis.strength| > threshold` (upstream τ 0.0028 / 0.003)."""
+    s = torch.as_tensor(np.asarray(strengths, dtype=np.float32)).reshape(-1)
+    return (s.abs() > threshold).float()
