@@ -13,7 +13,6 @@ Conventions (gan.md §8):
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,38 +20,23 @@ import torch
 
 from ..utils.errors import HumanGenError
 
-_SG2_CONV = re.compile(r"^synthesis\.b(\d+)\.(conv0|conv1)\.affine\.weight$")
-_SG3_LAYER = re.compile(r"^synthesis\.(L(\d+)_\d+_\d+)\.affine\.weight$")
-
-
 @dataclass(frozen=True)
 class StyleLayer:
-    """One S-space code: the module name (state-dict prefix), its W+ index and its channel count."""
+    """One S-space code: the synthesis layer name ('b8.conv0', 'L3_52_512'), its W+ index, its channel count."""
     name: str
     w_index: int
     channels: int
 
 
-def style_layers(state_dict: dict[str, torch.Tensor]) -> list[StyleLayer]:
+def style_layers(G) -> list[StyleLayer]:
     """The conv layers whose affine outputs form the S space (ToRGB excluded), in synthesis order."""
-    sg2, sg3 = [], []
-    for key, weight in state_dict.items():
-        m = _SG2_CONV.match(key)
-        if m:
-            res, conv = int(m.group(1)), m.group(2)
-            k = int(np.log2(res)) - 2
-            w_index = 0 if res == 4 else (2 * k - 1 if conv == "conv0" else 2 * k)
-            sg2.append(StyleLayer(key[: -len(".affine.weight")], w_index, weight.shape[0]))
-            continue
-        m = _SG3_LAYER.match(key)
-        if m:
-            sg3.append(StyleLayer(f"synthesis.{m.group(1)}", int(m.group(2)) + 1, weight.shape[0]))
-    if sg2:
-        return sorted(sg2, key=lambda layer: layer.w_index)
-    if sg3:
-        sg3.sort(key=lambda layer: layer.w_index)
-        return sg3[:-1]  # the last SG3 layer is the ToRGB
-    raise HumanGenError("no StyleGAN2/3 synthesis affine layers found in this generator")
+    synthesis = G.synthesis
+    index = synthesis.ws_index()
+    layers = [StyleLayer(n, index[n], synthesis.get_submodule(n).affine.weight.shape[0])
+              for n in synthesis.style_layer_names(include_torgb=False)]
+    if not layers:
+        raise HumanGenError("no StyleGAN2/3 synthesis affine layers found in this generator")
+    return layers
 
 
 @dataclass
@@ -83,15 +67,16 @@ class Directions:
         return self.vectors[i]
 
 
-def sefa(state_dict: dict[str, torch.Tensor], w_indices: list[int] | None = None, *, num_directions: int = 10,
+def sefa(G, w_indices: list[int] | None = None, *, num_directions: int = 10,
          normalize_rows: bool = False) -> Directions:
     """Closed-form SeFa directions for the conv layers fed by `w_indices` (all conv layers when None)."""
-    layers = style_layers(state_dict)
+    layers = style_layers(G)
     chosen = [layer for layer in layers if w_indices is None or layer.w_index in set(w_indices)]
     if not chosen:
         valid = sorted({layer.w_index for layer in layers})
         raise HumanGenError(f"SeFa: no conv layer uses W+ indices {w_indices}; valid indices are {valid}")
-    weight = torch.cat([state_dict[f"{layer.name}.affine.weight"].detach().double().cpu() for layer in chosen], 0)
+    weight = torch.cat([G.synthesis.get_submodule(layer.name).affine.weight.detach().double().cpu()
+                        for layer in chosen], 0)
     if normalize_rows:
         weight = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
     eigenvalues, eigenvectors = torch.linalg.eigh(weight.T @ weight)
@@ -158,25 +143,16 @@ def apply_direction(ws: torch.Tensor, direction: torch.Tensor, strength: float,
 
 
 # ---- style space ------------------------------------------------------------------------------------------------
-def style_codes(G, ws: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The S-space codes `affine(w_l)` of every conv layer (ToRGB excluded), keyed by module name."""
-    modules = dict(G.named_modules())
-    codes = {}
-    for layer in style_layers(G.state_dict()):
-        affine = modules[f"{layer.name}.affine"]
-        codes[layer.name] = affine(ws[:, layer.w_index])
-    return codes
-
-
-def load_style_vectors(paths: dict[int, str], state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """StyleGAN-Human's `style_vect_mean_{l}.pkl` (numpy pickles, read by the safe loader) keyed by S index."""
-    from ..utils.checkpoints import load_numpy_pickle
-    layers = style_layers(state_dict)
+def load_style_vectors(paths: dict[int, str], G) -> dict[str, torch.Tensor]:
+    """StyleGAN-Human's `style_vect_mean_{l}.pkl` (numpy pickles, read by the safe unpickler) keyed by S index."""
+    from ..utils.checkpoints import safe_load_pickle
+    layers = style_layers(G)
     out = {}
     for index, path in paths.items():
         if not 0 <= index < len(layers):
             raise HumanGenError(f"style vector index {index} out of range: the generator has {len(layers)} S codes")
-        arr = np.asarray(load_numpy_pickle(path), dtype=np.float32).reshape(-1)
+        with open(path, "rb") as f:
+            arr = np.asarray(safe_load_pickle(f), dtype=np.float32).reshape(-1)
         if arr.size != layers[index].channels:
             raise HumanGenError(f"{os.path.basename(path)}: {arr.size} values, but S code {index} "
                                 f"({layers[index].name}) has {layers[index].channels} channels")
@@ -184,22 +160,24 @@ def load_style_vectors(paths: dict[int, str], state_dict: dict[str, torch.Tensor
     return out
 
 
-def style_offsets(state_dict: dict[str, torch.Tensor], vectors: dict[str, torch.Tensor], strength: float,
+def style_offsets(G, vectors: dict[str, torch.Tensor], strength: float,
                   *, masks: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Per-layer additive S offsets `strength · vector (⊙ mask)`, for `G.synthesis(..., style_offsets=...)`."""
-    known = {layer.name for layer in style_layers(state_dict)}
+    known = {layer.name: layer.channels for layer in style_layers(G)}
     offsets = {}
     for name, vector in vectors.items():
         if name not in known:
-            raise HumanGenError(f"{name} is not an S-space layer of this generator")
-        v = vector.float()
+            raise HumanGenError(f"{name} is not an S-space layer of this generator; layers: {list(known)}")
+        v = vector.float().reshape(-1)
+        if v.numel() != known[name]:
+            raise HumanGenError(f"S vector for {name} has {v.numel()} values, the layer has {known[name]} channels")
         if masks and name in masks:
-            v = v * masks[name].float()
+            v = v * masks[name].float().reshape(-1)
         offsets[name] = strength * v
     return offsets
 
 
-def channel_mask(strengths: np.ndarray | torch.Tensor, threshold: float) -> torch.Tensor:
+def channel_mask(strengths, threshold: float) -> torch.Tensor:
     """StyleSpace channel selection: `|statis.strength| > threshold` (upstream τ 0.0028 / 0.003)."""
     s = torch.as_tensor(np.asarray(strengths, dtype=np.float32)).reshape(-1)
     return (s.abs() > threshold).float()

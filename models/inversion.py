@@ -145,7 +145,7 @@ def project(G, target: torch.Tensor, distance, config: ProjectionConfig = Projec
             for buf in noise_bufs.values():
                 buf -= buf.mean()
                 buf *= buf.square().mean().rsqrt()
-        distances.append(float(dist))
+        distances.append(float(dist.detach()))
         if callback is not None:
             callback(step + 1, config.num_steps, {"distance": distances[-1], "loss": float(loss)})
 
