@@ -181,3 +181,81 @@ def channel_mask(strengths, threshold: float) -> torch.Tensor:
     """StyleSpace channel selection: `|statis.strength| > threshold` (upstream τ 0.0028 / 0.003)."""
     s = torch.as_tensor(np.asarray(strengths, dtype=np.float32)).reshape(-1)
     return (s.abs() > threshold).float()
+
+
+# ---- StyleGAN-Human's shipped style-space assets -------------------------------------------------------------------
+# Layout (copy the repo's `latent_direction/` contents, or the folder itself, into models/stylegan_directions):
+#   ss/<attribute>/style_vect_mean_<l>.pkl                 numpy float32 vector per S index l
+#   ss_statics/<attribute>_statis/<l>/statis.csv | .pkl    per-channel strength of layer l (csv: channel,strength)
+def _ss_roots(dirs: list[str]) -> list[str]:
+    roots = []
+    for d in dirs:
+        for base in (d, os.path.join(d, "latent_direction")):
+            if os.path.isdir(os.path.join(base, "ss")):
+                roots.append(base)
+    return roots
+
+
+def stylespace_attributes(dirs: list[str]) -> list[str]:
+    names = set()
+    for root in _ss_roots(dirs):
+        names.update(n for n in os.listdir(os.path.join(root, "ss")) if os.path.isdir(os.path.join(root, "ss", n)))
+    return sorted(names)
+
+
+def _find(dirs: list[str], *parts: str) -> str | None:
+    for root in _ss_roots(dirs):
+        path = os.path.join(root, *parts)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def read_channel_strengths(path: str) -> np.ndarray:
+    """ss_statics strengths: csv `channel,strength` or a pickled {channel: strength} (safe unpickler)."""
+    if path.endswith(".csv"):
+        rows = np.genfromtxt(path, delimiter=",", names=True)
+        channels = np.asarray(rows["channel"], dtype=np.int64).reshape(-1)
+        values = np.asarray(rows["strength"], dtype=np.float32).reshape(-1)
+    else:
+        from ..utils.checkpoints import safe_load_pickle
+        with open(path, "rb") as f:
+            table = safe_load_pickle(f)
+        if not isinstance(table, dict):
+            raise HumanGenError(f"{path}: expected a {{channel: strength}} table, found {type(table).__name__}")
+        channels = np.asarray([int(k) for k in table], dtype=np.int64)
+        values = np.asarray([float(v) for v in table.values()], dtype=np.float32)
+    out = np.zeros(int(channels.max()) + 1 if channels.size else 0, dtype=np.float32)
+    out[channels] = values
+    return out
+
+
+def stylespace_offsets(G, dirs: list[str], attribute: str, method: str, strength: float, layer: int = 5,
+                       threshold: float = 0.0028) -> dict[str, torch.Tensor]:
+    """S offsets for StyleGAN-Human's 'InterFaceGAN' (`all_layers`: every shipped vector) or StyleSpace
+    (`one_layer`: one layer, channels with |statis strength| > threshold) edit of `attribute`."""
+    layers = style_layers(G)
+    if method == "all_layers":
+        paths = {i: p for i in range(len(layers)) for p in [_find(dirs, "ss", attribute, f"style_vect_mean_{i}.pkl")]
+                 if p}
+        if not paths:
+            raise HumanGenError(f"no ss/{attribute}/style_vect_mean_<l>.pkl files found in {dirs}")
+        return style_offsets(G, load_style_vectors(paths, G), strength)
+    if method != "one_layer":
+        raise HumanGenError(f"method must be 'all_layers' or 'one_layer', got {method!r}")
+    vec_path = _find(dirs, "ss", attribute, f"style_vect_mean_{layer}.pkl")
+    if vec_path is None:
+        raise HumanGenError(f"ss/{attribute}/style_vect_mean_{layer}.pkl not found in {dirs}")
+    stat = (_find(dirs, "ss_statics", f"{attribute}_statis", str(layer), "statis.csv")
+            or _find(dirs, "ss_statics", f"{attribute}_statis", str(layer), "statis.pkl"))
+    if stat is None:
+        raise HumanGenError(f"ss_statics/{attribute}_statis/{layer}/statis.csv (or .pkl) not found in {dirs}: "
+                            f"StyleGAN-Human ships channel statistics for upper_length layer 5 and bottom_length "
+                            f"layers 3, 4, 5")
+    vectors = load_style_vectors({layer: vec_path}, G)
+    name = layers[layer].name
+    strengths = read_channel_strengths(stat)
+    mask = torch.zeros(layers[layer].channels)
+    selected = channel_mask(strengths, threshold)
+    mask[: selected.numel()] = selected[: layers[layer].channels]
+    return style_offsets(G, vectors, strength, masks={name: mask})

@@ -147,7 +147,7 @@ def project(G, target: torch.Tensor, distance, config: ProjectionConfig = Projec
                 buf *= buf.square().mean().rsqrt()
         distances.append(float(dist.detach()))
         if callback is not None:
-            callback(step + 1, config.num_steps, {"distance": distances[-1], "loss": float(loss)})
+            callback(step + 1, config.num_steps, {"distance": distances[-1], "loss": float(loss.detach())})
 
     ws = w_opt.detach()
     if config.space == "w":
