@@ -13,6 +13,8 @@ import logging
 NODE_MODULES: tuple[str, ...] = (
     "stylegan",
     "editing",
+    "pose",
+    "align",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

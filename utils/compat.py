@@ -132,8 +132,15 @@ def ensure_mmcv_ext_stub() -> None:
     stub.__spec__ = importlib.machinery.ModuleSpec("mmcv._ext", None)
 
     def _missing(name):
-        raise ImportError(f"mmcv._ext.{name} needs the compiled mmcv (mmcv-lite is installed); "
-                          "this model head is not supported")
+        if name.startswith("__"):  # inspect/pickle probe dunders (`__file__`, ...): plain "not there"
+            raise AttributeError(name)
+
+        def unavailable(*args, **kwargs):
+            raise ImportError(f"mmcv._ext.{name} needs the compiled mmcv (mmcv-lite is installed); "
+                              "this model head is not supported")
+
+        # mmcv's ext_loader asserts `hasattr(ext, fun)` at import: exist, fail only when called
+        return unavailable
 
     stub.__getattr__ = _missing
     sys.modules["mmcv._ext"] = stub

@@ -1,0 +1,690 @@
+"""Pose keypoints: the POSE_KEYPOINT type, joint layouts and conversions, pose files, skeleton renderers.
+
+POSE_KEYPOINT (the structure comfyui_controlnet_aux's DWPose/OpenPose nodes use, so poses flow between packs)::
+
+    [  # one frame per batch image
+      {"people": [{"pose_keypoints_2d": [x0, y0, c0, x1, y1, c1, ...],   # pixels of the canvas, c = confidence
+                   "face_keypoints_2d": None, "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None},
+                  ...],
+       "canvas_width": W, "canvas_height": H},
+    ]
+
+`pose_keypoints_2d` is OpenPose-18 by default (what ControlNet tools expect); 25 points (BODY_25), 17 (COCO-17)
+and 33 (mediapipe) are also understood: the layout is read from the number of points. A joint that was not
+detected is (0, 0, 0). A person may carry an optional `"score"` (and `"area"`, from HumanSD files); other keys are
+kept as they are.
+
+Joint orders (index: name)
+
+| idx | COCO-17 | OpenPose-18 | BODY_25 | mediapipe-33 |
+|----:|---------|-------------|---------|--------------|
+| 0 | nose | nose | nose | nose |
+| 1 | left_eye | neck* | neck* | left_eye_inner |
+| 2 | right_eye | right_shoulder | right_shoulder | left_eye |
+| 3 | left_ear | right_elbow | right_elbow | left_eye_outer |
+| 4 | right_ear | right_wrist | right_wrist | right_eye_inner |
+| 5 | left_shoulder | left_shoulder | left_shoulder | right_eye |
+| 6 | right_shoulder | left_elbow | left_elbow | right_eye_outer |
+| 7 | left_elbow | left_wrist | left_wrist | left_ear |
+| 8 | right_elbow | right_hip | mid_hip* | right_ear |
+| 9 | left_wrist | right_knee | right_hip | mouth_left |
+| 10 | right_wrist | right_ankle | right_knee | mouth_right |
+| 11 | left_hip | left_hip | right_ankle | left_shoulder |
+| 12 | right_hip | left_knee | left_hip | right_shoulder |
+| 13 | left_knee | left_ankle | left_knee | left_elbow |
+| 14 | right_knee | right_eye | left_ankle | right_elbow |
+| 15 | left_ankle | left_eye | right_eye | left_wrist |
+| 16 | right_ankle | right_ear | left_eye | right_wrist |
+| 17 | | left_ear | right_ear | left_pinky |
+| 18 | | | left_ear | right_pinky |
+| 19 | | | left_big_toe | left_index |
+| 20 | | | left_small_toe | right_index |
+| 21 | | | left_heel | left_thumb |
+| 22 | | | right_big_toe | right_thumb |
+| 23 | | | right_small_toe | left_hip |
+| 24 | | | right_heel | right_hip |
+| 25–32 | | | | left/right_knee, left/right_ankle, left/right_heel, left/right_foot_index |
+
+`*` derived joints: neck = midpoint of the shoulders, mid_hip = midpoint of the hips, only when both are present
+(confidence > 0); their confidence is the smaller of the two. mediapipe's `*_foot_index` is BODY_25's `*_big_toe`.
+
+Public functions (all coordinates in pixels, keypoint arrays float64 [K, 3] = x, y, confidence):
+
+- layouts: `LAYOUTS`, `COCO17`, `OPENPOSE18`, `BODY25`, `MEDIAPIPE33`, `layout_for_count(n)`,
+  `convert_keypoints(kps, src, dst)`.
+- POSE_KEYPOINT: `make_frame(people, width, height, layout="openpose18", src_layout=None, scores=None)`,
+  `as_pose(value)` (validate/normalise; a single frame becomes a list), `frame_size(frame)`,
+  `frame_people(frame, layout="coco17")` (list of [K,3]), `people_array(frame, layout="coco17")` ([P,K,3]),
+  `transform_frame(frame, matrix, width, height)`, `scale_frame(frame, width, height)`.
+- files: `load_pose(path, canvas_size=None)`, `save_pose(pose, path, fmt=None)`, and per format
+  `load_openpose_json/save_openpose_json`, `load_coco_json/save_coco_json`, `load_humansd_npz/save_humansd_npz`
+  (the npz loader never runs pickle code: only plain dicts, numbers and numpy arrays are accepted).
+- rendering: `render_skeleton(pose, style="humansd"|"openpose", width=None, height=None, threshold=0.05,
+  person_threshold=0.0)` -> uint8 [F, H, W, 3]; `render_frame(frame, ...)` -> uint8 [H, W, 3];
+  `HUMANSD_LIMBS`, `HUMANSD_COLORS`, `hls_palette(n)`, `OPENPOSE_LIMBS`, `OPENPOSE_COLORS`.
+- faces: `face_box_from_keypoints(kps_coco17, threshold=0.3, scale=1.0)` -> (x0, y0, x1, y1, score) or None.
+
+HUMANGEN_FACE_BOX (from HumanGenFaceBox; used by InsetGAN): a dict
+`{"boxes": [[[x0, y0, x1, y1, score], ...] per batch image, best first], "canvas_width": W, "canvas_height": H,
+"source": "mtcnn" | "mediapipe" | "keypoints"}`, pixels of the image the boxes were found on.
+"""
+from __future__ import annotations
+
+import colorsys
+import io
+import json
+import math
+import os
+import pickle
+import zipfile
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+# ---- joint layouts -------------------------------------------------------------------------------------------
+COCO17: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle")
+OPENPOSE18: tuple[str, ...] = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye",
+    "right_ear", "left_ear")
+BODY25: tuple[str, ...] = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "mid_hip", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye",
+    "left_eye", "right_ear", "left_ear", "left_big_toe", "left_small_toe", "left_heel", "right_big_toe",
+    "right_small_toe", "right_heel")
+MEDIAPIPE33: tuple[str, ...] = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
+    "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index", "right_index",
+    "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index")
+
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "coco17": COCO17, "openpose18": OPENPOSE18, "body25": BODY25, "mediapipe33": MEDIAPIPE33}
+
+# joints a layout may lack, computed as the midpoint of two others (only when both are present)
+DERIVED_JOINTS: dict[str, tuple[str, str]] = {
+    "neck": ("left_shoulder", "right_shoulder"), "mid_hip": ("left_hip", "right_hip")}
+# the same anatomical point under two names
+EQUIVALENT_JOINTS: dict[str, str] = {
+    "left_big_toe": "left_foot_index", "left_foot_index": "left_big_toe",
+    "right_big_toe": "right_foot_index", "right_foot_index": "right_big_toe"}
+
+
+def layout_for_count(n_points: int) -> str:
+    """The layout name for a keypoint count (17, 18, 25 or 33); ValueError otherwise."""
+    for name, joints in LAYOUTS.items():
+        if len(joints) == n_points:
+            return name
+    raise ValueError(f"pose: {n_points} keypoints per person match no known layout "
+                     f"({', '.join(f'{k}={len(v)}' for k, v in LAYOUTS.items())})")
+
+
+def _layout(name: str) -> tuple[str, ...]:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise ValueError(f"pose: unknown keypoint layout {name!r}; known: {sorted(LAYOUTS)}") from None
+
+
+def convert_keypoints(kps, src: str, dst: str) -> np.ndarray:
+    """Convert keypoints [..., K_src, 3] from layout `src` to `dst` -> float64 [..., K_dst, 3].
+
+    Joints are matched by name; neck/mid_hip are derived as midpoints (confidence = min of the two, only when both
+    have confidence > 0); joints `src` lacks are (0, 0, 0). Confidence is carried unchanged.
+    """
+    src_names, dst_names = _layout(src), _layout(dst)
+    a = np.asarray(kps, dtype=np.float64)
+    if a.ndim < 2 or a.shape[-2:] != (len(src_names), 3):
+        raise ValueError(f"pose: expected keypoints [..., {len(src_names)}, 3] for layout {src!r}, got {a.shape}")
+    index = {n: i for i, n in enumerate(src_names)}
+    out = np.zeros(a.shape[:-2] + (len(dst_names), 3), dtype=np.float64)
+    for j, name in enumerate(dst_names):
+        if name in index:
+            out[..., j, :] = a[..., index[name], :]
+        elif EQUIVALENT_JOINTS.get(name) in index:
+            out[..., j, :] = a[..., index[EQUIVALENT_JOINTS[name]], :]
+        elif name in DERIVED_JOINTS and all(p in index for p in DERIVED_JOINTS[name]):
+            pa, pb = (a[..., index[p], :] for p in DERIVED_JOINTS[name])
+            ok = (pa[..., 2] > 0) & (pb[..., 2] > 0)
+            mid = np.concatenate([(pa[..., :2] + pb[..., :2]) / 2.0,
+                                  np.minimum(pa[..., 2:], pb[..., 2:])], axis=-1)
+            out[..., j, :] = np.where(ok[..., None], mid, 0.0)
+    return out
+
+
+# ---- POSE_KEYPOINT ---------------------------------------------------------------------------------------------
+def _person_dict(kps: np.ndarray, score: float | None = None) -> dict:
+    person = {"pose_keypoints_2d": [float(v) for v in np.asarray(kps, dtype=np.float64).reshape(-1)],
+              "face_keypoints_2d": None, "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None}
+    if score is not None:
+        person["score"] = float(score)
+    return person
+
+
+def make_frame(people: Iterable, width: int, height: int, layout: str = "openpose18", src_layout: str | None = None,
+               scores: Sequence[float] | None = None) -> dict:
+    """One POSE_KEYPOINT frame from per-person keypoint arrays [K,3] (pixels) given in `src_layout`
+    (default: `layout`), stored in `layout` ("openpose18" for ControlNet tools)."""
+    people = list(people)
+    if scores is not None and len(scores) != len(people):
+        raise ValueError(f"pose: {len(scores)} scores for {len(people)} people")
+    out = []
+    for i, kps in enumerate(people):
+        conv = convert_keypoints(kps, src_layout or layout, layout)
+        out.append(_person_dict(conv, None if scores is None else scores[i]))
+    return {"people": out, "canvas_width": int(width), "canvas_height": int(height)}
+
+
+def as_pose(value: Any) -> list[dict]:
+    """Validate a POSE_KEYPOINT value (a list of frames, or one frame dict) and return the list of frames."""
+    frames = [value] if isinstance(value, dict) else value
+    if not isinstance(frames, (list, tuple)) or not frames:
+        raise ValueError("pose: POSE_KEYPOINT must be a non-empty list of frames "
+                         "{'people': [...], 'canvas_width': W, 'canvas_height': H}")
+    for f, frame in enumerate(frames):
+        if not isinstance(frame, dict) or not isinstance(frame.get("people"), list):
+            raise ValueError(f"pose: frame {f} has no 'people' list")
+        for key in ("canvas_width", "canvas_height"):
+            v = frame.get(key)
+            if not isinstance(v, (int, float)) or v <= 0 or int(v) != v:
+                raise ValueError(f"pose: frame {f} has no valid {key!r} (got {v!r})")
+        for p, person in enumerate(frame["people"]):
+            kps = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
+            if kps is None:
+                continue
+            if len(kps) % 3:
+                raise ValueError(f"pose: frame {f} person {p}: pose_keypoints_2d length {len(kps)} is not x,y,c triples")
+            layout_for_count(len(kps) // 3)
+    return list(frames)
+
+
+def frame_size(frame: dict) -> tuple[int, int]:
+    """(width, height) of a frame's canvas."""
+    return int(frame["canvas_width"]), int(frame["canvas_height"])
+
+
+def person_keypoints(person: dict, layout: str = "coco17") -> np.ndarray:
+    """One person's keypoints converted to `layout` -> float64 [K,3] (zeros if the person has none)."""
+    kps = person.get("pose_keypoints_2d")
+    if not kps:
+        return np.zeros((len(_layout(layout)), 3))
+    arr = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
+    return convert_keypoints(arr, layout_for_count(arr.shape[0]), layout)
+
+
+def frame_people(frame: dict, layout: str = "coco17") -> list[np.ndarray]:
+    """The people of a frame as keypoint arrays [K,3] in `layout` (pixels)."""
+    return [person_keypoints(p, layout) for p in frame["people"]]
+
+
+def people_array(frame: dict, layout: str = "coco17") -> np.ndarray:
+    """The people of a frame as one array [P, K, 3] in `layout` (P may be 0)."""
+    people = frame_people(frame, layout)
+    if not people:
+        return np.zeros((0, len(_layout(layout)), 3))
+    return np.stack(people)
+
+
+def _transform_flat(values, matrix: np.ndarray):
+    if not values:
+        return values
+    a = np.asarray(values, dtype=np.float64).reshape(-1, 3).copy()
+    ok = a[:, 2] > 0
+    xy = a[ok, :2] @ matrix[:, :2].T + matrix[:, 2]
+    a[ok, :2] = xy
+    return [float(v) for v in a.reshape(-1)]
+
+
+def transform_frame(frame: dict, matrix, width: int, height: int) -> dict:
+    """Apply a 2x3 affine `matrix` (x' = M @ [x, y, 1]) to every present keypoint (body, face, hands) of a frame
+    and set the new canvas size. Absent keypoints stay (0, 0, 0)."""
+    m = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
+    people = []
+    for person in frame["people"]:
+        new = dict(person)
+        for key in ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d"):
+            if new.get(key):
+                new[key] = _transform_flat(new[key], m)
+        people.append(new)
+    out = {k: v for k, v in frame.items() if k not in ("people", "canvas_width", "canvas_height")}
+    out.update(people=people, canvas_width=int(width), canvas_height=int(height))
+    return out
+
+
+def scale_frame(frame: dict, width: int, height: int) -> dict:
+    """Rescale a frame's keypoints to a canvas of width x height."""
+    w0, h0 = frame_size(frame)
+    return transform_frame(frame, [[width / w0, 0, 0], [0, height / h0, 0]], width, height)
+
+
+# ---- files -------------------------------------------------------------------------------------------------------
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _infer_canvas(people_kps: list[np.ndarray]) -> tuple[int, int]:
+    pts = [k[k[:, 2] > 0, :2] for k in people_kps]
+    pts = [p for p in pts if len(p)]
+    if not pts:
+        raise ValueError("pose: the file has no canvas size and no keypoints to infer it from; give canvas_size")
+    allp = np.concatenate(pts)
+    return int(math.ceil(allp[:, 0].max() + 1)), int(math.ceil(allp[:, 1].max() + 1))
+
+
+def load_openpose_json(path: str, canvas_size: tuple[int, int] | None = None) -> list[dict]:
+    """OpenPose JSON: one frame (OpenPose's own output `{"version", "people": [...]}`, canvas optional) or a list
+    of frames (comfyui_controlnet_aux's saved POSE_KEYPOINT). `canvas_size` (W, H) fills a missing canvas."""
+    with open(path, "r", encoding="utf-8") as fh:
+        data = json.load(fh)
+    frames = [data] if isinstance(data, dict) else data
+    if not isinstance(frames, list):
+        raise ValueError(f"pose: {path} is not OpenPose JSON (a frame dict or a list of frames)")
+    out = []
+    for frame in frames:
+        if not isinstance(frame, dict) or "people" not in frame:
+            raise ValueError(f"pose: {path} is not OpenPose JSON (a frame has no 'people')")
+        frame = dict(frame)
+        if "canvas_width" not in frame or "canvas_height" not in frame:
+            w, h = canvas_size or _infer_canvas(frame_people({"people": frame["people"]}, "body25"))
+            frame["canvas_width"], frame["canvas_height"] = int(w), int(h)
+        out.append(frame)
+    return as_pose(out)
+
+
+def save_openpose_json(pose, path: str) -> str:
+    """Write POSE_KEYPOINT as a JSON list of frames (comfyui_controlnet_aux layout)."""
+    frames = as_pose(pose)
+    _atomic_write(path, json.dumps(frames, indent=1).encode("utf-8"))
+    return path
+
+
+def load_coco_json(path: str, canvas_size: tuple[int, int] | None = None) -> list[dict]:
+    """COCO keypoints JSON, either a dataset dict (`images` + `annotations`, keypoints x,y,v with v in {0,1,2};
+    confidences come from the optional `keypoint_scores` we write, else 1.0 for v > 0) or a results list
+    (`[{"image_id", "keypoints": [x, y, score, ...], "score"}]`). One frame per image, in `images` order."""
+    with open(path, "r", encoding="utf-8") as fh:
+        data = json.load(fh)
+    if isinstance(data, dict) and "annotations" in data:
+        images = data.get("images") or []
+        anns = data["annotations"]
+        results = False
+    elif isinstance(data, list):
+        images, anns, results = [], data, True
+    else:
+        raise ValueError(f"pose: {path} is not COCO keypoint JSON (no 'annotations' and not a results list)")
+    order = [im["id"] for im in images]
+    sizes = {im["id"]: (im.get("width"), im.get("height")) for im in images}
+    for a in anns:
+        if a.get("image_id") not in sizes:
+            order.append(a.get("image_id"))
+            sizes[a.get("image_id")] = (None, None)
+    frames = []
+    for image_id in order:
+        people, scores, extras = [], [], []
+        for a in anns:
+            if a.get("image_id") != image_id or "keypoints" not in a:
+                continue
+            k = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
+            if k.shape[0] != 17:
+                raise ValueError(f"pose: {path}: COCO annotations need 17 keypoints, got {k.shape[0]}")
+            if not results:
+                if "keypoint_scores" in a:
+                    k[:, 2] = np.asarray(a["keypoint_scores"], dtype=np.float64)
+                else:
+                    k[:, 2] = (k[:, 2] > 0).astype(np.float64)
+                k[k[:, 2] <= 0] = 0.0
+            people.append(k)
+            scores.append(a.get("score"))
+            extras.append(a)
+        w, h = sizes[image_id]
+        if not w or not h:
+            w, h = canvas_size or _infer_canvas(people)
+        frame = make_frame(people, w, h, layout="openpose18", src_layout="coco17")
+        for person, s in zip(frame["people"], scores):
+            if s is not None:
+                person["score"] = float(s)
+        frames.append(frame)
+    if not frames:
+        raise ValueError(f"pose: {path} holds no images or annotations")
+    return as_pose(frames)
+
+
+def save_coco_json(pose, path: str) -> str:
+    """Write POSE_KEYPOINT as a COCO keypoints dataset (one image per frame; v = 2 where confidence > 0, the
+    confidences themselves in `keypoint_scores`, so the file loads back exactly)."""
+    frames = as_pose(pose)
+    images, anns = [], []
+    for f, frame in enumerate(frames):
+        w, h = frame_size(frame)
+        images.append({"id": f + 1, "width": w, "height": h, "file_name": f"frame_{f:05d}.png"})
+        for person in frame["people"]:
+            k = person_keypoints(person, "coco17")
+            vis = k[:, 2] > 0
+            flat = []
+            for (x, y, c), v in zip(k, vis):
+                flat += [float(x), float(y), 2 if v else 0]
+            box = [0.0, 0.0, 0.0, 0.0]
+            if vis.any():
+                x0, y0 = k[vis, :2].min(0)
+                x1, y1 = k[vis, :2].max(0)
+                box = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+            ann = {"id": len(anns) + 1, "image_id": f + 1, "category_id": 1, "keypoints": flat,
+                   "num_keypoints": int(vis.sum()), "keypoint_scores": [float(c) for c in k[:, 2]],
+                   "bbox": box, "area": float(person.get("area", box[2] * box[3])), "iscrowd": 0}
+            if "score" in person:
+                ann["score"] = float(person["score"])
+            anns.append(ann)
+    data = {"images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO17),
+                            "skeleton": [[a + 1, b + 1] for _, a, b in HUMANSD_LIMBS]}]}
+    _atomic_write(path, json.dumps(data, indent=1).encode("utf-8"))
+    return path
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays, dtypes and scalars, plus plain containers; refuses every other global."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            import importlib
+            return getattr(importlib.import_module(module), name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a pose file")
+
+
+def _safe_npy_object_array(fh) -> np.ndarray:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    if not dtype.hasobject:
+        count = int(np.prod(shape)) if shape else 1
+        data = np.frombuffer(fh.read(count * dtype.itemsize), dtype=dtype, count=count)
+        return data.reshape(shape, order="F" if fortran else "C")
+    obj = _NumpyOnlyUnpickler(fh).load()
+    if not isinstance(obj, np.ndarray):
+        raise ValueError("pose: the npz array is not a numpy array")
+    return obj
+
+
+def _plain(value):
+    """Check that an unpickled value holds only dicts, lists, strings, numbers and numeric numpy arrays."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            return [_plain(v) for v in value.reshape(-1)]
+        return value
+    if isinstance(value, (str, bool, int, float, np.number, np.bool_)) or value is None:
+        return value
+    raise ValueError(f"pose: unexpected {type(value).__name__} in the pose file")
+
+
+def load_humansd_npz(path: str, canvas_size: tuple[int, int] | None = None) -> list[dict]:
+    """HumanSD's `.npz`: `arr_0` (and `arr_1`, ... for more frames we write) = object array of dicts
+    `{"keypoints": [17,3], "score", "area"}` in pixels. Loaded WITHOUT `np.load(allow_pickle=True)`: the pickle
+    stream is read by an unpickler that can only rebuild numpy arrays/scalars and plain containers.
+    Canvas size: our files store `canvas_sizes` [F,2] (W,H); otherwise `canvas_size` or inferred from the points."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ValueError(f"pose: {path} is not an .npz file") from None
+    with zf:
+        names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        keys = sorted((n for n in names if n.startswith("arr_") and n[4:].isdigit()), key=lambda n: int(n[4:]))
+        if not keys:
+            raise ValueError(f"pose: {path} has no 'arr_0' (HumanSD pose file)")
+        sizes = None
+        if "canvas_sizes" in names:
+            with zf.open("canvas_sizes.npy") as fh:
+                sizes = np.asarray(_safe_npy_object_array(io.BytesIO(fh.read())), dtype=np.int64).reshape(-1, 2)
+        frames = []
+        for f, key in enumerate(keys):
+            with zf.open(key + ".npy") as fh:
+                arr = _safe_npy_object_array(io.BytesIO(fh.read()))
+            items = _plain(arr)
+            if isinstance(items, np.ndarray):  # a numeric array [P,17,3]
+                items = [{"keypoints": k} for k in items.reshape(-1, 17, 3)]
+            people, extras = [], []
+            for item in items:
+                if not isinstance(item, dict) or "keypoints" not in item:
+                    raise ValueError(f"pose: {path}: {key} must hold dicts with 'keypoints' [17,3]")
+                k = np.asarray(item["keypoints"], dtype=np.float64)
+                if k.shape != (17, 3):
+                    raise ValueError(f"pose: {path}: keypoints of shape {k.shape}, expected (17, 3)")
+                k = np.where((k[:, 2:] > 0), k, 0.0)  # HumanSD marks missing points (-1, -1, 0)
+                people.append(k)
+                extras.append({n: float(item[n]) for n in ("score", "area") if n in item})
+            if sizes is not None and f < len(sizes):
+                w, h = (int(v) for v in sizes[f])
+            else:
+                w, h = canvas_size or _infer_canvas(people)
+            frame = make_frame(people, w, h, layout="openpose18", src_layout="coco17")
+            for person, extra in zip(frame["people"], extras):
+                person.update(extra)
+            frames.append(frame)
+    return as_pose(frames)
+
+
+def save_humansd_npz(pose, path: str) -> str:
+    """Write POSE_KEYPOINT as HumanSD's `.npz` (`arr_0` = object array of {"keypoints": float32 [17,3], "score",
+    "area"}; frame i in `arr_i`; canvas sizes in `canvas_sizes`). Missing points are written (-1, -1, 0) as in
+    HumanSD's data; keypoints are float32 as HumanSD expects (exact for float32 values)."""
+    frames = as_pose(pose)
+    arrays = {}
+    for f, frame in enumerate(frames):
+        items = np.empty(len(frame["people"]), dtype=object)
+        for p, person in enumerate(frame["people"]):
+            k = person_keypoints(person, "coco17").astype(np.float32)
+            k[k[:, 2] <= 0] = (-1.0, -1.0, 0.0)
+            vis = k[:, 2] > 0
+            score = person.get("score", float(k[vis, 2].mean()) if vis.any() else 0.0)
+            if "area" in person:
+                area = float(person["area"])
+            elif vis.any():
+                span = k[vis, :2].max(0) - k[vis, :2].min(0)
+                area = float(span[0] * span[1])
+            else:
+                area = 0.0
+            items[p] = {"keypoints": k, "score": float(score), "area": area}
+        arrays[f"arr_{f}"] = items
+    arrays["canvas_sizes"] = np.asarray([frame_size(fr) for fr in frames], dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
+POSE_FORMATS = ("openpose_json", "coco_json", "humansd_npz")
+
+
+def _detect_format(path: str) -> str:
+    if path.lower().endswith(".npz"):
+        return "humansd_npz"
+    with open(path, "r", encoding="utf-8") as fh:
+        data = json.load(fh)
+    if isinstance(data, dict) and "annotations" in data:
+        return "coco_json"
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "image_id" in data[0]:
+        return "coco_json"
+    return "openpose_json"
+
+
+def load_pose(path: str, canvas_size: tuple[int, int] | None = None, fmt: str | None = None) -> list[dict]:
+    """Load OpenPose JSON, COCO JSON or HumanSD npz (format from `fmt` or sniffed) as POSE_KEYPOINT."""
+    fmt = fmt or _detect_format(path)
+    loader = {"openpose_json": load_openpose_json, "coco_json": load_coco_json,
+              "humansd_npz": load_humansd_npz}.get(fmt)
+    if loader is None:
+        raise ValueError(f"pose: unknown pose format {fmt!r}; known: {POSE_FORMATS}")
+    return loader(path, canvas_size)
+
+
+def save_pose(pose, path: str, fmt: str | None = None) -> str:
+    """Save POSE_KEYPOINT; format from `fmt` or the file ending (.npz -> HumanSD, else OpenPose JSON)."""
+    fmt = fmt or ("humansd_npz" if path.lower().endswith(".npz") else "openpose_json")
+    saver = {"openpose_json": save_openpose_json, "coco_json": save_coco_json,
+             "humansd_npz": save_humansd_npz}.get(fmt)
+    if saver is None:
+        raise ValueError(f"pose: unknown pose format {fmt!r}; known: {POSE_FORMATS}")
+    return saver(pose, path)
+
+
+# ---- rendering ---------------------------------------------------------------------------------------------------
+def hls_palette(n: int, h: float = 0.01, l: float = 0.6, s: float = 0.65) -> list[tuple[float, float, float]]:
+    """seaborn's `color_palette("hls", n)` (hues i/n + h, lightness l, saturation s) as RGB floats in [0,1]."""
+    hues = np.linspace(0, 1, n + 1)[:-1]
+    hues += h
+    hues %= 1
+    hues -= hues.astype(int)
+    return [colorsys.hls_to_rgb(float(x), l, s) for x in hues]
+
+
+# HumanSD (diffusion.md §1.3): [colour index, a, b] on COCO-17; no shoulder-shoulder or hip-hip edge.
+HUMANSD_LIMBS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 1), (1, 0, 2), (2, 1, 3), (3, 2, 4), (4, 3, 5), (5, 4, 6), (6, 5, 7), (7, 6, 8), (8, 7, 9), (9, 8, 10),
+    (10, 5, 11), (11, 6, 12), (12, 11, 13), (13, 12, 14), (14, 13, 15), (15, 14, 16))
+HUMANSD_COLORS: tuple[tuple[int, int, int], ...] = tuple(
+    tuple(int(255 * c) for c in rgb) for rgb in hls_palette(len(HUMANSD_LIMBS)))  # RGB
+HUMANSD_LINE_WIDTH = 10
+
+# OpenPose-18 limbs (1-based pairs, as the ControlNet annotator lists them); only the first 17 are drawn.
+OPENPOSE_LIMBS: tuple[tuple[int, int], ...] = (
+    (2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13), (13, 14),
+    (2, 1), (1, 15), (15, 17), (1, 16), (16, 18), (3, 17), (6, 18))
+OPENPOSE_COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+    (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
+    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))  # RGB
+OPENPOSE_STICK_WIDTH = 4
+RENDER_STYLES = ("humansd", "openpose")
+
+
+def _draw_humansd(canvas: np.ndarray, people: list[np.ndarray], threshold: float) -> None:
+    import cv2
+    for kpts in people:
+        if np.sum(kpts) <= 0:  # HumanSD skips empty people
+            continue
+        for idx, a, b in HUMANSD_LIMBS:
+            if kpts[a, 2] > threshold and kpts[b, 2] > threshold:
+                color = HUMANSD_COLORS[idx]
+                pa = (int(kpts[a, 0]), int(kpts[a, 1]))
+                pb = (int(kpts[b, 0]), int(kpts[b, 1]))
+                cv2.line(canvas, pa, pb, color, HUMANSD_LINE_WIDTH)
+                cv2.circle(canvas, pa, HUMANSD_LINE_WIDTH // 2, color, -1)
+                cv2.circle(canvas, pb, HUMANSD_LINE_WIDTH // 2, color, -1)
+
+
+def _draw_openpose(canvas: np.ndarray, people: list[np.ndarray], threshold: float) -> np.ndarray:
+    """ControlNet (1.1 annotator) body style on OpenPose-18 points: 17 filled ellipse limbs (stick width 4), the
+    limb layer dimmed to 60 %, then joint dots of radius 4."""
+    import cv2
+    for kpts in people:
+        for i in range(17):
+            a, b = OPENPOSE_LIMBS[i][0] - 1, OPENPOSE_LIMBS[i][1] - 1
+            if not (kpts[a, 2] > threshold and kpts[b, 2] > threshold):
+                continue
+            xs = (kpts[a, 0], kpts[b, 0])
+            ys = (kpts[a, 1], kpts[b, 1])
+            mx, my = float(np.mean(xs)), float(np.mean(ys))
+            length = math.hypot(xs[0] - xs[1], ys[0] - ys[1])
+            angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
+            poly = cv2.ellipse2Poly((int(mx), int(my)), (int(length / 2), OPENPOSE_STICK_WIDTH), int(angle), 0, 360, 1)
+            cv2.fillConvexPoly(canvas, poly, OPENPOSE_COLORS[i])
+    canvas = (canvas * 0.6).astype(np.uint8)
+    for kpts in people:
+        for i in range(18):
+            if kpts[i, 2] > threshold:
+                cv2.circle(canvas, (int(kpts[i, 0]), int(kpts[i, 1])), 4, OPENPOSE_COLORS[i], thickness=-1)
+    return canvas
+
+
+def render_frame(frame: dict, style: str = "humansd", width: int | None = None, height: int | None = None,
+                 threshold: float = 0.05, person_threshold: float = 0.0) -> np.ndarray:
+    """Render one frame's skeletons -> uint8 RGB [H, W, 3] on black.
+
+    style "humansd": exactly HumanSD's `draw_humansd_skeleton` (COCO-17, 16 limbs, line width 10, end dots radius 5,
+    seaborn hls colours, coordinates truncated with int(), later strokes over earlier ones). style "openpose":
+    ControlNet's OpenPose body style on OpenPose-18 (neck = shoulder midpoint). A keypoint is drawn when its
+    confidence > `threshold`; people whose optional "score" is <= `person_threshold` are skipped. With
+    width/height the keypoints are rescaled from the frame's canvas to that size.
+    """
+    if style not in RENDER_STYLES:
+        raise ValueError(f"pose: unknown skeleton style {style!r}; known: {RENDER_STYLES}")
+    w0, h0 = frame_size(frame)
+    w, h = int(width or w0), int(height or h0)
+    if (w, h) != (w0, h0):
+        frame = scale_frame(frame, w, h)
+    persons = [p for p in frame["people"] if "score" not in p or float(p["score"]) > person_threshold]
+    canvas = np.zeros((h, w, 3), dtype=np.uint8)
+    if style == "humansd":
+        _draw_humansd(canvas, [person_keypoints(p, "coco17") for p in persons], threshold)
+        return canvas
+    return _draw_openpose(canvas, [person_keypoints(p, "openpose18") for p in persons], threshold)
+
+
+def render_skeleton(pose, style: str = "humansd", width: int | None = None, height: int | None = None,
+                    threshold: float = 0.05, person_threshold: float = 0.0) -> np.ndarray:
+    """Render every frame of a POSE_KEYPOINT -> uint8 [F, H, W, 3] (see `render_frame`). Frames with different
+    canvas sizes need an explicit width and height."""
+    frames = as_pose(pose)
+    sizes = {frame_size(f) for f in frames}
+    if (width is None or height is None) and len(sizes) > 1:
+        raise ValueError(f"pose: frames have different canvas sizes {sorted(sizes)}; give width and height")
+    return np.stack([render_frame(f, style, width, height, threshold, person_threshold) for f in frames])
+
+
+# ---- faces -------------------------------------------------------------------------------------------------------
+def face_box_from_keypoints(kps, threshold: float = 0.3, scale: float = 1.0):
+    """A square face box from COCO-17 head points (nose, eyes, ears) -> (x0, y0, x1, y1, score) or None.
+
+    Centre = mean of the present head points; side = max(2.2 x their largest distance from the centre,
+    0.45 x the shoulder width when both shoulders are present), times `scale`. Score = mean head confidence."""
+    k = np.asarray(kps, dtype=np.float64).reshape(17, 3)
+    head = k[:5][k[:5, 2] > threshold]
+    if len(head) < 2:
+        return None
+    centre = head[:, :2].mean(0)
+    spread = float(np.abs(head[:, :2] - centre).max())
+    side = 2.2 * spread
+    if k[5, 2] > threshold and k[6, 2] > threshold:
+        side = max(side, 0.45 * float(np.hypot(*(k[5, :2] - k[6, :2]))))
+    side *= scale
+    if side <= 1:
+        return None
+    half = side / 2
+    return (float(centre[0] - half), float(centre[1] - half), float(centre[0] + half), float(centre[1] + half),
+            float(head[:, 2].mean()))
+
+
+__all__ = [
+    "COCO17", "OPENPOSE18", "BODY25", "MEDIAPIPE33", "LAYOUTS", "DERIVED_JOINTS", "EQUIVALENT_JOINTS",
+    "layout_for_count", "convert_keypoints", "make_frame", "as_pose", "frame_size", "person_keypoints",
+    "frame_people", "people_array", "transform_frame", "scale_frame", "POSE_FORMATS", "load_pose", "save_pose",
+    "load_openpose_json", "save_openpose_json", "load_coco_json", "save_coco_json", "load_humansd_npz",
+    "save_humansd_npz", "hls_palette", "HUMANSD_LIMBS", "HUMANSD_COLORS", "HUMANSD_LINE_WIDTH", "OPENPOSE_LIMBS",
+    "OPENPOSE_COLORS", "RENDER_STYLES", "render_frame", "render_skeleton", "face_box_from_keypoints",
+]
