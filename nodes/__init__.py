@@ -15,6 +15,7 @@ NODE_MODULES: tuple[str, ...] = (
     "editing",
     "pose",
     "align",
+    "insetgan",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
