@@ -260,7 +260,7 @@ class _Latent(torch.nn.Module):
 def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_box, schedule: Schedule, lpips, *,
              steps_scale: float = 1.0, box_scale: float = 2.0, face_rect=None,
              redetect: Callable[[torch.Tensor], object] | None = None, noise_mode: str = "const",
-             noise_seed: int = 0, callback: Callable[[int, int, dict], None] | None = None) -> InsetResult:
+             noise_seed: int = 0, border_px: int = 8, callback: Callable[[int, int, dict], None] | None = None) -> InsetResult:
     """Run `schedule`. `face_box` is a tight face box (x0,y0,x1,y1[,score]) in body pixels; `redetect(body_img)`
     returns a new tight box or None; `callback(step, total, info)` reports progress and may raise to stop."""
     if body_ws.ndim != 3 or face_ws.ndim != 3 or body_ws.shape[0] != 1 or face_ws.shape[0] != 1:
@@ -308,7 +308,7 @@ def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_
         imgs[side] = render(side)  # with grad for the side being optimised; the other side's image is reused
         w_body = lat["body"]() if side == "body" else lat["body"]().detach()
         loss, terms = compute_losses(phase.weights[side], imgs["face"], imgs["body"], box, face_rect, refs["body"],
-                                     refs["face"], w_body, w_avg, lpips)
+                                     refs["face"], w_body, w_avg, lpips, border_px)
         for opt in opts.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -325,7 +325,7 @@ def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_
     with torch.no_grad():
         final = {s: render(s) for s in lat}
     from_last = compute_losses({}, final["face"], final["body"], box, face_rect, None, None, lat["body"](), w_avg,
-                               lpips)[1]["border_l1"]
+                               lpips, border_px)[1]["border_l1"]
     if from_last < best[0]:
         best = (from_last, len(plan), (lat["body"]().detach().clone(), lat["face"]().detach().clone(), box,
                                        final["body"], final["face"]))

@@ -36,15 +36,15 @@ QUICK = ig.Schedule("quick", (
 @pytest.fixture(scope="module")
 def result(setup):
     Gb, Gf, wb, wf, lpips = setup
-    return ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, QUICK, lpips, box_scale=1.25)
+    return ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, QUICK, lpips, box_scale=1.25, border_px=3)
 
 
 def test_border_loss_drops(result):
     start = result.history[0]["border_l1"]
     x0, y0, x1, y1 = result.box
     seam = ig.compute_losses({}, result.face_img, result.body_img, result.box, (0, 0, 1, 1), None, None,
-                             torch.zeros(1), torch.zeros(1), None)[1]["border_l1"]
-    assert seam < 0.5 * start, (start, seam)
+                             torch.zeros(1), torch.zeros(1), None, 3)[1]["border_l1"]
+    assert seam < 0.65 * start, (start, seam)
     assert (x1 - x0) == (y1 - y0) == 15
 
 
@@ -60,18 +60,28 @@ def test_body_outside_box_changes_less_than_inside(setup, result):
     assert outside < 0.5 * inside, (float(outside), float(inside))
 
 
+def _face_change(face0, face):
+    rect = ig.rect_mask(face0.shape[2:], ig.default_face_rect(face0.shape[2:]))
+    return float(((face - face0).abs().mean(1)[0] * rect).sum() / rect.sum())
+
+
 def test_face_identity_stays_bounded(setup, result):
-    _, Gf, _, wf, _ = setup
+    Gb, Gf, wb, wf, lpips = setup
     with torch.no_grad():
         face0 = Gf.synthesis(wf, noise_mode="const")
-    rect = ig.rect_mask(face0.shape[2:], ig.default_face_rect(face0.shape[2:]))
-    change = ((result.face_img - face0).abs().mean(1)[0] * rect).sum() / rect.sum()
-    assert change < 0.35, float(change)
+    change = _face_change(face0, result.face_img)
+    assert change < 1.0, change
+    # the identity term is what holds it: without it the face drifts further
+    no_identity = ig.Schedule("no-identity", tuple(
+        ig.Phase(p.side, p.steps, p.lr, {s: {k: v for k, v in w.items() if k != "face"} for s, w in p.weights.items()},
+                 p.switch_every, p.first) for p in QUICK.phases), "w+", "w+", "vgg")
+    free = ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, no_identity, lpips, box_scale=1.25, border_px=3)
+    assert change < 0.8 * _face_change(face0, free.face_img), (change, _face_change(face0, free.face_img))
 
 
 def test_same_inputs_same_result(setup, result):
     Gb, Gf, wb, wf, lpips = setup
-    again = ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, QUICK, lpips, box_scale=1.25)
+    again = ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, QUICK, lpips, box_scale=1.25, border_px=3)
     assert torch.equal(again.body_ws, result.body_ws) and torch.equal(again.face_ws, result.face_ws)
 
 
