@@ -131,6 +131,8 @@ class HumanGenInsetGAN:
     def run(self, body_generator, body_latent, face_generator, face_latent, schedule="stylegan-human",
             steps_scale=1.0, truncation_psi=1.0, face_box_source="detector", box_scale=2.0, blend="feather",
             feather_radius=8, lpips_net="auto", noise_mode="const", seed=0, pose=None, face_box=None):
+        import torch
+
         from ..models import gan_latents as gl
         from ..models import insetgan as ig
         from ..models.lpips import load_lpips
