@@ -260,7 +260,7 @@ class _Latent(torch.nn.Module):
 def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_box, schedule: Schedule, lpips, *,
              steps_scale: float = 1.0, box_scale: float = 2.0, face_rect=None,
              redetect: Callable[[torch.Tensor], object] | None = None, noise_mode: str = "const",
-             noise_seed: int = 0, border_px: int = 8, callback: Callable[[int, int, dict], None] | None = None) -> InsetResult:
+             noise_seed: int = 0, border_px: int = 8, impl: str = "auto", callback: Callable[[int, int, dict], None] | None = None) -> InsetResult:
     """Run `schedule`. `face_box` is a tight face box (x0,y0,x1,y1[,score]) in body pixels; `redetect(body_img)`
     returns a new tight box or None; `callback(step, total, info)` reports progress and may raise to stop."""
     if body_ws.ndim != 3 or face_ws.ndim != 3 or body_ws.shape[0] != 1 or face_ws.shape[0] != 1:
@@ -274,7 +274,7 @@ def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_
     opts = {s: torch.optim.Adam(lat[s].parameters(), betas=(0.9, 0.999), lr=0.0) for s in lat}
     w_avg = getattr(G_body.mapping, "w_avg", body_ws.mean(1)).detach().to(device).view(1, 1, -1)
 
-    noise = {"noise_mode": noise_mode}
+    noise = {"noise_mode": noise_mode, "impl": impl}
     if noise_mode == "random":  # a local generator: the same seed gives the same result
         noise["generator"] = torch.Generator(device=device).manual_seed(noise_seed)
 
