@@ -37,16 +37,33 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
+# Installed versions of these are never changed: other node packs and the host's CUDA builds depend on them.
+KEEP_INSTALLED = ("torch", "torchvision", "torchaudio", "numpy")
+
+
+def _name(line: str) -> str:
+    return line.split("#")[0].split("==")[0].split("<")[0].split(">")[0].strip().lower()
+
+
 def _constraints_file(torch_version: str) -> str:
-    """The project's constraints with torch pinned to the version that is (or will be) installed."""
+    """The project's constraints, except that torch (and torchvision, torchaudio, numpy when already installed)
+    are pinned to the versions present: pip may then neither replace nor upgrade them."""
+    kept = {"torch": torch_version}
+    for dist in KEEP_INSTALLED[1:]:
+        version = _installed_version(dist)
+        if version is not None:
+            kept[dist] = version.split("+")[0]
     lines = []
     with open(os.path.join(HERE, "constraints.txt"), encoding="utf-8") as f:
         for line in f:
-            name = line.split("==")[0].split("<")[0].strip().lower()
-            if name in ("torch", "torchvision"):
-                continue  # replaced below: pins must follow the torch that is present
+            name = _name(line)
+            if name in kept or name == "torchvision":
+                continue  # torchvision's pin must follow the torch that is present; pip picks the matching one
             lines.append(line.rstrip("\n"))
-    lines.append(f"torch=={torch_version}")
+    for dist, version in kept.items():
+        if dist != "torch" and version:
+            print(f"[HumanGen install] keeping the installed {dist} {version}", flush=True)
+        lines.append(f"{dist}=={version}")
     fd, path = tempfile.mkstemp(prefix="humangen-constraints-", suffix=".txt")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -16,6 +16,10 @@ NODE_MODULES: tuple[str, ...] = (
     "pose",
     "align",
     "insetgan",
+    "smplx",
+    "humansd",
+    "parts2whole",
+    "upscale",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

@@ -42,7 +42,7 @@ def _frame_for(pose, index: int, width: int, height: int, node: str):
         frames = P.as_pose(pose)
     except ValueError as exc:
         raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
-    if len(frames) not in (1,) and index >= len(frames):
+    if len(frames) != 1 and index >= len(frames):
         raise NodeInputError(node, "pose", f"{len(frames)} pose frames for a batch of more images.",
                              fix="give one pose frame per image, or one for all.")
     frame = frames[min(index, len(frames) - 1)]
@@ -332,20 +332,25 @@ class HumanGenLoadPose:
 
     @classmethod
     def _resolve(cls, path):
-        return path if os.path.isabs(path) else os.path.join(host.input_dir(), path)
+        if os.path.isabs(path):
+            return path
+        root = os.path.abspath(host.input_dir())
+        full = os.path.abspath(os.path.join(root, path))
+        return full if full.startswith(root + os.sep) else ""  # no '..' out of the input folder
 
     @classmethod
     def IS_CHANGED(cls, path, **kwargs):
-        p = cls._resolve(path)
-        return os.path.getmtime(p) if os.path.exists(p) else float("nan")
+        p = cls._resolve(path) if path else ""
+        return os.path.getmtime(p) if p and os.path.exists(p) else float("nan")
 
     def load(self, path, canvas_width, canvas_height):
         from ..utils import pose as P
         node = "HumanGenLoadPose"
-        full = self._resolve(path)
-        if not path or not os.path.isfile(full):
-            raise NodeInputError(node, "path", f"no file {full!r}.", fix="put the pose file into the input folder "
-                                 "and give its name (or an absolute path).")
+        full = self._resolve(path) if path else ""
+        if not full or not os.path.isfile(full):
+            raise NodeInputError(node, "path", f"no pose file {path!r} in the input folder.",
+                                 fix="put the pose file into the input folder and give its name (or an absolute "
+                                     "path).")
         size = (canvas_width, canvas_height) if canvas_width and canvas_height else None
         try:
             return (P.load_pose(full, size),)

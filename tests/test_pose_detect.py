@@ -217,8 +217,10 @@ def test_load_save_pose_nodes(standalone_host, detections):
         np.testing.assert_array_equal(P.people_array(back[0]), P.people_array(frames[0]))
     with pytest.raises(NodeInputError, match="filename_prefix"):
         N["HumanGenSavePose"]().save(frames, "../escape", "openpose_json")
-    with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no file"):
+    with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no pose file 'missing.json'"):
         N["HumanGenLoadPose"]().load("missing.json", 0, 0)
+    with pytest.raises(NodeInputError, match="no pose file"):
+        N["HumanGenLoadPose"]().load("../output/poses/cam_00001.json", 0, 0)  # exists, but outside input/
 
 
 def test_mediapipe_version_is_checked(monkeypatch):
@@ -247,3 +249,25 @@ def test_align_node_with_pose_and_mask_inputs_on_a_large_photo():
     np.testing.assert_allclose(q[:, :2], small.keypoints[0][:, :2], atol=2.5)
     rows = np.nonzero(out_mask[0].numpy().max(axis=1) > 0.5)[0]
     assert abs(rows[0] - 25 * 256 / 225) <= 2
+
+
+def test_torchvision_nms_survives_a_find_spec_probe():
+    """MTCNN needs torchvision.ops.batched_nms; a `find_spec("torchvision")` probe before the real import (mediapipe
+    and others probe) must not use up the pack's import hook."""
+    import subprocess
+    import sys
+
+    from hgtest import ROOT
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('hgp', {str(ROOT / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(ROOT)!r}])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['hgp'] = m; spec.loader.exec_module(m)\n"
+        "assert importlib.util.find_spec('torchvision') is not None\n"
+        "import torch, torchvision\n"
+        "b = torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])\n"
+        "keep = torchvision.ops.batched_nms(b, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 0]), 0.5)\n"
+        "print(keep.tolist())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[0, 2]"

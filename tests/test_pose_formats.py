@@ -242,3 +242,14 @@ def test_face_box_from_keypoints():
     k = STANDING.copy()
     k[:5, 2] = 0
     assert P.face_box_from_keypoints(k) is None
+
+
+def test_normalised_frames_are_read_as_pixels():
+    k = random_coco(9)[0]
+    frame = P.make_frame([k], 640, 480, src_layout="coco17")
+    norm = P.make_frame([k / [640, 480, 1]], 640, 480, src_layout="coco17")
+    np.testing.assert_allclose(P.people_array(norm)[0], k, atol=1e-9)
+    np.testing.assert_array_equal(P.render_frame(norm), P.render_frame(frame))
+    moved = P.transform_frame(norm, [[1, 0, 5], [0, 1, 0]], 640, 480)
+    np.testing.assert_allclose(P.people_array(moved)[0][k[:, 2] > 0, 0], k[k[:, 2] > 0, 0] + 5, atol=1e-9)
+    assert P.pixel_frame(frame) is frame

@@ -80,25 +80,36 @@ def _mark_ops_available(torchvision_module) -> None:
 
 
 class _TorchvisionHook(importlib.abc.MetaPathFinder):
-    """Runs `ensure_torchvision_ops()` right before the first import of torchvision, then steps aside."""
+    """Runs `ensure_torchvision_ops()` right before the first import of torchvision, then steps aside.
+
+    It stays installed until torchvision is actually executed: a mere `importlib.util.find_spec("torchvision")`
+    probe (mediapipe, transformers and others do that) must not use it up, or the later real import would miss
+    `_mark_ops_available` and torchvision's `nms` would refuse to run."""
+
+    _busy = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "torchvision":
+        if fullname != "torchvision" or self._busy:
             return None
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
         ensure_torchvision_ops()
         import importlib.util
-        spec = importlib.util.find_spec("torchvision")
+        self._busy = True
+        try:
+            spec = importlib.util.find_spec("torchvision")  # the real finders (we answer None while busy)
+        finally:
+            self._busy = False
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
+        hook = self
 
         def exec_then_mark(module):
             exec_module(module)
             _mark_ops_available(module)
+            try:
+                sys.meta_path.remove(hook)
+            except ValueError:
+                pass
 
         spec.loader.exec_module = exec_then_mark
         return spec

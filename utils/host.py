@@ -10,6 +10,7 @@ Tests swap the active host with `use(host)`; `reset()` goes back to auto-detecti
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -122,7 +123,9 @@ class StandaloneHost:
 
     # -- progress / interrupt ----------------------------------------------------------------------------------
     def progress(self, total: int, desc: str = "") -> Progress:
-        return _TqdmProgress(total, desc, self.progress_listener)
+        if self.progress_listener is not None:  # the runner draws its own per-node bar
+            return Progress(total, desc, self.progress_listener)
+        return _TqdmProgress(total, desc)
 
     def check_interrupt(self) -> None:
         if self.interrupt_event.is_set():
@@ -173,15 +176,21 @@ class ComfyHost(StandaloneHost):
         return folder_paths
 
     def register_model_folders(self) -> None:
+        """`models/<kind>` for each of our folders. Paths a user added first (extra_model_paths.yaml, loaded before
+        custom nodes) keep their place; their entry gets our file endings (add_model_folder_path leaves it empty)."""
         import folder_paths
         for kind, exts in MODEL_FOLDERS.items():
             if kind in CORE_FOLDERS:
                 continue
             path = os.path.join(folder_paths.models_dir, kind)
+            endings = {e for e in exts if e}  # empty = any file (diffusers-style folders)
             if kind not in folder_paths.folder_names_and_paths:
-                folder_paths.folder_names_and_paths[kind] = ([path], set(exts))
-            elif path not in folder_paths.folder_names_and_paths[kind][0]:
-                folder_paths.add_model_folder_path(kind, path)
+                folder_paths.folder_names_and_paths[kind] = ([path], endings)
+                continue
+            folder_paths.add_model_folder_path(kind, path)
+            known = folder_paths.folder_names_and_paths[kind][1]
+            if isinstance(known, set) and known and endings:
+                known.update(endings)
 
     def model_dirs(self, kind: str) -> list[str]:
         _check_kind(kind)
@@ -218,21 +227,48 @@ class ComfyHost(StandaloneHost):
         return mm.unet_offload_device()
 
     def load_model(self, module):
-        """Let the host's memory manager account for `module` (evicting other models if needed)."""
+        """Let the host's memory manager account for `module` (evicting other models if needed).
+
+        The patcher manages a plain container around the module: ComfyUI's ModelPatcher assigns `model.device`,
+        which diffusers' ModelMixin and transformers' PreTrainedModel forbid (a read-only property)."""
         import comfy.model_management as mm
         import comfy.model_patcher
-        patcher = getattr(module, "_humangen_patcher", None)
+        patcher = module.__dict__.get("_humangen_patcher")
         if patcher is None:
             patcher = comfy.model_patcher.ModelPatcher(
-                module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-            module._humangen_patcher = patcher
+                _managed_container_class()(module), load_device=mm.get_torch_device(),
+                offload_device=mm.unet_offload_device())
+            module.__dict__["_humangen_patcher"] = patcher  # not a registered submodule: no cycle in .modules()
         mm.load_models_gpu([patcher])
         return mm.get_torch_device()
+
+    def core_node_classes(self, node_ids) -> dict[str, type]:
+        """The host's own node classes for these ids (the headless runner's engine uses them inside ComfyUI)."""
+        import nodes as comfy_nodes  # ComfyUI's nodes.py
+        return {i: comfy_nodes.NODE_CLASS_MAPPINGS[i] for i in node_ids if i in comfy_nodes.NODE_CLASS_MAPPINGS}
 
     def free_memory(self, nbytes: int = 0) -> None:
         import comfy.model_management as mm
         mm.free_memory(nbytes, mm.get_torch_device())
         mm.soft_empty_cache()
+
+
+@functools.cache
+def _managed_container_class():
+    import torch
+
+    class ManagedModule(torch.nn.Module):
+        """A container with a writable `device`, holding one module for the host's memory manager."""
+
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+            self.device = next(inner.parameters()).device
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    return ManagedModule
 
 
 def _check_kind(kind: str) -> None:

@@ -11,7 +11,8 @@ POSE_KEYPOINT (the structure comfyui_controlnet_aux's DWPose/OpenPose nodes use,
 
 `pose_keypoints_2d` is OpenPose-18 by default (what ControlNet tools expect); 25 points (BODY_25), 17 (COCO-17)
 and 33 (mediapipe) are also understood: the layout is read from the number of points. A joint that was not
-detected is (0, 0, 0). A person may carry an optional `"score"` (and `"area"`, from HumanSD files); other keys are
+detected is (0, 0, 0). We write pixels; frames from tools that write coordinates normalised to [0, 1] are read
+correctly too (`pixel_frame`). A person may carry an optional `"score"` (and `"area"`, from HumanSD files); other keys are
 kept as they are.
 
 Joint orders (index: name)
@@ -55,6 +56,7 @@ Public functions (all coordinates in pixels, keypoint arrays float64 [K, 3] = x,
 - POSE_KEYPOINT: `make_frame(people, width, height, layout="openpose18", src_layout=None, scores=None)`,
   `as_pose(value)` (validate/normalise; a single frame becomes a list), `frame_size(frame)`,
   `frame_people(frame, layout="coco17")` (list of [K,3]), `people_array(frame, layout="coco17")` ([P,K,3]),
+  `person_keypoints(person, layout="coco17")` (one person, as stored), `pixel_frame(frame)` (normalised -> pixels),
   `transform_frame(frame, matrix, width, height)`, `scale_frame(frame, width, height)`.
 - files: `load_pose(path, canvas_size=None)`, `save_pose(pose, path, fmt=None)`, and per format
   `load_openpose_json/save_openpose_json`, `load_coco_json/save_coco_json`, `load_humansd_npz/save_humansd_npz`
@@ -207,6 +209,36 @@ def frame_size(frame: dict) -> tuple[int, int]:
     return int(frame["canvas_width"]), int(frame["canvas_height"])
 
 
+_KEYPOINT_KEYS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
+
+
+def _normalised(values) -> bool:
+    a = np.asarray(values, dtype=np.float64).reshape(-1, 3)
+    p = a[a[:, 2] > 0, :2]
+    return len(p) > 0 and float(np.abs(p).max()) <= 1.5
+
+
+def pixel_frame(frame: dict) -> dict:
+    """The frame with pixel coordinates. Some POSE_KEYPOINT producers write coordinates normalised to [0, 1] of
+    the canvas; each keypoint array whose present points all lie within 1.5 is taken as normalised and scaled by
+    the canvas size (no real pose spans less than 2 pixels). Frames already in pixels are returned unchanged."""
+    w, h = frame_size(frame)
+    if w <= 2 or h <= 2 or not any(p.get(k) and _normalised(p[k]) for p in frame["people"] for k in _KEYPOINT_KEYS):
+        return frame
+    people = []
+    for person in frame["people"]:
+        new = dict(person)
+        for key in _KEYPOINT_KEYS:
+            if new.get(key) and _normalised(new[key]):
+                a = np.asarray(new[key], dtype=np.float64).reshape(-1, 3).copy()
+                ok = a[:, 2] > 0
+                a[ok, 0] *= w
+                a[ok, 1] *= h
+                new[key] = [float(v) for v in a.reshape(-1)]
+        people.append(new)
+    return {**frame, "people": people}
+
+
 def person_keypoints(person: dict, layout: str = "coco17") -> np.ndarray:
     """One person's keypoints converted to `layout` -> float64 [K,3] (zeros if the person has none)."""
     kps = person.get("pose_keypoints_2d")
@@ -217,8 +249,8 @@ def person_keypoints(person: dict, layout: str = "coco17") -> np.ndarray:
 
 
 def frame_people(frame: dict, layout: str = "coco17") -> list[np.ndarray]:
-    """The people of a frame as keypoint arrays [K,3] in `layout` (pixels)."""
-    return [person_keypoints(p, layout) for p in frame["people"]]
+    """The people of a frame as keypoint arrays [K,3] in `layout` (pixels; normalised input is scaled)."""
+    return [person_keypoints(p, layout) for p in pixel_frame(frame)["people"]]
 
 
 def people_array(frame: dict, layout: str = "coco17") -> np.ndarray:
@@ -243,10 +275,11 @@ def transform_frame(frame: dict, matrix, width: int, height: int) -> dict:
     """Apply a 2x3 affine `matrix` (x' = M @ [x, y, 1]) to every present keypoint (body, face, hands) of a frame
     and set the new canvas size. Absent keypoints stay (0, 0, 0)."""
     m = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
+    frame = pixel_frame(frame)
     people = []
     for person in frame["people"]:
         new = dict(person)
-        for key in ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d"):
+        for key in _KEYPOINT_KEYS:
             if new.get(key):
                 new[key] = _transform_flat(new[key], m)
         people.append(new)
@@ -368,6 +401,7 @@ def save_coco_json(pose, path: str) -> str:
     frames = as_pose(pose)
     images, anns = [], []
     for f, frame in enumerate(frames):
+        frame = pixel_frame(frame)
         w, h = frame_size(frame)
         images.append({"id": f + 1, "width": w, "height": h, "file_name": f"frame_{f:05d}.png"})
         for person in frame["people"]:
@@ -494,6 +528,7 @@ def save_humansd_npz(pose, path: str) -> str:
     frames = as_pose(pose)
     arrays = {}
     for f, frame in enumerate(frames):
+        frame = pixel_frame(frame)
         items = np.empty(len(frame["people"]), dtype=object)
         for p, person in enumerate(frame["people"]):
             k = person_keypoints(person, "coco17").astype(np.float32)
@@ -634,6 +669,7 @@ def render_frame(frame: dict, style: str = "humansd", width: int | None = None, 
     """
     if style not in RENDER_STYLES:
         raise ValueError(f"pose: unknown skeleton style {style!r}; known: {RENDER_STYLES}")
+    frame = pixel_frame(frame)
     w0, h0 = frame_size(frame)
     w, h = int(width or w0), int(height or h0)
     if (w, h) != (w0, h0):
@@ -683,7 +719,8 @@ def face_box_from_keypoints(kps, threshold: float = 0.3, scale: float = 1.0):
 __all__ = [
     "COCO17", "OPENPOSE18", "BODY25", "MEDIAPIPE33", "LAYOUTS", "DERIVED_JOINTS", "EQUIVALENT_JOINTS",
     "layout_for_count", "convert_keypoints", "make_frame", "as_pose", "frame_size", "person_keypoints",
-    "frame_people", "people_array", "transform_frame", "scale_frame", "POSE_FORMATS", "load_pose", "save_pose",
+    "frame_people", "people_array", "pixel_frame", "transform_frame", "scale_frame", "POSE_FORMATS", "load_pose",
+    "save_pose",
     "load_openpose_json", "save_openpose_json", "load_coco_json", "save_coco_json", "load_humansd_npz",
     "save_humansd_npz", "hls_palette", "HUMANSD_LIMBS", "HUMANSD_COLORS", "HUMANSD_LINE_WIDTH", "OPENPOSE_LIMBS",
     "OPENPOSE_COLORS", "RENDER_STYLES", "render_frame", "render_skeleton", "face_box_from_keypoints",

@@ -1,0 +1,253 @@
+"""Load HumanSD from the original single-file checkpoint (`.ckpt`/`.pt`/`.pth`), an LDM-layout `.safetensors`,
+or a diffusers folder (`unet/`, `vae/`, `text_encoder/`), with the pack's own configs; convert to safetensors.
+
+Pickle safety: `.ckpt`/`.pt` files are read with `torch.load(weights_only=True)` plus a small allow-list of numpy
+scalar/array globals (what Lightning checkpoints carry next to the weights). Anything else raises
+`UnsafeCheckpointError` naming the global; `trust_pickle=True` (the converter's explicit opt-in) is the only way
+around it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...utils.errors import UnsafeCheckpointError, UnsupportedCheckpointError
+from . import convert as conv
+from .configs import merge_configs
+
+CONFIG_METADATA_KEY = "humangen.humansd.configs"
+PICKLE_EXTS = (".ckpt", ".pt", ".pth", ".bin")
+SIDECAR_SUFFIX = ".config.json"
+
+
+@dataclass
+class HumanSDModel:
+    """The HUMANGEN_HUMANSD descriptor: diffusers components on the offload device plus our scheduler config."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    configs: dict
+    source: str = ""
+    ignored_keys: list[str] = field(default_factory=list)
+    kind: str = "humansd"
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def unet_multiple(self) -> int:
+        """Latent sizes must be multiples of this (one halving per down block)."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def __repr__(self) -> str:
+        return f"HumanSDModel(source={os.path.basename(self.source)!r}, unet_in={self.unet.config.in_channels})"
+
+
+# ---- reading files ---------------------------------------------------------------------------------------------
+def _allow_list() -> list:
+    import numpy as np
+    allowed: list = [np.dtype, np.ndarray]
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        try:
+            m = __import__(mod, fromlist=["scalar", "_reconstruct"])
+            allowed += [m.scalar, m._reconstruct]
+        except (ImportError, AttributeError):
+            pass
+    allowed += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")]
+    return allowed
+
+
+def safe_torch_load(path: str, *, trust_pickle: bool = False):
+    """`torch.load` on CPU with weights_only=True and the allow-list; UnsafeCheckpointError names a foreign global."""
+    import torch
+    if trust_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)  # explicit opt-in only
+    try:
+        with torch.serialization.safe_globals(_allow_list()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.findall(r"GLOBAL ([\w.]+)", str(exc)) or re.findall(r"global[^`]*`?([\w.]+\.[\w]+)", str(exc))
+        what = found[0] if found else "an object outside the allow-list"
+        raise UnsafeCheckpointError(
+            f"{os.path.basename(path)}: the pickle refers to {what}, which is not on the allow-list of safe "
+            f"globals; loading it would run code from the file. Fix: get a .safetensors version, or (only for a file "
+            f"you trust) convert it once with the 'HumanSD Convert' node / convert_to_safetensors(trust_pickle=True)."
+        ) from exc
+
+
+def read_state_dict(path: str, *, trust_pickle: bool = False) -> tuple[dict, dict | None]:
+    """(flat state dict, config override from safetensors metadata or a `<stem>.config.json` sidecar)."""
+    override = None
+    if path.lower().endswith(".safetensors"):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(path, framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if CONFIG_METADATA_KEY in meta:
+            override = json.loads(meta[CONFIG_METADATA_KEY])
+        sd = load_file(path, device="cpu")
+    elif path.lower().endswith(PICKLE_EXTS):
+        sd = conv.unwrap_state_dict(safe_torch_load(path, trust_pickle=trust_pickle))
+    else:
+        raise UnsupportedCheckpointError(f"{os.path.basename(path)}: unknown checkpoint type; expected .ckpt, .pt, "
+                                         ".pth, .safetensors or a diffusers folder")
+    sidecar = os.path.splitext(path)[0] + SIDECAR_SUFFIX
+    if os.path.isfile(sidecar):
+        with open(sidecar, encoding="utf-8") as fh:
+            override = json.load(fh)
+    return sd, override
+
+
+# ---- building the components -----------------------------------------------------------------------------------
+def _materialize(factory, sd: dict, component: str, source: str, rename=None):
+    """Build a module on the meta device, check keys/shapes against `sd`, then load by assignment (no random init)."""
+    import torch
+    with torch.device("meta"):
+        model = factory()
+    own = model.state_dict()
+    if sd and not any(k in own for k in sd):  # e.g. transformers 5 names CLIPTextModel keys without 'text_model.'
+        for prefix in ("text_model.",):
+            stripped = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
+            if any(k in own for k in stripped):
+                sd = stripped
+                break
+    conv.check_against_model(sd, model, component, source, rename=rename)
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    for mod_name, module in model.named_modules():  # non-persistent buffers are not in the state dict
+        for buf_name, buf in list(module.named_buffers(recurse=False)):
+            if buf.is_meta:
+                if buf_name == "position_ids":
+                    module.register_buffer(buf_name, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
+                else:
+                    raise RuntimeError(f"{component}: buffer {mod_name}.{buf_name} was not initialised")
+    return model.eval().requires_grad_(False)
+
+
+def _check_unet_channels(unet_cfg: dict, unet_sd: dict, source: str) -> None:
+    w = unet_sd.get("conv_in.weight")
+    if w is not None:
+        _check_channels(int(w.shape[1]), int(unet_cfg["in_channels"]), source)
+
+
+def _check_channels(have: int, want: int, source: str) -> None:
+    if have != want:
+        hint = {4: "a plain SD 2.x text-to-image model", 9: "an SD 2.x inpainting model"}.get(have, "not HumanSD")
+        raise UnsupportedCheckpointError(
+            f"{source}: the UNet's conv_in takes {have} input channels, HumanSD needs {want} (4 noisy latent + 4 pose "
+            f"latent); this looks like {hint}. Load it with ComfyUI's checkpoint loader instead, or pick the "
+            f"HumanSD checkpoint (humansd-v1.ckpt).")
+
+
+def build_model(unet_sd: dict, vae_sd: dict, text_sd: dict, configs: dict, source: str,
+                ignored: list[str] | None = None) -> HumanSDModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import OpenCLIPTokenizer
+    name = os.path.basename(source)
+    _check_unet_channels(configs["unet"], unet_sd, name)
+    unet = _materialize(lambda: UNet2DConditionModel(**configs["unet"]), unet_sd, "UNet", name)
+    vae = _materialize(lambda: AutoencoderKL(**configs["vae"]), vae_sd, "VAE", name)
+    text_cfg = CLIPTextConfig(**configs["text_encoder"])
+    text = _materialize(lambda: CLIPTextModel(text_cfg), text_sd, "text encoder", name)
+    tokenizer = OpenCLIPTokenizer(context_length=int(configs["text_encoder"]["max_position_embeddings"]))
+    return HumanSDModel(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, configs=configs, source=source,
+                        ignored_keys=list(ignored or []))
+
+
+def load_single_file(path: str, *, configs: dict | None = None, trust_pickle: bool = False) -> HumanSDModel:
+    """The original LDM single-file checkpoint (or our LDM-layout .safetensors) -> HumanSDModel."""
+    sd, override = read_state_dict(path, trust_pickle=trust_pickle)
+    cfgs = configs or merge_configs(override)
+    source = os.path.basename(path)
+    if not conv.is_ldm_checkpoint(sd):
+        raise UnsupportedCheckpointError(
+            f"{source}: not an LDM/original-layout Stable Diffusion checkpoint (no '{conv.UNET_PREFIX}*' keys; "
+            f"{len(sd)} entries, e.g. {list(sd)[:4]}). HumanSD loads from humansd-v1.ckpt, its .safetensors "
+            f"conversion, or a diffusers folder with unet/, vae/ and text_encoder/.")
+    split = conv.split_ldm_checkpoint(sd, cfgs, source=source)
+    return build_model(split.unet, split.vae, split.text_encoder, cfgs, path, split.ignored)
+
+
+def load_diffusers_folder(path: str) -> HumanSDModel:
+    """A diffusers folder (unet/, vae/, text_encoder/ with their config.json); our tokenizer and scheduler."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .tokenizer import OpenCLIPTokenizer
+    source = os.path.basename(os.path.normpath(path))
+    for sub in ("unet", "vae", "text_encoder"):
+        if not os.path.isfile(os.path.join(path, sub, "config.json")):
+            raise UnsupportedCheckpointError(f"{source}: diffusers folder without {sub}/config.json")
+    with open(os.path.join(path, "unet", "config.json"), encoding="utf-8") as fh:
+        in_ch = int(json.load(fh).get("in_channels", 4))
+    _check_channels(in_ch, 8, source)
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
+    text = CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder"), local_files_only=True)
+    cfgs = merge_configs(None)
+    cfgs.update(unet=dict(unet.config), vae=dict(vae.config), text_encoder=text.config.to_dict())
+    return HumanSDModel(unet=unet.eval().requires_grad_(False), vae=vae.eval().requires_grad_(False),
+                        text_encoder=text.eval().requires_grad_(False),
+                        tokenizer=OpenCLIPTokenizer(context_length=int(text.config.max_position_embeddings)),
+                        configs=cfgs, source=path)
+
+
+def load_humansd(path: str, *, configs: dict | None = None, trust_pickle: bool = False) -> HumanSDModel:
+    """Any supported HumanSD source -> HumanSDModel (weights on CPU, fp32, eval mode)."""
+    if os.path.isdir(path):
+        return load_diffusers_folder(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    return load_single_file(path, configs=configs, trust_pickle=trust_pickle)
+
+
+# ---- converter -------------------------------------------------------------------------------------------------
+def convert_to_safetensors(src: str, dst: str, *, trust_pickle: bool = False, half: bool = False) -> dict:
+    """Rewrite a HumanSD single-file checkpoint as `.safetensors` in the same (LDM) key layout, keeping only the
+    UNet/VAE/text-tower weights (ComfyUI's stock loader reads it too). Validates the whole checkpoint first; writes
+    to a temporary file and renames, so nothing half-written is left behind. Returns a small report."""
+    import torch
+    from safetensors.torch import save_file
+    sd, override = read_state_dict(src, trust_pickle=trust_pickle)
+    cfgs = merge_configs(override)
+    source = os.path.basename(src)
+    if not conv.is_ldm_checkpoint(sd):
+        raise UnsupportedCheckpointError(f"{source}: not an LDM/original-layout checkpoint; nothing to convert")
+    split = conv.split_ldm_checkpoint(sd, cfgs, source=source)
+    _check_unet_channels(cfgs["unet"], split.unet, source)
+    keep = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor) or not k.startswith(conv.WEIGHT_PREFIXES) \
+                or k.startswith(conv.IGNORED_PREFIXES):
+            continue  # keeps text_projection/logit_scale: ComfyUI's stock loader expects the whole tower
+        v = v.detach().contiguous()
+        if half and v.is_floating_point():
+            v = v.to(torch.float16)
+        keep[k] = v
+    meta = {CONFIG_METADATA_KEY: json.dumps({k: cfgs[k] for k in ("unet", "vae", "text_encoder")}),
+            "format": "pt", "humangen.source": source}
+    out_dir = os.path.dirname(os.path.abspath(dst)) or "."
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".humansd-", suffix=".safetensors.tmp", dir=out_dir)
+    os.close(fd)
+    try:
+        save_file(keep, tmp, metadata=meta)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {"written": dst, "tensors": len(keep), "ignored": len(split.ignored)}

@@ -1,0 +1,173 @@
+"""HumanSD generation: text → embeddings, skeleton (+ init image) → VAE latents, sampling, decoding.
+
+`generate()` is the one entry point the node calls. Components live on the offload device and are moved to the
+compute device only while used (`Offloader`, which in ComfyUI hands them to the host's memory manager). Weights stay
+fp32; the UNet runs in fp32 or under bf16 autocast (never fp16: SD2's attention overflows in half precision), so
+switching precision never degrades the loaded model. VAE and text encoder run in fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import sampler as S
+from .loader import HumanSDModel
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+class Offloader:
+    """Moves a module to the compute device for the duration of `use(module)`.
+
+    `load(module) -> device` lets a host's memory manager place the module (ComfyUI: ModelPatcher +
+    load_models_gpu). When `managed` is True the host also decides when to evict it, so nothing is moved back here;
+    otherwise the module returns to `offload_device` when the block ends (also on errors and interrupts)."""
+
+    def __init__(self, device="cpu", *, offload_device="cpu", load: Callable | None = None, managed: bool = False):
+        self.device = torch.device(device)
+        self.offload_device = torch.device(offload_device)
+        self._load = load
+        self.managed = managed
+
+    @contextlib.contextmanager
+    def use(self, module):
+        if self._load is not None:
+            device = torch.device(self._load(module))
+        else:
+            module.to(self.device)
+            device = self.device
+        try:
+            yield device
+        finally:
+            if not self.managed and device != self.offload_device:
+                module.to(self.offload_device)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on a CUDA device that supports it, else fp32. fp16 is refused (SD2 attention overflows)."""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of auto, fp32, bf16 (fp16 breaks SD2's attention), got {precision!r}")
+    return DTYPES[precision]
+
+
+def compose_prompt(prompt: str, added_prompt: str) -> str:
+    """HumanSD's `prompt + ', ' + added_prompt` (without a dangling comma when nothing is added)."""
+    prompt, added_prompt = (prompt or "").strip(), (added_prompt or "").strip()
+    if not added_prompt:
+        return prompt
+    return f"{prompt}, {added_prompt}" if prompt else added_prompt
+
+
+@torch.no_grad()
+def encode_text(model: HumanSDModel, texts: list[str], device) -> torch.Tensor:
+    """SD2 'penultimate' OpenCLIP embeddings [B, 77, D] (last_hidden_state of the 23-block tower)."""
+    ids = model.tokenizer(texts).to(device)
+    return model.text_encoder(input_ids=ids).last_hidden_state.float()
+
+
+@torch.no_grad()
+def encode_images(model: HumanSDModel, images: torch.Tensor, device) -> torch.Tensor:
+    """Images BCHW in [-1, 1] -> scaled latents (posterior mean × scaling factor)."""
+    x = images.to(device=device, dtype=next(model.vae.parameters()).dtype)
+    return model.vae.encode(x).latent_dist.mean.float() * model.scaling_factor
+
+
+@torch.no_grad()
+def decode_latents(model: HumanSDModel, latents: torch.Tensor, device) -> torch.Tensor:
+    """Scaled latents -> images BCHW in [0, 1] (float32, CPU)."""
+    x = latents.to(device=device, dtype=next(model.vae.parameters()).dtype) / model.scaling_factor
+    return ((model.vae.decode(x).sample.float() + 1) / 2).clamp(0, 1).cpu()
+
+
+@dataclass
+class GenerateResult:
+    images: torch.Tensor      # [N, 3, H, W] in [0, 1]
+    latents: torch.Tensor     # [N, 4, h, w] scaled latents
+    seeds: list[int]
+
+
+def check_inputs(model: HumanSDModel, pose: torch.Tensor, *, steps: int, guidance: float, eta: float, scheduler: str,
+                 batch: int, strength: float, init_image: torch.Tensor | None) -> None:
+    if pose.ndim != 4 or pose.shape[1] != 3:
+        raise ValueError(f"pose: expected skeleton images [N, 3, H, W] in [-1, 1], got {tuple(pose.shape)}")
+    mult = model.vae_scale * model.unet_multiple
+    h, w = pose.shape[-2:]
+    if h % mult or w % mult:
+        raise ValueError(f"pose: height and width must be multiples of {mult}, got {h}x{w}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if guidance < 0:
+        raise ValueError(f"guidance must be >= 0, got {guidance}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    if scheduler not in S.SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {S.SCHEDULERS}, got {scheduler!r}")
+    if scheduler == "ddim" and steps < 2:
+        raise ValueError("steps must be >= 2 for ddim: HumanSD's DDIM skips the first of its steps, so 1 step "
+                         "would return pure noise")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    if strength < 1.0 and init_image is None:
+        raise ValueError("strength < 1 needs an init image (img2img); connect one or set strength to 1")
+    if init_image is not None and (init_image.ndim != 4 or tuple(init_image.shape[-2:]) != (h, w)
+                                   or init_image.shape[0] not in (1, pose.shape[0])):
+        raise ValueError(f"init_image: expected [1 or {pose.shape[0]}, 3, {h}, {w}], got {tuple(init_image.shape)}")
+
+
+def generate(model: HumanSDModel, pose: torch.Tensor, prompt: str, negative_prompt: str = "", *,
+             added_prompt: str = "", steps: int = 50, guidance: float = 10.0, eta: float = 0.0,
+             scheduler: str = "ddim", seed: int = 0, batch: int = 1, strength: float = 1.0,
+             init_image: torch.Tensor | None = None, precision: str = "auto", offloader: Offloader | None = None,
+             callback: S.Callback | None = None, on_unet_call: Callable | None = None) -> GenerateResult:
+    """Generate `batch` images per skeleton image in `pose` ([N, 3, H, W] in [-1, 1], black background).
+
+    Item k (pose k // batch) uses seed + k. `init_image` ([1 or N, 3, H, W] in [-1, 1]) with strength < 1 is
+    HumanSD's img2img. `callback(step, total, latents)` runs after every sampling step."""
+    check_inputs(model, pose, steps=steps, guidance=guidance, eta=eta, scheduler=scheduler, batch=batch,
+                 strength=strength, init_image=init_image)
+    offloader = offloader or Offloader("cpu")
+    device = offloader.device
+    dtype = resolve_dtype(precision, device)
+    n_items = pose.shape[0] * batch
+    seeds = [int(seed) + k for k in range(n_items)]
+
+    with offloader.use(model.text_encoder) as dev:
+        cond = encode_text(model, [compose_prompt(prompt, added_prompt)], dev)
+        uncond = encode_text(model, [negative_prompt or ""], dev) if guidance != 1.0 else None
+    with offloader.use(model.vae) as dev:
+        pose_latent = encode_images(model, pose, dev)
+        init_latent = encode_images(model, init_image, dev) if init_image is not None and strength < 1.0 else None
+    with offloader.use(model.unet) as dev:
+        pose_latent = pose_latent.to(dev).repeat_interleave(batch, dim=0)
+        if init_latent is not None:
+            init_latent = init_latent.to(dev)
+            if init_latent.shape[0] != pose.shape[0]:
+                init_latent = init_latent.expand(pose.shape[0], -1, -1, -1)
+            init_latent = init_latent.repeat_interleave(batch, dim=0)
+        cond = cond.to(dev).expand(n_items, -1, -1)
+        uncond = uncond.to(dev).expand(n_items, -1, -1) if uncond is not None else None
+        gens = S.item_generators(seed, n_items)
+        latent_shape = (4, *pose_latent.shape[-2:])
+        noise = S.randn_items(gens, latent_shape, dev)
+        eps_fn = S.make_eps_fn(model.unet, pose_latent, cond, uncond, guidance, dtype=dtype, on_call=on_unet_call)
+        if scheduler == "ddim":
+            plan = S.ddim_plan(S.alphas_cumprod(model.configs["scheduler"]), steps, eta)
+            start = S.ddim_start_index(len(plan), steps, strength)
+            x = noise if init_latent is None else S.ddim_noise_to(init_latent, noise, plan, start)
+            latents = S.sample_ddim(eps_fn, x, plan, start, generators=gens, callback=callback)
+        else:
+            sched = S.make_scheduler(scheduler, model.configs["scheduler"])
+            latents = S.sample_scheduler(eps_fn, noise, sched, steps, init_latent=init_latent, strength=strength,
+                                         callback=callback)
+    with offloader.use(model.vae) as dev:
+        images = torch.cat([decode_latents(model, latents[i:i + 1], dev) for i in range(n_items)])
+    return GenerateResult(images=images, latents=latents.cpu(), seeds=seeds)

@@ -1,0 +1,307 @@
+"""Core-compatible `LoadImage`, `SaveImage`, `PreviewImage` and `ImageScale` for the headless runner.
+
+Same node ids, inputs, outputs and behaviour as ComfyUI v0.8.0 core (nodes.py), written for the runner: the
+engine registers them only when the ComfyUI host is absent, and they are never part of the pack's
+NODE_CLASS_MAPPINGS (inside ComfyUI the real core nodes are used). Folders come from `utils.host` (the runner's
+`--input-dir` and `--out`). Unlike core, SaveImage never overwrites a file: it numbers like core
+(`prefix_00001_.png`, one past the highest existing number) and skips any name that exists, writing each image to
+a temporary file that is then linked into place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import random
+import time
+
+from ..utils import host
+
+MAX_RESOLUTION = 16384
+
+
+def _annotated(name: str) -> tuple[str, str]:
+    for suffix, base in ((" [output]", host.output_dir), (" [input]", host.input_dir), (" [temp]", host.temp_dir)):
+        if name.endswith(suffix) or name.endswith(suffix.strip()):
+            cut = suffix if name.endswith(suffix) else suffix.strip()
+            return name[: -len(cut)], base()
+    return name, host.input_dir()
+
+
+def annotated_path(name: str) -> str:
+    """Path of a LoadImage value (`name`, `name [output]`, ...), refusing to leave its folder."""
+    name, base = _annotated(name)
+    path = os.path.normpath(os.path.join(base, name))
+    if os.path.commonpath((os.path.abspath(base), os.path.abspath(path))) != os.path.abspath(base):
+        raise ValueError(f"LoadImage: input 'image': {name!r} points outside the input folder")
+    return path
+
+
+def _image_files(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    out = []
+    for f in os.listdir(folder):
+        if os.path.isfile(os.path.join(folder, f)):
+            kind = mimetypes.guess_type(f)[0] or ""
+            if kind.startswith("image/"):
+                out.append(f)
+    return sorted(out)
+
+
+class LoadImage:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": (_image_files(host.input_dir()), {"image_upload": True})}}
+
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load_image"
+    DESCRIPTION = "Loads an image (all frames of the same size as a batch) and its alpha as a mask (1 - alpha)."
+
+    def load_image(self, image):
+        import numpy as np
+        import torch
+        from PIL import Image, ImageOps, ImageSequence
+
+        img = Image.open(annotated_path(image))
+        frames, masks = [], []
+        size = None
+        for frame in ImageSequence.Iterator(img):
+            frame = ImageOps.exif_transpose(frame)
+            if frame.mode == "I":
+                frame = frame.point(lambda v: v * (1 / 255))
+            rgb = frame.convert("RGB")
+            if size is None:
+                size = rgb.size
+            if rgb.size != size:
+                continue
+            frames.append(torch.from_numpy(np.asarray(rgb).astype(np.float32) / 255.0)[None])
+            if "A" in frame.getbands():
+                alpha = np.asarray(frame.getchannel("A")).astype(np.float32) / 255.0
+                mask = 1.0 - torch.from_numpy(alpha)
+            elif frame.mode == "P" and "transparency" in frame.info:
+                alpha = np.asarray(frame.convert("RGBA").getchannel("A")).astype(np.float32) / 255.0
+                mask = 1.0 - torch.from_numpy(alpha)
+            else:
+                mask = torch.zeros((64, 64), dtype=torch.float32)
+            masks.append(mask[None])
+            if img.format == "MPO":
+                break
+        if len(frames) > 1:
+            return (torch.cat(frames, 0), torch.cat(masks, 0))
+        return (frames[0], masks[0])
+
+    @classmethod
+    def IS_CHANGED(cls, image):
+        digest = hashlib.sha256()
+        with open(annotated_path(image), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image):
+        try:
+            path = annotated_path(image)
+        except ValueError as exc:
+            return str(exc)
+        if not os.path.exists(path):
+            return (f"Invalid image file: {image} (looked in {os.path.dirname(path)}; "
+                    "pass --input-dir or copy the image there)")
+        return True
+
+
+def _compute_vars(prefix: str, width: int, height: int) -> str:
+    now = time.localtime()
+    for key, value in (("%width%", width), ("%height%", height), ("%year%", now.tm_year),
+                       ("%month%", f"{now.tm_mon:02}"), ("%day%", f"{now.tm_mday:02}"),
+                       ("%hour%", f"{now.tm_hour:02}"), ("%minute%", f"{now.tm_min:02}"),
+                       ("%second%", f"{now.tm_sec:02}")):
+        prefix = prefix.replace(key, str(value))
+    return prefix
+
+
+def _next_counter(folder: str, filename: str) -> int:
+    """One past the highest `<filename>_<NNNNN>_...` number in `folder` (core's rule), 1 when none."""
+    best = 0
+    if os.path.isdir(folder):
+        want = os.path.normcase(filename) + "_"
+        for f in os.listdir(folder):
+            if os.path.normcase(f[: len(want)]) != want:
+                continue
+            digits = f[len(want):].split("_")[0]
+            if digits.isdigit():
+                best = max(best, int(digits))
+    return best + 1
+
+
+def write_new_file(folder: str, make_name, data_writer, start: int) -> tuple[str, int]:
+    """Write via a temporary file, then link it to the first free name `make_name(n)`, n >= start.
+
+    Never replaces an existing file, also when another process writes the same names concurrently.
+    Returns (file name, counter used)."""
+    import tempfile
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".humangen-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            data_writer(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved image gets the usual permissions
+        counter = start
+        while True:
+            name = make_name(counter)
+            target = os.path.join(folder, name)
+            try:
+                os.link(tmp, target)  # atomic, and fails if the name exists
+                return name, counter
+            except FileExistsError:
+                counter += 1
+            except OSError:  # a file system without hard links
+                if os.path.exists(target):
+                    counter += 1
+                    continue
+                os.replace(tmp, target)
+                return name, counter
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class SaveImage:
+    def __init__(self):
+        self.output_dir = None  # resolved at call time (the runner's --out)
+        self.type = "output"
+        self.prefix_append = ""
+        self.compress_level = 4
+
+    def _folder(self) -> str:
+        return self.output_dir or host.output_dir()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The images to save."}),
+                "filename_prefix": ("STRING", {"default": "ComfyUI", "tooltip": "The prefix for the file to save. "
+                                               "This may include formatting information such as %date:yyyy-MM-dd% "
+                                               "or %Empty Latent Image.width% to include values from nodes."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+    CATEGORY = "image"
+    DESCRIPTION = "Saves the input images to your ComfyUI output directory."
+
+    def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
+        import numpy as np
+        from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
+
+        root = os.path.abspath(self._folder())
+        prefix = filename_prefix + self.prefix_append
+        if "%" in prefix:
+            prefix = _compute_vars(prefix, images[0].shape[1], images[0].shape[0])
+        subfolder = os.path.dirname(os.path.normpath(prefix))
+        filename = os.path.basename(os.path.normpath(prefix))
+        folder = os.path.abspath(os.path.join(root, subfolder))
+        if os.path.commonpath((root, folder)) != root:
+            raise ValueError(f"SaveImage: input 'filename_prefix': {filename_prefix!r} would save outside the "
+                             f"output folder {root}")
+        counter = _next_counter(folder, filename)
+        results = []
+        for batch_number, image in enumerate(images):
+            array = np.clip(255.0 * image.cpu().numpy(), 0, 255).astype(np.uint8)
+            img = Image.fromarray(array)
+            metadata = PngInfo()
+            if prompt is not None:
+                metadata.add_text("prompt", json.dumps(prompt))
+            for key, value in (extra_pnginfo or {}).items():
+                metadata.add_text(key, json.dumps(value))
+            base = filename.replace("%batch_num%", str(batch_number))
+            name, counter = write_new_file(
+                folder, lambda n, base=base: f"{base}_{n:05}_.png",
+                lambda f: img.save(f, format="PNG", pnginfo=metadata, compress_level=self.compress_level), counter)
+            results.append({"filename": name, "subfolder": subfolder, "type": self.type})
+            counter += 1
+        return {"ui": {"images": results}}
+
+
+class PreviewImage(SaveImage):
+    def __init__(self):
+        super().__init__()
+        self.type = "temp"
+        self.prefix_append = "_temp_" + "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))
+        self.compress_level = 1
+
+    def _folder(self) -> str:
+        return host.temp_dir()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    DESCRIPTION = "Saves the input images to the temporary folder for preview."
+
+
+def common_upscale(samples, width: int, height: int, method: str, crop: str):
+    """[B,C,H,W] -> [B,C,height,width]; `crop="center"` first cuts the source to the target aspect ratio."""
+    import torch
+    if crop == "center":
+        old_w, old_h = samples.shape[-1], samples.shape[-2]
+        old_aspect, new_aspect = old_w / old_h, width / height
+        x = y = 0
+        if old_aspect > new_aspect:
+            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+        elif old_aspect < new_aspect:
+            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+        samples = samples[..., y: old_h - y, x: old_w - x]
+    if method == "lanczos":
+        import numpy as np
+        from PIL import Image
+        out = []
+        for item in samples:
+            arr = np.clip(255.0 * item.movedim(0, -1).cpu().numpy(), 0, 255).astype(np.uint8)
+            pil = Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr)
+            pil = pil.resize((width, height), resample=Image.Resampling.LANCZOS)
+            res = torch.from_numpy(np.asarray(pil).astype(np.float32) / 255.0)
+            out.append(res[..., None].movedim(-1, 0) if res.ndim == 2 else res.movedim(-1, 0))
+        return torch.stack(out).to(samples.device, samples.dtype)
+    return torch.nn.functional.interpolate(samples, size=(height, width), mode=method)
+
+
+class ImageScale:
+    upscale_methods = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+    crop_methods = ["disabled", "center"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "upscale_method": (cls.upscale_methods,),
+                             "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+                             "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+                             "crop": (cls.crop_methods,)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "upscale"
+    CATEGORY = "image/upscaling"
+    DESCRIPTION = "Resizes images to width x height (0 keeps the aspect ratio from the other side)."
+
+    def upscale(self, image, upscale_method, width, height, crop):
+        if width == 0 and height == 0:
+            return (image,)
+        samples = image.movedim(-1, 1)
+        if width == 0:
+            width = max(1, round(samples.shape[3] * height / samples.shape[2]))
+        elif height == 0:
+            height = max(1, round(samples.shape[2] * width / samples.shape[3]))
+        return (common_upscale(samples, width, height, upscale_method, crop).movedim(1, -1),)
+
+
+NODE_CLASS_MAPPINGS = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
+                       "ImageScale": ImageScale}

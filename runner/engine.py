@@ -1,0 +1,380 @@
+"""The in-process executor: validates an API prompt and runs it with the pack's nodes (plus the core-compatible
+image nodes when the ComfyUI host is absent), like ComfyUI's own executor does:
+
+- only nodes that feed an output node (OUTPUT_NODE) run, in topological order; a cycle is an error;
+- validation names node id, class and input: unknown node, missing input, bad link, wrong type, COMBO value
+  not in the list, number out of range, VALIDATE_INPUTS failures;
+- outputs are lists (OUTPUT_IS_LIST / INPUT_IS_LIST semantics of the host: a node is mapped over list inputs);
+- results of unchanged nodes are reused across the jobs of a batch (same class, constants, upstream signature
+  and IS_CHANGED value), except NOT_IDEMPOTENT nodes; entries of nodes absent from the latest job are dropped;
+- `host.check_interrupt()` runs between nodes; HumanGenInterrupted stops the job.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..utils import host
+from ..utils.errors import HumanGenInterrupted
+from .specs import NodeSpec, spec_from_class, types_match
+from .workflow import WorkflowError, _id_key
+
+
+class NodeExecutionError(RuntimeError):
+    """A node raised while running; names node id and class and keeps the original exception as __cause__."""
+
+    def __init__(self, node_id: str, class_type: str, exc: BaseException):
+        self.node_id, self.class_type, self.original = node_id, class_type, exc
+        super().__init__(f"node {node_id} ({class_type}) failed: {type(exc).__name__}: {exc}")
+
+
+def registry(extra: dict[str, type] | None = None) -> dict[str, type]:
+    """Node classes the engine knows: the pack's, plus core-compatible image nodes when the host is absent."""
+    import sys
+    pack = sys.modules[__package__.rsplit(".", 1)[0]]
+    classes: dict[str, type] = {}
+    if host.in_comfyui():  # the host's own core nodes
+        classes.update(host.get().core_node_classes(("LoadImage", "SaveImage", "PreviewImage", "ImageScale")))
+    else:
+        from .core_nodes import NODE_CLASS_MAPPINGS as core
+        classes.update(core)
+    classes.update(pack.NODE_CLASS_MAPPINGS)
+    classes.update(extra or {})
+    return classes
+
+
+@dataclass
+class JobResult:
+    outputs: dict[str, dict] = field(default_factory=dict)  # node id -> merged "ui" dict (images: [...])
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _is_link(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (str, int))
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+class Engine:
+    def __init__(self, classes: dict[str, type] | None = None):
+        self.classes = classes if classes is not None else registry()
+        self._specs: dict[str, NodeSpec] = {}
+        self._cache: dict[str, tuple[Any, list]] = {}  # node id -> (signature, outputs)
+        self._instances: dict[tuple[str, str], Any] = {}
+        self.on_node: Callable[[str, str, int, int], None] | None = None  # (node id, class, index, total)
+
+    # ---- definitions -----------------------------------------------------------------------------------------
+    def spec(self, class_type: str) -> NodeSpec:
+        if class_type not in self._specs:
+            self._specs[class_type] = spec_from_class(class_type, self.classes[class_type])
+        return self._specs[class_type]
+
+    def specs(self) -> dict[str, NodeSpec]:
+        return {c: self.spec(c) for c in self.classes}
+
+    def refresh(self) -> None:
+        """Forget INPUT_TYPES snapshots (file lists change when folders change)."""
+        self._specs.clear()
+
+    # ---- validation ------------------------------------------------------------------------------------------
+    def validate(self, prompt: dict[str, dict]) -> list[str]:
+        """Check the prompt; returns the execution order (node ids). Raises WorkflowError on the first problem."""
+        self.refresh()
+        for nid, node in prompt.items():
+            if not isinstance(node, dict) or "class_type" not in node:
+                raise WorkflowError("not a node (needs class_type and inputs)", nid)
+            if node["class_type"] not in self.classes:
+                raise WorkflowError("unknown node type; install the node pack that provides it (or check the "
+                                    "spelling)", nid, node["class_type"])
+        outputs = [nid for nid in sorted(prompt, key=_id_key) if self.spec(prompt[nid]["class_type"]).output_node]
+        if not outputs:
+            raise WorkflowError("the workflow has no output node (SaveImage, PreviewImage, ...); nothing would run")
+        order = self._order(prompt, outputs)
+        for nid in order:
+            self._validate_node(prompt, nid)
+        return order
+
+    def _order(self, prompt: dict[str, dict], outputs: list[str]) -> list[str]:
+        """Depth-first from the outputs: a topological order of every node they need; cycles are reported."""
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+        stack: list[str] = []
+
+        def visit(nid: str) -> None:
+            if state.get(nid) == 2:
+                return
+            if state.get(nid) == 1:
+                cycle = stack[stack.index(nid):] + [nid]
+                names = " -> ".join(f"{n} ({prompt[n]['class_type']})" for n in cycle)
+                raise WorkflowError(f"the workflow has a cycle: {names}", nid, prompt[nid]["class_type"])
+            state[nid] = 1
+            stack.append(nid)
+            node = prompt[nid]
+            for name, value in node.get("inputs", {}).items():
+                if _is_link(value):
+                    src = str(value[0])
+                    if src not in prompt:
+                        raise WorkflowError(f"linked to node {src}, which is not in the workflow", nid,
+                                            node["class_type"], name)
+                    visit(src)
+            stack.pop()
+            state[nid] = 2
+            order.append(nid)
+
+        for nid in outputs:
+            visit(nid)
+        return order
+
+    def _validate_node(self, prompt: dict[str, dict], nid: str) -> None:
+        node = prompt[nid]
+        ctype = node["class_type"]
+        spec = self.spec(ctype)
+        cls = self.classes[ctype]
+        inputs = node.get("inputs") or {}
+        validate_fn = getattr(cls, "VALIDATE_INPUTS", None)
+        validate_args: set[str] = set()
+        skip_types = False
+        if validate_fn is not None:
+            params = inspect.signature(validate_fn).parameters
+            validate_args = {p for p in params if p not in ("self", "cls")}
+            skip_types = "input_types" in params
+        for inp in spec.inputs:
+            if inp.name not in inputs:
+                if inp.required:
+                    if inp.is_widget and "default" in inp.options:
+                        continue  # filled from the default at run time
+                    raise WorkflowError("required input is missing" + (
+                        f" (connect a {inp.type} output to it)" if not inp.is_widget else ""), nid, ctype, inp.name)
+                continue
+            value = inputs[inp.name]
+            if _is_link(value):
+                src, slot = str(value[0]), int(value[1])
+                src_spec = self.spec(prompt[src]["class_type"])
+                if not 0 <= slot < len(src_spec.outputs):
+                    raise WorkflowError(f"linked to output {slot} of node {src} ({prompt[src]['class_type']}), "
+                                        f"which has {len(src_spec.outputs)} outputs", nid, ctype, inp.name)
+                got = src_spec.outputs[slot]
+                want = inp.type
+                if not skip_types and not types_match(want, got):
+                    raise WorkflowError(f"wrong type: expects {want}, but is linked to a {got} output (output "
+                                        f"{slot} of node {src} {prompt[src]['class_type']})", nid, ctype, inp.name)
+                continue
+            if not inp.is_widget and inp.type not in ("*",) and not inp.options.get("forceInput"):
+                raise WorkflowError(f"wrong type: expects a link from a {inp.type} output, got the value "
+                                    f"{value!r}", nid, ctype, inp.name)
+            if inp.name in validate_args:
+                continue  # the node validates this one itself (like the host)
+            self._check_value(nid, ctype, inp, value, inputs)
+        if validate_fn is not None:
+            args = {k: inputs[k] for k in validate_args if k in inputs and not _is_link(inputs[k])}
+            if skip_types:
+                args["input_types"] = {k: None for k in inputs if _is_link(inputs[k])}
+            try:
+                result = validate_fn(**args)
+            except Exception as exc:  # noqa: BLE001 - a validation crash is a validation failure
+                result = f"{type(exc).__name__}: {exc}"
+            if result is not True:
+                raise WorkflowError(f"invalid input: {result}", nid, ctype)
+
+    @staticmethod
+    def _check_value(nid, ctype, inp, value, inputs) -> None:
+        def fail(problem: str):
+            raise WorkflowError(problem, nid, ctype, inp.name)
+
+        if inp.type == "INT":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    isinstance(value, float) and not value.is_integer()):
+                if isinstance(value, str):
+                    try:
+                        value = int(value)
+                    except ValueError:
+                        fail(f"wrong type: expects an integer, got {value!r}")
+                else:
+                    fail(f"wrong type: expects an integer, got {value!r}")
+        elif inp.type == "FLOAT":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    fail(f"wrong type: expects a number, got {value!r}")
+            if isinstance(value, float) and math.isnan(value):
+                fail("wrong type: expects a number, got NaN")
+        elif inp.type == "BOOLEAN":
+            if not isinstance(value, bool):
+                fail(f"wrong type: expects true or false, got {value!r}")
+        elif inp.type == "STRING":
+            if not isinstance(value, str):
+                fail(f"wrong type: expects a string, got {value!r}")
+        elif inp.type == "COMBO":
+            if value not in (inp.choices or []):
+                shown = ", ".join(repr(c) for c in (inp.choices or [])[:20])
+                more = "" if len(inp.choices or []) <= 20 else f", ... ({len(inp.choices)} in all)"
+                fail(f"value {value!r} is not in the list: [{shown}{more}]")
+        if inp.type in ("INT", "FLOAT"):
+            lo, hi = inp.options.get("min"), inp.options.get("max")
+            if lo is not None and float(value) < lo:
+                fail(f"value {value} is smaller than the minimum {lo}")
+            if hi is not None and float(value) > hi:
+                fail(f"value {value} is bigger than the maximum {hi}")
+
+    # ---- execution -------------------------------------------------------------------------------------------
+    def run(self, prompt: dict[str, dict], *, extra_pnginfo: dict | None = None,
+            order: list[str] | None = None) -> JobResult:
+        """Validate (unless `order` is given) and execute one API prompt."""
+        t0 = time.perf_counter()
+        order = order or self.validate(prompt)
+        result = JobResult()
+        values: dict[str, list] = {}  # node id -> list of output lists
+        signatures: dict[str, Any] = {}
+        for index, nid in enumerate(order):
+            host.check_interrupt()
+            node = prompt[nid]
+            ctype = node["class_type"]
+            cls = self.classes[ctype]
+            spec = self.spec(ctype)
+            if self.on_node is not None:
+                self.on_node(nid, ctype, index, len(order))
+            try:
+                signature = self._signature(prompt, nid, signatures, cls)
+            except HumanGenInterrupted:
+                raise
+            except Exception as exc:  # noqa: BLE001 - IS_CHANGED failing is this node's failure
+                raise NodeExecutionError(nid, ctype, exc) from exc
+            signatures[nid] = signature
+            cached = self._cache.get(nid)
+            if cached is not None and signature is not None and cached[0] == signature:
+                values[nid] = cached[1]
+                result.cached.append(nid)
+                continue
+            kwargs_lists = self._gather(prompt, nid, spec, values, extra_pnginfo)
+            try:
+                outputs, ui = self._call(nid, ctype, cls, kwargs_lists)
+            except HumanGenInterrupted:
+                raise
+            except KeyboardInterrupt:
+                raise HumanGenInterrupted("processing interrupted") from None
+            except Exception as exc:  # noqa: BLE001 - reported with node id and class
+                if type(exc).__name__ == "InterruptProcessingException":
+                    raise HumanGenInterrupted("processing interrupted") from exc
+                raise NodeExecutionError(nid, ctype, exc) from exc
+            values[nid] = outputs
+            result.executed.append(nid)
+            if ui:
+                result.outputs[nid] = ui
+            if signature is not None:
+                self._cache[nid] = (signature, outputs)
+        for nid in set(self._cache) - set(order):  # keep the cache to the nodes of the latest job
+            del self._cache[nid]
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _signature(self, prompt, nid, signatures, cls):
+        """What decides whether a cached output is still valid; None = never cache."""
+        if getattr(cls, "NOT_IDEMPOTENT", False):
+            return None
+        node = prompt[nid]
+        parts = []
+        for name, value in sorted((node.get("inputs") or {}).items()):
+            if _is_link(value):
+                upstream = signatures.get(str(value[0]))
+                if upstream is None:
+                    return None
+                parts.append((name, "link", upstream, int(value[1])))
+            else:
+                parts.append((name, "value", _freeze(value)))
+        changed = None
+        is_changed = getattr(cls, "IS_CHANGED", None)
+        if is_changed is not None:
+            params = inspect.signature(is_changed).parameters
+            accepts_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            args = {k: v for k, v in (node.get("inputs") or {}).items()
+                    if not _is_link(v) and (accepts_all or k in params)}
+            changed = is_changed(**args)
+            if isinstance(changed, float) and math.isnan(changed):
+                return None
+            changed = _freeze(changed)
+        return (node["class_type"], tuple(parts), changed)
+
+    def _gather(self, prompt, nid, spec: NodeSpec, values, extra_pnginfo) -> dict[str, list]:
+        node = prompt[nid]
+        inputs = node.get("inputs") or {}
+        kwargs: dict[str, list] = {}
+        for inp in spec.inputs:
+            if inp.name in inputs:
+                value = inputs[inp.name]
+                if _is_link(value):
+                    kwargs[inp.name] = values[str(value[0])][int(value[1])]
+                else:
+                    kwargs[inp.name] = [_typed(inp.type, value)]
+            elif inp.required and "default" in inp.options:
+                kwargs[inp.name] = [inp.options["default"]]
+        for name, kind in spec.hidden.items():
+            if kind == "UNIQUE_ID":
+                kwargs[name] = [nid]
+            elif kind == "PROMPT":
+                kwargs[name] = [prompt]
+            elif kind == "EXTRA_PNGINFO":
+                kwargs[name] = [extra_pnginfo]
+            else:
+                kwargs[name] = [None]
+        return kwargs
+
+    def _call(self, nid, ctype, cls, kwargs_lists: dict[str, list]):
+        key = (nid, ctype)
+        obj = self._instances.get(key)
+        if obj is None:
+            obj = self._instances[key] = cls()
+        fn = getattr(obj, cls.FUNCTION)
+        n_out = len(getattr(cls, "RETURN_TYPES", ()))
+        out_is_list = tuple(getattr(cls, "OUTPUT_IS_LIST", ())) or (False,) * n_out
+        outputs: list[list] = [[] for _ in range(n_out)]
+        ui: dict[str, list] = {}
+
+        def absorb(ret, as_list_call: bool):
+            if isinstance(ret, dict):
+                for k, v in (ret.get("ui") or {}).items():
+                    ui.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+                ret = ret.get("result", ())
+            ret = tuple(ret or ())
+            if len(ret) != n_out:
+                raise TypeError(f"{cls.FUNCTION} returned {len(ret)} values, RETURN_TYPES declares {n_out}")
+            for i, v in enumerate(ret):
+                if out_is_list[i] if i < len(out_is_list) else False:
+                    outputs[i].extend(v)
+                else:
+                    outputs[i].append(v)
+
+        if getattr(cls, "INPUT_IS_LIST", False):
+            absorb(fn(**kwargs_lists), True)
+        else:
+            count = max((len(v) for v in kwargs_lists.values()), default=1)
+            if any(len(v) == 0 for v in kwargs_lists.values()):
+                count = 0
+            for i in range(count):
+                host.check_interrupt()
+                absorb(fn(**{k: v[min(i, len(v) - 1)] for k, v in kwargs_lists.items()}), False)
+        return outputs, ui
+
+
+def _typed(kind: str, value: Any) -> Any:
+    if kind == "INT" and isinstance(value, (float, str)) and not isinstance(value, bool):
+        return int(float(value))
+    if kind == "FLOAT" and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return repr(value)

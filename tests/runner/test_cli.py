@@ -1,0 +1,221 @@
+"""The command line: running the shipped workflow, --set, --batch, caching across a batch, no-overwrite,
+needs_models, exit statuses and Ctrl-C (a real SIGINT in a subprocess)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from PIL import Image
+
+from hgtest import ROOT
+from hgtoys import ASSETS, WORKFLOWS, Calls, toy_prompt
+from humangen.runner.cli import main
+
+UI = str(WORKFLOWS / "image_scale.json")
+API = str(WORKFLOWS / "api" / "image_scale.json")
+
+
+def _run(tmp_path, *args, extra_nodes=None):
+    return main(["run", *args, "--out", str(tmp_path / "out"), "--input-dir", str(ASSETS), "--quiet"],
+                extra_nodes=extra_nodes)
+
+
+def _pngs(tmp_path):
+    return sorted(p.name for p in (tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else []
+
+
+def test_runs_ui_workflow_and_never_overwrites(tmp_path, capsys):
+    assert _run(tmp_path, UI) == 0
+    first = tmp_path / "out" / "image_scale_00001_.png"
+    with Image.open(first) as im:
+        assert im.size == (256, 256)
+        assert "workflow" in im.info and "prompt" in im.info  # metadata like the host writes
+    before = first.read_bytes()
+    assert _run(tmp_path, API, "--set", "2.width=64") == 0
+    assert _pngs(tmp_path) == ["image_scale_00001_.png", "image_scale_00002_.png"]
+    assert first.read_bytes() == before
+    with Image.open(tmp_path / "out" / "image_scale_00002_.png") as im:
+        assert im.size == (64, 256)
+    out = capsys.readouterr()
+    assert str(tmp_path / "out" / "image_scale_00002_.png") in out.out  # summary of written files
+    assert "1/1 job(s) ok, 1 file(s) written" in out.err
+
+
+def test_save_skips_names_that_exist(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "image_scale_00001_.png").write_bytes(b"keep me")
+    (out / "image_scale_00003_.png").write_bytes(b"keep me too")
+    assert _run(tmp_path, API, "--set", "2.width=16", "--set", "2.height=16") == 0
+    assert (out / "image_scale_00001_.png").read_bytes() == b"keep me"
+    assert (out / "image_scale_00003_.png").read_bytes() == b"keep me too"
+    assert _pngs(tmp_path) == ["image_scale_00001_.png", "image_scale_00003_.png", "image_scale_00004_.png"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".humangen-")]  # no temp files left
+
+
+def test_write_new_file_does_not_replace_a_name_taken_meanwhile(tmp_path):
+    from humangen.runner.core_nodes import write_new_file
+    (tmp_path / "a_00001_.png").write_bytes(b"old")
+    name, counter = write_new_file(str(tmp_path), lambda n: f"a_{n:05}_.png", lambda f: f.write(b"new"), 1)
+    assert (name, counter) == ("a_00002_.png", 2)
+    assert (tmp_path / "a_00001_.png").read_bytes() == b"old"
+
+
+def test_batch_sweep_with_set(tmp_path):
+    code = _run(tmp_path, API, "--batch", "2.width=30,40-41", "--set", "height=20",
+                "--set", "2.upscale_method=lanczos")
+    assert code == 0
+    sizes = []
+    for name in _pngs(tmp_path):
+        with Image.open(tmp_path / "out" / name) as im:
+            sizes.append(im.size)
+    assert sizes == [(30, 20), (40, 20), (41, 20)]
+
+
+def test_batch_product_and_cache(tmp_path, toys, write_json, capsys):
+    wf = write_json(toy_prompt(2, 3))
+    assert _run(tmp_path, wf, "--batch", "2.value=1-3", "--batch", "1.mode=plain,neg", extra_nodes=toys) == 0
+    # jobs are the product of the axes, the first --batch outermost
+    assert [v for k, v in Calls.log if k == "sink"] == [3.0, -1.0, 4.0, 0.0, 5.0, 1.0]
+    # node 2 (value) is reused while only node 1's mode changes, and vice versa: 9 const calls, not 12
+    assert [v for k, v in Calls.log if k == "const"] == [2, 1, 2, 2, 2, 2, 2, 3, 2]
+    err = capsys.readouterr().err
+    assert "job 2/6 2.value=1 1.mode=neg: 3 ran, 1 cached" in err
+
+
+def test_set_errors_exit_2(tmp_path, capsys):
+    assert _run(tmp_path, API, "--set", "2.width=wide") == 2
+    assert "--set 2.width=wide: 'wide' is not a valid int" in capsys.readouterr().err
+    assert _run(tmp_path, API, "--set", "9.width=3") == 2
+    assert "there is no node 9 in the workflow" in capsys.readouterr().err
+    assert _run(tmp_path, API, "--set", "2.depth=3") == 2
+    assert "node 2 (ImageScale) input 'depth': --set 2.depth=3: no such input" in capsys.readouterr().err
+    assert _run(tmp_path, API, "--set", "2.crop=diagonal") == 2
+    assert "node 2 (ImageScale) input 'crop': value 'diagonal' is not in the list" in capsys.readouterr().err
+    assert _pngs(tmp_path) == []
+
+
+def test_dry_run_and_validate_write_nothing(tmp_path, capsys):
+    assert _run(tmp_path, UI, "--dry-run", "--batch", "2.width=10-12") == 0
+    out = capsys.readouterr().out
+    assert "job 3/3: 2.width=12: 3 nodes" in out and "valid (ui format, 3 job(s))" in out
+    assert main(["validate", API, "--input-dir", str(ASSETS)]) == 0
+    assert _pngs(tmp_path) == []
+
+
+def test_missing_input_image_exit_2(tmp_path, capsys):
+    code = main(["run", API, "--out", str(tmp_path / "out"), "--input-dir", str(tmp_path), "--quiet"])
+    assert code == 2
+    assert "node 1 (LoadImage): invalid input: Invalid image file: astronaut.png" in capsys.readouterr().err
+
+
+def test_needs_models_missing_exit_2(tmp_path, write_json, capsys):
+    import json
+    ui = json.loads((WORKFLOWS / "image_scale.json").read_text())
+    ui["extra"]["humangen"]["needs_models"] = [{"folder": "stylegan", "file": "g.pkl", "url": "https://x/g.pkl",
+                                                "license": "CC BY-NC 4.0"}]
+    wf = write_json(ui)
+    assert _run(tmp_path, wf, "--models-dir", str(tmp_path / "m")) == 2
+    err = capsys.readouterr().err
+    assert f"missing model file 'g.pkl': put it in {tmp_path / 'm' / 'stylegan'}" in err
+    assert "https://x/g.pkl" in err and "CC BY-NC 4.0" in err
+    (tmp_path / "m" / "stylegan").mkdir(parents=True)
+    (tmp_path / "m" / "stylegan" / "g.pkl").write_bytes(b"x")
+    assert _run(tmp_path, wf, "--models-dir", str(tmp_path / "m")) == 0
+
+
+def test_node_failure_exit_1_and_keep_going(tmp_path, toys, write_json, capsys):
+    prompt = toy_prompt()
+    prompt["5"] = {"class_type": "ToyFail", "inputs": {"x": ["3", 0]}}
+    prompt["6"] = {"class_type": "ToySink", "inputs": {"x": ["5", 0], "label": "bad"}}
+    wf = write_json(prompt)
+    assert _run(tmp_path, wf, "--batch", "1.value=1-3", extra_nodes=toys) == 1
+    err = capsys.readouterr().err
+    assert "error: job 1/3 (1.value=1): node 5 (ToyFail) failed: ValueError: boom" in err
+    assert "job 2/3" not in err
+    assert _run(tmp_path, wf, "--batch", "1.value=1-3", "--keep-going", extra_nodes=toys) == 1
+    assert "error: job 3/3 (1.value=3)" in capsys.readouterr().err
+
+
+def test_interrupt_exit_130_and_stops_the_batch(tmp_path, toys, write_json, capsys):
+    prompt = toy_prompt()
+    prompt["5"] = {"class_type": "ToyInterrupt", "inputs": {"x": ["3", 0]}}
+    prompt["4"]["inputs"]["x"] = ["5", 0]
+    assert _run(tmp_path, write_json(prompt), "--batch", "1.value=1-3", extra_nodes=toys) == 130
+    assert [v for k, v in Calls.log if k == "interrupt"] == [4.0]  # the first job stopped, no later job ran
+    assert "interrupted: stopped cleanly" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["run"]) == 2
+    assert main(["frobnicate"]) == 2
+    assert _run(tmp_path, str(tmp_path / "nope.json")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+SLOW_SCRIPT = textwrap.dedent("""
+    import importlib.util, json, sys, time
+    root = sys.argv[1]
+    spec = importlib.util.spec_from_file_location("humangen", root + "/__init__.py", submodule_search_locations=[root])
+    pack = importlib.util.module_from_spec(spec); sys.modules["humangen"] = pack; spec.loader.exec_module(pack)
+    from humangen.utils import host
+    from humangen.runner.cli import main
+
+    class Slow:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"steps": ("INT", {"default": 1000, "min": 1, "max": 100000})}}
+        RETURN_TYPES = ()
+        OUTPUT_NODE = True
+        FUNCTION = "run"
+        def run(self, steps):
+            bar = host.progress(steps)
+            print("started", flush=True)
+            for _ in range(steps):
+                time.sleep(0.01)
+                host.check_interrupt()
+                bar.update(1)
+            print("finished", flush=True)
+            return {}
+
+    with open(sys.argv[2], "w") as f:
+        json.dump({"1": {"class_type": "Slow", "inputs": {"steps": 3000}}}, f)
+    sys.exit(main(["run", sys.argv[2], "--out", sys.argv[3], "--batch", "1.steps=3000,3001"],
+                  extra_nodes={"Slow": Slow}))
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_cleanly_with_status_130(tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_SCRIPT)
+    env = dict(os.environ, HUMANGEN_NO_PROGRESS="0")
+    proc = subprocess.Popen([sys.executable, str(script), str(ROOT), str(tmp_path / "wf.json"), str(tmp_path / "o")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "finished" not in out and "started" not in out  # the second job never started
+    assert "interrupted: stopped cleanly" in err
+    assert "Traceback" not in err
+
+
+def test_python_pack_dir_entry_point(tmp_path):
+    env = dict(os.environ, HUMANGEN_NO_PROGRESS="1")
+    proc = subprocess.run([sys.executable, str(ROOT), "run", API, "--input-dir", str(ASSETS), "--out",
+                           str(tmp_path / "out"), "--set", "2.width=8", "--set", "2.height=8"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "out" / "image_scale_00001_.png")

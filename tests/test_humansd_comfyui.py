@@ -1,0 +1,118 @@
+"""HumanSD inside a real ComfyUI (in-process, CPU, random full-size weights). Skipped unless COMFYUI_PATH points at a
+ComfyUI checkout; COMFYUI_EXTRA_SITE may add a site-packages with ComfyUI's extra requirements (torchsde …).
+Slow (~1 min CPU, ~4 GB RAM): it builds the real SD2.1-base UNet."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMFY = os.environ.get("COMFYUI_PATH")
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow,
+              pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
+
+
+def test_apply_pose_makes_the_stock_sampler_run_humansd():
+    script = Path(__file__).resolve().parent / "humansd_comfy_check.py"
+    out = subprocess.run([sys.executable, str(script), COMFY], capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["registered"]  # HumanGenHumanSDApplyPose appears only with the host present
+    # ComfyUI's own view of the checkpoint: SD2, 8 input channels, epsilon, treated as an inpainting model …
+    assert (report["detected"], report["in_channels"], report["model_type"]) == ("SD20", 8, "ModelType.EPS")
+    assert report["stock_concat_keys"] == ["mask", "masked_image"]
+    # … so the stock KSampler fails on conv_in (4 + 5 channels) …
+    assert "channels" in report["stock_error"]
+    # … and with our patch it samples; the input MODEL stays unpatched
+    assert report["patched_shape"] == [1, 4, 8, 8] and report["patched_finite"] and report["input_model_untouched"]
+    # our LDM key mapping on the real layout: ComfyUI's UNet == our diffusers UNet
+    assert report["unmapped"] == [] and report["eps_max_abs_diff"] < 1e-5
+    # the Skeleton-SD sampler node under the ComfyUI host adapter: models go through ComfyUI's memory manager
+    assert report["host"] == "ComfyHost" and report["node_images"] == [2, 64, 64, 3] and report["node_managed"]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_workflows_run_in_a_real_comfyui_server(tmp_path):
+    """main.py --cpu on 127.0.0.1 with a throw-away --base-directory (custom_nodes/humangen -> this checkout, a tiny
+    stand-in humansd-v1.ckpt): /object_info lists our nodes (ApplyPose included) and both HumanSD API workflows
+    finish (steps 2, short side 64). COMFYUI_PYTHON picks the host interpreter (default: this one)."""
+    import shutil
+    import time
+    import urllib.error
+    import urllib.request
+
+    import humansd_tiny as T
+    from hgtest import ROOT
+    base = tmp_path / "base"
+    (base / "custom_nodes").mkdir(parents=True)
+    os.symlink(ROOT, base / "custom_nodes" / "humangen")
+    (base / "input").mkdir()
+    for asset in ("astronaut.png", "humansd_pose.json"):
+        shutil.copy(ROOT / "workflows" / "assets" / asset, base / "input")
+    T.save_ckpt(base / "models" / "humansd" / "humansd-v1.ckpt", T.ldm_state_dict(*T.make_components(seed=5)))
+    shim = base / "shim"
+    shim.mkdir()
+    extra = [p for p in os.environ.get("COMFYUI_EXTRA_SITE", "").split(os.pathsep) if p]
+    (shim / "sitecustomize.py").write_text(  # CPU torchvision fix before ComfyUI imports torchvision
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('_humangen_compat', {str(ROOT / 'utils' / 'compat.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.install_import_hook()\n"
+        f"sys.path.extend({extra!r})\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = base / "comfyui.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen",
+                                 "127.0.0.1", "--port", str(port), "--base-directory", str(base)],
+                                cwd=COMFY, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(url + "/system_stats", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("ComfyUI did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(1)
+        info = json.loads(urllib.request.urlopen(url + "/object_info", timeout=60).read())
+        assert {"HumanGenHumanSDLoader", "HumanGenSkeletonSDSampler", "HumanGenHumanSDConvert",
+                "HumanGenHumanSDApplyPose"} <= set(info)
+        assert "custom_nodes/humangen" not in "".join(l for l in log_path.read_text().splitlines()
+                                                      if "IMPORT FAILED" in l or "Cannot import" in l)
+        for name in ("humansd_pose_json", "humansd_photo_pose"):
+            api = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
+            for node in api.values():
+                if node["class_type"] == "HumanGenSkeletonSDSampler":
+                    node["inputs"].update(steps=2, short_side=64)
+            req = urllib.request.Request(url + "/prompt", data=json.dumps({"prompt": api}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            try:
+                pid = json.loads(urllib.request.urlopen(req, timeout=60).read())["prompt_id"]
+            except urllib.error.HTTPError as exc:
+                pytest.fail(f"{name}: {exc.read().decode()[:2000]}")
+            deadline = time.monotonic() + 600
+            while True:
+                hist = json.loads(urllib.request.urlopen(f"{url}/history/{pid}", timeout=30).read())
+                status = hist.get(pid, {}).get("status", {})
+                if status.get("completed") is not None:
+                    break
+                assert time.monotonic() < deadline, f"{name} did not finish"
+                time.sleep(1)
+            assert status["status_str"] == "success", status.get("messages")
+            saved = [img["filename"] for out in hist[pid]["outputs"].values() for img in out.get("images", [])]
+            assert any(f.startswith(name) for f in saved)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,177 @@
+"""Parts2Whole nodes called directly with the standalone host (tiny random models in the tmp model folder)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import p2w_tiny
+from humangen import NODE_CLASS_MAPPINGS
+from humangen.utils.errors import HumanGenInterrupted, NodeInputError
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return p2w_tiny.shared(tmp_path_factory)
+
+
+@pytest.fixture
+def installed(standalone_host, tiny_folder, tmp_path):
+    dest = tmp_path / "models" / "parts2whole" / "tiny"
+    shutil.copytree(tiny_folder, dest)
+    return dest
+
+
+def node(name):
+    return NODE_CLASS_MAPPINGS[name]()
+
+
+def _image(h=48, w=40, seed=0):
+    return torch.rand(1, h, w, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def _two_parts():
+    ref = node("HumanGenPartReference")
+    mask = torch.zeros(1, 48, 40)
+    mask[:, 10:40, 5:35] = 1
+    (parts,) = ref.add(_image(seed=1), "upper body clothes", mask=mask)
+    (parts,) = ref.add(_image(32, 32, seed=2), "face", parts=parts)
+    return parts
+
+
+def test_loader_lists_folder_and_loads(installed):
+    cls = NODE_CLASS_MAPPINGS["HumanGenParts2WholeLoader"]
+    assert cls.INPUT_TYPES()["required"]["model_name"][0] == ["tiny"]
+    (model,) = node("HumanGenParts2WholeLoader").load("tiny", "auto")
+    assert model.dtype == torch.float32 and model.path == str(installed)
+    assert any(hasattr(p, "to_k_dc") for p in model.unet.attn_processors.values())
+
+
+def test_loader_names_missing_components(installed):
+    shutil.rmtree(installed / "pose_guider")
+    (installed / "decoupled_attn.pth").unlink()
+    with pytest.raises(NodeInputError) as err:
+        node("HumanGenParts2WholeLoader").load("tiny", "fp32")
+    msg = str(err.value)
+    assert "HumanGenParts2WholeLoader: input 'model_name'" in msg
+    assert "pose_guider/" in msg and "decoupled_attn.pth" in msg and "Fix:" in msg
+
+
+def test_part_reference_chains_and_validates():
+    parts = _two_parts()
+    assert [p.label for p in parts] == ["upper body clothes", "face"]
+    assert parts[0].mask.shape == (48, 40) and parts[1].mask is None
+    ref = node("HumanGenPartReference")
+    # LoadImage of a transparent cut-out: MASK = 1 - alpha; invert_mask takes the garment
+    cutout = torch.ones(1, 48, 40)
+    cutout[:, 10:20, 10:20] = 0
+    (inv,) = ref.add(_image(), "shoes", invert_mask=True, mask=cutout)
+    assert float(inv[0].mask.sum()) == 100.0
+    # LoadImage of a JPEG: an empty 64x64 MASK -> a clear error, not a silently ignored part
+    with pytest.raises(NodeInputError, match=r"HumanGenPartReference: input 'mask': the mask is empty"):
+        ref.add(_image(), "face", mask=torch.zeros(1, 64, 64))
+    with pytest.raises(NodeInputError, match=r"input 'image': got a batch of 2"):
+        ref.add(torch.rand(2, 8, 8, 3), "face")
+    chain = None
+    for _ in range(6):
+        (chain,) = ref.add(_image(8, 8), "face", parts=chain)
+    with pytest.raises(NodeInputError, match=r"input 'parts': already holds 6 parts"):
+        ref.add(_image(8, 8), "face", parts=chain)
+
+
+def _label_map(h=48, w=40):
+    lm = torch.zeros(h, w, dtype=torch.long)
+    lm[2:8, 10:30] = 2     # hair
+    lm[8:16, 12:28] = 11   # face
+    lm[16:30, 5:35] = 4    # upper clothes
+    lm[30:44, 8:32] = 6    # pants
+    lm[44:48, 8:14] = 9    # left shoe
+    return lm
+
+
+TOGGLES = dict(face=True, hair_or_headwear=True, upper_body_clothes=True, lower_body_clothes=True,
+               whole_body_clothes=False, shoes=False)
+
+
+@pytest.mark.parametrize("encoding", ["per_class", "class_index"])
+def test_parts_from_a_mask_set(encoding):
+    lm = _label_map()
+    if encoding == "per_class":
+        seg = torch.stack([(lm == c).float() for c in range(18)])
+    else:
+        seg = (lm.float() / 255.0)[None]
+    ex = node("HumanGenPartsFromSegmentation")
+    parts, masks = ex.extract(_image(), "none (use the segmentation input)", segmentation=seg, **TOGGLES)
+    assert [p.label for p in parts] == ["face", "hair or headwear", "upper body clothes", "lower body clothes"]
+    torch.testing.assert_close(masks[0], (lm == 11).float())
+    torch.testing.assert_close(masks[1], ((lm == 1) | (lm == 2)).float())
+    torch.testing.assert_close(masks[3], ((lm == 5) | (lm == 6)).float())
+    # whole body clothes = upper + skirt + pants + dress; shoes absent from the selection
+    parts, masks = ex.extract(_image(), "none (use the segmentation input)", segmentation=seg, crop_to_part=True,
+                              **dict(TOGGLES, face=False, hair_or_headwear=False, upper_body_clothes=False,
+                                     lower_body_clothes=False, whole_body_clothes=True, shoes=True))
+    assert [p.label for p in parts] == ["whole body clothes", "shoes"]
+    torch.testing.assert_close(masks[0], ((lm == 4) | (lm == 6)).float())
+    assert parts[1].image.shape[:2] == (4, 6)  # cropped to the shoe's box (4x6, margin rounds to 0)
+
+
+def test_parts_from_segformer_folder(standalone_host, tmp_path):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+    torch.manual_seed(0)
+    seg = SegformerForSemanticSegmentation(SegformerConfig(
+        depths=[1, 1, 1, 1], hidden_sizes=[8, 8, 16, 16], num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16,
+        num_labels=18))
+    folder = tmp_path / "models" / "segformer" / "segformer_b2_clothes"
+    seg.save_pretrained(folder)
+    SegformerImageProcessor(do_resize=False).save_pretrained(folder)
+    img = _image(64, 48, seed=3)
+    cls = NODE_CLASS_MAPPINGS["HumanGenPartsFromSegmentation"]
+    assert cls.INPUT_TYPES()["required"]["segformer"][0][0] == "segformer_b2_clothes"
+    toggles = {k: True for k in TOGGLES}
+    # the same map computed here: normalise, run, upsample bilinearly, argmax
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (torch.round(img * 255) / 255).movedim(-1, 1)
+    with torch.no_grad():
+        logits = seg.eval()(pixel_values=(x - mean) / std).logits
+    lm = torch.nn.functional.interpolate(logits, size=(64, 48), mode="bilinear", align_corners=False).argmax(1)[0]
+    present = [label for label, ids in [("face", (11,)), ("hair or headwear", (1, 2)),
+                                        ("upper body clothes", (4,)), ("lower body clothes", (5, 6)),
+                                        ("whole body clothes", (4, 5, 6, 7)), ("shoes", (9, 10))]
+               if int(torch.isin(lm, torch.tensor(ids)).sum()) >= 16]
+    assert present  # the seeded random parser labels some hair and pants pixels
+    parts, masks = cls().extract(img, "segformer_b2_clothes", **toggles)
+    assert [p.label for p in parts] == present[:6]
+    from humangen.models.parts2whole.parts import PART_CLASSES
+    for p, m in zip(parts, masks):
+        torch.testing.assert_close(m, torch.isin(lm, torch.tensor(PART_CLASSES[p.label])).float())
+
+
+def test_segmentation_without_source_is_a_clear_error():
+    with pytest.raises(NodeInputError, match=r"input 'segformer': no SegFormer model"):
+        node("HumanGenPartsFromSegmentation").extract(_image(), "none (use the segmentation input)", **TOGGLES)
+
+
+def test_sampler_node_batch_progress_and_interrupt(installed, standalone_host):
+    (model,) = node("HumanGenParts2WholeLoader").load("tiny", "fp32")
+    parts = _two_parts()
+    pose = torch.rand(1, 80, 60, 3, generator=torch.Generator().manual_seed(5))
+    seen = []
+    standalone_host.progress_listener = lambda v, t, p: seen.append((v, t))
+    sampler = node("HumanGenPartReferenceSampler")
+    args = dict(prompt="a person", negative="", steps=3, guidance=3.5, seed=11, width=64, height=64)
+    (images,) = sampler.sample(model, parts, pose, batch_size=2, **args)
+    assert images.shape == (2, 64, 64, 3) and images.dtype == torch.float32
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert seen[-1] == (3, 3) and [v for v, _ in seen] == [1, 2, 3]
+    (again,) = sampler.sample(model, parts, pose, batch_size=1, **args)
+    torch.testing.assert_close(again[0], images[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(NodeInputError, match=r"HumanGenPartReferenceSampler: input 'height'"):
+        sampler.sample(model, parts, pose, batch_size=1, **dict(args, height=68))
+    with pytest.raises(NodeInputError, match=r"input 'densepose': 3 images for batch_size 2"):
+        sampler.sample(model, parts, torch.rand(3, 8, 8, 3), batch_size=2, **args)
+    standalone_host.interrupt_event.set()
+    with pytest.raises(HumanGenInterrupted):
+        sampler.sample(model, parts, pose, batch_size=1, **args)
+    assert not any(type(p).__name__.startswith("Bank") for p in model.unet.attn_processors.values())
