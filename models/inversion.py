@@ -194,7 +194,7 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, lpips, confi
             target = F.interpolate(target, size=synth.shape[2:], mode="area")
         mse = F.mse_loss(synth, target)
         lp = lpips(resize_for_distance(synth), resize_for_distance(target)).mean()
-        lpips_values.append(float(lp))
+        lpips_values.append(float(lp.detach()))
         if lpips_values[-1] <= config.lpips_threshold:
             break
         loss = config.mse_weight * mse + config.lpips_weight * lp
