@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.errors import HumanGenError
+from .inversion import autograd_ready, normal_tensor, optimisation_mode
 
 TERMS = ("coarse", "border", "border_l2", "body", "face", "reg")
 
@@ -265,6 +266,15 @@ def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_
     returns a new tight box or None; `callback(step, total, info)` reports progress and may raise to stop."""
     if body_ws.ndim != 3 or face_ws.ndim != 3 or body_ws.shape[0] != 1 or face_ws.shape[0] != 1:
         raise HumanGenError("InsetGAN optimises one body and one face latent ([1, num_ws, w_dim] each)")
+    with optimisation_mode():
+        return _optimise(autograd_ready(G_body), autograd_ready(G_face), normal_tensor(body_ws),
+                         normal_tensor(face_ws), face_box, schedule, autograd_ready(lpips), steps_scale=steps_scale,
+                         box_scale=box_scale, face_rect=face_rect, redetect=redetect, noise_mode=noise_mode,
+                         noise_seed=noise_seed, border_px=border_px, impl=impl, callback=callback)
+
+
+def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, steps_scale, box_scale, face_rect,
+              redetect, noise_mode, noise_seed, border_px, impl, callback) -> InsetResult:
     device = next(G_body.parameters()).device
     G_body = G_body.eval().requires_grad_(False)
     G_face = G_face.eval().requires_grad_(False)

@@ -45,6 +45,28 @@ class ProjectionResult:
     distances: list[float] = field(default_factory=list)
 
 
+def autograd_ready(module):
+    """`module` itself, or a copy when it holds inference tensors (made under `torch.inference_mode()`, which is how
+    ComfyUI runs every node): those cannot be saved for backward. Call inside `optimisation_mode()`."""
+    if isinstance(module, torch.nn.Module) and any(t.is_inference() for t in (*module.parameters(), *module.buffers())):
+        return copy.deepcopy(module)
+    return module
+
+
+def normal_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A clone usable by autograd when `t` is an inference tensor."""
+    return t.clone() if t.is_inference() else t
+
+
+def optimisation_mode():
+    """Autograd on, even inside ComfyUI's `torch.inference_mode()` node execution."""
+    import contextlib
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode(False))
+    stack.enter_context(torch.enable_grad())
+    return stack
+
+
 def learning_rate_at(step: int, num_steps: int, peak: float, rampdown: float, rampup: float) -> float:
     """Linear ramp-up over the first `rampup` fraction, cosine ramp-down over the last `rampdown` fraction."""
     t = step / num_steps
@@ -102,6 +124,11 @@ def project(G, target: torch.Tensor, distance, config: ProjectionConfig = Projec
 
     `distance(a, b)` compares two [1,3,256,256] images (LPIPS). G is not modified (a copy's noise is optimised).
     """
+    with optimisation_mode():
+        return _project(G, normal_tensor(target), autograd_ready(distance), config, callback)
+
+
+def _project(G, target, distance, config, callback):
     if config.space not in ("w", "w+"):
         raise HumanGenError(f"projection space must be 'w' or 'w+', got {config.space!r}")
     target = _check_target(G, target)
@@ -178,6 +205,12 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, lpips, confi
 
     Loss = MSE + LPIPS (upstream: alex), Adam; stops early once LPIPS <= `lpips_threshold`. G itself is untouched.
     """
+    with optimisation_mode():
+        return _pivotal_tuning(G, normal_tensor(ws_pivot), normal_tensor(target), autograd_ready(lpips), config,
+                               callback)
+
+
+def _pivotal_tuning(G, ws_pivot, target, lpips, config, callback):
     target = _check_target(G, target)
     tuned = copy.deepcopy(G).train().requires_grad_(True)
     device = next(tuned.parameters()).device

@@ -204,3 +204,15 @@ def test_pti_early_stop_and_interrupt(G2):
         pivotal_tuning(G2, ws, target + 0.5, _mse, PTIConfig(max_steps=10, lpips_threshold=0.0), callback=interrupt)
     with pytest.raises(HumanGenInterrupted):
         project(G2, target, _mse, ProjectionConfig(num_steps=10, w_avg_samples=10), callback=interrupt)
+
+
+def test_optimisers_work_under_comfyui_inference_mode():
+    """ComfyUI runs nodes under torch.inference_mode(): generators loaded there hold inference tensors."""
+    with torch.inference_mode():
+        G = tiny_generator(TINY_SG2_RECT).eval()
+        ws = G.mapping(torch.randn(1, G.z_dim), None)
+        target = G.synthesis(ws, noise_mode="const")
+        res = project(G, target + 0.1, _mse, ProjectionConfig(num_steps=3, w_avg_samples=10))
+        tuned = pivotal_tuning(G, res.ws, target, _mse, PTIConfig(max_steps=2, lpips_threshold=0.0))
+    assert res.distances[-1] < res.distances[0]
+    assert tuned.steps == 2 and not next(tuned.generator.parameters()).is_inference()

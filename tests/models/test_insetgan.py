@@ -141,3 +141,14 @@ def test_schedules_expand_as_specified():
     assert len(off) == 400 and [p[0] for p in off[:41]] == ["body"] * 40 + ["face"]
     assert ig.side_plan(ig.SCHEDULES["official-inset"])[0][0] == "face"
     assert ig.lr_at(0, 250, 0.05) == 0 and ig.lr_at(125, 250, 0.05) == pytest.approx(0.05)
+
+
+def test_runs_under_comfyui_inference_mode(setup):
+    Gb, Gf, wb, wf, lpips = setup
+    with torch.inference_mode():
+        Gb_i, Gf_i = tiny_generator(BODY, seed=1).eval(), tiny_generator(FACE, seed=2).eval()
+        lp = LPIPS("vgg")
+        res = ig.optimise(Gb_i, Gf_i, wb.clone(), wf.clone(), TIGHT_BOX, ig.Schedule("two", (ig.Phase(
+            "alternate", 2, {"face": 0.01, "body": 0.01}, {"face": {"coarse": (1, 0)}, "body": {"coarse": (1, 0)}},
+            switch_every=1),), "w+", "w+", "vgg"), lp, box_scale=1.25, border_px=3)
+    assert len(res.history) == 2
