@@ -234,7 +234,7 @@ def _pivotal_tuning(G, ws_pivot, target, lpips, config, callback):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         steps = step + 1
         if callback is not None:
             callback(step + 1, config.max_steps, {"loss": losses[-1], "lpips": lpips_values[-1]})
