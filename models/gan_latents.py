@@ -258,13 +258,16 @@ def interpolate_path(points: torch.Tensor, frames_per_segment: int, method: str 
 # ---- synthesis -------------------------------------------------------------------------------------------------
 def synthesize(gen: GeneratorDescriptor, ws: torch.Tensor, noise_mode: str = "const", batch_size: int = 4,
                device=None, noise_seed: int = 0, on_batch: Callable[[int, int], None] | None = None,
-               check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+               check_interrupt: Callable[[], None] | None = None,
+               style_offsets: dict | None = None) -> torch.Tensor:
     """w+ [N, num_ws, w_dim] -> images float32 [N, C, H, W] (~[-1, 1]) in batches of `batch_size`, on `device`.
-    noise_mode 'random' draws from a local generator seeded by `noise_seed` (per image, batch-size independent)."""
+    noise_mode 'random' draws from a local generator seeded by `noise_seed` (per image, batch-size independent).
+    `style_offsets` {layer: [C]} are S-space edits added to every image's styles (a latent's "style_offsets")."""
     G = gen.model
     if device is None:
         device = next(G.parameters()).device
     dtype = gen.synthesis_dtype(device)
+    offsets = {k: v.to(device) for k, v in style_offsets.items()} if style_offsets else None
     out = []
     n = ws.shape[0]
     for i in range(0, n, max(1, int(batch_size))):
@@ -274,11 +277,12 @@ def synthesize(gen: GeneratorDescriptor, ws: torch.Tensor, noise_mode: str = "co
         with torch.no_grad():
             if noise_mode == "random" and gen.kind == "stylegan2":
                 imgs = [G.synthesis(chunk[j:j + 1], noise_mode="random", dtype=dtype, impl=gen.impl,
-                                    generator=torch.Generator(device=device).manual_seed(noise_seed + i + j))
+                                    generator=torch.Generator(device=device).manual_seed(noise_seed + i + j),
+                                    style_offsets=offsets)
                         for j in range(chunk.shape[0])]
                 img = torch.cat(imgs)
             else:
-                img = G.synthesis(chunk, noise_mode=noise_mode, dtype=dtype, impl=gen.impl)
+                img = G.synthesis(chunk, noise_mode=noise_mode, dtype=dtype, impl=gen.impl, style_offsets=offsets)
         out.append(img.float().cpu())
         if on_batch is not None:
             on_batch(min(i + batch_size, n), n)

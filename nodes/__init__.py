@@ -11,13 +11,15 @@ import importlib
 import logging
 
 NODE_MODULES: tuple[str, ...] = (
+    "stylegan",
+    "editing",
+    "insetgan",
     "pose",
     "align",
     "smplx",
     "humansd",
     "parts2whole",
     "upscale",
-    "stylegan",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

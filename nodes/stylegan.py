@@ -34,7 +34,7 @@ def _wplus(node, name, gen, latent):
         raise _err(node, name, str(exc), fix="make the latent with the same generator.") from None
 
 
-def _synth(gen, ws, noise_mode, batch_size, noise_seed=0):
+def _synth(gen, ws, noise_mode, batch_size, noise_seed=0, style_offsets=None):
     from ..models import gan_latents as gl
     from ..utils import host
     device = host.load_model(gen.model)
@@ -42,7 +42,7 @@ def _synth(gen, ws, noise_mode, batch_size, noise_seed=0):
     try:
         return gl.synthesize(gen, ws, noise_mode=noise_mode, batch_size=batch_size, device=device,
                              noise_seed=noise_seed, on_batch=lambda done, total: bar.update_absolute(done),
-                             check_interrupt=host.check_interrupt)
+                             check_interrupt=host.check_interrupt, style_offsets=style_offsets)
     finally:
         bar.close()
 
@@ -151,7 +151,8 @@ class HumanGenStyleGANSynthesize:
     def synthesize(self, generator, latent, noise_mode="const", batch_size=4, noise_seed=0):
         from ..utils.image import gan_to_comfy
         ws = _wplus("HumanGenStyleGANSynthesize", "latent", generator, latent)
-        return (gan_to_comfy(_synth(generator, ws, noise_mode, batch_size, noise_seed)),)
+        return (gan_to_comfy(_synth(generator, ws, noise_mode, batch_size, noise_seed,
+                                    latent.get("style_offsets"))),)
 
 
 class HumanGenStyleMix:
