@@ -99,20 +99,10 @@ def _per_sample(x, w, fn):
     return torch.cat([fn(x[j:j + 1], w[j]) for j in range(x.shape[0])])
 
 
-_SQ_CACHE: dict = {}
-
-
 def _sq_sum(weight) -> torch.Tensor:
-    """sum over the kernel of weight^2 -> [O, I] float32; cached for frozen weights (inference)."""
-    if weight.requires_grad:
-        return weight.float().square().sum(dim=[2, 3])
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype, weight.device)
-    hit = _SQ_CACHE.get(key)
-    if hit is None:
-        if len(_SQ_CACHE) > 512:
-            _SQ_CACHE.clear()
-        hit = _SQ_CACHE[key] = weight.float().square().sum(dim=[2, 3])
-    return hit
+    """sum over the kernel of weight^2 -> [O, I] float32 (cheap next to the convolution: not cached, so in-place
+    weight updates and inference tensors, which carry no version counter, are always right)."""
+    return weight.float().square().sum(dim=[2, 3])
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
