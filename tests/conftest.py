@@ -27,7 +27,12 @@ def _load_pack():
     return module
 
 
-_load_pack()
+_pack = _load_pack()
+# The repository root has an __init__.py, so pytest collects it as a package and imports that file on its own
+# (as "__init__", or under the folder's name when that is a valid identifier), where its relative imports fail.
+# Point those names at the pack loaded above.
+for _alias in {"__init__", ROOT.name}:
+    sys.modules.setdefault(_alias, _pack)
 
 
 @pytest.fixture(scope="session")
