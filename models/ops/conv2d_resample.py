@@ -1,0 +1,81 @@
+"""conv2d_resample: 2-D convolution with optional FIR up/downsampling (StyleGAN2's `conv2d_resample`).
+
+Shapes: x [N, C_in, H, W]; w [C_out, C_in/groups, kh, kw]; f FIR filter ([fh, fw] or [n]) or None.
+`flip_weight=True` means correlation (what conv2d computes); `padding` is applied as in NVIDIA's code, adjusted
+for the filter taps so that up=2 doubles and down=2 halves the size.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from ._spec import filter_size, parse_padding
+from .upfirdn2d import upfirdn2d
+
+
+def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
+    kh, kw = w.shape[2], w.shape[3]
+    if not flip_weight and (kw > 1 or kh > 1):
+        w = w.flip([2, 3])
+    if transpose:
+        return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False,
+                    impl="auto"):
+    """Convolve x with w, upsampling by `up` before and/or downsampling by `down` after with filter f.
+
+    Args: up, down ints (default: 1); padding int/[x,y]/[x0,x1,y0,y1] (default: 0); groups (default: 1);
+    flip_weight (default: True = correlation); flip_filter (default: False); impl for the FIR passes.
+    """
+    assert x.ndim == 4 and w.ndim == 4, (x.shape, w.shape)
+    assert isinstance(up, int) and up >= 1 and isinstance(down, int) and down >= 1
+    out_channels, in_per_group, kh, kw = w.shape
+    fw, fh = filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+
+    if kw == 1 and kh == 1 and down > 1 and up == 1:  # 1x1 + down: downsample first
+        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter, impl=impl)
+        return _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:  # 1x1 + up: convolve first
+        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter, impl=impl)
+    if down > 1 and up == 1:  # filter, then strided conv
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter, impl=impl)
+        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+    if up > 1:  # transposed strided conv, then filter
+        if groups == 1:
+            w = w.transpose(0, 1)
+        else:
+            w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
+            w = w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2,
+                      flip_filter=flip_filter, impl=impl)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl)
+        return x
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:  # plain conv
+        return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
+    x = upfirdn2d(x, (f if up > 1 else None), up=up, padding=[px0, px1, py0, py1], gain=up ** 2,
+                  flip_filter=flip_filter, impl=impl)
+    x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl)
+    return x

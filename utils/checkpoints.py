@@ -1,0 +1,461 @@
+"""Safe checkpoint loading for GAN generators (and any other state-dict user).
+
+Formats:
+- NVIDIA network pickles (`network-snapshot-*.pkl`, StyleGAN-Human v2/v3, PTI outputs, UnitedHuman): read with an
+  allow-listed unpickler that NEVER executes the Python source embedded in the file. Every persistent object
+  becomes a `PersistentRecord` (class name, sha1 of its module source, state); the generator record
+  (`G_ema`, else `G`) is walked into a flat state dict + constructor kwargs. Anything outside `ALLOWED_GLOBALS`
+  raises `UnsafeCheckpointError` naming the global.
+- `.safetensors`: tensors + `init_kwargs` (json) in the metadata (our export/cache format).
+- `.pt` / `.pth` / `.ckpt`: `torch.load(weights_only=True)`.
+A converted pickle is cached as safetensors under `cache_dir()` (`$HUMANGEN_CACHE_DIR`, else the user cache
+folder), never next to the user's file.
+
+Public API: `read_checkpoint(path) -> Checkpoint`, `load_generator(path)`, `save_generator(G, path)`,
+`safe_load_pickle(fileobj)`, `load_torch_file(path)`, `cache_dir()`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UnsafeCheckpointError, UnsupportedCheckpointError
+
+log = logging.getLogger("humangen")
+
+CACHE_VERSION = "1"
+PICKLE_EXTS = (".pkl", ".pickle")
+TORCH_EXTS = (".pt", ".pth", ".ckpt", ".bin")
+
+
+class EasyDict(dict):
+    """Stand-in for `dnnlib.EasyDict`: a dict with attribute access (no code from the file)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __delattr__(self, name):
+        del self[name]
+
+
+@dataclass
+class PersistentRecord:
+    """What NVIDIA's `persistence._reconstruct_persistent_obj` would have built, without running its source."""
+
+    class_name: str
+    module_src_sha1: str
+    state: dict
+    version: int | None = None
+    module_src_len: int = 0
+
+    @property
+    def init_kwargs(self) -> dict:
+        return dict(self.state.get("_init_kwargs") or {})
+
+    @property
+    def init_args(self) -> tuple:
+        return tuple(self.state.get("_init_args") or ())
+
+
+def _reconstruct_persistent_obj(meta):
+    """Replacement for `torch_utils.persistence._reconstruct_persistent_obj`: returns a record, never execs."""
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        raise UnsafeCheckpointError(f"unsupported persistent-object record (type {meta.get('type') if isinstance(meta, dict) else type(meta).__name__!r})")
+    src = meta.get("module_src") or ""
+    if not isinstance(src, str):
+        src = str(src)
+    state = meta.get("state") or {}
+    if not isinstance(state, dict):
+        raise UnsafeCheckpointError("persistent-object record has a non-dict state")
+    return PersistentRecord(class_name=str(meta.get("class_name")), module_src_sha1=hashlib.sha1(src.encode()).hexdigest(),
+                            state=state, version=meta.get("version"), module_src_len=len(src))
+
+
+class _TFNetworkStub(dict):
+    """Placeholder for `dnnlib.tflib.network.Network` (TensorFlow pickles): recognised only to refuse clearly."""
+
+    def __setstate__(self, state):
+        self["_tf_state"] = state
+
+
+def _load_storage_from_bytes(b: bytes):
+    import torch
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
+def _codecs_encode(obj, encoding="utf-8", errors="strict"):
+    if not isinstance(obj, str):
+        raise UnsafeCheckpointError("_codecs.encode called with a non-string")
+    import codecs
+    return codecs.encode(obj, encoding, errors)
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    import torch
+    if new_type not in (torch.Tensor, torch.nn.Parameter):
+        raise UnsafeCheckpointError(f"tensor subclass {new_type!r} is not allowed")
+    ret = func(*args)
+    if type(ret) is not new_type:
+        ret = ret.as_subclass(new_type)
+    return ret
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    import numpy as np
+    import torch
+    import torch._utils as tu
+    try:
+        from numpy._core import multiarray as ma  # numpy 2
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray as ma
+    table: dict[tuple[str, str], Any] = {
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+        ("dnnlib.util", "EasyDict"): EasyDict,
+        ("dnnlib", "EasyDict"): EasyDict,
+        ("dnnlib.tflib.network", "Network"): _TFNetworkStub,
+        ("collections", "OrderedDict"): OrderedDict,
+        ("builtins", "set"): set,
+        ("_codecs", "encode"): _codecs_encode,  # protocol-2 pickles store bytes as encode(str, 'latin1')
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "slice"): slice,
+        ("builtins", "complex"): complex,
+        ("__builtin__", "set"): set,
+        ("torch._utils", "_rebuild_tensor_v2"): tu._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): tu._rebuild_parameter,
+        ("torch._utils", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+        ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
+        ("torch", "Size"): torch.Size,
+        ("torch", "device"): torch.device,
+        ("torch", "Tensor"): torch.Tensor,
+        ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+    if hasattr(tu, "_rebuild_parameter_with_state"):
+        table[("torch._utils", "_rebuild_parameter_with_state")] = tu._rebuild_parameter_with_state
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table[(mod, "_reconstruct")] = ma._reconstruct
+        table[(mod, "scalar")] = ma.scalar
+    for name in ("float16", "float32", "float64", "bfloat16", "int8", "uint8", "int16", "int32", "int64", "bool"):
+        table[("torch", name)] = getattr(torch, name)
+    for name in ("FloatStorage", "HalfStorage", "DoubleStorage", "BFloat16Storage", "LongStorage", "IntStorage",
+                 "ByteStorage", "BoolStorage", "CharStorage", "ShortStorage"):
+        if hasattr(torch, name):
+            table[("torch", name)] = getattr(torch, name)
+    for name in ("float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool_"):
+        table[("numpy", name)] = getattr(np, name)
+    return table
+
+
+_ALLOWED: dict[tuple[str, str], Any] | None = None
+
+
+def allowed_globals() -> dict[tuple[str, str], Any]:
+    global _ALLOWED
+    if _ALLOWED is None:
+        _ALLOWED = _allowed_globals()
+    return _ALLOWED
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler whose `find_class` only resolves `allowed_globals()`; persistent ids are refused."""
+
+    def find_class(self, module: str, name: str):
+        obj = allowed_globals().get((module, name))
+        if obj is None:
+            raise UnsafeCheckpointError(
+                f"refusing to load: the pickle references the global '{module}.{name}', which is not on the "
+                f"allow-list of plain network data (it could run code). Only NVIDIA network pickles "
+                f"(persistent records, tensors, numpy arrays, EasyDicts) are accepted.")
+        return obj
+
+    def persistent_load(self, pid):
+        raise UnsafeCheckpointError(f"refusing to load: unexpected persistent id {str(pid)[:80]!r} in the pickle")
+
+
+def safe_load_pickle(fileobj) -> Any:
+    """Unpickle with the allow-list. Raises UnsafeCheckpointError / UnsupportedCheckpointError (corrupt data)."""
+    try:
+        return SafeUnpickler(fileobj).load()
+    except UnsafeCheckpointError:
+        raise
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RuntimeError, MemoryError, UnicodeDecodeError, OverflowError) as exc:
+        raise UnsupportedCheckpointError(
+            f"the pickle is truncated or corrupt ({type(exc).__name__}: {str(exc)[:200]}). Download the file "
+            f"again and check its size/hash.") from exc
+
+
+# ---- records -> state dict + kwargs ------------------------------------------------------------------------------
+def record_state_dict(rec: PersistentRecord, prefix: str = "") -> "OrderedDict[str, Any]":
+    """Flatten a module record: `_parameters` and `_buffers` (minus non-persistent ones), recursing `_modules`."""
+    import torch
+    out: OrderedDict[str, Any] = OrderedDict()
+    st = rec.state
+    skip = set(st.get("_non_persistent_buffers_set") or ())
+    for group in ("_parameters", "_buffers"):
+        for k, v in (st.get(group) or {}).items():
+            if v is None or (group == "_buffers" and k in skip):
+                continue
+            if not isinstance(v, torch.Tensor):
+                raise UnsupportedCheckpointError(f"{prefix}{k}: expected a tensor, found {type(v).__name__}")
+            out[prefix + k] = v.detach().clone() if isinstance(v, torch.nn.Parameter) else v
+    for k, child in (st.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, PersistentRecord):
+            raise UnsupportedCheckpointError(f"{prefix}{k}: unexpected module object {type(child).__name__}")
+        out.update(record_state_dict(child, prefix + k + "."))
+    return out
+
+
+_GEN_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+
+
+def record_init_kwargs(rec: PersistentRecord) -> dict:
+    kw = rec.init_kwargs
+    for name, value in zip(_GEN_POSITIONAL, rec.init_args):
+        kw.setdefault(name, value)
+    return kw
+
+
+@dataclass
+class Checkpoint:
+    """A generator checkpoint read from disk: state dict, constructor kwargs and provenance."""
+
+    state_dict: dict
+    init_kwargs: dict
+    source_format: str  # 'nvidia-pkl' | 'safetensors' | 'torch'
+    path: str = ""
+    info: dict = field(default_factory=dict)
+
+
+def _pick_generator(obj, path: str) -> tuple[PersistentRecord, str]:
+    if isinstance(obj, PersistentRecord):
+        return obj, "<top>"
+    values = list(obj.values()) if isinstance(obj, dict) else list(obj) if isinstance(obj, (tuple, list)) else [obj]
+    if any(isinstance(o, _TFNetworkStub) for o in values):
+        raise UnsupportedCheckpointError(
+            f"{os.path.basename(path)} is a TensorFlow (dnnlib.tflib) pickle, e.g. StyleGAN-Human v1 / StyleGAN1. "
+            f"Only PyTorch StyleGAN2-ADA/StyleGAN3 pickles are supported.")
+    if isinstance(obj, dict):
+        for key in ("G_ema", "g_ema", "G"):
+            if isinstance(obj.get(key), PersistentRecord):
+                return obj[key], key
+            if isinstance(obj.get(key), _TFNetworkStub):
+                raise UnsupportedCheckpointError(
+                    f"{os.path.basename(path)}: '{key}' is a TensorFlow network; only PyTorch pickles are supported.")
+        keys = sorted(map(str, obj))[:10]
+        raise UnsupportedCheckpointError(
+            f"{os.path.basename(path)}: no generator found (looked for 'G_ema', then 'G'; the file has keys {keys}).")
+    raise UnsupportedCheckpointError(f"{os.path.basename(path)}: unexpected pickle content {type(obj).__name__}")
+
+
+def read_nvidia_pickle(path: str) -> Checkpoint:
+    """NVIDIA network pkl -> Checkpoint of its G_ema (else G), without executing embedded code."""
+    with open(path, "rb") as f:
+        obj = safe_load_pickle(f)
+    rec, key = _pick_generator(obj, path)
+    sd = record_state_dict(rec)
+    kw = record_init_kwargs(rec)
+    if not sd:
+        raise UnsupportedCheckpointError(f"{os.path.basename(path)}: the generator record '{key}' holds no tensors")
+    info = {"class_name": rec.class_name, "module_src_sha1": rec.module_src_sha1, "key": key}
+    return Checkpoint(sd, kw, "nvidia-pkl", path, info)
+
+
+def read_safetensors(path: str) -> Checkpoint:
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types; re-raised with context
+        raise UnsupportedCheckpointError(
+            f"{os.path.basename(path)}: not a readable .safetensors file (truncated or corrupt: "
+            f"{type(exc).__name__}: {str(exc)[:200]}).") from exc
+    kw = json.loads(meta["init_kwargs"]) if "init_kwargs" in meta else {}
+    info = {k: v for k, v in meta.items() if k != "init_kwargs"}
+    return Checkpoint(sd, kw, "safetensors", path, info)
+
+
+def load_torch_file(path: str):
+    """`torch.load(path, map_location='cpu', weights_only=True)` with clear errors."""
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"{os.path.basename(path)}: refused by torch's weights-only loader ({str(exc).splitlines()[0][:200]}). "
+            f"The file needs code execution to load; convert it to .safetensors.") from exc
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UnsupportedCheckpointError(
+            f"{os.path.basename(path)}: truncated or corrupt torch file ({type(exc).__name__}: {str(exc)[:200]}).") from exc
+
+
+def read_torch(path: str) -> Checkpoint:
+    import torch
+    obj = load_torch_file(path)
+    if not isinstance(obj, dict):
+        raise UnsupportedCheckpointError(f"{os.path.basename(path)}: expected a dict, found {type(obj).__name__}")
+    kw = obj.get("init_kwargs") or {}
+    sd = None
+    for key in ("G_ema", "state_dict", "params_ema", "G"):
+        if isinstance(obj.get(key), dict):
+            sd = obj[key]
+            break
+    if sd is None:
+        sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+    if any(k.startswith(("style.", "convs.", "to_rgbs.")) for k in sd):
+        raise UnsupportedCheckpointError(
+            f"{os.path.basename(path)} is a rosinality-format StyleGAN2 checkpoint (keys style.*/convs.*); load the "
+            f"original NVIDIA .pkl instead.")
+    return Checkpoint(dict(sd), dict(kw), "torch", path, {})
+
+
+def read_checkpoint(path: str) -> Checkpoint:
+    """Read a generator checkpoint of any supported format (by content, then by extension)."""
+    if not os.path.isfile(path):
+        raise UnsupportedCheckpointError(f"checkpoint not found: {path}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise UnsupportedCheckpointError(f"{os.path.basename(path)} is empty (0 bytes): the download is incomplete.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    low = path.lower()
+    if low.endswith(".safetensors"):
+        return read_safetensors(path)
+    if head.startswith(b"PK\x03\x04") or low.endswith(TORCH_EXTS):
+        return read_torch(path)
+    if head[:1] == b"\x80" or low.endswith(PICKLE_EXTS):
+        return read_nvidia_pickle(path)
+    raise UnsupportedCheckpointError(
+        f"{os.path.basename(path)}: unknown checkpoint format (expected .pkl, .safetensors, .pt or .pth).")
+
+
+# ---- infer kwargs for bare state dicts -------------------------------------------------------------------------
+def infer_stylegan2_kwargs(sd: dict) -> dict:
+    """Constructor kwargs of a StyleGAN2 generator from its tensor shapes (for state dicts saved without them)."""
+    res = sorted(int(k.split(".")[1][1:]) for k in sd if k.startswith("synthesis.b") and k.endswith(".conv1.weight"))
+    if not res or "mapping.fc0.weight" not in sd:
+        raise UnsupportedCheckpointError("cannot infer StyleGAN2 kwargs: synthesis.b*.conv1.weight / mapping.fc0 missing")
+    R = res[-1]
+    num_map = len({k.split(".")[1] for k in sd if k.startswith("mapping.fc")})
+    w_dim = sd["mapping.fc0.weight"].shape[0] if num_map else 0
+    w_dim = sd[f"mapping.fc{num_map - 1}.weight"].shape[0]
+    c_dim = sd["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in sd else 0
+    embed = sd["mapping.embed.weight"].shape[0] if c_dim else 0
+    z_dim = sd["mapping.fc0.weight"].shape[1] - embed
+    ch = {r: sd[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res}
+    channel_max = max(ch.values())
+    channel_base = max(r * c for r, c in ch.items() if c < channel_max) if any(c < channel_max for c in ch.values()) \
+        else channel_max * R
+    const = sd["synthesis.b4.const"]
+    arch = "skip" if f"synthesis.b{res[0]}.torgb.weight" in sd and len(res) > 1 and f"synthesis.b{res[1]}.torgb.weight" in sd \
+        else ("resnet" if any(k.endswith(".skip.weight") for k in sd) else "orig")
+    return {"z_dim": int(z_dim), "c_dim": int(c_dim), "w_dim": int(w_dim), "img_resolution": int(R),
+            "img_channels": int(sd[f"synthesis.b{R}.torgb.weight"].shape[0]),
+            "square": bool(const.shape[1] == const.shape[2]),
+            "mapping_kwargs": {"num_layers": int(num_map)},
+            "synthesis_kwargs": {"channel_base": int(channel_base), "channel_max": int(channel_max),
+                                 "architecture": arch, "conv_clamp": 256}}
+
+
+# ---- cache ---------------------------------------------------------------------------------------------------------
+def cache_dir() -> str:
+    """Where converted checkpoints go: $HUMANGEN_CACHE_DIR, else $XDG_CACHE_HOME/humangen, else ~/.cache/humangen,
+    else the system temp folder (never next to the user's model)."""
+    root = os.environ.get("HUMANGEN_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "humangen")
+    return os.path.join(root, "converted")
+
+
+def _cache_key(path: str) -> str:
+    st = os.stat(path)
+    h = hashlib.sha256()
+    h.update(f"{CACHE_VERSION}|{st.st_size}|".encode())
+    with open(path, "rb") as f:  # head + tail: cheap, changes whenever the content does in practice
+        h.update(f.read(1 << 20))
+        if st.st_size > (2 << 20):
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:32]
+
+
+def write_safetensors_atomic(path: str, tensors: dict, metadata: dict) -> None:
+    """Write to a temp file in the same folder, then rename (no half-written file on failure)."""
+    from safetensors.torch import save_file
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_generator(G, path: str, extra_metadata: dict | None = None) -> None:
+    """Save a generator as .safetensors with its constructor kwargs in the metadata (loadable by load_generator)."""
+    meta = {"format": "humangen-generator", "arch": getattr(G, "arch", ""),
+            "init_kwargs": json.dumps(getattr(G, "init_kwargs", {}))}
+    meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
+    write_safetensors_atomic(path, {k: v.detach().cpu() for k, v in G.state_dict().items()}, meta)
+
+
+def load_generator(path: str, *, use_cache: bool = True, device=None):
+    """Any supported checkpoint -> our generator module (eval, no grad). NVIDIA pickles are converted once and
+    cached as safetensors in `cache_dir()`."""
+    from ..models.gan_registry import build_generator
+    path = os.fspath(path)
+    ck = None
+    cached = None
+    if use_cache and path.lower().endswith(PICKLE_EXTS) and os.path.isfile(path) and os.path.getsize(path) > 0:
+        cached = os.path.join(cache_dir(), _cache_key(path) + ".safetensors")
+        if os.path.isfile(cached):
+            try:
+                ck = read_safetensors(cached)
+            except UnsupportedCheckpointError:
+                log.warning("HumanGen: ignoring unreadable cache file %s", cached)
+                ck = None
+    if ck is None:
+        ck = read_checkpoint(path)
+    kw = ck.init_kwargs
+    if not kw:
+        if "synthesis.b4.const" in ck.state_dict:
+            kw = infer_stylegan2_kwargs(ck.state_dict)
+        else:
+            raise UnsupportedCheckpointError(
+                f"{os.path.basename(path)}: the file carries no constructor kwargs (init_kwargs) and the architecture "
+                f"cannot be inferred from tensor shapes; re-save it with HumanGen (save_generator) or use the .pkl.")
+    G = build_generator(kw, ck.state_dict)
+    G.source_path = path
+    G.source_info = dict(ck.info, format=ck.source_format)
+    if cached is not None and ck.source_format == "nvidia-pkl":
+        try:
+            save_generator(G, cached, {"source": os.path.basename(path), **{k: v for k, v in ck.info.items()}})
+        except OSError as exc:
+            log.warning("HumanGen: could not write the conversion cache %s (%s)", cached, exc)
+    if device is not None:
+        G.to(device)
+    return G
