@@ -96,7 +96,6 @@ class Generator(StyleGAN3Generator):
                          use_scale_affine=patch, **synthesis_kwargs)
         self.training_mode = training_mode
         self.scale_mapping_kwargs = dict(scale_mapping_kwargs or {})
-        self.source_sha1: str | None = None  # hash of the pkl's embedded module source (diagnostics only)
         if patch:
             smk = self.scale_mapping_kwargs
             missing = {"scale_mapping_min", "scale_mapping_max"} - set(smk)
@@ -107,6 +106,11 @@ class Generator(StyleGAN3Generator):
             mkw = dict(num_layers=2, w_avg_beta=0.998)
             mkw.update(mapping_kwargs or {})
             self.scale_mapping = MappingNetwork(z_dim=1, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mkw)
+
+    @property
+    def source_sha1(self) -> str | None:
+        """sha1 of the module source embedded in the .pkl this was loaded from (diagnostics; never executed)."""
+        return (getattr(self, "source_info", None) or {}).get("module_src_sha1")
 
     @property
     def has_scale_branch(self) -> bool:
@@ -141,7 +145,7 @@ class Generator(StyleGAN3Generator):
                 f"{smk.get('scale_mapping_max', '-')}]")
 
 
-# ---- architecture registry entry ------------------------------------------------------------------------------------
+# ---- architecture registry entry (listed in models/gan_registry.py ARCHITECTURES, before stylegan3) -------------
 def detect(state_dict: dict, init_kwargs: dict) -> bool:
     """AnyRes/UnitedHuman: `scale_mapping.*` or `*.scale_affine.*` keys, or AnyRes-only kwargs."""
     if any(k.startswith("scale_mapping.") or ".scale_affine." in k for k in state_dict):
@@ -151,15 +155,3 @@ def detect(state_dict: dict, init_kwargs: dict) -> bool:
 
 def build(init_kwargs: dict) -> Generator:
     return Generator(**init_kwargs)
-
-
-def register() -> None:
-    """Put the AnyRes entry before StyleGAN3 in the generator registry (idempotent)."""
-    from . import gan_registry
-    gan_registry.register(gan_registry.ArchEntry(
-        "anyres", detect, build,
-        "AnyRes/UnitedHuman: keys scale_mapping.* / synthesis.L*.scale_affine.* or kwargs scale_mapping_kwargs"),
-        before="stylegan3")
-
-
-register()
