@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 FRAMINGS = ("square", "white_bands", "person")
+MEAN_MODES = ("sample", "mean_coarse_mix", "sample_and_mix", "only_mean")
 
 # ---- the OpenPose BODY_25 A-pose template of UnitedHuman (`generate_by_keypoints`, apose '015', 2048 canvas) --------
 BODY25_NAMES = (
@@ -216,6 +217,24 @@ def mix_coarse(ws: torch.Tensor, mean: torch.Tensor, layers: int = 8) -> torch.T
     return out
 
 
+def apply_mean_mode(G, ws: torch.Tensor, mode: str = "sample", mix_layers: int = 8, mean_samples: int = 10000,
+                    mean_seed: int = 123) -> torch.Tensor:
+    """UnitedHuman's mean options on w+ [B, num_ws, w_dim]: 'sample' (unchanged), 'mean_coarse_mix' (first
+    `mix_layers` ws from the empirical mean), 'sample_and_mix' (sample then mix, interleaved per latent, as the
+    two rows of upstream's `<seed>_combined.png`), 'only_mean' (the mean latent alone, [1, ...])."""
+    if mode not in MEAN_MODES:
+        raise ValueError(f"mean mode must be one of {MEAN_MODES}, got {mode!r}")
+    if mode == "sample":
+        return ws
+    mean = empirical_mean_ws(G, mean_samples, mean_seed).to(ws)
+    if mode == "only_mean":
+        return mean
+    mixed = mix_coarse(ws, mean, mix_layers)
+    if mode == "mean_coarse_mix":
+        return mixed
+    return torch.stack([ws, mixed], dim=1).flatten(0, 1)
+
+
 # ---- rendering --------------------------------------------------------------------------------------------------
 def _device_of(G) -> torch.device:
     try:
@@ -228,13 +247,14 @@ def patch_size_of(G) -> int:
     return int(G.img_resolution)
 
 
-def render_patch(G, ws: torch.Tensor, transform) -> torch.Tensor:
+def render_patch(G, ws: torch.Tensor, transform, **synthesis_kwargs) -> torch.Tensor:
     """Render the patch(es) at `transform` (AnyRes's scale-conditioned synthesis, noise const, fp32).
 
     ws [B, num_ws, w_dim]; transform [3,3] (shared) or [N,3,3] (N == B, or B == 1 to share one latent).
     Returns [max(B,N), C, R, R] with R = G.img_resolution, float32 on G's device.
     The generator provides `synthesize_patch(ws, transforms)` (AnyRes / UnitedHuman and test stand-ins) or a
-    StyleGAN3 `synthesis(ws, transform=...)` (plain SG3: the transform only moves the Fourier input)."""
+    StyleGAN3 `synthesis(ws, transform=...)` (plain SG3: the transform only moves the Fourier input).
+    `synthesis_kwargs` (e.g. impl, dtype) go to the synthesis network."""
     device = _device_of(G)
     t = as_matrix(transform).to(device)
     ws = ws.to(device=device, dtype=torch.float32)
@@ -247,19 +267,21 @@ def render_patch(G, ws: torch.Tensor, transform) -> torch.Tensor:
     ws, t = ws.expand(n, -1, -1), t.expand(n, -1, -1)
     with torch.no_grad():
         if hasattr(G, "synthesize_patch"):
-            return G.synthesize_patch(ws, t)
-        return G.synthesis(ws, transform=t, noise_mode="const", force_fp32=True)
+            return G.synthesize_patch(ws, t, **synthesis_kwargs)
+        return G.synthesis(ws, transform=t, noise_mode="const", **synthesis_kwargs)
 
 
 def render_canvas(G, ws: torch.Tensor, size: int, *, region=None, framing: str = "square",
                   patch_batch: int = 1, patch_size: int | None = None,
-                  callback: Callable[[int, int], None] | None = None, dtype=torch.float32) -> torch.Tensor:
+                  callback: Callable[[int, int], None] | None = None, dtype=torch.float32,
+                  synthesis_kwargs: dict | None = None) -> torch.Tensor:
     """Render a `size`² view of the continuous canvas patch by patch (see the module docstring).
 
     ws: [B, num_ws, w_dim]; each latent is rendered separately (patches of one latent are batched together).
     region: None (the whole canvas) or a transform placing the view in the canvas (region of interest at any
       zoom, rendered at `size` pixels). framing: 'square', 'white_bands' (outer quarters white) or 'person'
       (central N × N/2 strip). callback(done, total) after every batch (raise in it to interrupt).
+    synthesis_kwargs: passed to the synthesis (e.g. impl='ref', dtype='bf16'); dtype: the canvas dtype.
     Returns [B, C, H, W] (generator range, ~[-1, 1]) on the CPU."""
     size = int(size)
     p = int(patch_size or patch_size_of(G))
@@ -274,7 +296,7 @@ def render_canvas(G, ws: torch.Tensor, size: int, *, region=None, framing: str =
     for b in range(ws.shape[0]):
         for i in range(0, len(patches), patch_batch):
             chunk = patches[i:i + patch_batch]
-            imgs = render_patch(G, ws[b:b + 1], torch.stack([q.transform for q in chunk]))
+            imgs = render_patch(G, ws[b:b + 1], torch.stack([q.transform for q in chunk]), **(synthesis_kwargs or {}))
             if size < p:  # one patch larger than the view: resample it down
                 imgs = F.interpolate(imgs.float(), size=(size, size), mode="area")
             imgs = imgs.to(device="cpu", dtype=dtype)
@@ -317,6 +339,6 @@ def region_zoom_label(transform) -> str:
 __all__ = [
     "FRAMINGS", "BODY25_NAMES", "APOSE_2048", "Patch", "transform_from_limits", "box_transform", "as_matrix",
     "compose", "zoom_of", "covered_box", "keypoint_transform", "patch_grid", "framing_box", "visible_patches",
-    "empirical_mean_ws", "truncate", "mix_coarse", "render_patch", "render_canvas", "to_uint8_unitedhuman",
+    "empirical_mean_ws", "truncate", "mix_coarse", "MEAN_MODES", "apply_mean_mode", "render_patch", "render_canvas", "to_uint8_unitedhuman",
     "patch_size_of",
 ]
