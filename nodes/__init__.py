@@ -11,6 +11,7 @@ import importlib
 import logging
 
 NODE_MODULES: tuple[str, ...] = (
+    "stylegan",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

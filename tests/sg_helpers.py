@@ -15,6 +15,7 @@ TINY_SG2 = {"z_dim": 16, "c_dim": 0, "w_dim": 16, "img_resolution": 16, "img_cha
             "synthesis_kwargs": {"channel_base": 128, "channel_max": 16, "num_fp16_res": 0, "conv_clamp": 256,
                                  "architecture": "skip"}}
 TINY_SG2_RECT = dict(TINY_SG2, square=False)
+TINY_SG2_RECT_32 = dict(TINY_SG2_RECT, img_resolution=32)  # 8 ws (room for layer ranges like 0-6)
 TINY_SG3 = {"z_dim": 16, "c_dim": 0, "w_dim": 16, "img_resolution": 16, "img_channels": 3,
             "mapping_kwargs": {"num_layers": 2}, "channel_base": 256, "channel_max": 16, "num_fp16_res": 0,
             "conv_clamp": 256, "magnitude_ema_beta": 0.999}

@@ -45,7 +45,7 @@ def test_node_contract(node_id, cls):
             if kind in ("INT", "FLOAT") and "default" in opts:
                 lo, hi = opts.get("min", float("-inf")), opts.get("max", float("inf"))
                 assert lo <= opts["default"] <= hi, (name, opts)
-            if kind in PRIMITIVES | {"COMBO"} or isinstance(kind, list):
+            if isinstance(kind, list) or kind in PRIMITIVES | {"COMBO"}:
                 assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
     returns = cls.RETURN_TYPES
     assert isinstance(returns, tuple)
