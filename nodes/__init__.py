@@ -12,6 +12,7 @@ import logging
 
 NODE_MODULES: tuple[str, ...] = (
     "stylegan",
+    "continuous",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
