@@ -8,6 +8,7 @@ patch at a time. Each measurement runs in a fresh child process so its peak RSS 
 Configs (random weights; speed does not depend on the values):
   unitedhuman: SG3-T, 256-px patches, z = w = 512, channel_base 32768, channel_max 512 (UnitedHuman's size).
   small:       SG3-T, 256-px patches, channel_base 8192, channel_max 128 (same geometry, ~1/16 of the channels).
+  tiny:        SG3-T, 256-px patches, channel_base 1024, channel_max 16 (renderer overhead and canvas memory).
 Prints a table: size, patches, patch batch, seconds, seconds per patch, peak RSS (MiB), speed-up vs batch 1.
 """
 from __future__ import annotations
@@ -31,6 +32,10 @@ CONFIGS = {
                   channel_max=128, mapping_kwargs={"num_layers": 2}, training_mode="patch",
                   scale_mapping_kwargs={"scale_mapping_min": 1, "scale_mapping_max": 8,
                                         "scale_mapping_norm": "positive"}),
+    "tiny": dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=256, img_channels=3, channel_base=1024,
+                 channel_max=16, mapping_kwargs={"num_layers": 2}, training_mode="patch",
+                 scale_mapping_kwargs={"scale_mapping_min": 1, "scale_mapping_max": 8,
+                                       "scale_mapping_norm": "positive"}),
 }
 
 

@@ -180,21 +180,15 @@ def visible_patches(size: int, patch_size: int, region=None, framing: str = "squ
 
 
 # ---- latents ----------------------------------------------------------------------------------------------------
-def empirical_mean_ws(G, num: int = 10000, seed: int = 123, chunk: int = 2000) -> torch.Tensor:
+def empirical_mean_ws(G, num: int = 10000, seed: int = 123) -> torch.Tensor:
     """Mean of `G.mapping` over `num` latents z = RandomState(seed).randn(num, z_dim) (UnitedHuman `inference.py`),
-    [1, num_ws, w_dim] float32 on G's device. Mapped in chunks; cached on G per (num, seed)."""
+    broadcast to [1, num_ws, w_dim] float32 on G's device. Cached on G per (num, seed)."""
+    from .gan_latents import empirical_w_mean
     cache = G.__dict__.setdefault("_humangen_mean_ws", {})
     key = (int(num), int(seed))
     if key not in cache:
-        z = np.random.RandomState(seed).randn(num, G.z_dim)
-        device = _device_of(G)
-        total = None
-        with torch.no_grad():
-            for i in range(0, num, chunk):
-                w = G.mapping(torch.from_numpy(z[i:i + chunk]).to(device), None).to(torch.float64)
-                part = w.sum(dim=0, keepdim=True)
-                total = part if total is None else total + part
-        cache[key] = (total / num).to(torch.float32)
+        w = empirical_w_mean(G, num_samples=int(num), seed=int(seed))
+        cache[key] = w.to(_device_of(G)).reshape(1, 1, -1).repeat(1, G.num_ws, 1)
     return cache[key]
 
 

@@ -116,3 +116,17 @@ def test_official_pickle_loads_safely_with_source_hash(G, fx, tmp_path):
     assert G2.source_sha1 == hashlib.sha1(src.encode()).hexdigest()
     for k, v in G.state_dict().items():
         assert torch.equal(G2.state_dict()[k], v), k
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_canvas_on_gpu_matches_cpu(G, fx):
+    import copy
+    _, _, io = fx
+    Gc = copy.deepcopy(G).cuda()
+    ws = io["ws_psi0p8"][:1]
+    out = render_canvas(Gc, ws, 100, patch_batch=4)  # not a multiple of the 64-px patch
+    assert out.device.type == "cpu" and out.shape == (1, 3, 100, 100)
+    torch.testing.assert_close(out, render_canvas(G, ws, 100), atol=1e-4, rtol=0)
+    torch.testing.assert_close(render_patch(Gc, io["ws_psi1"], io["transform.zoom1p5"]).cpu(),
+                               io["img_psi1.zoom1p5"], atol=1e-4, rtol=0)

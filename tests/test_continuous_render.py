@@ -183,7 +183,7 @@ def test_progress_callback_and_interrupt():
 
 def test_mean_truncation_and_mix():
     G = FakeGenerator(16)
-    mean = C.empirical_mean_ws(G, num=500, seed=123, chunk=64)
+    mean = C.empirical_mean_ws(G, num=500, seed=123)
     z = np.random.RandomState(123).randn(500, G.z_dim)
     expected = G.mapping(torch.from_numpy(z), None).mean(0, keepdim=True)
     torch.testing.assert_close(mean, expected, atol=1e-6, rtol=0)
