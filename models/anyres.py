@@ -65,13 +65,31 @@ class AnyResSynthesisNetwork(SynthesisNetwork):
     forward(ws, transform=[N,3,3] | [3,3] | None, mapped_scale=[N|1, num_ws, w_dim] | None, ...)."""
 
     layer_class = AnyResSynthesisLayer
+    scale_mapper = None  # set by Generator: transform [N,3,3] -> mapped scale (a plain callable, not a submodule)
+
+    def _default_mapped_scale(self, transform, n: int, device):
+        if self.scale_mapper is None:
+            raise ValueError("this AnyRes/UnitedHuman synthesis needs `mapped_scale` (use Generator.synthesize_patch "
+                             "or models.render_patch, which compute it)")
+        if transform is None:
+            transform = torch.eye(3, device=device)
+        transform = transform.to(device, torch.float32)
+        if transform.ndim == 2:
+            transform = transform.unsqueeze(0)
+        return self.scale_mapper(transform.expand(n, 3, 3))
+
+    def forward(self, ws, *args, transform=None, mapped_scale=None, **kw):
+        """Like StyleGAN3's; without `mapped_scale` it is computed from `transform` (identity = the whole canvas),
+        as the official Generator.forward does, so generic StyleGAN callers get the full-body image."""
+        if mapped_scale is None and self.scale_mapper is not None:
+            mapped_scale = self._default_mapped_scale(transform, ws.shape[0], ws.device)
+        return super().forward(ws, *args, transform=transform, mapped_scale=mapped_scale, **kw)
 
     def layer_styles(self, idx, name, layer, w, mapped_scale=None, **kw):
         s = layer.affine(w)
         if getattr(layer, "use_scale_affine", False):
-            if mapped_scale is None:
-                raise ValueError("this AnyRes/UnitedHuman synthesis needs `mapped_scale` (use "
-                                 "Generator.synthesize_patch or models.render_patch, which compute it)")
+            if mapped_scale is None:  # e.g. compute_styles (S-space) without a transform: the whole canvas
+                mapped_scale = self._default_mapped_scale(None, w.shape[0], w.device)
             assert mapped_scale.ndim == 3 and mapped_scale.shape[1:] == (self.num_ws, self.w_dim), mapped_scale.shape
             s = s + layer.scale_affine(mapped_scale[:, idx + 1].to(torch.float32))
         return s * layer.torgb_gain if layer.is_torgb else s
@@ -106,6 +124,7 @@ class Generator(StyleGAN3Generator):
             mkw = dict(num_layers=2, w_avg_beta=0.998)
             mkw.update(mapping_kwargs or {})
             self.scale_mapping = MappingNetwork(z_dim=1, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mkw)
+            self.synthesis.scale_mapper = self.map_scale
 
     @property
     def source_sha1(self) -> str | None:

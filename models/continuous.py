@@ -323,16 +323,9 @@ def to_uint8_unitedhuman(x: torch.Tensor) -> torch.Tensor:
     return (x.detach().float() * 127.5 + 127.5).clamp(0, 255).to(torch.uint8).movedim(1, -1).cpu()
 
 
-def region_zoom_label(transform) -> str:
-    """Short human label for a transform: zoom and centre in canvas pixels of a 2048 canvas (for logs)."""
-    m = as_matrix(transform).double()
-    return f"zoom {1 / float(m[0, 0]):.3g} at ({(2 * float(m[0, 2]) + 1) * 1024:.0f}, " \
-           f"{(2 * float(m[1, 2]) + 1) * 1024:.0f})"
-
-
 __all__ = [
     "FRAMINGS", "BODY25_NAMES", "APOSE_2048", "Patch", "transform_from_limits", "box_transform", "as_matrix",
     "compose", "zoom_of", "covered_box", "keypoint_transform", "patch_grid", "framing_box", "visible_patches",
-    "empirical_mean_ws", "truncate", "mix_coarse", "MEAN_MODES", "apply_mean_mode", "render_patch", "render_canvas", "to_uint8_unitedhuman",
-    "patch_size_of",
+    "empirical_mean_ws", "truncate", "mix_coarse", "MEAN_MODES", "apply_mean_mode", "render_patch", "render_canvas",
+    "to_uint8_unitedhuman", "patch_size_of",
 ]

@@ -130,3 +130,14 @@ def test_canvas_on_gpu_matches_cpu(G, fx):
     torch.testing.assert_close(out, render_canvas(G, ws, 100), atol=1e-4, rtol=0)
     torch.testing.assert_close(render_patch(Gc, io["ws_psi1"], io["transform.zoom1p5"]).cpu(),
                                io["img_psi1.zoom1p5"], atol=1e-4, rtol=0)
+
+
+def test_generic_stylegan_calls_render_the_whole_canvas(G, fx):
+    """Without a transform/mapped scale (StyleGAN nodes, S-space editing), synthesis renders the identity patch."""
+    _, _, io = fx
+    ws = io["ws_psi1"][:1]
+    full = render_patch(G, ws, torch.eye(3))
+    torch.testing.assert_close(G.synthesis(ws), full, atol=1e-5, rtol=0)
+    styles = G.synthesis.compute_styles(ws)
+    torch.testing.assert_close(G.synthesis(ws, styles=styles), full, atol=1e-5, rtol=0)
+    assert "scale_mapper" not in dict(G.synthesis.named_modules())
