@@ -192,17 +192,6 @@ def empirical_mean_ws(G, num: int = 10000, seed: int = 123) -> torch.Tensor:
     return cache[key]
 
 
-def truncate(ws: torch.Tensor, psi: float, center: torch.Tensor, cutoff: int | None = None) -> torch.Tensor:
-    """`center + psi * (ws - center)` on the first `cutoff` ws (all when None), like the mapping's lerp."""
-    if psi == 1:
-        return ws
-    out = ws.clone()
-    n = ws.shape[1] if cutoff is None else int(cutoff)
-    center = center.to(ws).expand_as(ws)
-    out[:, :n] = center[:, :n].lerp(ws[:, :n], psi)
-    return out
-
-
 def mix_coarse(ws: torch.Tensor, mean: torch.Tensor, layers: int = 8) -> torch.Tensor:
     """UnitedHuman's mean-coarse mix: the first `layers` ws replaced by the mean's (pose/structure averaged)."""
     out = ws.clone()
@@ -326,6 +315,6 @@ def to_uint8_unitedhuman(x: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "FRAMINGS", "BODY25_NAMES", "APOSE_2048", "Patch", "transform_from_limits", "box_transform", "as_matrix",
     "compose", "zoom_of", "covered_box", "keypoint_transform", "patch_grid", "framing_box", "visible_patches",
-    "empirical_mean_ws", "truncate", "mix_coarse", "MEAN_MODES", "apply_mean_mode", "render_patch", "render_canvas",
+    "empirical_mean_ws", "mix_coarse", "MEAN_MODES", "apply_mean_mode", "render_patch", "render_canvas",
     "to_uint8_unitedhuman", "patch_size_of",
 ]

@@ -83,6 +83,8 @@ def test_canvas_and_mean_coarse_mix(G, fx):
     torch.testing.assert_close(ws, io["canvas.ws"], atol=1e-5, rtol=0)
     full = render_canvas(G, ws, 128, patch_batch=4)  # 4 patches in one call
     torch.testing.assert_close(full, io["canvas.full_before_bands"], atol=1e-4, rtol=0)
+    # a tile equals the direct render of its region (the zoom-2 tile rendered alone, sample 0 of the batch)
+    torch.testing.assert_close(full[..., 0:64, 64:128], io["img_psi0p8.zoom2_tile1"][:1], atol=1e-4, rtol=0)
     banded = full.clone()
     banded[..., :32] = 1
     banded[..., 96:] = 1

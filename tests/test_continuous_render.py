@@ -181,7 +181,7 @@ def test_progress_callback_and_interrupt():
     assert len(G.calls) == 4 + 2
 
 
-def test_mean_truncation_and_mix():
+def test_empirical_mean_and_coarse_mix():
     G = FakeGenerator(16)
     mean = C.empirical_mean_ws(G, num=500, seed=123)
     z = np.random.RandomState(123).randn(500, G.z_dim)
@@ -189,11 +189,13 @@ def test_mean_truncation_and_mix():
     torch.testing.assert_close(mean, expected, atol=1e-6, rtol=0)
     assert C.empirical_mean_ws(G, num=500, seed=123) is mean  # cached per (num, seed)
     ws = torch.randn(2, G.num_ws, G.w_dim)
-    torch.testing.assert_close(C.truncate(ws, 0.7, mean), mean + 0.7 * (ws - mean))
-    t = C.truncate(ws, 0.5, mean, cutoff=2)
-    assert torch.equal(t[:, 2:], ws[:, 2:])
     m = C.mix_coarse(ws, mean, 3)
     assert torch.equal(m[:, :3], mean[:, :3].expand(2, -1, -1)) and torch.equal(m[:, 3:], ws[:, 3:])
+    both = C.apply_mean_mode(G, ws, "sample_and_mix", 3, 500, 123)
+    assert torch.equal(both[0::2], ws) and torch.equal(both[1::2], m)
+    assert torch.equal(C.apply_mean_mode(G, ws, "only_mean", 3, 500, 123), mean)
+    with pytest.raises(ValueError, match="mean mode"):
+        C.apply_mean_mode(G, ws, "median")
 
 
 def test_uint8_convention_matches_fixture(io):
