@@ -1,0 +1,212 @@
+"""Fast-vs-reference parity of the shared GAN ops (values and gradients), the impl switch, determinism, and the
+CUDA path when a GPU is present."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hgtest import FIXTURES
+
+from humangen.models import ops
+from humangen.models.ops import bias_act, conv2d_resample, filtered_lrelu, modulated_conv2d, \
+    modulated_conv2d_sg3, setup_filter, upfirdn2d
+from humangen.models.stylegan3 import design_lowpass_filter
+
+G0 = torch.Generator().manual_seed(0)
+
+
+def rnd(*shape, grad=False):
+    t = torch.randn(*shape, generator=G0)
+    return t.requires_grad_(grad)
+
+
+FILTERS = {
+    "none": None,
+    "sg2_4x4": setup_filter([1, 3, 3, 1]),
+    "firwin12": design_lowpass_filter(12, 3, 4, 32),
+    "radial12": design_lowpass_filter(12, 3, 4, 32, radial=True),
+    "random3x5": torch.randn(3, 5, generator=torch.Generator().manual_seed(1)),
+}
+RESAMPLE = [(1, 1, 0), (2, 1, [2, 1, 2, 1]), (1, 2, [1, 1, 1, 1]), (4, 2, [8, 5, -2, -5]), (2, 2, [11, 10, 11, 10]),
+            ([2, 1], [1, 2], [1, 0, 2, 3])]
+
+
+def _grads(fn, inputs, seed=5):
+    out = fn(*inputs)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    return out.detach(), torch.autograd.grad((out * w).sum(), [i for i in inputs if i.requires_grad])
+
+
+def _close(a, b, tol=2e-5):
+    scale = max(1.0, a.abs().max().item())
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert (a - b).abs().max().item() <= tol * scale, (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("fname", list(FILTERS))
+@pytest.mark.parametrize("up,down,pad", RESAMPLE)
+def test_upfirdn2d_fast_matches_ref_values_and_grads(fname, up, down, pad):
+    f = FILTERS[fname]
+    x = rnd(2, 3, 30, 26, grad=True)
+    for flip in (False, True):
+        a, ga = _grads(lambda t: upfirdn2d(t, f, up, down, pad, flip, gain=3.0, impl="ref"), [x])
+        b, gb = _grads(lambda t: upfirdn2d(t, f, up, down, pad, flip, gain=3.0, impl="fast"), [x])
+        _close(a, b)
+        _close(ga[0], gb[0])
+
+
+@pytest.mark.parametrize("case", ["up2", "up4_rect_crop", "critical", "torgb"])
+def test_filtered_lrelu_fast_matches_ref_values_and_grads(case):
+    fu12, fd12 = design_lowpass_filter(12, 3, 4, 32), design_lowpass_filter(12, 3, 4, 32)
+    cfg = {"up2": (fu12, design_lowpass_filter(12, 3, 4, 32, radial=True), 2, 2, [11, 10, 11, 10], 2 ** 0.5, 0.2),
+           "up4_rect_crop": (design_lowpass_filter(24, 3, 4, 64), design_lowpass_filter(12, 5, 4, 64, radial=True),
+                             4, 2, [8, 5, -2, -5], 2 ** 0.5, 0.2),
+           "critical": (fu12, fd12, 2, 2, [1, 0, -9, -10], 2 ** 0.5, 0.2),
+           "torgb": (None, None, 1, 1, 0, 1.0, 1.0)}[case]
+    fu, fd, up, down, pad, gain, slope = cfg
+    x = rnd(2, 5, 26, 22, grad=True)
+    b = rnd(5, grad=True)
+    ref = _grads(lambda t, bb: filtered_lrelu(t, fu, fd, bb, up, down, pad, gain, slope, clamp=1.5, impl="ref"), [x, b])
+    fast = _grads(lambda t, bb: filtered_lrelu(t, fu, fd, bb, up, down, pad, gain, slope, clamp=1.5, impl="fast"),
+                  [x, b])
+    _close(ref[0], fast[0])
+    for ga, gb in zip(ref[1], fast[1]):
+        _close(ga, gb)
+    with torch.no_grad():  # the in-place (no-grad) fast path gives the same values
+        _close(ref[0], filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp=1.5, impl="fast"))
+
+
+def test_filtered_lrelu_fast_chunks_channels(monkeypatch):
+    from humangen.models.ops import _fast
+    monkeypatch.setattr(_fast, "CHUNK_ELEMS", 2000)  # force many chunks
+    x, b = rnd(1, 7, 20, 18), rnd(7)
+    fu, fd = design_lowpass_filter(12, 3, 4, 32), design_lowpass_filter(12, 3, 4, 32, radial=True)
+    with torch.no_grad():
+        _close(filtered_lrelu(x, fu, fd, b, 2, 2, [11, 10, 11, 10], impl="ref"),
+               filtered_lrelu(x, fu, fd, b, 2, 2, [11, 10, 11, 10], impl="fast"))
+
+
+@pytest.mark.parametrize("act", ["linear", "lrelu", "relu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"])
+def test_bias_act_fast_matches_ref(act):
+    x, b = rnd(3, 4, 5, 6, grad=True), rnd(4, grad=True)
+    ref = _grads(lambda t, bb: bias_act(t, bb, act=act, clamp=0.8, impl="ref"), [x, b])
+    fast = _grads(lambda t, bb: bias_act(t, bb, act=act, clamp=0.8, impl="fast"), [x, b])
+    _close(ref[0], fast[0], 1e-6)
+    for ga, gb in zip(ref[1], fast[1]):
+        _close(ga, gb, 1e-6)
+    with torch.no_grad():
+        _close(ref[0], bias_act(x, b, act=act, clamp=0.8, impl="fast"), 1e-6)
+
+
+@pytest.mark.parametrize("up,demod,noise", [(1, True, True), (2, True, True), (1, False, False), (2, True, False)])
+def test_sg2_modulated_conv_fast_matches_ref(up, demod, noise):
+    n, i, o = 3, 6, 5
+    x = rnd(n, i, 9, 7, grad=True)
+    w = rnd(o, i, 3, 3, grad=True)
+    s = rnd(n, i, grad=True)
+    nz = rnd(1, 1, 9 * up, 7 * up) if noise else None
+    f = setup_filter([1, 3, 3, 1])
+
+    def run(impl):
+        return lambda xx, ww, ss: modulated_conv2d(xx, ww, ss, noise=nz, up=up, padding=1, resample_filter=f,
+                                                   demodulate=demod, flip_weight=(up == 1), impl=impl)
+    ref, fast = _grads(run("ref"), [x, w, s]), _grads(run("fast"), [x, w, s])
+    _close(ref[0], fast[0])
+    for ga, gb in zip(ref[1], fast[1]):
+        _close(ga, gb)
+
+
+@pytest.mark.parametrize("k,demod", [(3, True), (1, True), (1, False)])
+def test_sg3_modulated_conv_fast_matches_ref(k, demod):
+    x, w, s = rnd(2, 6, 8, 7, grad=True), rnd(5, 6, k, k, grad=True), rnd(2, 6, grad=True)
+    gain = torch.tensor(0.7)
+    ref = _grads(lambda a, b, c: modulated_conv2d_sg3(a, b, c, demod, k - 1, gain, impl="ref"), [x, w, s])
+    fast = _grads(lambda a, b, c: modulated_conv2d_sg3(a, b, c, demod, k - 1, gain, impl="fast"), [x, w, s])
+    _close(ref[0], fast[0])
+    for ga, gb in zip(ref[1], fast[1]):
+        _close(ga, gb)
+
+
+@pytest.mark.parametrize("k,up,down", [(3, 1, 2), (1, 1, 2), (1, 2, 1), (3, 2, 1), (3, 1, 1)])
+def test_conv2d_resample_paths(k, up, down):
+    x, w = rnd(2, 4, 12, 10), rnd(5, 4, k, k)
+    f = setup_filter([1, 3, 3, 1])
+    _close(conv2d_resample(x, w, f, up, down, padding=k // 2, impl="ref"),
+           conv2d_resample(x, w, f, up, down, padding=k // 2, impl="fast"))
+
+
+def test_impl_switch(monkeypatch):
+    monkeypatch.setenv("HUMANGEN_OPS_IMPL", "ref")
+    assert ops.resolve_impl("auto") == "ref" and ops.resolve_impl("fast") == "fast"
+    monkeypatch.setenv("HUMANGEN_OPS_IMPL", "fast")
+    assert ops.resolve_impl(None) == "fast"
+    with pytest.raises(ValueError, match="impl must be one of"):
+        ops.resolve_impl("cuda-magic")
+    with pytest.raises(ValueError, match="unknown activation"):
+        bias_act(rnd(2, 2), act="gelu9")
+
+
+def _fixture_generator(cfg):
+    from safetensors.torch import load_file
+
+    from humangen.models import build_generator
+    d = FIXTURES / "stylegan"
+    meta = json.loads((d / f"{cfg}.json").read_text())
+    return build_generator(meta["init_kwargs"], load_file(str(d / f"{cfg}.state_dict.safetensors"))), \
+        load_file(str(d / f"{cfg}.io.safetensors"))
+
+
+def test_synthesis_is_deterministic_and_batch_independent_for_sg2():
+    G, io = _fixture_generator("b_human_sg2_rect_64x32")
+    with torch.no_grad():
+        a = G.synthesis(io["ws_psi1"], impl="fast")
+        b = G.synthesis(io["ws_psi1"], impl="fast")
+        one = torch.cat([G.synthesis(io["ws_psi1"][i:i + 1], impl="fast") for i in range(4)])
+    assert torch.equal(a, b)
+    _close(a, one, 1e-5)
+
+
+def test_style_offsets_and_styles_override():
+    G, io = _fixture_generator("a_sg2_paper256_small_64")
+    ws = io["ws_psi1"][:1]
+    with torch.no_grad():
+        styles = G.synthesis.compute_styles(ws)
+        assert list(styles)[:3] == ["b4.conv1", "b4.torgb", "b8.conv0"]
+        base = G.synthesis(ws)
+        same = G.synthesis(ws, styles=styles)
+        zero = G.synthesis(ws, style_offsets={k: torch.zeros_like(v) for k, v in styles.items()})
+        moved = G.synthesis(ws, style_offsets={"b8.conv0": torch.ones_like(styles["b8.conv0"])})
+    _close(base, same, 1e-6)
+    _close(base, zero, 1e-6)
+    assert (moved - base).abs().max() > 1e-3
+    assert G.synthesis.style_layer_names() == [n for n in G.synthesis.ws_index() if not n.endswith("torgb")]
+
+
+def test_sg3_explicit_transform_and_styles():
+    G, io = _fixture_generator("c_sg3_t_64")
+    ws = io["ws_psi1"][:1]
+    with torch.no_grad():
+        same_t = G.synthesis(ws, transform=G.synthesis.input.transform.clone())  # the (randomised) buffer
+        base = G.synthesis(ws)
+        ident = G.synthesis(ws, transform=torch.eye(3))
+        shifted = G.synthesis(ws, transform=torch.tensor([[1.0, 0, 0.3], [0, 1, 0], [0, 0, 1]]))
+        styles = G.synthesis.compute_styles(ws)
+        same = G.synthesis(ws, styles=styles)
+    _close(same_t, base, 1e-6)
+    _close(same, base, 1e-6)
+    assert (shifted - ident).abs().max() > 1e-2 and (ident - base).abs().max() > 1e-3
+    assert len(styles) == 15 and list(styles)[-1].endswith("_3")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cfg", ["a_sg2_paper256_small_64", "c_human_sg3_r_rect_64x32"])
+def test_cuda_fast_path_matches_fixtures(cfg):
+    G, io = _fixture_generator(cfg)
+    G = G.cuda()
+    with torch.no_grad():
+        for impl in ("fast", "ref"):
+            img = G.synthesis(io["ws_psi1"].cuda(), impl=impl).cpu()
+            torch.testing.assert_close(img, io["img_const_psi1"], atol=1e-4, rtol=0)
