@@ -179,3 +179,15 @@ def test_workflow_runs_with_the_stand_in(gen, tmp_path):
         done[nid] = getattr(cls(), cls.FUNCTION)(**kw)
     assert saved["5"].shape == (1, 64, 64, 3) and saved["6"].shape == (1, 32, 32, 3)
     assert bool((saved["5"][:, :, :16] == 1).all())
+
+
+def test_stylegan_nodes_render_the_whole_canvas(gen, tiny_pkl, tmp_path):
+    """The same pkl in models/stylegan works with the StyleGAN loader and synthesizer (identity patch)."""
+    from humangen.utils.image import gan_to_comfy
+    (tmp_path / "models" / "stylegan").mkdir(parents=True)
+    (tmp_path / "models" / "stylegan" / "uh.pkl").write_bytes(tiny_pkl)
+    (sg,) = NODE_CLASS_MAPPINGS["HumanGenStyleGANLoader"]().load("uh.pkl")
+    assert sg.kind == "anyres"
+    lat = _latent(sg)
+    (img,) = NODE_CLASS_MAPPINGS["HumanGenStyleGANSynthesize"]().synthesize(sg, lat)
+    assert torch.equal(img, gan_to_comfy(C.render_patch(sg.model, _wplus(sg, lat), torch.eye(3))))
