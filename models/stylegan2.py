@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter, upsample2d
+from .ops.modulated_conv import modulated_conv2d_bias_act
 from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, resolve_dtype
 
 NOISE_MODES = ("const", "random", "none")
@@ -73,11 +74,11 @@ class SynthesisLayer(nn.Module):
             noise = torch.randn([x.shape[0], 1, h, wd], device=x.device, generator=generator) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1), impl=impl)
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp,
-                        impl=impl)
+        return modulated_conv2d_bias_act(x, self.weight, styles, self.bias, noise=noise, up=self.up,
+                                         padding=self.padding, resample_filter=self.resample_filter,
+                                         flip_weight=(self.up == 1), act=self.activation, gain=self.act_gain * gain,
+                                         clamp=act_clamp, impl=impl)
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, size={self.size_hw}, "

@@ -78,14 +78,17 @@ def test_filtered_lrelu_fast_matches_ref_values_and_grads(case):
         _close(ref[0], filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp=1.5, impl="fast"))
 
 
-def test_filtered_lrelu_fast_chunks_channels(monkeypatch):
+@pytest.mark.parametrize("up,pad,fu_taps", [(2, [11, 10, 11, 10], 12), (4, [8, 5, -2, -5], 24),
+                                             (2, [1, 0, -9, -10], 12)])
+def test_filtered_lrelu_fast_row_bands(monkeypatch, up, pad, fu_taps):
     from humangen.models.ops import _fast
-    monkeypatch.setattr(_fast, "CHUNK_ELEMS", 2000)  # force many chunks
-    x, b = rnd(1, 7, 20, 18), rnd(7)
-    fu, fd = design_lowpass_filter(12, 3, 4, 32), design_lowpass_filter(12, 3, 4, 32, radial=True)
+    monkeypatch.setattr(_fast, "CHUNK_ELEMS", 3000)  # force many bands of output rows
+    x, b = rnd(2, 7, 30, 18), rnd(7)
+    fu = design_lowpass_filter(fu_taps, 3, 4, 16 * up)
+    fd = design_lowpass_filter(12, 3, 4, 32, radial=True)
     with torch.no_grad():
-        _close(filtered_lrelu(x, fu, fd, b, 2, 2, [11, 10, 11, 10], impl="ref"),
-               filtered_lrelu(x, fu, fd, b, 2, 2, [11, 10, 11, 10], impl="fast"))
+        _close(filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, impl="ref"),
+               filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, impl="fast"))
 
 
 @pytest.mark.parametrize("act", ["linear", "lrelu", "relu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"])
@@ -210,3 +213,16 @@ def test_cuda_fast_path_matches_fixtures(cfg):
         for impl in ("fast", "ref"):
             img = G.synthesis(io["ws_psi1"].cuda(), impl=impl).cpu()
             torch.testing.assert_close(img, io["img_const_psi1"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("cfg", ["b_human_sg2_rect_64x32", "c_human_sg3_r_rect_64x32"])
+def test_reduced_precision_mode_is_close_to_fp32(cfg):
+    G, io = _fixture_generator(cfg)
+    ws = io["ws_psi1"][:2]
+    with torch.no_grad():
+        ref = G.synthesis(ws, impl="fast")
+        low = G.synthesis(ws, impl="fast", dtype="bf16")
+    assert low.dtype == torch.float32 and low.shape == ref.shape
+    a, b = ((ref + 1) / 2).clamp(0, 1), ((low + 1) / 2).clamp(0, 1)
+    psnr = 10 * torch.log10(1 / ((a - b) ** 2).mean()).item()
+    assert psnr > 30, psnr

@@ -21,6 +21,10 @@ CHUNK_ELEMS = 1 << 23  # ~32 MB (fp32) of upsampled intermediate per chunk in fi
 CL = torch.channels_last
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
 def _dw(f2d: torch.Tensor, c: int, dtype) -> torch.Tensor:
     """Depthwise weight [C, 1, kh, kw] (a broadcast view: no per-channel copy)."""
     return f2d.to(dtype).reshape(1, 1, *f2d.shape).expand(c, 1, *f2d.shape)
@@ -40,6 +44,43 @@ def _crop_pad(y: torch.Tensor, dim: int, start: int, length: int) -> torch.Tenso
     return y
 
 
+def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, dim: int) -> torch.Tensor:
+    """1-D zero-insert-by-u + pad(p0, p1) + correlate with taps g along dim (2 = H, 3 = W), as u phase
+    convolutions on the original samples (sub-filters g[k_r::u]) interleaved by one stack: no zero-stuffed
+    tensor and no transposed convolution."""
+    n, c = x.shape[0], x.shape[1]
+    L = x.shape[dim]
+    K = g.shape[0]
+    L_out = L * u + p0 + p1 - K + 1
+    A = _ceil_div(L_out, u)
+    subs, offs = [], []
+    for r in range(u):
+        k_r = (p0 - r) % u
+        subs.append(g[k_r::u])
+        offs.append((r + k_r - p0) // u)
+    c_min = min(offs)
+    M = max(o - c_min + len(h) for o, h in zip(offs, subs))
+    taps = torch.zeros([u, M], dtype=g.dtype, device=g.device)
+    for r, (o, h) in enumerate(zip(offs, subs)):
+        taps[r, o - c_min: o - c_min + len(h)] = h
+    # input window [c_min, c_min + A + M - 1), zero outside [0, L)
+    lo, hi = c_min, c_min + A + M - 1
+    xs = x.narrow(dim, max(lo, 0), max(0, min(hi, L) - max(lo, 0)))
+    before, after = max(-lo, 0), max(hi - L, 0)
+    if before or after:
+        pad = [0, 0, before, after] if dim == 2 else [before, after, 0, 0]
+        xs = F.pad(xs, pad)
+    shape = (M, 1) if dim == 2 else (1, M)
+    ys = [F.conv2d(xs, _dw(taps[r].reshape(shape), c, x.dtype), groups=c).permute(0, 2, 3, 1) for r in range(u)]
+    y = torch.stack(ys, dim=dim)  # NHWC view: [N, A, u, W, C] (H) or [N, H, A, u, C] (W)
+    if dim == 2:
+        y = y.reshape(n, A * u, y.shape[3], c)
+    else:
+        y = y.reshape(n, y.shape[1], A * u, c)
+    y = y.permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+    return y.narrow(dim, 0, L_out)
+
+
 def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple) -> torch.Tensor:
     """One 2-D FIR pass with correlation-ready filter semantics of the reference (f2d already flipped/gained for
     correlation, i.e. y = corr(pad(zero_insert(x)), f2d)[::down]); f2d [kh, kw] (kh or kw may be 1)."""
@@ -56,6 +97,10 @@ def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple
         if any(p > 0 for p in pad):
             x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
         return F.conv2d(x, _dw(f2d, c, x.dtype), stride=(downy, downx), groups=c)
+    if kh == 1 and upy == 1 and downx == 1 and downy == 1 and py0 == 0 and py1 == 0:
+        return _up_polyphase(x, f2d[0], upx, px0, px1, 3)
+    if kw == 1 and upx == 1 and downx == 1 and downy == 1 and px0 == 0 and px1 == 0:
+        return _up_polyphase(x, f2d[:, 0], upy, py0, py1, 2)
     # zero-insert + correlate == transposed conv with the correlation taps reversed
     y = F.conv_transpose2d(x, _dw(f2d.flip([0, 1]), c, x.dtype), stride=(upy, upx), groups=c)
     full_h, full_w = out_h * downy - (downy - 1), out_w * downx - (downx - 1)  # samples before decimation
@@ -97,39 +142,55 @@ def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
     return _pass(y, ky, (1, upy), (1, downy), (0, 0, py0, py1))
 
 
+def _act_(y, gain, slope, clamp, grad_mode, folded):
+    if grad_mode:
+        y = F.leaky_relu(y, slope) * gain
+        return y.clamp(-clamp, clamp) if clamp is not None and clamp >= 0 else y
+    if slope != 1:
+        F.leaky_relu_(y, slope)
+    if not folded and gain != 1:
+        y.mul_(gain)
+    if clamp is not None and clamp >= 0:
+        y.clamp_(-clamp, clamp)
+    return y
+
+
 def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    """Same contract as filtered_lrelu_ref: per chunk of channels, bias -> up (depthwise transposed convs) ->
-    lrelu * gain, clamp (in place unless autograd needs the graph) -> down (strided depthwise convs), all in
-    channels-last layout; the upsampled intermediate exists only for one chunk at a time."""
+    """Same contract as filtered_lrelu_ref: bias -> up (depthwise transposed convs) -> lrelu * gain, clamp
+    (in place unless autograd needs the graph; the gain is folded into the up filter) -> down (strided depthwise
+    convs), in channels-last layout, one band of output rows at a time: each band reads its input rows plus the
+    filters' halo, so the upsampled intermediate exists only for one band (bounded memory) and every band is a
+    contiguous block of memory (no channel gathers)."""
     from .filtered_lrelu import output_size
     assert x.ndim == 4, x.shape
     grad_mode = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
     n, c, h, w = x.shape
     px0, px1, py0, py1 = parse_padding(padding)
     out_w, out_h = output_size(w, h, fu, fd, up, down, padding)
+    fu_w, fu_h = (1, 1) if fu is None else ((fu.shape[0],) * 2 if fu.ndim == 1 else (fu.shape[1], fu.shape[0]))
+    fd_w, fd_h = (1, 1) if fd is None else ((fd.shape[0],) * 2 if fd.ndim == 1 else (fd.shape[1], fd.shape[0]))
     x = x.contiguous(memory_format=CL)
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
-    tmp_per_channel = max(1, n * (h * up + py0 + py1) * (w * up + px0 + px1))
-    chunk = max(1, min(c, CHUNK_ELEMS // tmp_per_channel))
-    outs = []
-    for c0 in range(0, c, chunk):
-        y = x[:, c0:c0 + chunk]
-        y = upfirdn2d_fast(y, fu, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
-        if grad_mode:
-            y = F.leaky_relu(y, slope) * gain
-            if clamp is not None and clamp >= 0:
-                y = y.clamp(-clamp, clamp)
-        else:
-            if y.data_ptr() == x.data_ptr():
-                y = y.clone()
-            if slope != 1:
-                F.leaky_relu_(y, slope)
-            if gain != 1:
-                y.mul_(gain)
-            if clamp is not None and clamp >= 0:
-                y.clamp_(-clamp, clamp)
-        outs.append(upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-    assert out.shape == (n, c, out_h, out_w), (out.shape, (n, c, out_h, out_w))
+    folded = not grad_mode and gain > 0  # lrelu(g*v) == g*lrelu(v)
+    g_up = up ** 2 * (gain if folded else 1)
+    tmp_w = w * up + px0 + px1 - fu_w + 1
+    rows = max(1, CHUNK_ELEMS // max(1, n * c * tmp_w * down))  # output rows per band
+    if rows >= out_h or grad_mode:
+        y = upfirdn2d_fast(x, fu, up=up, padding=[px0, px1, py0, py1], gain=g_up, flip_filter=flip_filter)
+        y = _act_(y, gain, slope, clamp, grad_mode, folded)
+        return upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter)
+    out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device, memory_format=CL)
+    for j0 in range(0, out_h, rows):
+        j1 = min(out_h, j0 + rows)
+        t0, t1 = j0 * down, (j1 - 1) * down + fd_h  # rows of the upsampled intermediate this band needs
+        i0 = max(0, _ceil_div(t0 - py0, up))  # input rows feeding them
+        i1 = min(h, (t1 + fu_h - 2 - py0) // up + 1)
+        if i1 <= i0:
+            i0, i1 = min(i0, h - 1), min(i0, h - 1) + 1
+        q0 = i0 * up + py0 - t0
+        q1 = (t1 - t0) - 1 + fu_h - (i1 - i0) * up - q0
+        y = upfirdn2d_fast(x[:, :, i0:i1], fu, up=up, padding=[px0, px1, q0, q1], gain=g_up, flip_filter=flip_filter)
+        y = _act_(y, gain, slope, clamp, grad_mode, folded)
+        out[:, :, j0:j1] = upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter)
     return out

@@ -68,13 +68,12 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
         w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
         if demodulate:
             w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
-        y = conv2d_resample(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, i, kh, kw).to(dtype), f=resample_filter,
-                            up=up, down=down, padding=padding, groups=n, flip_weight=flip_weight, impl="fast")
-        y = y.reshape(n, -1, *y.shape[2:])
+        y = _per_sample(x, w.to(dtype), lambda xi, wi: conv2d_resample(
+            xi, wi, f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl="fast"))
         if noise is not None:
             y = y.add_(noise.to(dtype)) if inplace else y + noise.to(dtype)
         return y
-    x = x * styles.to(dtype).reshape(n, -1, 1, 1)
+    x = x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1)
     x = conv2d_resample(x, weight.to(dtype), f=resample_filter, up=up, down=down, padding=padding,
                         flip_weight=flip_weight, impl="fast")
     if demodulate:
@@ -86,6 +85,18 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
     if noise is not None:
         x = x.add_(noise.to(dtype)) if inplace else x + noise.to(dtype)
     return x
+
+
+CL = torch.channels_last
+
+
+def _per_sample(x, w, fn):
+    """Run fn(x_i [1,I,H,W], w_i [O,I,k,k]) per sample in channels-last layout (oneDNN's fast path; a grouped
+    convolution would force NCHW) and stack the results."""
+    x = x.contiguous(memory_format=CL)
+    if x.shape[0] == 1:
+        return fn(x, w[0])
+    return torch.cat([fn(x[j:j + 1], w[j]) for j in range(x.shape[0])])
 
 
 _SQ_CACHE: dict = {}
@@ -121,7 +132,7 @@ def _sg3_weights(weight, styles, demodulate, input_gain):
     return weight, styles
 
 
-def modulated_conv2d_sg3_ref(x, weight, styles, demodulate=True, padding=0, input_gain=None, _d=None):
+def modulated_conv2d_sg3_ref(x, weight, styles, demodulate=True, padding=0, input_gain=None):
     """StyleGAN3 modulated conv, reference: per-sample weights, one grouped convolution."""
     n = x.shape[0]
     o, i, kh, kw = weight.shape
@@ -131,8 +142,6 @@ def modulated_conv2d_sg3_ref(x, weight, styles, demodulate=True, padding=0, inpu
     if demodulate:
         d = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
         w = w * d.reshape(n, o, 1, 1, 1)
-    elif _d is not None:  # demodulation precomputed by the caller (weights/styles already pre-normalised)
-        w = w * _d.to(w.dtype).reshape(n, o, 1, 1, 1)
     if input_gain is not None:
         w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
@@ -149,10 +158,14 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
     weight, styles = _sg3_weights(weight, styles, demodulate, input_gain)
     dtype = x.dtype
     if _per_sample_weights_cheaper(x, weight):
-        return modulated_conv2d_sg3_ref(x, weight, styles, demodulate=False, padding=padding,
-                                        input_gain=input_gain, _d=_sg3_demod(weight, styles) if demodulate else None)
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
+        if demodulate:
+            w = w * _sg3_demod(weight, styles).reshape(n, o, 1, 1, 1)
+        if input_gain is not None:
+            w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
+        return _per_sample(x, w.to(dtype), lambda xi, wi: torch.nn.functional.conv2d(xi, wi, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
-    x = x * scale.to(dtype).reshape(n, i, 1, 1)
+    x = x.contiguous(memory_format=CL) * scale.to(dtype).reshape(n, i, 1, 1)
     x = torch.nn.functional.conv2d(x, weight.to(dtype), padding=padding)
     if demodulate:
         d = _sg3_demod(weight, styles).to(dtype).reshape(n, o, 1, 1)
@@ -169,3 +182,54 @@ def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_ga
     or None (default: None); impl 'ref' | 'fast' | 'auto' (default: 'auto')."""
     fn = modulated_conv2d_sg3_ref if resolve_impl(impl) == "ref" else modulated_conv2d_sg3_fast
     return fn(x, weight, styles, demodulate, padding, input_gain)
+
+
+def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding=0, resample_filter=None,
+                              flip_weight=True, act="lrelu", gain=None, clamp=None, impl="auto"):
+    """One StyleGAN2 synthesis layer: demodulated modulated conv (+noise) then bias_act(act, gain, clamp).
+
+    Reference: `modulated_conv2d_ref` then `bias_act_ref` (the official sequence of passes). Fast (inference):
+    the activation gain is folded into the demodulated weights, noise and bias (lrelu(g*v) = g*lrelu(v), g > 0),
+    the bias goes into the convolution where there is no upsampling, then lrelu and clamp run in place."""
+    from .bias_act import _params, bias_act
+    spec, alpha, g, c = _params(act, None, gain, clamp)
+    impl = resolve_impl(impl)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, styles, bias))
+    if impl == "ref" or grad or act not in ("lrelu", "linear", "relu") or g <= 0:
+        y = modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=padding, resample_filter=resample_filter,
+                             flip_weight=flip_weight, impl=impl)
+        return bias_act(y, bias.to(y.dtype), act=act, gain=gain, clamp=clamp, impl=impl)
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    dtype = x.dtype
+    weight, styles = _fp16_prenorm(x, weight, styles, True)
+    bg = (bias.float() * g).to(dtype)
+    if _per_sample_weights_cheaper(x, weight, up):
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+        w = w * ((w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() * g).reshape(n, -1, 1, 1, 1)
+        w = w.to(dtype)
+        if up == 1 and padding == kh // 2 and kh == kw:
+            fw = (lambda t: t) if flip_weight or kh == 1 else (lambda t: t.flip([2, 3]))
+            y = _per_sample(x, w, lambda xi, wi: torch.nn.functional.conv2d(xi, fw(wi), bias=bg, padding=padding))
+        else:
+            y = _per_sample(x, w, lambda xi, wi: conv2d_resample(
+                xi, wi, f=resample_filter, up=up, padding=padding, flip_weight=flip_weight, impl="fast"))
+            y = y.add_(bg.reshape(1, -1, 1, 1))
+        if noise is not None:
+            y.add_((noise.float() * g).to(dtype))
+    else:
+        y = conv2d_resample(x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1), weight.to(dtype),
+                            f=resample_filter, up=up,
+                            padding=padding, flip_weight=flip_weight, impl="fast")
+        d = ((styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt() * g).to(dtype).reshape(n, -1, 1, 1)
+        add = bg.reshape(1, -1, 1, 1)
+        if noise is not None:
+            add = add + (noise.float() * g).to(dtype)
+        y = torch.addcmul(add, y, d)
+    if act == "lrelu":
+        torch.nn.functional.leaky_relu_(y, alpha)
+    elif act == "relu":
+        torch.nn.functional.relu_(y)
+    if c >= 0:
+        y.clamp_(-c, c)
+    return y
