@@ -63,7 +63,19 @@ def _sg3_kwargs(sd: dict, kw: dict) -> dict:
     return kw
 
 
+def _is_anyres(sd: dict, kw: dict) -> bool:
+    from .anyres import detect
+    return detect(sd, kw)
+
+
+def _build_anyres(kw: dict):
+    from .anyres import build
+    return build(kw)
+
+
 ARCHITECTURES: list[ArchEntry] = [
+    ArchEntry("anyres", _is_anyres, _build_anyres,
+              "AnyRes/UnitedHuman: keys scale_mapping.* / synthesis.L*.scale_affine.* or kwargs scale_mapping_kwargs"),
     ArchEntry("stylegan3", _is_sg3, _build_sg3, "StyleGAN3: keys synthesis.input.freqs + synthesis.L*"),
     ArchEntry("stylegan2", _is_sg2, _build_sg2, "StyleGAN2(-ADA): key synthesis.b4.const"),
 ]

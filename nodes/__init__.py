@@ -14,6 +14,7 @@ NODE_MODULES: tuple[str, ...] = (
     "stylegan",
     "editing",
     "insetgan",
+    "continuous",
     "pose",
     "align",
     "smplx",
