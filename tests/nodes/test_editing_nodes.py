@@ -47,7 +47,10 @@ def test_sefa_apply_and_sweep(gen, latent):
     images, grid, lats = HumanGenDirectionSweep().sweep(gen, latent, dirs, "0", -4.0, 4.0, 3, "")
     assert images.shape == (3, 32, 16, 3) and grid.shape == (1, 32, 48, 3) and lats["tensor"].shape[0] == 3
     mid = HumanGenStyleGANSynthesize().synthesize(gen, dict(latent, tensor=latent["tensor"][:1]), "const", 1)[0]
-    torch.testing.assert_close(images[1:2], mid)  # strength 0 in the middle of the sweep
+    # strength 0 in the middle of the sweep: the same image up to float noise of batched vs single rendering, which
+    # can flip one uint8 level
+    diff = (images[1:2] - mid).abs()
+    assert float(diff.max()) <= 1 / 255 + 1e-6 and float((diff > 0).float().mean()) < 0.01
     with pytest.raises(NodeInputError, match="HumanGenApplyDirection: input 'direction'"):
         HumanGenApplyDirection().apply(gen, latent, dirs, "9", 1.0, "")
     with pytest.raises(NodeInputError, match="input 'layers'"):
