@@ -426,3 +426,14 @@ def test_warp_on_cuda_matches_cpu():
     b, mb = warp_to_canvas(img.cuda(), tr)
     torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=0)
     torch.testing.assert_close(mb.cpu(), ma, atol=1e-5, rtol=0)
+
+
+def test_fit_runs_under_inference_mode_like_comfyui(model_dir):
+    """ComfyUI executes nodes inside torch.inference_mode(); the loader's tensors and any joint buffers cached there
+    are inference tensors. The fit must still optimise (regression: 'element 0 of tensors does not require grad')."""
+    with torch.inference_mode():
+        body = load_smplx("neutral", [str(model_dir)])
+        sc = scene(body, 4)  # fills the joint cache under inference mode
+        fit = fit_smplx(body, as_points(sc["p25"], np.ones(25)), sc["size"])
+    assert fit.fit_error_px < 2.5
+    assert abs(fit.camera["scale"] / sc["scale"] - 1) < 0.05
