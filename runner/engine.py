@@ -348,15 +348,20 @@ class Engine:
                 else:
                     outputs[i].append(v)
 
-        if getattr(cls, "INPUT_IS_LIST", False):
-            absorb(fn(**kwargs_lists), True)
-        else:
-            count = max((len(v) for v in kwargs_lists.values()), default=1)
-            if any(len(v) == 0 for v in kwargs_lists.values()):
-                count = 0
-            for i in range(count):
-                host.check_interrupt()
-                absorb(fn(**{k: v[min(i, len(v) - 1)] for k, v in kwargs_lists.items()}), False)
+        import torch  # here, not at module level: the pack import must not load torch
+
+        # ComfyUI executes every node inside torch.inference_mode(); so does the runner, so that a node needing
+        # autograd (or in-place updates of its inputs) fails here exactly as it would in ComfyUI
+        with torch.inference_mode():
+            if getattr(cls, "INPUT_IS_LIST", False):
+                absorb(fn(**kwargs_lists), True)
+            else:
+                count = max((len(v) for v in kwargs_lists.values()), default=1)
+                if any(len(v) == 0 for v in kwargs_lists.values()):
+                    count = 0
+                for i in range(count):
+                    host.check_interrupt()
+                    absorb(fn(**{k: v[min(i, len(v) - 1)] for k, v in kwargs_lists.items()}), False)
         return outputs, ui
 
 

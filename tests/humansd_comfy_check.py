@@ -135,6 +135,6 @@ images, skeleton = sampler.sample(tiny, prompt="a person", negative_prompt="", a
                                   guidance=3.0, eta=0.0, scheduler="ddim", seed=1, batch=2, short_side=64,
                                   strength=1.0, precision="auto", skeleton=pose)
 report["node_images"] = list(images.shape)
-report["node_managed"] = all(hasattr(m.__dict__.get("_hg_host_module"), "_humangen_patcher")
+report["node_managed"] = all("_humangen_patcher" in m.__dict__  # host.load_model's ModelPatcher
                              for m in (tiny.unet, tiny.vae, tiny.text_encoder))
 print(json.dumps(report))

@@ -426,3 +426,41 @@ def test_warp_on_cuda_matches_cpu():
     b, mb = warp_to_canvas(img.cuda(), tr)
     torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=0)
     torch.testing.assert_close(mb.cpu(), ma, atol=1e-5, rtol=0)
+
+
+def test_fit_runs_under_inference_mode_like_comfyui(model_dir):
+    """ComfyUI executes nodes inside torch.inference_mode(); the loader's tensors and any joint buffers cached there
+    are inference tensors. The fit must still optimise (regression: 'element 0 of tensors does not require grad')."""
+    with torch.inference_mode():
+        body = load_smplx("neutral", [str(model_dir)])
+        sc = scene(body, 4)  # fills the joint cache under inference mode
+        fit = fit_smplx(body, as_points(sc["p25"], np.ones(25)), sc["size"])
+    assert fit.fit_error_px < 2.5
+    assert abs(fit.camera["scale"] / sc["scale"] - 1) < 0.05
+
+
+@pytest.mark.parametrize("fmt", ["ui", "api"])
+def test_face_and_body_workflow_runs_through_the_runner(model_dir, tmp_path, capsys, fmt):
+    """The shipped SMPL-X workflow end to end through the headless runner (which, like ComfyUI, runs nodes under
+    torch.inference_mode()), with the synthetic model file and the astronaut photo as both inputs."""
+    import shutil
+
+    from PIL import Image
+
+    from hgtest import ROOT
+    from humangen.runner.cli import main
+    models = tmp_path / "models" / "smplx"
+    models.mkdir(parents=True)
+    shutil.copy(model_dir / "SMPLX_NEUTRAL.npz", models)
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    photo = Image.open(ROOT / "workflows" / "assets" / "astronaut.png").convert("RGB")
+    photo.save(inputs / "fullbody.png")
+    photo.crop((150, 40, 330, 240)).save(inputs / "face.png")
+    wf = ROOT / "workflows" / ("api" if fmt == "api" else "") / "smplx_face_and_body_on_canvas.json"
+    code = main(["run", str(wf), "--input-dir", str(inputs), "--out", str(tmp_path / "out"), "--quiet",
+                 "--models-dir", str(tmp_path / "models")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    saved = sorted((tmp_path / "out").rglob("smplx_face_and_body*.png"))
+    assert len(saved) == 1 and Image.open(saved[0]).size == (1024, 1024)

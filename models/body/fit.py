@@ -205,7 +205,11 @@ def fit_smplx(body: SMPLXBody, points, image_size, *, settings: FitSettings | No
     Returns:
         SMPLXFit. Raises FitError when fewer than `settings.min_visible` keypoints are visible.
     """
-    with _one_thread():
+    # ComfyUI runs every node under torch.inference_mode(): re-enable autograd for the optimiser, and drop joint
+    # buffers cached under inference mode (inference tensors cannot be saved for backward).
+    with _one_thread(), torch.inference_mode(False), torch.enable_grad():
+        if any(isinstance(v, torch.Tensor) and v.is_inference() for v in body._cache.values()):
+            body._cache.clear()
         return _fit(body, points, image_size, settings or FitSettings(), callback)
 
 

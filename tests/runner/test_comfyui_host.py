@@ -49,14 +49,19 @@ def comfy(tmp_path_factory):
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     env = dict(os.environ)
     probe = subprocess.run([python, "-c", "import torchvision"], capture_output=True, text=True, timeout=120)
-    if "torchvision::nms does not exist" in probe.stderr:
+    # COMFYUI_EXTRA_SITE: site-packages appended to the host's sys.path (the pack's requirements when the host venv
+    # lacks them, e.g. mediapipe/opencv from the project venv)
+    extra = [p for p in os.environ.get("COMFYUI_EXTRA_SITE", "").split(os.pathsep) if p]
+    if "torchvision::nms does not exist" in probe.stderr or extra:
         shim = base / "shim"
         shim.mkdir()
-        (shim / "sitecustomize.py").write_text(
-            "import importlib.util\n"
-            f"spec = importlib.util.spec_from_file_location('_humangen_compat', {str(ROOT / 'utils' / 'compat.py')!r})\n"
-            "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n"
-            "module.install_import_hook()\n")
+        code = f"import sys\nsys.path.extend({extra!r})\n"
+        if "torchvision::nms does not exist" in probe.stderr:
+            code += ("import importlib.util\n"
+                     f"spec = importlib.util.spec_from_file_location('_humangen_compat', {str(ROOT / 'utils' / 'compat.py')!r})\n"
+                     "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n"
+                     "module.install_import_hook()\n")
+        (shim / "sitecustomize.py").write_text(code)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
     log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),

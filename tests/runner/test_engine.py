@@ -170,3 +170,33 @@ def test_progress_listener_receives_node_progress(standalone_host):
         for _ in range(3):
             bar.update(1)
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_nodes_run_under_inference_mode_like_comfyui(toys):
+    """ComfyUI's executor wraps every node call in torch.inference_mode(); the runner must too, or a node that
+    needs autograd passes the workflow tests and fails in ComfyUI (regression: HumanGenSMPLXFit)."""
+    import torch
+
+    from humangen.runner.engine import Engine, registry
+
+    seen = []
+
+    class ToyGrad:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"x": ("NUMBER",)}}
+        RETURN_TYPES = ()
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+        CATEGORY = "toys"
+
+        def run(self, x):
+            seen.append(torch.is_inference_mode_enabled())
+            return ()
+
+    engine = Engine(registry({**toys, "ToyGrad": ToyGrad}))
+    prompt = toy_prompt()
+    prompt["4"] = {"class_type": "ToyGrad", "inputs": {"x": ["3", 0]}}
+    engine.run(prompt)
+    assert seen == [True]
+    assert not torch.is_inference_mode_enabled()
