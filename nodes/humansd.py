@@ -101,7 +101,7 @@ class HumanGenSkeletonSDSampler:
                                                "tooltip": "What to avoid (HumanSD's demo default)."}),
                 "added_prompt": ("STRING", {"multiline": True, "default": DEFAULT_ADDED, "tooltip":
                                  "Appended to the prompt after ', ' (HumanSD's demo default); empty adds nothing."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 200, "step": 1, "tooltip":
+                "steps": ("INT", {"default": 50, "min": 2, "max": 200, "step": 1, "tooltip":
                           "Sampling steps. DDIM runs them exactly as HumanSD's demo (which skips the first one, so "
                           "it needs at least 2)."}),
                 "guidance": ("FLOAT", {"default": 10.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
