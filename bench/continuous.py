@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -40,13 +41,7 @@ CONFIGS = {
 
 
 def _load_pack():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["humangen"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_pack()
 
 
 def run_one(config: str, size: int, batch: int, device: str) -> dict:

@@ -10,21 +10,16 @@ generate per row before timing; the median of `--repeats` runs is reported. Prin
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import time
 from pathlib import Path
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pack():
-    spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["humangen"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_pack()
 
 
 SMALL = {

@@ -11,21 +11,16 @@ Runs `--steps` optimisation steps per mode after one warm-up step (body and face
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
-import sys
 import time
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_pack():
-    spec = importlib.util.spec_from_file_location("humangen", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    m = importlib.util.module_from_spec(spec)
-    sys.modules["humangen"] = m
-    spec.loader.exec_module(m)
+    return load_pack()
 
 
 def sg2_kwargs(res: int, square: bool) -> dict:

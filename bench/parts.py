@@ -17,24 +17,18 @@ run, alternating implementations per K, median of `--repeats` after one warm-up.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pack():
-    spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["humangen"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_pack()
 
 
 # ---- analytic FLOPs -----------------------------------------------------------------------------------------------

@@ -8,23 +8,12 @@ random weights built from the wheel configs: speed only, not accuracy.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
-import sys
 import time
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_pack():
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ROOT]
-    spec = importlib.util.spec_from_file_location("humangen", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["humangen"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def timeit(fn, repeat):

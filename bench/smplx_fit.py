@@ -10,23 +10,18 @@ model with --model-dir (a folder holding SMPLX_NEUTRAL.npz). Prints a table; num
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pack():
-    spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    m = importlib.util.module_from_spec(spec)
-    sys.modules["humangen"] = m
-    spec.loader.exec_module(m)
-    return m
+    return load_pack()
 
 
 def main() -> None:

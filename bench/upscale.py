@@ -18,7 +18,6 @@ smaller.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -26,18 +25,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pack():
-    if "humangen" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("humangen", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["humangen"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["humangen"]
+    return load_pack()
 
 
 def _rrdb_state_dict(nf: int, nb: int, seed: int = 0):

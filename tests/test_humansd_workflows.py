@@ -11,9 +11,6 @@ import torch
 import humansd_tiny as T
 from hgtest import ROOT
 
-WORKFLOWS = ["humansd_photo_pose", "humansd_pose_json"]
-CORE = {"LoadImage", "SaveImage", "PreviewImage", "ImageScale"}
-POSE_NODES = {"HumanGenPoseDetect", "HumanGenLoadPose"}  # the pose engineer's nodes (nodes/pose.py)
 
 
 def _load(name):
@@ -22,48 +19,6 @@ def _load(name):
     with open(ROOT / "workflows" / "api" / f"{name}.json") as fh:
         api = json.load(fh)
     return ui, api
-
-
-def _widget_names(cls):
-    """Widget inputs in UI order (required then optional), with the seed's extra control value."""
-    spec = cls.INPUT_TYPES()
-    names = []
-    for section in ("required", "optional"):
-        for name, entry in spec.get(section, {}).items():
-            kind = entry[0]
-            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
-                names.append(name)
-                if len(entry) > 1 and entry[1].get("control_after_generate"):
-                    names.append(None)
-    return names
-
-
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_workflow_twins_are_consistent(name):
-    from humangen import NODE_CLASS_MAPPINGS
-    ui, api = _load(name)
-    needs = ui["extra"]["humangen"]["needs_models"]
-    assert needs == [{"folder": "humansd", "file": "humansd-v1.ckpt", "url": "https://github.com/IDEA-Research/HumanSD",
-                      "license": needs[0]["license"]}] and "RAIL" in needs[0]["license"]
-    nodes = {n["id"]: n for n in ui["nodes"]}
-    assert set(map(str, nodes)) == set(api)
-    for link_id, src, src_slot, dst, dst_slot, typ in ui["links"]:
-        assert nodes[src]["outputs"][src_slot]["type"] == typ and link_id in nodes[src]["outputs"][src_slot]["links"]
-        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
-        assert api[str(dst)]["inputs"][nodes[dst]["inputs"][dst_slot]["name"]] == [str(src), src_slot]
-    for nid, node in nodes.items():
-        entry = api[str(nid)]
-        assert entry["class_type"] == node["type"]
-        assert node["type"] in set(NODE_CLASS_MAPPINGS) | CORE | POSE_NODES
-        if node["type"] in NODE_CLASS_MAPPINGS:
-            names = _widget_names(NODE_CLASS_MAPPINGS[node["type"]])
-            assert len(names) == len(node["widgets_values"])
-            for wname, value in zip(names, node["widgets_values"]):
-                if wname is not None:
-                    assert entry["inputs"][wname] == value, (name, nid, wname)
-            spec = NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES()
-            assert set(entry["inputs"]) <= set(spec["required"]) | set(spec.get("optional", {}))
-            assert set(spec["required"]) <= set(entry["inputs"])
 
 
 def _run_api(api, overrides):

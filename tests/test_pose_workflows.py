@@ -5,47 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from hgtest import ROOT
 from humangen import NODE_CLASS_MAPPINGS as N
 from humangen.utils import image as I
 from humangen.utils import pose as P
 
-WORKFLOWS = ["photo_to_skeleton.json", "align_full_body.json"]
-CORE = {"LoadImage", "SaveImage", "PreviewImage", "ImageScale"}
-
-
-def widget_names(cls):
-    spec = cls.INPUT_TYPES()
-    names = []
-    for section in ("required", "optional"):
-        for name, entry in spec.get(section, {}).items():
-            kind = entry[0]
-            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
-                names.append(name)
-    return names
-
-
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_ui_and_api_twins_agree(name):
-    ui = json.loads((ROOT / "workflows" / name).read_text())
-    api = json.loads((ROOT / "workflows" / "api" / name).read_text())
-    assert ui["extra"]["humangen"]["needs_models"] == []
-    links = {link[0]: link for link in ui["links"]}
-    assert {str(n["id"]) for n in ui["nodes"]} == set(api)
-    for node in ui["nodes"]:
-        entry = api[str(node["id"])]
-        assert entry["class_type"] == node["type"]
-        if node["type"] in CORE:
-            continue
-        cls = N[node["type"]]
-        assert dict(zip(widget_names(cls), node["widgets_values"])) == {
-            k: v for k, v in entry["inputs"].items() if not isinstance(v, list)}
-        for inp in node["inputs"]:
-            if inp.get("link") is not None:
-                _, src, slot, _, _, ltype = links[inp["link"]]
-                assert entry["inputs"][inp["name"]] == [str(src), slot]
 
 
 def run_api(prompt, assets):
