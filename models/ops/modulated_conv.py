@@ -99,20 +99,20 @@ def _per_sample(x, w, fn):
     return torch.cat([fn(x[j:j + 1], w[j]) for j in range(x.shape[0])])
 
 
-_SQ_CACHE: dict = {}
-
-
 def _sq_sum(weight) -> torch.Tensor:
-    """sum over the kernel of weight^2 -> [O, I] float32; cached for frozen weights (inference)."""
+    """sum over the kernel of weight^2 -> [O, I] float32; for frozen weights cached on the tensor itself and
+    invalidated by any in-place change (tensor version counter)."""
     if weight.requires_grad:
         return weight.float().square().sum(dim=[2, 3])
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype, weight.device)
-    hit = _SQ_CACHE.get(key)
-    if hit is None:
-        if len(_SQ_CACHE) > 512:
-            _SQ_CACHE.clear()
-        hit = _SQ_CACHE[key] = weight.float().square().sum(dim=[2, 3])
-    return hit
+    hit = getattr(weight, "_humangen_sq_sum", None)
+    if hit is not None and hit[0] == weight._version and hit[1].device == weight.device:
+        return hit[1]
+    val = weight.float().square().sum(dim=[2, 3])
+    try:
+        weight._humangen_sq_sum = (weight._version, val)
+    except (AttributeError, RuntimeError):  # some tensor types refuse attributes: just do not cache
+        pass
+    return val
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
