@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ._spec import parse_padding, parse_scaling
 
-CHUNK_ELEMS = 1 << 23  # ~32 MB (fp32) of upsampled intermediate per chunk in filtered_lrelu
+CHUNK_ELEMS = 1 << 22  # ~16 MB (fp32) of upsampled intermediate per band in filtered_lrelu
 
 
 CL = torch.channels_last
