@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ops import filtered_lrelu, modulated_conv2d_sg3
+from .ops import filtered_lrelu, modulated_conv2d_sg3, resolve_impl
 from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, resolve_dtype
 
 
@@ -179,13 +179,18 @@ class SynthesisLayer(nn.Module):
             styles = self.affine(w)
             if self.is_torgb:
                 styles = styles * self.torgb_gain
+        # fast inference: the bias goes into the convolution (filtered_lrelu adds it first anyway: same math)
+        fold_bias = resolve_impl(impl) == "fast" and not (torch.is_grad_enabled() and (
+            x.requires_grad or self.weight.requires_grad or styles.requires_grad or self.bias.requires_grad))
         x = modulated_conv2d_sg3(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
-                                 padding=self.conv_kernel - 1, input_gain=input_gain, impl=impl)
+                                 padding=self.conv_kernel - 1, input_gain=input_gain, impl=impl,
+                                 bias=self.bias if fold_bias else None)
         gain = 1 if self.is_torgb else np.sqrt(2)
         slope = 1 if self.is_torgb else 0.2
         fu = self.up_filter.to(x.dtype) if self.up_filter is not None else None
         fd = self.down_filter.to(x.dtype) if self.down_filter is not None else None
-        x = filtered_lrelu(x, fu=fu, fd=fd, b=self.bias.to(x.dtype), up=self.up_factor, down=self.down_factor,
+        x = filtered_lrelu(x, fu=fu, fd=fd, b=None if fold_bias else self.bias.to(x.dtype), up=self.up_factor,
+                           down=self.down_factor,
                            padding=self.padding, gain=gain, slope=slope, clamp=self.conv_clamp, impl=impl)
         assert x.shape[1:] == (self.out_channels, int(self.out_size[1]), int(self.out_size[0])), (x.shape, self.out_size)
         return x

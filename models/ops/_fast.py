@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ._spec import parse_padding, parse_scaling
 
-CHUNK_ELEMS = 1 << 23  # ~32 MB (fp32) of upsampled intermediate per chunk in filtered_lrelu
+CHUNK_ELEMS = 1 << 22  # ~16 MB (fp32) of upsampled intermediate per band in filtered_lrelu
 
 
 CL = torch.channels_last
@@ -107,20 +107,38 @@ def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) ->
             band[t * u + r, t + o - c_min: t + o - c_min + len(h)] = h.to(x.dtype)
     rows = nT * T + M - 1  # padded input rows [c_min, c_min + rows)
     xh = x.permute(0, 2, 3, 1)  # NHWC view (contiguous for channels-last x)
-    lo, hi = max(c_min, 0), min(c_min + rows, L)
-    z = x.new_zeros([n, rows, w, c])
-    if hi > lo:
-        z[:, lo - c_min: hi - c_min] = xh[:, lo:hi]
+    z = _padded_slab(xh, 1, c_min, rows)
     wc = w * c
     outs = []
     for i in range(n):
-        win = z[i].reshape(rows, wc).as_strided([nT, T + M - 1, wc], [T * wc, wc, 1])
+        zi = z[i]
+        win = zi.as_strided([nT, T + M - 1, wc], [T * wc, wc, 1], zi.storage_offset())
         outs.append(torch.matmul(band, win).reshape(nT * T * u, w, c)[:L_out])
     y = torch.stack(outs) if n > 1 else outs[0].unsqueeze(0)
     return y.permute(0, 3, 1, 2)
 
 
-def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) -> torch.Tensor:
+def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
+    """NHWC tensor -> entries [start, start + length) along dim (1 = H, 2 = W), zeros outside the tensor; a view
+    when nothing is outside (and the slab is contiguous in the trailing dims), else a copy with zeroed borders."""
+    L = xh.shape[dim]
+    lo, hi = max(start, 0), min(start + length, L)
+    if lo == start and hi == start + length and xh.is_contiguous():
+        return xh.narrow(dim, start, length)
+    shape = list(xh.shape)
+    shape[dim] = length
+    z = xh.new_empty(shape)
+    if lo - start > 0:
+        z.narrow(dim, 0, lo - start).zero_()
+    if start + length - hi > 0:
+        z.narrow(dim, max(hi - start, 0), start + length - max(hi, start)).zero_()
+    if hi > lo:
+        z.narrow(dim, lo - start, hi - lo).copy_(xh.narrow(dim, lo, hi - lo))
+    return z
+
+
+def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
+                  full_width: bool = False) -> torch.Tensor:
     """Horizontal (W) upsampling pass as GEMMs over channels-last pixels: a tile of T*u output pixels of one row
     (all phases, interleaved) = [T*u, T+M-1] banded matrix @ the T+M-1 input pixels ([*, C] rows) it reads."""
     n, c, h, L = x.shape
@@ -142,13 +160,10 @@ def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) ->
             band[t * u + r, t + o - c_min: t + o - c_min + len(hh)] = hh.to(x.dtype)
     cols = nT * T + M - 1
     xh = x.permute(0, 2, 3, 1)  # NHWC view
-    lo, hi = max(c_min, 0), min(c_min + cols, L)
-    z = x.new_zeros([n, h, cols, c])
-    if hi > lo:
-        z[:, :, lo - c_min: hi - c_min] = xh[:, :, lo:hi]
-    win = z.as_strided([n, h, nT, T + M - 1, c], [h * cols * c, cols * c, T * c, c, 1])
-    y = torch.matmul(band, win).reshape(n, h, nT * T * u, c)[:, :, :L_out]
-    return y.permute(0, 3, 1, 2)
+    z = _padded_slab(xh, 2, c_min, cols)
+    win = z.as_strided([n, h, nT, T + M - 1, c], [z.stride(0), z.stride(1), T * c, c, 1], z.storage_offset())
+    y = torch.matmul(band, win).reshape(n, h, nT * T * u, c)
+    return y.permute(0, 3, 1, 2) if full_width else y[:, :, :L_out].permute(0, 3, 1, 2)
 
 
 def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple) -> torch.Tensor:
@@ -197,7 +212,7 @@ def _corr_taps(f, gain: float, flip_filter: bool):
     return [g * gain]
 
 
-def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
+def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0, crop_w=True):
     """Same contract as upfirdn2d_ref: depthwise (transposed) convolutions in channels-last layout, upsampling
     without zero-stuffing and strided downsampling (only kept samples are computed)."""
     assert x.ndim == 4, x.shape
@@ -213,6 +228,11 @@ def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
             return _pass(y, torch.ones([1, 1]), (1, 1), (downx, downy), (0, 0, 0, 0))
         return _pass(x, k, (upx, upy), (downx, downy), (px0, px1, py0, py1))
     kx, ky = kernels  # separable: W pass then H pass
+    if upx > 1 and upy > 1 and downx == 1 and downy == 1 and not (torch.is_grad_enabled() and x.requires_grad):
+        out_w = x.shape[3] * upx + px0 + px1 - kx.shape[1] + 1
+        y = _up_cols_gemm(x, kx[0], upx, px0, px1, full_width=True)  # extra columns cropped at the end
+        y = _up_rows_gemm(y, ky[:, 0], upy, py0, py1)
+        return y.narrow(3, 0, out_w) if crop_w else y  # crop_w=False: caller crops later (avoids a copy)
     y = _pass(x, kx, (upx, 1), (downx, 1), (px0, px1, 0, 0))
     return _pass(y, ky, (1, upy), (1, downy), (0, 0, py0, py1))
 
@@ -251,10 +271,12 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
     g_up = up ** 2 * (gain if folded else 1)
     tmp_w = w * up + px0 + px1 - fu_w + 1
     rows = max(1, CHUNK_ELEMS // max(1, n * c * tmp_w * down))  # output rows per band
+    crop = grad_mode  # inference: keep the up pass's extra right columns, crop after the down pass (smaller)
     if rows >= out_h or grad_mode:
-        y = upfirdn2d_fast(x, fu, up=up, padding=[px0, px1, py0, py1], gain=g_up, flip_filter=flip_filter)
+        y = upfirdn2d_fast(x, fu, up=up, padding=[px0, px1, py0, py1], gain=g_up, flip_filter=flip_filter,
+                           crop_w=crop)
         y = _act_(y, gain, slope, clamp, grad_mode, folded)
-        return upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter)
+        return upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
     out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device, memory_format=CL)
     for j0 in range(0, out_h, rows):
         j1 = min(out_h, j0 + rows)
@@ -265,7 +287,8 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
             i0, i1 = min(i0, h - 1), min(i0, h - 1) + 1
         q0 = i0 * up + py0 - t0
         q1 = (t1 - t0) - 1 + fu_h - (i1 - i0) * up - q0
-        y = upfirdn2d_fast(x[:, :, i0:i1], fu, up=up, padding=[px0, px1, q0, q1], gain=g_up, flip_filter=flip_filter)
+        y = upfirdn2d_fast(x[:, :, i0:i1], fu, up=up, padding=[px0, px1, q0, q1], gain=g_up, flip_filter=flip_filter,
+                           crop_w=False)
         y = _act_(y, gain, slope, clamp, grad_mode, folded)
-        out[:, :, j0:j1] = upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter)
+        out[:, :, j0:j1] = upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
     return out

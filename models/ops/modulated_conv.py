@@ -139,7 +139,7 @@ def modulated_conv2d_sg3_ref(x, weight, styles, demodulate=True, padding=0, inpu
     return x.reshape(n, -1, *x.shape[2:])
 
 
-def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, input_gain=None):
+def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, input_gain=None, bias=None):
     """StyleGAN3 modulated conv, fast: per-sample weights for high-resolution layers, otherwise styles*input_gain
     folded into the input and demodulation into the output (one shared-weight conv)."""
     n = x.shape[0]
@@ -153,25 +153,31 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
             w = w * _sg3_demod(weight, styles).reshape(n, o, 1, 1, 1)
         if input_gain is not None:
             w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
-        return _per_sample(x, w.to(dtype), lambda xi, wi: torch.nn.functional.conv2d(xi, wi, padding=padding))
+        b = None if bias is None else bias.to(dtype)
+        return _per_sample(x, w.to(dtype), lambda xi, wi: torch.nn.functional.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
     x = x.contiguous(memory_format=CL) * scale.to(dtype).reshape(n, i, 1, 1)
     x = torch.nn.functional.conv2d(x, weight.to(dtype), padding=padding)
     if demodulate:
         d = _sg3_demod(weight, styles).to(dtype).reshape(n, o, 1, 1)
+        if bias is not None:
+            return torch.addcmul(bias.to(dtype).reshape(1, -1, 1, 1), x, d)
         return x.mul_(d) if not (torch.is_grad_enabled() and x.requires_grad) else x * d
-    return x
+    return x if bias is None else x + bias.to(dtype).reshape(1, -1, 1, 1)
 
 
 def _sg3_demod(weight, styles):
     return (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
 
 
-def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None, impl="auto"):
+def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None, impl="auto", bias=None):
     """StyleGAN3 modulated convolution. demodulate (default: True); padding (default: 0); input_gain [] or [I]
-    or None (default: None); impl 'ref' | 'fast' | 'auto' (default: 'auto')."""
-    fn = modulated_conv2d_sg3_ref if resolve_impl(impl) == "ref" else modulated_conv2d_sg3_fast
-    return fn(x, weight, styles, demodulate, padding, input_gain)
+    or None (default: None); impl 'ref' | 'fast' | 'auto' (default: 'auto'); bias [O] added to the output
+    (default: None; the fast path folds it into the convolution)."""
+    if resolve_impl(impl) == "ref":
+        y = modulated_conv2d_sg3_ref(x, weight, styles, demodulate, padding, input_gain)
+        return y if bias is None else y + bias.to(y.dtype).reshape(1, -1, 1, 1)
+    return modulated_conv2d_sg3_fast(x, weight, styles, demodulate, padding, input_gain, bias)
 
 
 def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding=0, resample_filter=None,
