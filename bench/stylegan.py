@@ -12,7 +12,6 @@ the [0,1] image vs the fast fp32 output, and the speedup over the reference.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -21,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from _pack import load_pack  # noqa: E402 (bench/ is the script's folder, on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,12 +38,7 @@ MODES = {"ref": ("ref", None), "fast": ("fast", None), "fast-reduced": ("fast", 
 
 
 def _load_pack():
-    spec = importlib.util.spec_from_file_location("humangen", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    m = importlib.util.module_from_spec(spec)
-    sys.modules["humangen"] = m
-    spec.loader.exec_module(m)
-    return m
+    return load_pack()
 
 
 def worker(cfg: str, mode: str, threads: int, device: str, runs: int, out_path: str) -> None:

@@ -58,7 +58,8 @@ def test_no_pack_source_is_git_ignored():
     if out.returncode != 0:
         pytest.skip("not a git checkout")
     ignored = [line for line in out.stdout.splitlines()
-               if not any(part in line for part in ("__pycache__", ".pytest_cache", "egg-info"))]
+               if not any(part in line for part in ("__pycache__", ".pytest_cache", "egg-info"))
+               and not line.startswith(".")]  # dot folders such as the virtual environment .ci/run makes
     code = [line for line in ignored if line.endswith(".py") or (
         line.endswith("/") and any((ROOT / line).rglob("*.py")))]
     assert code == []
