@@ -216,12 +216,9 @@ class HumanGenHumanSDConvert:
                             "File name for the result in models/humansd; empty = same name with .safetensors."}),
             "half": ("BOOLEAN", {"default": False, "tooltip": "Store weights as fp16 (half the size; loading "
                                  "converts back to fp32)."}),
-            "trust_pickle": ("BOOLEAN", {"default": False, "tooltip":
-                             "Only for a file you trust: allow pickle objects outside the safe allow-list (this "
-                             "can run code from the file)."}),
         }}
 
-    def convert(self, ckpt_name, output_name="", half=False, trust_pickle=False):
+    def convert(self, ckpt_name, output_name="", half=False):
         from ..models.humansd.loader import convert_to_safetensors
         node = "HumanGenHumanSDConvert"
         src = host.model_path("humansd", ckpt_name, node=node, input_name="ckpt_name")
@@ -231,7 +228,7 @@ class HumanGenHumanSDConvert:
         dst = os.path.join(os.path.dirname(src), name)
         if os.path.abspath(dst) == os.path.abspath(src):
             raise NodeInputError(node, "output_name", "the output would overwrite the input.")
-        report = convert_to_safetensors(src, dst, trust_pickle=trust_pickle, half=half)
+        report = convert_to_safetensors(src, dst, half=half)
         return {"ui": {"text": [f"wrote {report['written']} ({report['tensors']} tensors)"]},
                 "result": (report["written"],)}
 

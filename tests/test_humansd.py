@@ -497,18 +497,17 @@ def test_offloader_hands_modules_to_the_host_loader(model):
     assert calls == [model.vae]
 
 
-def test_trust_pickle_is_an_explicit_opt_in(parts, tmp_path):
+def test_a_checkpoint_needing_code_is_refused_everywhere(parts, tmp_path):
     src = tmp_path / "lightning.ckpt"
     torch.save({"state_dict": parts["ldm"], "callbacks": _Payload()}, src)
     json.dump({"unet": T.UNET, "vae": T.VAE, "text_encoder": T.TEXT}, open(tmp_path / "lightning.config.json", "w"))
     _EXECUTED.clear()
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match="never does"):
         L.load_humansd(str(src))
+    with pytest.raises(UnsafeCheckpointError):
+        L.convert_to_safetensors(str(src), str(tmp_path / "lightning.safetensors"))
     assert _EXECUTED == []
-    report = L.convert_to_safetensors(str(src), str(tmp_path / "lightning.safetensors"), trust_pickle=True)
-    assert _EXECUTED == ["pickle code ran"]  # what trusting a pickle means
-    _EXECUTED.clear()
-    assert L.load_humansd(report["written"]).unet.config.in_channels == 8
+    assert not (tmp_path / "lightning.safetensors").exists()
 
 
 def test_scheduler_img2img_runs_the_last_steps_from_the_noised_init(model):

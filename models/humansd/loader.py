@@ -3,8 +3,7 @@ or a diffusers folder (`unet/`, `vae/`, `text_encoder/`), with the pack's own co
 
 Pickle safety: `.ckpt`/`.pt` files are read with `torch.load(weights_only=True)` plus a small allow-list of numpy
 scalar/array globals (what Lightning checkpoints carry next to the weights). Anything else raises
-`UnsafeCheckpointError` naming the global; `trust_pickle=True` (the converter's explicit opt-in) is the only way
-around it.
+`UnsafeCheckpointError` naming the global; there is no way around it (no checkpoint load may execute code).
 """
 from __future__ import annotations
 
@@ -69,11 +68,9 @@ def _allow_list() -> list:
     return allowed
 
 
-def safe_torch_load(path: str, *, trust_pickle: bool = False):
+def safe_torch_load(path: str):
     """`torch.load` on CPU with weights_only=True and the allow-list; UnsafeCheckpointError names a foreign global."""
     import torch
-    if trust_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False)  # explicit opt-in only
     try:
         with torch.serialization.safe_globals(_allow_list()):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -82,12 +79,12 @@ def safe_torch_load(path: str, *, trust_pickle: bool = False):
         what = found[0] if found else "an object outside the allow-list"
         raise UnsafeCheckpointError(
             f"{os.path.basename(path)}: the pickle refers to {what}, which is not on the allow-list of safe "
-            f"globals; loading it would run code from the file. Fix: get a .safetensors version, or (only for a file "
-            f"you trust) convert it once with the 'HumanSD Convert' node / convert_to_safetensors(trust_pickle=True)."
+            f"globals; loading it would run code from the file, which HumanGen never does. Fix: get a .safetensors "
+            f"version, or re-save only its tensors (`state_dict`) with plain torch.save in an environment you trust."
         ) from exc
 
 
-def read_state_dict(path: str, *, trust_pickle: bool = False) -> tuple[dict, dict | None]:
+def read_state_dict(path: str) -> tuple[dict, dict | None]:
     """(flat state dict, config override from safetensors metadata or a `<stem>.config.json` sidecar)."""
     override = None
     if path.lower().endswith(".safetensors"):
@@ -99,7 +96,7 @@ def read_state_dict(path: str, *, trust_pickle: bool = False) -> tuple[dict, dic
             override = json.loads(meta[CONFIG_METADATA_KEY])
         sd = load_file(path, device="cpu")
     elif path.lower().endswith(PICKLE_EXTS):
-        sd = conv.unwrap_state_dict(safe_torch_load(path, trust_pickle=trust_pickle))
+        sd = conv.unwrap_state_dict(safe_torch_load(path))
     else:
         raise UnsupportedCheckpointError(f"{os.path.basename(path)}: unknown checkpoint type; expected .ckpt, .pt, "
                                          ".pth, .safetensors or a diffusers folder")
@@ -168,9 +165,9 @@ def build_model(unet_sd: dict, vae_sd: dict, text_sd: dict, configs: dict, sourc
                         ignored_keys=list(ignored or []))
 
 
-def load_single_file(path: str, *, configs: dict | None = None, trust_pickle: bool = False) -> HumanSDModel:
+def load_single_file(path: str, *, configs: dict | None = None) -> HumanSDModel:
     """The original LDM single-file checkpoint (or our LDM-layout .safetensors) -> HumanSDModel."""
-    sd, override = read_state_dict(path, trust_pickle=trust_pickle)
+    sd, override = read_state_dict(path)
     cfgs = configs or merge_configs(override)
     source = os.path.basename(path)
     if not conv.is_ldm_checkpoint(sd):
@@ -206,23 +203,23 @@ def load_diffusers_folder(path: str) -> HumanSDModel:
                         configs=cfgs, source=path)
 
 
-def load_humansd(path: str, *, configs: dict | None = None, trust_pickle: bool = False) -> HumanSDModel:
+def load_humansd(path: str, *, configs: dict | None = None) -> HumanSDModel:
     """Any supported HumanSD source -> HumanSDModel (weights on CPU, fp32, eval mode)."""
     if os.path.isdir(path):
         return load_diffusers_folder(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(path)
-    return load_single_file(path, configs=configs, trust_pickle=trust_pickle)
+    return load_single_file(path, configs=configs)
 
 
 # ---- converter -------------------------------------------------------------------------------------------------
-def convert_to_safetensors(src: str, dst: str, *, trust_pickle: bool = False, half: bool = False) -> dict:
+def convert_to_safetensors(src: str, dst: str, *, half: bool = False) -> dict:
     """Rewrite a HumanSD single-file checkpoint as `.safetensors` in the same (LDM) key layout, keeping only the
     UNet/VAE/text-tower weights (ComfyUI's stock loader reads it too). Validates the whole checkpoint first; writes
     to a temporary file and renames, so nothing half-written is left behind. Returns a small report."""
     import torch
     from safetensors.torch import save_file
-    sd, override = read_state_dict(src, trust_pickle=trust_pickle)
+    sd, override = read_state_dict(src)
     cfgs = merge_configs(override)
     source = os.path.basename(src)
     if not conv.is_ldm_checkpoint(sd):

@@ -84,14 +84,12 @@ def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, di
 ROW_TILE = 8  # output rows (per phase) per GEMM tile in _up_rows_gemm
 
 
-def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) -> torch.Tensor:
-    """Vertical (H) upsampling pass as GEMMs: in channels-last memory every image row is one contiguous [W*C]
-    vector, so a tile of T*u output rows (all u phases, already interleaved) is a [T*u, T+M-1] banded matrix times
-    the T+M-1 input rows it reads. One batched GEMM over tiles; no per-channel filtering, no interleave copy."""
-    n, c, L, w = x.shape
+def _upsampling_band(g: torch.Tensor, u: int, p0: int, p1: int, L: int, dtype, device):
+    """The banded matrix of a 1-D u-times upsampling FIR pass over tiles of ROW_TILE inputs: row t*u + r (phase r
+    of output tile position t) holds phase r's taps of `g`. Returns (band [T*u, T+M-1], output length, first input
+    offset c_min, taps span M, tile T, number of tiles)."""
     K = g.shape[0]
     L_out = L * u + p0 + p1 - K + 1
-    A = _ceil_div(L_out, u)
     subs, offs = [], []
     for r in range(u):
         k_r = (p0 - r) % u
@@ -100,11 +98,20 @@ def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) ->
     c_min = min(offs)
     M = max(o - c_min + len(h) for o, h in zip(offs, subs))
     T = ROW_TILE
-    nT = _ceil_div(A, T)
-    band = torch.zeros([T * u, T + M - 1], dtype=x.dtype, device=x.device)
+    nT = _ceil_div(_ceil_div(L_out, u), T)
+    band = torch.zeros([T * u, T + M - 1], dtype=dtype, device=device)
     for r, (o, h) in enumerate(zip(offs, subs)):
         for t in range(T):
-            band[t * u + r, t + o - c_min: t + o - c_min + len(h)] = h.to(x.dtype)
+            band[t * u + r, t + o - c_min: t + o - c_min + len(h)] = h.to(dtype)
+    return band, L_out, c_min, M, T, nT
+
+
+def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) -> torch.Tensor:
+    """Vertical (H) upsampling pass as GEMMs: in channels-last memory every image row is one contiguous [W*C]
+    vector, so a tile of T*u output rows (all u phases, already interleaved) is a [T*u, T+M-1] banded matrix times
+    the T+M-1 input rows it reads. One batched GEMM over tiles; no per-channel filtering, no interleave copy."""
+    n, c, L, w = x.shape
+    band, L_out, c_min, M, T, nT = _upsampling_band(g, u, p0, p1, L, x.dtype, x.device)
     rows = nT * T + M - 1  # padded input rows [c_min, c_min + rows)
     xh = x.permute(0, 2, 3, 1)  # NHWC view (contiguous for channels-last x)
     z = _padded_slab(xh, 1, c_min, rows)
@@ -142,22 +149,7 @@ def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
     """Horizontal (W) upsampling pass as GEMMs over channels-last pixels: a tile of T*u output pixels of one row
     (all phases, interleaved) = [T*u, T+M-1] banded matrix @ the T+M-1 input pixels ([*, C] rows) it reads."""
     n, c, h, L = x.shape
-    K = g.shape[0]
-    L_out = L * u + p0 + p1 - K + 1
-    A = _ceil_div(L_out, u)
-    subs, offs = [], []
-    for r in range(u):
-        k_r = (p0 - r) % u
-        subs.append(g[k_r::u])
-        offs.append((r + k_r - p0) // u)
-    c_min = min(offs)
-    M = max(o - c_min + len(hh) for o, hh in zip(offs, subs))
-    T = ROW_TILE
-    nT = _ceil_div(A, T)
-    band = torch.zeros([T * u, T + M - 1], dtype=x.dtype, device=x.device)
-    for r, (o, hh) in enumerate(zip(offs, subs)):
-        for t in range(T):
-            band[t * u + r, t + o - c_min: t + o - c_min + len(hh)] = hh.to(x.dtype)
+    band, L_out, c_min, M, T, nT = _upsampling_band(g, u, p0, p1, L, x.dtype, x.device)
     cols = nT * T + M - 1
     xh = x.permute(0, 2, 3, 1)  # NHWC view
     z = _padded_slab(xh, 2, c_min, cols)
