@@ -394,7 +394,10 @@ class HumanGenSavePose:
             P.save_pose(pose, path, format)
         except ValueError as exc:
             raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
-        return {"ui": {"text": [os.path.relpath(path, root)]}, "result": (path,)}
+        rel = os.path.relpath(path, root)
+        # "files" entries (like "images") let API clients, e.g. the runner's --server mode, fetch it via /view
+        entry = {"filename": os.path.basename(rel), "subfolder": os.path.dirname(rel), "type": "output"}
+        return {"ui": {"text": [rel], "files": [entry]}, "result": (path,)}
 
 
 NODE_CLASS_MAPPINGS = {

@@ -137,7 +137,8 @@ class Server:
         from .core_nodes import write_new_file
         written = []
         for node_output in (entry.get("outputs") or {}).values():
-            for item in node_output.get("images", []) or []:
+            # images, and the other files output nodes report the same way (e.g. HumanGenSavePose's pose JSON)
+            for item in (node_output.get("images") or []) + (node_output.get("files") or []):
                 if item.get("type", "output") not in types:
                     continue
                 query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),

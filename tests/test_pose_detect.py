@@ -2,6 +2,8 @@
 pose nodes and their errors. mediapipe runs once per photo (module-scoped fixtures)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -213,6 +215,9 @@ def test_load_save_pose_nodes(standalone_host, detections):
         out = N["HumanGenSavePose"]().save(frames, "poses/cam", fmt)
         path = out["result"][0]
         assert path.startswith(standalone_host.output_dir())
+        (entry,) = out["ui"]["files"]  # what /view needs to serve it to API clients
+        assert entry["type"] == "output" and entry["subfolder"] == "poses"
+        assert os.path.join(standalone_host.output_dir(), entry["subfolder"], entry["filename"]) == path
         (back,) = N["HumanGenLoadPose"]().load(path, 0, 0)
         np.testing.assert_array_equal(P.people_array(back[0]), P.people_array(frames[0]))
     with pytest.raises(NodeInputError, match="filename_prefix"):

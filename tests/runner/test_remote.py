@@ -95,6 +95,9 @@ class StandIn:
                 self.files[name] = buf.getvalue()
                 outputs[nid] = {"images": [{"filename": name, "subfolder": "", "type": "output"},
                                            {"filename": "preview.png", "subfolder": "", "type": "temp"}]}
+                if prefix == "with_pose":  # as HumanGenSavePose reports a non-image file
+                    self.files["pose_00001.json"] = b'{"people": []}'
+                    outputs[nid]["files"] = [{"filename": "pose_00001.json", "subfolder": "poses", "type": "output"}]
             return {pid: {"prompt": [0, pid, prompt, {}, list(outputs)], "outputs": outputs,
                           "status": {"status_str": status, "completed": status == "success",
                                      "messages": messages}}}
@@ -189,6 +192,13 @@ def test_batch_spread_over_two_servers_without_overwriting(tmp_path, servers, ca
     assert not any("preview" in f.name for f in files)  # only type=output images are downloaded
     out = capsys.readouterr()
     assert sorted(out.out.split()) == sorted(str(f) for f in files)
+
+
+def test_non_image_files_reported_by_output_nodes_are_downloaded(tmp_path, servers, capsys):
+    url, _ = servers()
+    code = _remote(tmp_path, [url], str(WORKFLOWS / "image_scale.json"), "--set", "3.filename_prefix=with_pose")
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "poses" / "pose_00001.json").read_bytes() == b'{"people": []}'
 
 
 def test_validation_error_from_server_exit_2(tmp_path, servers, capsys):
