@@ -99,3 +99,17 @@ def test_pack_import_is_cheap_and_does_not_import_heavy_libraries():
     assert report["heavy"] == []
     assert report["nodes"] == len(NODE_CLASS_MAPPINGS)
     assert report["seconds"] < 1.0, report
+
+
+def test_a_missing_dependency_names_the_package_and_the_fix(monkeypatch):
+    import sys
+
+    from humangen.utils.errors import HumanGenError
+    cls = NODE_CLASS_MAPPINGS["HumanGenAlignFullBody"]
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ModuleNotFoundError
+    import torch
+    image = torch.rand(1, 64, 32, 3)
+    with pytest.raises(HumanGenError, match=r"HumanGenAlignFullBody: the Python package 'cv2' is not installed.*"
+                                            r"python install\.py.*opencv-python-headless"):
+        getattr(cls(), cls.FUNCTION)(image=image, resolution="512x256", person_index=-1, allow_partial=True,
+                                     keypoint_threshold=0.3, segmentation="mediapipe_pose")
