@@ -291,6 +291,22 @@ class HumanGenLoadLatentFromImage:
                                        {"tooltip": "A PNG saved by HumanGen Save Image With Latent.",
                                         "image_upload": True})}}
 
+    @classmethod
+    def IS_CHANGED(cls, image):
+        """The file's content hash: the host caches by inputs, so re-uploading another PNG under the same name must
+        invalidate the cached latent (as core LoadImage does)."""
+        import hashlib
+        import os
+        from ..utils import host
+        path = image if os.path.isabs(image) else os.path.join(host.input_dir(), image)
+        if not os.path.isfile(path):
+            return float("nan")  # load() reports the missing file
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
     def load(self, image):
         import os
         from ..utils import host
