@@ -266,6 +266,8 @@ class HumanGenSaveImageWithLatent:
         from ..utils import host
         from ..utils.latent_png import save_pngs_with_latent
         node = "HumanGenSaveImageWithLatent"
+        if host.metadata_disabled():  # ComfyUI --disable-metadata: no prompt/workflow (the latent is the point)
+            prompt = extra_pnginfo = None
         try:
             results = save_pngs_with_latent(images, latent, host.output_dir(), filename_prefix, prompt, extra_pnginfo)
         except ValueError as exc:

@@ -168,3 +168,32 @@ def test_load_latent_png_reruns_when_the_file_is_replaced(gen, standalone_host, 
     assert "1" not in result.cached
     assert "1" in engine.run(prompt).cached  # unchanged file: cached as before
     assert math.isnan(N.HumanGenLoadLatentFromImage.IS_CHANGED("missing.png"))
+
+
+def test_save_latent_png_honours_disable_metadata(gen, standalone_host, tmp_path, monkeypatch):
+    """ComfyUI's --disable-metadata: core SaveImage writes no prompt/workflow, so neither may we (ComfyUI v0.8.0
+    showed both in our PNGs); the latent itself stays. The ComfyHost reads the flag from comfy.cli_args."""
+    import sys
+    import types
+
+    from PIL import Image
+
+    from humangen.utils import host
+    d, _ = gen
+    (lat,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="4", truncation_psi=0.5)
+    (img,) = N.HumanGenStyleGANSynthesize().synthesize(d, lat, "const", 1)
+    wf = {"workflow": {"nodes": []}}
+    N.HumanGenSaveImageWithLatent().save(img, lat, "on", prompt={"1": {}}, extra_pnginfo=wf)
+    assert {"prompt", "workflow", "humangen_latent"} <= set(Image.open(tmp_path / "output" / "on_00001_.png").info)
+    monkeypatch.setattr(standalone_host, "metadata_disabled", lambda: True)
+    N.HumanGenSaveImageWithLatent().save(img, lat, "off", prompt={"1": {}}, extra_pnginfo=wf)
+    info = Image.open(tmp_path / "output" / "off_00001_.png").info
+    assert "prompt" not in info and "workflow" not in info and "humangen_latent" in info
+    cli = types.ModuleType("comfy.cli_args")
+    cli.args = types.SimpleNamespace(disable_metadata=True)
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", cli)
+    assert host.ComfyHost().metadata_disabled() is True
+    cli.args.disable_metadata = False
+    assert host.ComfyHost().metadata_disabled() is False
+    assert host.StandaloneHost().metadata_disabled() is False
