@@ -266,6 +266,8 @@ class HumanGenSaveImageWithLatent:
         from ..utils import host
         from ..utils.latent_png import save_pngs_with_latent
         node = "HumanGenSaveImageWithLatent"
+        if host.metadata_disabled():  # ComfyUI --disable-metadata: no prompt/workflow (the latent is the point)
+            prompt = extra_pnginfo = None
         try:
             results = save_pngs_with_latent(images, latent, host.output_dir(), filename_prefix, prompt, extra_pnginfo)
         except ValueError as exc:
@@ -290,6 +292,22 @@ class HumanGenLoadLatentFromImage:
         return {"required": {"image": (files or ["(no PNG in the input folder)"],
                                        {"tooltip": "A PNG saved by HumanGen Save Image With Latent.",
                                         "image_upload": True})}}
+
+    @classmethod
+    def IS_CHANGED(cls, image):
+        """The file's content hash: the host caches by inputs, so re-uploading another PNG under the same name must
+        invalidate the cached latent (as core LoadImage does)."""
+        import hashlib
+        import os
+        from ..utils import host
+        path = image if os.path.isabs(image) else os.path.join(host.input_dir(), image)
+        if not os.path.isfile(path):
+            return float("nan")  # load() reports the missing file
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def load(self, image):
         import os

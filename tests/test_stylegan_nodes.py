@@ -1,6 +1,7 @@
 """StyleGAN nodes with tiny generators in a temporary model folder (no ComfyUI needed)."""
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -139,3 +140,60 @@ def test_save_and_load_latent_png(gen, standalone_host, tmp_path):
     Image.new("RGB", (4, 4)).save(inp / "plain.png")
     with pytest.raises(NodeInputError, match="no HumanGen latent"):
         N.HumanGenLoadLatentFromImage().load("plain.png")
+
+
+def test_load_latent_png_reruns_when_the_file_is_replaced(gen, standalone_host, tmp_path):
+    """ComfyUI caches a node by its inputs: re-uploading another PNG under the same name must change IS_CHANGED,
+    or the host keeps serving the old latent (seen in ComfyUI v0.8.0). Checked through the runner engine, which
+    caches the same way."""
+    from humangen.runner.engine import Engine
+    from humangen.utils.latent_png import read_png_latent
+    d, _ = gen
+    (lat,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="4,5", truncation_psi=0.5)
+    (img,) = N.HumanGenStyleGANSynthesize().synthesize(d, lat, "const", 2)
+    N.HumanGenSaveImageWithLatent().save(img, lat, "x", prompt={"1": {}})
+    out, inp = tmp_path / "output", tmp_path / "input"
+    inp.mkdir()
+    engine = Engine()
+    prompt = {"1": {"class_type": "HumanGenLoadLatentFromImage", "inputs": {"image": "rt.png"}},
+              "2": {"class_type": "HumanGenSaveImageWithLatent",
+                    "inputs": {"images": ["1", 1], "latent": ["1", 0], "filename_prefix": "rt"}}}
+    seeds = []
+    for name in ("x_00001_.png", "x_00002_.png"):
+        os.replace(out / name, inp / "rt.png")
+        result = engine.run(prompt)
+        saved = result.outputs["2"]["images"][0]["filename"]
+        seeds.append(read_png_latent(str(out / saved))[0]["seeds"])
+    assert seeds == [[4], [5]]
+    assert "1" not in result.cached
+    assert "1" in engine.run(prompt).cached  # unchanged file: cached as before
+    assert math.isnan(N.HumanGenLoadLatentFromImage.IS_CHANGED("missing.png"))
+
+
+def test_save_latent_png_honours_disable_metadata(gen, standalone_host, tmp_path, monkeypatch):
+    """ComfyUI's --disable-metadata: core SaveImage writes no prompt/workflow, so neither may we (ComfyUI v0.8.0
+    showed both in our PNGs); the latent itself stays. The ComfyHost reads the flag from comfy.cli_args."""
+    import sys
+    import types
+
+    from PIL import Image
+
+    from humangen.utils import host
+    d, _ = gen
+    (lat,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="4", truncation_psi=0.5)
+    (img,) = N.HumanGenStyleGANSynthesize().synthesize(d, lat, "const", 1)
+    wf = {"workflow": {"nodes": []}}
+    N.HumanGenSaveImageWithLatent().save(img, lat, "on", prompt={"1": {}}, extra_pnginfo=wf)
+    assert {"prompt", "workflow", "humangen_latent"} <= set(Image.open(tmp_path / "output" / "on_00001_.png").info)
+    monkeypatch.setattr(standalone_host, "metadata_disabled", lambda: True)
+    N.HumanGenSaveImageWithLatent().save(img, lat, "off", prompt={"1": {}}, extra_pnginfo=wf)
+    info = Image.open(tmp_path / "output" / "off_00001_.png").info
+    assert "prompt" not in info and "workflow" not in info and "humangen_latent" in info
+    cli = types.ModuleType("comfy.cli_args")
+    cli.args = types.SimpleNamespace(disable_metadata=True)
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", cli)
+    assert host.ComfyHost().metadata_disabled() is True
+    cli.args.disable_metadata = False
+    assert host.ComfyHost().metadata_disabled() is False
+    assert host.StandaloneHost().metadata_disabled() is False

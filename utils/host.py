@@ -155,6 +155,10 @@ class StandaloneHost:
         import gc
         gc.collect()
 
+    def metadata_disabled(self) -> bool:
+        """True when saved images must carry no prompt/workflow (ComfyUI's --disable-metadata)."""
+        return False
+
     def register_model_folders(self) -> None:
         pass
 
@@ -195,6 +199,13 @@ class ComfyHost(StandaloneHost):
     def model_dirs(self, kind: str) -> list[str]:
         _check_kind(kind)
         return list(self._fp().get_folder_paths(kind))
+
+    def metadata_disabled(self) -> bool:
+        try:
+            from comfy.cli_args import args
+        except ImportError:
+            return False
+        return bool(getattr(args, "disable_metadata", False))
 
     def output_dir(self) -> str:
         return self._fp().get_output_directory()
@@ -382,6 +393,10 @@ def load_model(module):
 
 def free_memory(nbytes: int = 0) -> None:
     get().free_memory(nbytes)
+
+
+def metadata_disabled() -> bool:
+    return get().metadata_disabled()
 
 
 def output_dir() -> str:
