@@ -11,12 +11,8 @@ and uploaded to the input folder renders the same image again, also after anothe
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-COMFY = os.environ.get("COMFYUI_PATH")
+from comfy_server import COMFYUI as COMFY, comfyui_server  # noqa: E402
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow,
               pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
 
@@ -38,12 +34,6 @@ SMALL = {  # per workflow: node id -> inputs to override so that it finishes in 
 }
 POSE_NODE = {"class_type": "HumanGenLoadPose", "inputs": {"path": "body_pose.json", "canvas_width": 0,
                                                           "canvas_height": 0}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stand_ins(base):
@@ -91,42 +81,10 @@ def _stand_ins(base):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from hgtest import ROOT
     base = tmp_path_factory.mktemp("gan-comfy")
-    (base / "custom_nodes").mkdir()
-    os.symlink(ROOT, base / "custom_nodes" / "humangen")
     _stand_ins(base)
-    shim = base / "shim"
-    shim.mkdir()
-    extra = [p for p in os.environ.get("COMFYUI_EXTRA_SITE", "").split(os.pathsep) if p]
-    (shim / "sitecustomize.py").write_text(  # CPU torchvision fix before ComfyUI imports torchvision
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('_humangen_compat', {str(ROOT / 'utils' / 'compat.py')!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.install_import_hook()\n"
-        f"sys.path.extend({extra!r})\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])),
-               HUMANGEN_CACHE_DIR=str(base / "cache"))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = base / "comfyui.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen",
-                                 "127.0.0.1", "--port", str(port), "--base-directory", str(base)],
-                                cwd=COMFY, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(url + "/system_stats", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("ComfyUI did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(1)
+    with comfyui_server(base, extra_env={"HUMANGEN_CACHE_DIR": str(base / "cache")}) as url:
         yield url, base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _get(url):

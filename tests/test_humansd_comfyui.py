@@ -35,13 +35,6 @@ def test_apply_pose_makes_the_stock_sampler_run_humansd():
     assert report["host"] == "ComfyHost" and report["node_images"] == [2, 64, 64, 3] and report["node_managed"]
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_workflows_run_in_a_real_comfyui_server(tmp_path):
     """main.py --cpu on 127.0.0.1 with a throw-away --base-directory (custom_nodes/humangen -> this checkout, a tiny
     stand-in humansd-v1.ckpt): /object_info lists our nodes (ApplyPose included) and both HumanSD API workflows
@@ -53,43 +46,17 @@ def test_workflows_run_in_a_real_comfyui_server(tmp_path):
 
     import humansd_tiny as T
     from hgtest import ROOT
+    from comfy_server import comfyui_server
     base = tmp_path / "base"
-    (base / "custom_nodes").mkdir(parents=True)
-    os.symlink(ROOT, base / "custom_nodes" / "humangen")
-    (base / "input").mkdir()
+    (base / "input").mkdir(parents=True)
     for asset in ("astronaut.png", "humansd_pose.json"):
         shutil.copy(ROOT / "workflows" / "assets" / asset, base / "input")
     T.save_ckpt(base / "models" / "humansd" / "humansd-v1.ckpt", T.ldm_state_dict(*T.make_components(seed=5)))
-    shim = base / "shim"
-    shim.mkdir()
-    extra = [p for p in os.environ.get("COMFYUI_EXTRA_SITE", "").split(os.pathsep) if p]
-    (shim / "sitecustomize.py").write_text(  # CPU torchvision fix before ComfyUI imports torchvision
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('_humangen_compat', {str(ROOT / 'utils' / 'compat.py')!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.install_import_hook()\n"
-        f"sys.path.extend({extra!r})\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = base / "comfyui.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen",
-                                 "127.0.0.1", "--port", str(port), "--base-directory", str(base)],
-                                cwd=COMFY, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(url + "/system_stats", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("ComfyUI did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(1)
+    with comfyui_server(base) as url:
         info = json.loads(urllib.request.urlopen(url + "/object_info", timeout=60).read())
         assert {"HumanGenHumanSDLoader", "HumanGenSkeletonSDSampler", "HumanGenHumanSDConvert",
                 "HumanGenHumanSDApplyPose"} <= set(info)
-        assert "custom_nodes/humangen" not in "".join(l for l in log_path.read_text().splitlines()
+        assert "custom_nodes/humangen" not in "".join(l for l in (base / "comfyui.log").read_text().splitlines()
                                                       if "IMPORT FAILED" in l or "Cannot import" in l)
         for name in ("humansd_pose_json", "humansd_photo_pose"):
             api = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
@@ -113,6 +80,3 @@ def test_workflows_run_in_a_real_comfyui_server(tmp_path):
             assert status["status_str"] == "success", status.get("messages")
             saved = [img["filename"] for out in hist[pid]["outputs"].values() for img in out.get("images", [])]
             assert any(f.startswith(name) for f in saved)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -10,83 +10,29 @@ build on CPU torch), the host process gets the pack's own torchvision fix (utils
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 
-from hgtest import ROOT
+from comfy_server import COMFYUI, comfyui_server
 from hgtoys import ASSETS, WORKFLOWS
 from humangen import NODE_CLASS_MAPPINGS
 from humangen.runner.cli import main
 from humangen.runner.core_nodes import NODE_CLASS_MAPPINGS as CORE
 from humangen.runner.workflow import needs_models_of
 
-COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = [pytest.mark.comfyui,
               pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy-base")
-    (base / "custom_nodes").mkdir()
-    os.symlink(ROOT, base / "custom_nodes" / "humangen")
     (base / "input").mkdir()
     shutil.copy(ASSETS / "astronaut.png", base / "input")
-    port = _free_port()
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    env = dict(os.environ)
-    probe = subprocess.run([python, "-c", "import torchvision"], capture_output=True, text=True, timeout=120)
-    # COMFYUI_EXTRA_SITE: site-packages appended to the host's sys.path (the pack's requirements when the host venv
-    # lacks them, e.g. mediapipe/opencv from the project venv)
-    extra = [p for p in os.environ.get("COMFYUI_EXTRA_SITE", "").split(os.pathsep) if p]
-    if "torchvision::nms does not exist" in probe.stderr or extra:
-        shim = base / "shim"
-        shim.mkdir()
-        code = f"import sys\nsys.path.extend({extra!r})\n"
-        if "torchvision::nms does not exist" in probe.stderr:
-            code += ("import importlib.util\n"
-                     f"spec = importlib.util.spec_from_file_location('_humangen_compat', {str(ROOT / 'utils' / 'compat.py')!r})\n"
-                     "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n"
-                     "module.install_import_hook()\n")
-        (shim / "sitecustomize.py").write_text(code)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
-    log = open(base / "comfyui.log", "w")
-    proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                             "--base-directory", str(base)],
-                            cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url + "/system_stats", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("ComfyUI did not start:\n" + (base / "comfyui.log").read_text()[-3000:])
-                time.sleep(0.5)
+    with comfyui_server(base, timeout=180) as url:
         yield url, base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_pack_imports_and_registers_every_node(comfy):
