@@ -50,6 +50,18 @@ def standalone_host(tmp_path):
     host.reset()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for modules of tiny networks: on a loaded 2-core machine torch's thread pool spins
+    and runs them 10-100x slower than a single thread.
+    Use: `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped otherwise)")

@@ -17,14 +17,7 @@ CFG = FIXTURES / "anyres" / "e_anyres_patch_positive_64"
 TRANSFORMS = ["full", "zoom2_tile1", "zoom4_offcentre", "zoom1p5", "keypoint0_face_s6"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's thread pool spins and runs these tiny networks
-    10-100x slower than a single thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

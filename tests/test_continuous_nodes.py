@@ -24,14 +24,7 @@ TINY_ANYRES = {"z_dim": 16, "c_dim": 0, "w_dim": 16, "img_resolution": 16, "img_
 WORKFLOW = "unitedhuman_2048_face_closeup"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's thread pool spins and runs these tiny networks
-    10-100x slower than a single thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,7 @@ from humangen.models import continuous as C
 ANYRES = FIXTURES / "anyres" / "e_anyres_patch_positive_64"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's thread pool spins and runs these tiny networks
-    10-100x slower than a single thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def field(x: torch.Tensor, y: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,7 @@ from humangen.utils.errors import (HumanGenInterrupted, NodeInputError, UnsafeCh
                                    UnsupportedCheckpointError)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions: one intra-op thread is ~50x faster than two on a loaded 2-core machine (no spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-import torch
 
 import humansd_tiny as T
 from hgtest import ROOT
@@ -63,14 +61,6 @@ def _run_api(api, overrides):
     return sinks
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: no thread spinning on a loaded 2-core machine
-    yield
-    torch.set_num_threads(before)
-
-
 def _prepare(standalone_host, name):
     import shutil
     ui, api = _load(name)
@@ -89,13 +79,13 @@ def _prepare(standalone_host, name):
     return images, skeleton
 
 
-def test_pose_json_workflow_runs_with_a_tiny_stand_in(standalone_host, one_thread):
+def test_pose_json_workflow_runs_with_a_tiny_stand_in(standalone_host, one_torch_thread):
     images, skeleton = _prepare(standalone_host, "humansd_pose_json")
     assert images.shape == (1, 128, 64, 3)  # 512x768 canvas, short side 64 -> 64x96 -> rounded to 64x128
     assert skeleton.shape == (1, 128, 64, 3) and skeleton.amax() > 0.3  # the skeleton was drawn
 
 
-def test_photo_pose_workflow_runs_with_a_tiny_stand_in(standalone_host, one_thread):
+def test_photo_pose_workflow_runs_with_a_tiny_stand_in(standalone_host, one_torch_thread):
     """astronaut.png (512x512) -> mediapipe pose -> HumanSD skeleton -> tiny stand-in model."""
     images, skeleton = _prepare(standalone_host, "humansd_photo_pose")
     assert images.shape == (1, 64, 64, 3) and skeleton.shape == (1, 64, 64, 3)
