@@ -50,19 +50,9 @@ def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, di
     tensor and no transposed convolution."""
     n, c = x.shape[0], x.shape[1]
     L = x.shape[dim]
-    K = g.shape[0]
-    L_out = L * u + p0 + p1 - K + 1
+    taps, L_out, c_min = _phase_taps(g, u, p0, p1, L)
     A = _ceil_div(L_out, u)
-    subs, offs = [], []
-    for r in range(u):
-        k_r = (p0 - r) % u
-        subs.append(g[k_r::u])
-        offs.append((r + k_r - p0) // u)
-    c_min = min(offs)
-    M = max(o - c_min + len(h) for o, h in zip(offs, subs))
-    taps = torch.zeros([u, M], dtype=g.dtype, device=g.device)
-    for r, (o, h) in enumerate(zip(offs, subs)):
-        taps[r, o - c_min: o - c_min + len(h)] = h
+    M = taps.shape[1]
     # input window [c_min, c_min + A + M - 1), zero outside [0, L)
     lo, hi = c_min, c_min + A + M - 1
     xs = x.narrow(dim, max(lo, 0), max(0, min(hi, L) - max(lo, 0)))
@@ -84,12 +74,11 @@ def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, di
 ROW_TILE = 8  # output rows (per phase) per GEMM tile in _up_rows_gemm
 
 
-def _upsampling_band(g: torch.Tensor, u: int, p0: int, p1: int, L: int, dtype, device):
-    """The banded matrix of a 1-D u-times upsampling FIR pass over tiles of ROW_TILE inputs: row t*u + r (phase r
-    of output tile position t) holds phase r's taps of `g`. Returns (band [T*u, T+M-1], output length, first input
-    offset c_min, taps span M, tile T, number of tiles)."""
-    K = g.shape[0]
-    L_out = L * u + p0 + p1 - K + 1
+def _phase_taps(g: torch.Tensor, u: int, p0: int, p1: int, L: int):
+    """Polyphase form of a 1-D zero-insert-by-u + pad(p0, p1) + correlate-with-g pass over L samples: output phase r
+    reads the M inputs from c_min on with taps[r] (the sub-filter g[k_r::u], zero-padded to the common span).
+    Returns (taps [u, M], output length, c_min)."""
+    L_out = L * u + p0 + p1 - g.shape[0] + 1
     subs, offs = [], []
     for r in range(u):
         k_r = (p0 - r) % u
@@ -97,12 +86,23 @@ def _upsampling_band(g: torch.Tensor, u: int, p0: int, p1: int, L: int, dtype, d
         offs.append((r + k_r - p0) // u)
     c_min = min(offs)
     M = max(o - c_min + len(h) for o, h in zip(offs, subs))
+    taps = torch.zeros([u, M], dtype=g.dtype, device=g.device)
+    for r, (o, h) in enumerate(zip(offs, subs)):
+        taps[r, o - c_min: o - c_min + len(h)] = h
+    return taps, L_out, c_min
+
+
+def _upsampling_band(g: torch.Tensor, u: int, p0: int, p1: int, L: int, dtype, device):
+    """The banded matrix of a 1-D u-times upsampling FIR pass over tiles of ROW_TILE inputs: row t*u + r (phase r
+    of output tile position t) holds phase r's taps, shifted by t. Returns (band [T*u, T+M-1], output length,
+    first input offset c_min, taps span M, tile T, number of tiles)."""
+    taps, L_out, c_min = _phase_taps(g, u, p0, p1, L)
+    M = taps.shape[1]
     T = ROW_TILE
     nT = _ceil_div(_ceil_div(L_out, u), T)
     band = torch.zeros([T * u, T + M - 1], dtype=dtype, device=device)
-    for r, (o, h) in enumerate(zip(offs, subs)):
-        for t in range(T):
-            band[t * u + r, t + o - c_min: t + o - c_min + len(h)] = h.to(dtype)
+    for t in range(T):
+        band[t * u: (t + 1) * u, t: t + M] = taps.to(dtype)
     return band, L_out, c_min, M, T, nT
 
 
