@@ -16,7 +16,7 @@ from torch import nn
 
 from .ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter, upsample2d
 from .ops.modulated_conv import modulated_conv2d_bias_act
-from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, resolve_dtype
+from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, SynthesisSize, resolve_dtype
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -199,7 +199,7 @@ class SynthesisBlock(nn.Module):
         return f"resolution={self.resolution}, architecture={self.architecture}"
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(SynthesisSize, nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, img_channels, H, W] (float32, ~[-1, 1])."""
 
     def __init__(self, w_dim: int,  # w size
@@ -229,14 +229,6 @@ class SynthesisNetwork(nn.Module):
             if is_last:
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
-
-    @property
-    def img_height(self) -> int:
-        return self.img_resolution
-
-    @property
-    def img_width(self) -> int:
-        return self.img_resolution if self.square else self.img_resolution // 2
 
     def blocks(self):
         return [getattr(self, f"b{res}") for res in self.block_resolutions]

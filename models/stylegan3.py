@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .ops import filtered_lrelu, modulated_conv2d_sg3, resolve_impl
-from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, resolve_dtype
+from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, SynthesisSize, resolve_dtype
 
 
 def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False):
@@ -225,7 +225,7 @@ def layer_schedule(img_resolution: int, channel_base: int, channel_max: int, num
                 sizes=sizes, channels=channels)
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(SynthesisSize, nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, C, H, W] float32. num_ws = num_layers + 2."""
 
     input_class = SynthesisInput
@@ -271,14 +271,6 @@ class SynthesisNetwork(nn.Module):
             name = f"L{idx}_{layer.out_size[0]}_{layer.out_channels}"
             setattr(self, name, layer)
             self.layer_names.append(name)
-
-    @property
-    def img_height(self) -> int:
-        return self.img_resolution
-
-    @property
-    def img_width(self) -> int:
-        return self.img_resolution if self.square else self.img_resolution // 2
 
     def layers(self) -> list[nn.Module]:
         return [getattr(self, n) for n in self.layer_names]

@@ -112,6 +112,22 @@ class MappingNetwork(nn.Module):
         return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
 
 
+class SynthesisSize:
+    """Output size of a synthesis network from `img_resolution` (the height) and `square` (False: StyleGAN-Human's
+    2:1, width = height / 2)."""
+
+    img_resolution: int
+    square: bool
+
+    @property
+    def img_height(self) -> int:
+        return self.img_resolution
+
+    @property
+    def img_width(self) -> int:
+        return self.img_resolution if self.square else self.img_resolution // 2
+
+
 class GeneratorBase(nn.Module):
     """Shared Generator surface: `mapping`, `synthesis`, z/c/w dims, num_ws, img_resolution/height/width."""
 
