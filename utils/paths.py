@@ -1,0 +1,119 @@
+"""The one place where an untrusted name (from a workflow, a file, a server) becomes a path, and where files are written.
+
+`confine` resolves a name inside an allowed root and refuses anything that lands outside it (`..`, absolute paths,
+symlinks out, NUL bytes). It compares resolved paths with `Path.is_relative_to`, never string prefixes (which would
+accept `models/stylegan_evil` as inside `models/stylegan`).
+
+`write_exclusive` writes a file so that no reader ever sees it half-written and no existing file is replaced: the
+bytes go to a temporary file in the same folder, are fsync'd, then hard-linked to the final name (atomic, fails if
+the name exists), and the temporary file is removed whatever happens.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import HumanGenError
+
+
+class PathOutsideFolderError(HumanGenError, ValueError):
+    """An untrusted name that would resolve outside the folder it must stay in."""
+
+
+class FileExistsRefusedError(HumanGenError, FileExistsError):
+    """A write that would replace an existing file."""
+
+
+def _describe(node: str, input_name: str) -> str:
+    return f"{node}: input '{input_name}'" if input_name else node
+
+
+def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "HumanGen", input_name: str = "",
+            allow_root: bool = False) -> Path:
+    """`root / name`, resolved, if it stays inside `root` (also resolved); else a PathOutsideFolderError that names
+    the node and input. Absolute names are refused even when they point inside root: workflows must use relative
+    names. Subfolders are allowed."""
+    text = os.fspath(name)
+    where = _describe(node, input_name)
+    if not isinstance(text, str):
+        raise PathOutsideFolderError(f"{where}: a file name must be text, got {type(name).__name__}.")
+    if "\x00" in text:
+        raise PathOutsideFolderError(f"{where}: the name {text!r} contains a NUL byte. Fix: use a plain file name.")
+    if os.path.isabs(text) or (os.name != "nt" and text.startswith("\\")) or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
+        raise PathOutsideFolderError(
+            f"{where}: absolute paths are not allowed ({text!r}). Fix: put the file in {root} and give its name "
+            f"relative to that folder.")
+    base = Path(root).resolve()
+    target = (base / text).resolve()
+    if not target.is_relative_to(base) or (target == base and not allow_root):
+        raise PathOutsideFolderError(
+            f"{where}: {text!r} points outside its folder {base}. Fix: use a name inside that folder "
+            f"(subfolders are fine, '..' is not).")
+    return target
+
+
+def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """True when `path`, resolved, lies inside `root`, resolved (the root itself counts)."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
+@contextlib.contextmanager
+def exclusive_writer(final: str | os.PathLike, *, node: str = "HumanGen", overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary path in `final`'s folder; write the file there. On a clean exit the file is fsync'd and
+    linked to `final` without replacing an existing file (unless `overwrite`, which replaces it atomically). On any
+    error, nothing is left behind under either name."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not overwrite:
+        raise FileExistsRefusedError(f"{node}: {final.name} already exists in {final.parent}; it is never replaced. "
+                                     f"Fix: choose another name, or set overwrite where the node offers it.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, final)
+        else:
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise FileExistsRefusedError(
+                    f"{node}: {final.name} appeared in {final.parent} while it was being written (another run?); "
+                    f"it was not replaced.") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_exclusive(final: str | os.PathLike, data: bytes | Callable[[str], None], *, node: str = "HumanGen",
+                    overwrite: bool = False) -> Path:
+    """Write `data` (bytes, or a function that writes the file at the path it is given) to `final` with
+    `exclusive_writer`'s guarantees. Returns the final path."""
+    with exclusive_writer(final, node=node, overwrite=overwrite) as tmp:
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
+    return Path(final)
+
+
+def write_next_free(folder: str | os.PathLike, name_for: Callable[[int], str], start: int = 1, *,
+                    data: bytes | Callable[[str], None], node: str = "HumanGen", limit: int = 10_000_000) -> Path:
+    """Write to the first name `name_for(i)` (i = start, start+1, ...) that does not exist yet, exclusively: when
+    another writer takes a name first, the next one is tried. Counters never wrap, so nothing is overwritten."""
+    i = start
+    while i < start + limit:
+        path = Path(folder) / name_for(i)
+        if not path.exists():
+            try:
+                return write_exclusive(path, data, node=node)
+            except FileExistsRefusedError:
+                pass
+        i += 1
+    raise HumanGenError(f"{node}: no free file name in {folder} after {limit} tries.")
