@@ -1,11 +1,5 @@
-"""POSE_KEYPOINT interop with comfyui_controlnet_aux, both ways, on a real mediapipe detection of the bundled photo.
-
-aux's rules are re-stated here in a few lines (not imported; the pack does not depend on aux):
-- decoder (`decode_json_as_poses`): a keypoint is kept only when its confidence is >= 1.0, else it is None;
-- encoder (`encode_poses_as_dict`): a present keypoint is written (x, y, 1.0), a missing one (0, 0, 0);
-- its consumers take coordinates as normalised when every present keypoint has |x| <= 1 and |y| <= 1
-  (`is_normalized`), else as pixels.
-"""
+"""POSE_KEYPOINT interop with comfyui_controlnet_aux, both ways, on a real mediapipe detection of the bundled photo,
+with aux's decode/encode rules as re-stated in tests/aux_rules.py (not imported from aux)."""
 from __future__ import annotations
 
 import copy
@@ -16,41 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from aux_rules import aux_decode, aux_encode, aux_is_normalized
 from hgtoys import ASSETS
 from humangen import NODE_CLASS_MAPPINGS as N
 from humangen.models.body import keypoints as KP
 from humangen.utils import pose as P
-
-KEYS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
-
-
-# ---- comfyui_controlnet_aux's rules, re-stated ---------------------------------------------------------------
-def aux_decode_keypoints(numbers):
-    if not numbers:
-        return None
-    assert len(numbers) % 3 == 0
-    return [(x, y) if c >= 1.0 else None for x, y, c in zip(numbers[0::3], numbers[1::3], numbers[2::3])]
-
-
-def aux_decode(frame):
-    people = [{key: aux_decode_keypoints(p.get(key)) for key in KEYS} for p in frame.get("people", [])]
-    return people, frame["canvas_height"], frame["canvas_width"]
-
-
-def aux_encode_keypoints(points):
-    if not points:
-        return None
-    return [v for p in points for v in ((float(p[0]), float(p[1]), 1.0) if p is not None else (0.0, 0.0, 0.0))]
-
-
-def aux_encode(people, height, width):
-    return {"people": [{key: aux_encode_keypoints(p[key]) for key in KEYS} for p in people],
-            "canvas_height": height, "canvas_width": width}
-
-
-def aux_is_normalized(points):
-    flags = [0 <= abs(p[0]) <= 1 and 0 <= abs(p[1]) <= 1 for p in points if p is not None]
-    return bool(flags) and all(flags)
 
 
 # ---- a real detection ------------------------------------------------------------------------------------------
