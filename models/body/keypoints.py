@@ -3,7 +3,8 @@
 `POSE_KEYPOINT` (comfyui_controlnet_aux / OpenPose JSON): a list of frames
 ``{"people": [{"pose_keypoints_2d": [x, y, c, ...]}], "canvas_width": W, "canvas_height": H}`` in pixels (normalised
 [0, 1] coordinates are read too); a missing keypoint is ``(0, 0, 0)``, a present one has c = 1.0 with the raw
-detector score under the person's ``"humangen_scores"`` (utils/pose.py): the fit reads the raw scores when present. The format is told by the number of keypoints:
+detector score under the person's ``"humangen_scores"`` (utils/pose.py): the fit reads the raw scores when
+present. The format is told by the number of keypoints:
 
 | n  | format      | order |
 |----|-------------|-------|

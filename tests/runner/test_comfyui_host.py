@@ -6,9 +6,10 @@ the runner's core-compatible nodes declare what the host's do, every workflow th
 through the runner's --server mode, HumanGen Pose Detect's POSE_KEYPOINT keeps every keypoint under
 comfyui_controlnet_aux's decoder (aux's own RenderPeopleKps draws it when aux is installed in the host's
 custom_nodes, else aux's rules from tests/aux_rules.py read the saved pose), and HumanGen's upscale loader feeds the
-core ImageUpscaleWithModel (a tiny spandrel-format RRDBNet x4 written into the throw-away models folder). COMFYUI_PYTHON selects the host's interpreter (default: this one);
-see ../shared/docs/comfyui-host.md for a CPU set-up. When that interpreter's torchvision cannot import (a CUDA
-build on CPU torch), the host process gets the pack's own torchvision fix (utils/compat.py) via sitecustomize.
+core ImageUpscaleWithModel (a tiny spandrel-format RRDBNet x4 written into the throw-away models folder).
+COMFYUI_PYTHON selects the host's interpreter (default: this one); see ../shared/docs/comfyui-host.md for a CPU
+set-up. When that interpreter's torchvision cannot import (a CUDA build on CPU torch), the host process gets the
+pack's own torchvision fix (utils/compat.py) via sitecustomize.
 """
 from __future__ import annotations
 
