@@ -64,7 +64,7 @@ def _run_upscale(node, image, upscale_model, mask, tile_size, overlap, output_sc
     from ..utils.image import check_image, comfy_to_nchw, mask_to_batch
 
     check_image(image, node)
-    desc = _model(node, "upscale_model", upscale_model)
+    desc = host.core_upscale_model(_model(node, "upscale_model", upscale_model))  # one patcher per network
     if tile_size and overlap >= tile_size:
         raise NodeInputError(node, "overlap", f"overlap {overlap} must be smaller than tile_size {tile_size}.",
                              fix="lower overlap (about 1/8 of the tile is plenty).")
@@ -112,7 +112,8 @@ class HumanGenUpscaleModelLoader:
     FUNCTION = "load"
     RETURN_TYPES = ("UPSCALE_MODEL",)
     RETURN_NAMES = ("upscale_model",)
-    OUTPUT_TOOLTIPS = ("The loaded model (a spandrel ImageModelDescriptor).",)
+    OUTPUT_TOOLTIPS = ("The loaded model (a spandrel ImageModelDescriptor, with the host's model patcher inside "
+                       "ComfyUI, like the core loader's).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -125,8 +126,10 @@ class HumanGenUpscaleModelLoader:
         }}
 
     def load(self, model_name, extra_architectures=False):
-        return (_load_file("HumanGenUpscaleModelLoader", "upscale_models", model_name, "model_name",
-                           extra_architectures, None, "pick an image super-resolution model file."),)
+        from ..utils import host
+        desc = _load_file("HumanGenUpscaleModelLoader", "upscale_models", model_name, "model_name",
+                          extra_architectures, None, "pick an image super-resolution model file.")
+        return (host.core_upscale_model(desc),)  # what core UpscaleModelLoader gives: core upscale nodes take it
 
 
 class HumanGenTiledUpscale:

@@ -1,6 +1,8 @@
 """Core-compatible `LoadImage`, `SaveImage`, `PreviewImage` and `ImageScale` for the headless runner.
 
-Same node ids, inputs, outputs and behaviour as ComfyUI v0.8.0 core (nodes.py), written for the runner: the
+Same node ids, inputs, outputs and behaviour as current ComfyUI core (nodes.py of v0.33.0: SaveImage and
+PreviewImage pass their images on through an IMAGE output named `images`; v0.8.0 had none, so workflows of either
+version run; tests/data/object_info holds both hosts' definitions), written for the runner: the
 engine registers them only when the ComfyUI host is absent, and they are never part of the pack's
 NODE_CLASS_MAPPINGS (inside ComfyUI the real core nodes are used). Folders come from `utils.host` (the runner's
 `--input-dir` and `--out`). Unlike core, SaveImage never overwrites a file: it numbers like core
@@ -193,7 +195,8 @@ class SaveImage:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    RETURN_TYPES = ()
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
     FUNCTION = "save_images"
     OUTPUT_NODE = True
     CATEGORY = "image"
@@ -230,7 +233,7 @@ class SaveImage:
                 lambda f: img.save(f, format="PNG", pnginfo=metadata, compress_level=self.compress_level), counter)
             results.append({"filename": name, "subfolder": subfolder, "type": self.type})
             counter += 1
-        return {"ui": {"images": results}}
+        return {"ui": {"images": results}, "result": (images,)}
 
 
 class PreviewImage(SaveImage):
@@ -247,7 +250,7 @@ class PreviewImage(SaveImage):
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
-    DESCRIPTION = "Saves the input images to the temporary folder for preview."
+    DESCRIPTION = "Preview the images without saving them to the ComfyUI output directory."
 
 
 def common_upscale(samples, width: int, height: int, method: str, crop: str):

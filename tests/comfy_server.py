@@ -2,10 +2,11 @@
 
 `comfyui_server(base)` runs `main.py --cpu --listen 127.0.0.1` on a free port with `--base-directory base` whose
 custom_nodes/ holds only a link to this checkout, waits until it answers, yields its URL, and stops it.
-COMFYUI_PYTHON picks the host interpreter (default: this one). COMFYUI_EXTRA_SITE (os.pathsep-separated) is
-appended to the host's sys.path (the pack's requirements when the host venv lacks them). When the host's
-torchvision cannot import (a CUDA build on CPU torch), the host gets the pack's own fix (utils/compat.py) through
-a sitecustomize; a working torchvision is left alone.
+COMFYUI_PYTHON picks the host interpreter (default: this one). COMFYUI_EXTRA_CUSTOM_NODES (os.pathsep-separated
+folders) links other node packs beside it, e.g. comfyui_controlnet_aux for the interop checks.
+COMFYUI_EXTRA_SITE (os.pathsep-separated) is appended to the host's sys.path (the pack's requirements when the host
+venv lacks them). When the host's torchvision cannot import (a CUDA build on CPU torch), the host gets the pack's own
+fix (utils/compat.py) through a sitecustomize; a working torchvision is left alone.
 """
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def comfyui_server(base: Path, *, extra_env: dict | None = None, timeout: float 
     link = base / "custom_nodes" / "humangen"
     if not link.exists():
         os.symlink(ROOT, link)
+    for other in filter(None, os.environ.get("COMFYUI_EXTRA_CUSTOM_NODES", "").split(os.pathsep)):
+        other_link = base / "custom_nodes" / Path(other).name
+        if not other_link.exists():
+            os.symlink(other, other_link)
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     env = dict(os.environ, **(extra_env or {}))
     _shim(base, python, env)

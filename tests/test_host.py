@@ -59,6 +59,28 @@ def test_load_model_wraps_modules_with_a_read_only_device(fake_comfy):
     assert [k for k in first.model.state_dict()] == ["inner.lin.weight", "inner.lin.bias"]
 
 
+def test_upscale_model_gets_the_core_loaders_patcher(fake_comfy):
+    """Core ImageUpscaleWithModel (ComfyUI >= v0.9) loads `upscale_model.patcher`: our loader's output carries one,
+    on the network itself like core UpscaleModelLoader's, and our own loading reuses it."""
+    network = torch.nn.Conv2d(3, 3, 1)
+    descriptor = types.SimpleNamespace(model=network, scale=1)
+    assert host.core_upscale_model(descriptor) is descriptor
+    assert descriptor.patcher.model is network
+    host.load_model(network)
+    assert fake_comfy == [descriptor.patcher], "one patcher for the network"
+    core = types.SimpleNamespace(model=torch.nn.Conv2d(3, 3, 1), scale=1)
+    core.patcher = sys.modules["comfy.model_patcher"].ModelPatcher(core.model, None, torch.device("cpu"))
+    kept = core.patcher
+    assert host.core_upscale_model(core).patcher is kept
+    host.load_model(core.model)
+    assert fake_comfy[-1] is kept
+
+
+def test_upscale_model_outside_comfyui_is_unchanged(standalone_host):
+    descriptor = types.SimpleNamespace(model=torch.nn.Conv2d(3, 3, 1), scale=1)
+    assert host.core_upscale_model(descriptor) is descriptor and not hasattr(descriptor, "patcher")
+
+
 def test_model_path_names_folder_and_fix(standalone_host):
     from humangen.utils.errors import HumanGenError
     with pytest.raises(HumanGenError, match="HumanGenX: input 'model_name'.*'stylegan' model folder"):

@@ -1,6 +1,6 @@
 """The upscale nodes inside a real ComfyUI (in-process, no server): core UPSCALE_MODEL interop both ways, the
 ComfyHost paths (model folders, ModelPatcher, ProgressBar, interrupt). Runs only with COMFYUI_PATH set (a ComfyUI
-v0.8.0 checkout) and, if ComfyUI has its own venv, COMFYUI_PYTHON; PYTHONPATH may carry a torchvision nms stub."""
+v0.8.0 or v0.33.0 checkout) and, if ComfyUI has its own venv, COMFYUI_PYTHON; PYTHONPATH may carry a torchvision nms stub."""
 from __future__ import annotations
 
 import json
@@ -47,11 +47,13 @@ SCRIPT = textwrap.dedent('''
     M["HumanGenTiledUpscale"]().upscale(image, our_model, tile_size=24, overlap=8)
     report["progress"] = seen
     report["patcher"] = type(getattr(our_model.model, "_humangen_patcher", None)).__name__
+    report["patcher_is_the_core_one"] = our_model.model._humangen_patcher is our_model.patcher
+    report["core_patcher_reused"] = core_model.model.__dict__.get("_humangen_patcher") in (None, core_model.patcher)
     mm.interrupt_current_processing(True)
     try:
         M["HumanGenTiledUpscale"]().upscale(image, our_model, tile_size=24, overlap=8)
         report["interrupt"] = None
-    except Exception as exc:  # noqa: BLE001 - we report which exception the host raised
+    except BaseException as exc:  # noqa: BLE001 - which one the host raised (a BaseException since v0.9)
         report["interrupt"] = type(exc).__name__
     finally:
         mm.interrupt_current_processing(False)
@@ -80,4 +82,5 @@ def test_upscale_nodes_inside_comfyui(tmp_path):
     assert report["shape"] == [1, 192, 160, 3] and report["max_diff"] < 1e-6  # ours untiled == core
     assert report["progress"] and report["progress"][-1][0] == report["progress"][-1][1]
     assert report["patcher"] == "ModelPatcher"
+    assert report["patcher_is_the_core_one"] and report["core_patcher_reused"]
     assert report["interrupt"] == "InterruptProcessingException"

@@ -155,6 +155,11 @@ class StandaloneHost:
         import gc
         gc.collect()
 
+    def core_upscale_model(self, descriptor):
+        """An UPSCALE_MODEL (spandrel ImageModelDescriptor) as the host's own loader makes it; outside ComfyUI
+        there is nothing to add."""
+        return descriptor
+
     def metadata_disabled(self) -> bool:
         """True when saved images must carry no prompt/workflow (ComfyUI's --disable-metadata)."""
         return False
@@ -252,6 +257,22 @@ class ComfyHost(StandaloneHost):
             module.__dict__["_humangen_patcher"] = patcher  # not a registered submodule: no cycle in .modules()
         mm.load_models_gpu([patcher])
         return mm.get_torch_device()
+
+    def core_upscale_model(self, descriptor):
+        """Give the descriptor what core `UpscaleModelLoader` attaches: `.patcher`, a model patcher of its network
+        (core `ImageUpscaleWithModel` loads `upscale_model.patcher` since v0.9; v0.8 ignores it). The same patcher
+        serves `load_model(descriptor.model)`, so the host accounts for the network once. A descriptor that already
+        has one (from the core loader) keeps it."""
+        import comfy.model_management as mm
+        import comfy.model_patcher
+        patcher = getattr(descriptor, "patcher", None)
+        if patcher is None:
+            make = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+            patcher = make(descriptor.model, load_device=mm.get_torch_device(),
+                           offload_device=mm.unet_offload_device())
+            descriptor.patcher = patcher
+        descriptor.model.__dict__.setdefault("_humangen_patcher", patcher)
+        return descriptor
 
     def core_node_classes(self, node_ids) -> dict[str, type]:
         """The host's own node classes for these ids (the headless runner's engine uses them inside ComfyUI)."""
@@ -389,6 +410,11 @@ def offload_device():
 
 def load_model(module):
     return get().load_model(module)
+
+
+def core_upscale_model(descriptor):
+    """The UPSCALE_MODEL as the host's core loader makes it (see ComfyHost.core_upscale_model)."""
+    return get().core_upscale_model(descriptor)
 
 
 def free_memory(nbytes: int = 0) -> None:

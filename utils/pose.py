@@ -3,17 +3,28 @@
 POSE_KEYPOINT (the structure comfyui_controlnet_aux's DWPose/OpenPose nodes use, so poses flow between packs)::
 
     [  # one frame per batch image
-      {"people": [{"pose_keypoints_2d": [x0, y0, c0, x1, y1, c1, ...],   # pixels of the canvas, c = confidence
-                   "face_keypoints_2d": None, "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None},
+      {"people": [{"pose_keypoints_2d": [x0, y0, c0, x1, y1, c1, ...],   # pixels of the canvas
+                   "face_keypoints_2d": None, "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None,
+                   "score": 0.93,                                         # person detection score (optional)
+                   "humangen_scores": {"pose_keypoints_2d": [0.98, 0.0, ...]}},  # raw confidences (optional)
                   ...],
        "canvas_width": W, "canvas_height": H},
     ]
 
+Confidences follow comfyui_controlnet_aux: its decoder keeps a keypoint only when c >= 1.0 and its encoder writes
+c = 1.0 for every present keypoint and (0, 0, 0) for a missing one. Every POSE_KEYPOINT this pack emits does the
+same (body, face and hands): present = (x, y, 1.0), absent = (0, 0, 0). The detector's raw confidences travel per
+person under `"humangen_scores"` (a dict keyed like the keypoint lists, same order; a list is left out when its
+raw scores are exactly the 0/1 confidences), which other packs ignore. Readers inside the pack
+(`person_keypoints`, `frame_people`, `people_array`, `scored_keypoints`, the renderers) give each present keypoint
+its raw score when there is one, else the stored confidence, so thresholds work on both our poses and aux's
+(whose confidences are all 1.0). `aux_frame` / `aux_person` bring any frame to this convention.
+
 `pose_keypoints_2d` is OpenPose-18 by default (what ControlNet tools expect); 25 points (BODY_25), 17 (COCO-17)
 and 33 (mediapipe) are also understood: the layout is read from the number of points. A joint that was not
-detected is (0, 0, 0). We write pixels; frames from tools that write coordinates normalised to [0, 1] are read
-correctly too (`pixel_frame`). A person may carry an optional `"score"` (and `"area"`, from HumanSD files); other keys are
-kept as they are.
+detected is (0, 0, 0). We write pixels; frames from tools that write coordinates normalised to [0, 1] (aux's
+DWPose does) are read correctly too (`pixel_frame`). A person may carry an optional `"score"` (and `"area"`, from
+HumanSD files); other keys are kept as they are.
 
 Joint orders (index: name)
 
@@ -54,6 +65,8 @@ Public functions (all coordinates in pixels, keypoint arrays float64 [K, 3] = x,
 - layouts: `LAYOUTS`, `COCO17`, `OPENPOSE18`, `BODY25`, `MEDIAPIPE33`, `layout_for_count(n)`,
   `convert_keypoints(kps, src, dst)`.
 - POSE_KEYPOINT: `make_frame(people, width, height, layout="openpose18", src_layout=None, scores=None)`,
+  `encode_person(body, score=None, face=None, hand_left=None, hand_right=None)` (one person, aux convention),
+  `scored_keypoints(person, key)` ([K,3] with raw scores), `aux_person(person)`, `aux_frame(frame)`,
   `as_pose(value)` (validate/normalise; a single frame becomes a list), `frame_size(frame)`,
   `frame_people(frame, layout="coco17")` (list of [K,3]), `people_array(frame, layout="coco17")` ([P,K,3]),
   `person_keypoints(person, layout="coco17")` (one person, as stored), `pixel_frame(frame)` (normalised -> pixels),
@@ -159,25 +172,95 @@ def convert_keypoints(kps, src: str, dst: str) -> np.ndarray:
 
 
 # ---- POSE_KEYPOINT ---------------------------------------------------------------------------------------------
-def _person_dict(kps: np.ndarray, score: float | None = None) -> dict:
-    person = {"pose_keypoints_2d": [float(v) for v in np.asarray(kps, dtype=np.float64).reshape(-1)],
-              "face_keypoints_2d": None, "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None}
+_KEYPOINT_KEYS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
+SCORES_KEY = "humangen_scores"  # per person: raw detector confidences, keyed like the keypoint lists
+
+
+def _flat(a: np.ndarray) -> list[float]:
+    return [float(v) for v in np.asarray(a, dtype=np.float64).reshape(-1)]
+
+
+def _encode_keypoints(kps) -> tuple[list[float], list[float]]:
+    """[K,3] with raw confidences -> (aux-style flat list: present (x, y, 1.0), absent (0, 0, 0); raw scores [K])."""
+    a = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
+    present = a[:, 2] > 0
+    out = np.zeros_like(a)
+    out[present, :2] = a[present, :2]
+    out[present, 2] = 1.0
+    return _flat(out), _flat(np.where(present, a[:, 2], 0.0))
+
+
+def encode_person(body, score: float | None = None, face=None, hand_left=None, hand_right=None) -> dict:
+    """One POSE_KEYPOINT person from keypoint arrays [K,3] (pixels, raw confidences; <= 0 = absent), written as
+    comfyui_controlnet_aux writes it, with the raw confidences under "humangen_scores" (see the module doc)."""
+    person: dict = {}
+    raw_scores: dict = {}
+    for key, kps in zip(_KEYPOINT_KEYS, (body, face, hand_left, hand_right)):
+        if kps is None or np.asarray(kps).size == 0:
+            person[key] = None
+            continue
+        person[key], raw = _encode_keypoints(kps)
+        if raw != person[key][2::3]:  # only when the raw scores say more than present/absent
+            raw_scores[key] = raw
     if score is not None:
         person["score"] = float(score)
+    if raw_scores:
+        person[SCORES_KEY] = raw_scores
     return person
+
+
+def scored_keypoints(person: dict, key: str = "pose_keypoints_2d") -> np.ndarray | None:
+    """One keypoint list of a person as float64 [K,3] (as stored: any layout, pixels or normalised) whose third
+    column is the raw detector score of each present keypoint when "humangen_scores" has one (> 0), else the stored
+    confidence; absent keypoints (stored confidence <= 0) stay 0. None when the person has no such list."""
+    flat = person.get(key)
+    if not flat:
+        return None
+    a = np.asarray(flat, dtype=np.float64).reshape(-1, 3).copy()
+    scores = person.get(SCORES_KEY)
+    raw = scores.get(key) if isinstance(scores, dict) else None
+    present = a[:, 2] > 0
+    if isinstance(raw, (list, tuple)) and len(raw) == len(a):
+        try:
+            r = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):  # not ours / damaged: the stored confidences still hold
+            r = None
+        if r is not None:  # a point another tool added (raw score 0) keeps its own confidence
+            a[:, 2] = np.where(present & (r > 0), r, a[:, 2])
+    a[~present, 2] = 0.0
+    return a
+
+
+def aux_person(person: dict) -> dict:
+    """A person in the pack's convention (present keypoints 1.0 with raw scores under "humangen_scores", absent
+    ones 0,0,0); other keys ("score", "area", ...) are kept."""
+    arrays = [scored_keypoints(person, key) for key in _KEYPOINT_KEYS]
+    out = encode_person(arrays[0], None, *arrays[1:])
+    raw_scores = out.pop(SCORES_KEY, None)
+    out.update({k: v for k, v in person.items() if k not in _KEYPOINT_KEYS and k != SCORES_KEY})
+    if raw_scores:
+        out[SCORES_KEY] = raw_scores
+    return out
+
+
+def aux_frame(frame: dict) -> dict:
+    """A frame as the pack emits it: pixel coordinates, every person in the aux convention (`aux_person`)."""
+    frame = pixel_frame(frame)
+    return {**frame, "people": [aux_person(p) for p in frame["people"]]}
 
 
 def make_frame(people: Iterable, width: int, height: int, layout: str = "openpose18", src_layout: str | None = None,
                scores: Sequence[float] | None = None) -> dict:
-    """One POSE_KEYPOINT frame from per-person keypoint arrays [K,3] (pixels) given in `src_layout`
-    (default: `layout`), stored in `layout` ("openpose18" for ControlNet tools)."""
+    """One POSE_KEYPOINT frame from per-person keypoint arrays [K,3] (pixels, raw confidences) given in
+    `src_layout` (default: `layout`), stored in `layout` ("openpose18" for ControlNet tools), in the aux convention
+    (present 1.0, raw confidences under "humangen_scores")."""
     people = list(people)
     if scores is not None and len(scores) != len(people):
         raise ValueError(f"pose: {len(scores)} scores for {len(people)} people")
     out = []
     for i, kps in enumerate(people):
         conv = convert_keypoints(kps, src_layout or layout, layout)
-        out.append(_person_dict(conv, None if scores is None else scores[i]))
+        out.append(encode_person(conv, None if scores is None else scores[i]))
     return {"people": out, "canvas_width": int(width), "canvas_height": int(height)}
 
 
@@ -195,21 +278,20 @@ def as_pose(value: Any) -> list[dict]:
             if not isinstance(v, (int, float)) or v <= 0 or int(v) != v:
                 raise ValueError(f"pose: frame {f} has no valid {key!r} (got {v!r})")
         for p, person in enumerate(frame["people"]):
-            kps = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
-            if kps is None:
-                continue
-            if len(kps) % 3:
-                raise ValueError(f"pose: frame {f} person {p}: pose_keypoints_2d length {len(kps)} is not x,y,c triples")
-            layout_for_count(len(kps) // 3)
+            if not isinstance(person, dict):
+                raise ValueError(f"pose: frame {f} person {p} is not a dict")
+            for key in _KEYPOINT_KEYS:
+                kps = person.get(key)
+                if kps is not None and (not isinstance(kps, (list, tuple)) or len(kps) % 3):
+                    raise ValueError(f"pose: frame {f} person {p}: {key} is not a list of x,y,c triples")
+            if person.get("pose_keypoints_2d"):
+                layout_for_count(len(person["pose_keypoints_2d"]) // 3)
     return list(frames)
 
 
 def frame_size(frame: dict) -> tuple[int, int]:
     """(width, height) of a frame's canvas."""
     return int(frame["canvas_width"]), int(frame["canvas_height"])
-
-
-_KEYPOINT_KEYS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
 
 
 def _normalised(values) -> bool:
@@ -240,11 +322,11 @@ def pixel_frame(frame: dict) -> dict:
 
 
 def person_keypoints(person: dict, layout: str = "coco17") -> np.ndarray:
-    """One person's keypoints converted to `layout` -> float64 [K,3] (zeros if the person has none)."""
-    kps = person.get("pose_keypoints_2d")
-    if not kps:
+    """One person's body keypoints converted to `layout` -> float64 [K,3] (zeros if the person has none); the
+    confidence column holds the raw detector scores where the person carries them (`scored_keypoints`)."""
+    arr = scored_keypoints(person)
+    if arr is None:
         return np.zeros((len(_layout(layout)), 3))
-    arr = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
     return convert_keypoints(arr, layout_for_count(arr.shape[0]), layout)
 
 
@@ -273,7 +355,7 @@ def _transform_flat(values, matrix: np.ndarray):
 
 def transform_frame(frame: dict, matrix, width: int, height: int) -> dict:
     """Apply a 2x3 affine `matrix` (x' = M @ [x, y, 1]) to every present keypoint (body, face, hands) of a frame
-    and set the new canvas size. Absent keypoints stay (0, 0, 0)."""
+    and set the new canvas size. Absent keypoints stay (0, 0, 0); the result is in the aux convention."""
     m = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
     frame = pixel_frame(frame)
     people = []
@@ -282,7 +364,7 @@ def transform_frame(frame: dict, matrix, width: int, height: int) -> dict:
         for key in _KEYPOINT_KEYS:
             if new.get(key):
                 new[key] = _transform_flat(new[key], m)
-        people.append(new)
+        people.append(aux_person(new))
     out = {k: v for k, v in frame.items() if k not in ("people", "canvas_width", "canvas_height")}
     out.update(people=people, canvas_width=int(width), canvas_height=int(height))
     return out
@@ -319,7 +401,8 @@ def _infer_canvas(people_kps: list[np.ndarray]) -> tuple[int, int]:
 
 def load_openpose_json(path: str, canvas_size: tuple[int, int] | None = None) -> list[dict]:
     """OpenPose JSON: one frame (OpenPose's own output `{"version", "people": [...]}`, canvas optional) or a list
-    of frames (comfyui_controlnet_aux's saved POSE_KEYPOINT). `canvas_size` (W, H) fills a missing canvas."""
+    of frames (comfyui_controlnet_aux's saved POSE_KEYPOINT). `canvas_size` (W, H) fills a missing canvas. The
+    frames come back in the aux convention (OpenPose's raw confidences move to "humangen_scores"), in pixels."""
     with open(path, "r", encoding="utf-8") as fh:
         data = json.load(fh)
     frames = [data] if isinstance(data, dict) else data
@@ -334,12 +417,13 @@ def load_openpose_json(path: str, canvas_size: tuple[int, int] | None = None) ->
             w, h = canvas_size or _infer_canvas(frame_people({"people": frame["people"]}, "body25"))
             frame["canvas_width"], frame["canvas_height"] = int(w), int(h)
         out.append(frame)
-    return as_pose(out)
+    return [aux_frame(f) for f in as_pose(out)]
 
 
 def save_openpose_json(pose, path: str) -> str:
-    """Write POSE_KEYPOINT as a JSON list of frames (comfyui_controlnet_aux layout)."""
-    frames = as_pose(pose)
+    """Write POSE_KEYPOINT as a JSON list of frames (comfyui_controlnet_aux layout and confidences; raw scores
+    under "humangen_scores", so the file loads back exactly)."""
+    frames = [aux_frame(f) for f in as_pose(pose)]
     _atomic_write(path, json.dumps(frames, indent=1).encode("utf-8"))
     return path
 
@@ -718,7 +802,8 @@ def face_box_from_keypoints(kps, threshold: float = 0.3, scale: float = 1.0):
 
 __all__ = [
     "COCO17", "OPENPOSE18", "BODY25", "MEDIAPIPE33", "LAYOUTS", "DERIVED_JOINTS", "EQUIVALENT_JOINTS",
-    "layout_for_count", "convert_keypoints", "make_frame", "as_pose", "frame_size", "person_keypoints",
+    "layout_for_count", "convert_keypoints", "SCORES_KEY", "encode_person", "scored_keypoints", "aux_person",
+    "aux_frame", "make_frame", "as_pose", "frame_size", "person_keypoints",
     "frame_people", "people_array", "pixel_frame", "transform_frame", "scale_frame", "POSE_FORMATS", "load_pose",
     "save_pose",
     "load_openpose_json", "save_openpose_json", "load_coco_json", "save_coco_json", "load_humansd_npz",

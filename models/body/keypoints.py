@@ -1,8 +1,10 @@
 """2-D keypoint formats and their mapping to SMPL-X joints.
 
 `POSE_KEYPOINT` (comfyui_controlnet_aux / OpenPose JSON): a list of frames
-``{"people": [{"pose_keypoints_2d": [x, y, c, ...]}], "canvas_width": W, "canvas_height": H}`` in pixels; a missing
-keypoint is ``(0, 0, 0)``. The format is told by the number of keypoints:
+``{"people": [{"pose_keypoints_2d": [x, y, c, ...]}], "canvas_width": W, "canvas_height": H}`` in pixels (normalised
+[0, 1] coordinates are read too); a missing keypoint is ``(0, 0, 0)``, a present one has c = 1.0 with the raw
+detector score under the person's ``"humangen_scores"`` (utils/pose.py): the fit reads the raw scores when
+present. The format is told by the number of keypoints:
 
 | n  | format      | order |
 |----|-------------|-------|
@@ -78,18 +80,22 @@ def read_pose_keypoint(pose: Any, frame: int = 0, person: int = 0) -> dict:
     people = f.get("people") or []
     if not 0 <= person < len(people):
         raise ValueError(f"person {person} does not exist (frame {frame} has {len(people)} people)")
+    from ...utils import pose as posefmt
     flat = people[person].get("pose_keypoints_2d") or []
     if len(flat) % 3:
         raise ValueError(f"pose_keypoints_2d must hold x, y, c triples; got {len(flat)} numbers")
-    pts = [(float(flat[i]), float(flat[i + 1]), float(flat[i + 2])) for i in range(0, len(flat), 3)]
-    fmt = detect_format(len(pts))
     w, h = f.get("canvas_width"), f.get("canvas_height")
+    if w and h:  # normalised coordinates (comfyui_controlnet_aux's DWPose) become pixels
+        f = posefmt.pixel_frame(f)
+    scored = posefmt.scored_keypoints(f["people"][person])  # raw detector scores where the pose carries them
+    pts = [] if scored is None else [(float(x), float(y), float(c)) for x, y, c in scored]
+    fmt = detect_format(len(pts))
     return {"points": pts, "format": fmt, "width": int(w) if w else None, "height": int(h) if h else None}
 
 
 def make_pose_keypoint(points, width: int, height: int) -> list[dict]:
-    """Build a one-frame, one-person POSE_KEYPOINT from [(x, y, c)] (any supported format)."""
-    flat: list[float] = []
-    for x, y, c in points:
-        flat += [float(x), float(y), float(c)]
-    return [{"people": [{"pose_keypoints_2d": flat}], "canvas_width": int(width), "canvas_height": int(height)}]
+    """Build a one-frame, one-person POSE_KEYPOINT from [(x, y, c)] (any supported format), in the pack's
+    convention (present keypoints 1.0, raw confidences kept; see utils/pose.py)."""
+    from ...utils import pose as posefmt
+    person = posefmt.encode_person([tuple(p) for p in points])
+    return [{"people": [person], "canvas_width": int(width), "canvas_height": int(height)}]
