@@ -7,7 +7,6 @@ Exit status: 0 all jobs succeeded (or --dry-run found the workflow valid), 1 a j
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -17,7 +16,8 @@ from typing import Any, Sequence
 
 from ..utils import host
 from ..utils.errors import HumanGenInterrupted
-from .workflow import WorkflowError, coerce, expand_sweep, load_workflow, parse_assignment, targets
+from .workflow import (MAX_TEXT_CHARS, WorkflowError, check_prompt, coerce, expand_sweep, load_workflow,
+                       parse_assignment, targets)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -41,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive, finite number of seconds")
+    return value
+
+
 def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("workflow", help="workflow JSON: ComfyUI UI format (Save) or API format (Export (API))")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
@@ -55,7 +65,11 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                      help="root of the model folders (<dir>/<kind>; default $HUMANGEN_MODELS_DIR or ./models)")
     run.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
                      help="run on a ComfyUI server instead of in-process (repeatable: jobs are spread over them)")
-    run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one job on a server")
+    run.add_argument("--timeout", type=_seconds, default=3600.0,
+                     help="wall-clock limit in seconds for one job on a server: upload, run, and download "
+                          "(default 3600)")
+    run.add_argument("--deadline", type=_seconds, default=None,
+                     help="wall-clock limit in seconds for the whole run; jobs not finished by then fail")
     run.add_argument("--device", default=None, help="torch device in-process (default: cuda if available)")
     run.add_argument("--dry-run", action="store_true", help="validate every job and list them; run nothing")
     run.add_argument("--keep-going", action="store_true", help="continue with the next job after a failure")
@@ -64,29 +78,90 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
 
 # ---- jobs --------------------------------------------------------------------------------------------------------
-def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[str]) -> list[tuple[str, dict]]:
-    """Apply --set overrides, then expand --batch sweeps (cartesian product) into (label, prompt) jobs."""
+MAX_JOBS = 100_000  # per run; a larger sweep is almost always a typo (split it over several runs otherwise)
+
+
+class Jobs:
+    """The jobs of a run: the workflow after --set, and the --batch axes (the first outermost). Jobs are made one at
+    a time when iterated, so a long sweep starts at once and holds one job in memory, not all of them."""
+
+    def __init__(self, base: dict, axes: list[tuple[str, list, str, Sequence]]):
+        self.base, self.axes = base, axes  # axes: (label, [(node id, type)], input name, values)
+        self.total = 1
+        for axis in axes:
+            self.total *= len(axis[3])
+
+    def __len__(self) -> int:
+        return self.total
+
+    def job(self, indices: Sequence[int]) -> tuple[str, dict]:
+        job = json.loads(json.dumps(self.base))
+        labels = []
+        for (label, hits, name, values), i in zip(self.axes, indices):
+            value = values[i]
+            for nid, _ in hits:
+                job[nid]["inputs"][name] = value
+            labels.append(f"{label}={value}")
+        return " ".join(labels), job
+
+    def _indices(self, k: int) -> list[int]:
+        indices = []
+        for axis in reversed(self.axes):  # the last axis varies fastest
+            k, i = divmod(k, len(axis[3]))
+            indices.append(i)
+        return indices[::-1]
+
+    def __iter__(self):
+        for k in range(self.total):
+            yield self.job(self._indices(k))
+
+    def representatives(self):
+        """(job index, label, prompt) of the jobs validation must see: every axis at its first value, then each
+        axis's listed values and range ends with the others at their first value (the sum of the axes, not their
+        product)."""
+        seen = set()
+        combos = [[0] * len(self.axes)]
+        for a, axis in enumerate(self.axes):
+            for i in axis[3].representatives() if hasattr(axis[3], "representatives") else range(len(axis[3])):
+                combo = [0] * len(self.axes)
+                combo[a] = i
+                combos.append(combo)
+        for combo in combos:
+            if tuple(combo) not in seen:
+                seen.add(tuple(combo))
+                k = 0
+                for axis, i in zip(self.axes, combo):
+                    k = k * len(axis[3]) + i
+                yield (k, *self.job(combo))
+
+
+def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[str]) -> Jobs:
+    """Apply --set overrides (the result is checked like a workflow file), then describe the --batch sweeps
+    (cartesian product) as lazily made (label, prompt) jobs; more than MAX_JOBS jobs are refused."""
     base = json.loads(json.dumps(prompt))
     for text in sets:
         node_id, name, value = parse_assignment(text, "--set")
         for nid, kind in targets(base, specs, node_id, name, f"--set {text}"):
             base[nid]["inputs"][name] = coerce(value, kind, where=f"--set {text}: ")
+    check_prompt(base, None)
     axes = []
+    total = 1
     for text in batches:
         node_id, name, value = parse_assignment(text, "--batch")
         hits = targets(base, specs, node_id, name, f"--batch {text}")
         values = expand_sweep(value, hits[0][1], where=f"--batch {text}: ")
+        for v in values.representatives():
+            check_value = values[v]
+            if isinstance(check_value, str) and len(check_value) > MAX_TEXT_CHARS:
+                raise WorkflowError(f"--batch {text[:40]}...: a value is longer than {MAX_TEXT_CHARS} characters")
+        total *= values.size
+        if total > MAX_JOBS:
+            raise WorkflowError(f"--batch {text}: {'this sweep makes' if len(axes) == 0 else 'the sweeps make'} "
+                                f"{total} jobs; at most {MAX_JOBS} are run at once (split the sweep over several "
+                                "runs)")
         label = f"{node_id}.{name}" if node_id else name
-        axes.append([(label, hits, name, v) for v in values])
-    jobs = []
-    for combo in itertools.product(*axes) if axes else [()]:
-        job = json.loads(json.dumps(base))
-        for _, hits, name, v in combo:
-            for nid, _ in hits:
-                job[nid]["inputs"][name] = v
-        label = " ".join(f"{lab}={v}" for lab, _, _, v in combo)
-        jobs.append((label, job))
-    return jobs
+        axes.append((label, hits, name, values))
+    return Jobs(base, axes)
 
 
 def check_models(needs: list[dict]) -> list[str]:
@@ -206,26 +281,28 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
             for m in missing:
                 log(f"error: {os.path.basename(args.workflow)}: {m}")
             return EXIT_INVALID
-    orders = []
     if engine is not None:
-        for i, (label, job) in enumerate(jobs):
+        for k, label, job in jobs.representatives():
             try:
-                orders.append(engine.validate(job))
+                engine.validate(job)
             except WorkflowError as exc:
-                raise WorkflowError(f"job {i + 1} ({label}): {exc}" if label else str(exc)) from None
+                raise WorkflowError(f"job {k + 1} ({label}): {exc}" if label else str(exc)) from None
     if args.dry_run:
         for i, (label, job) in enumerate(jobs):
-            n = len(orders[i]) if orders else len(job)
+            try:
+                n = len(engine.validate(job)) if engine is not None else len(job)
+            except WorkflowError as exc:
+                raise WorkflowError(f"job {i + 1} ({label}): {exc}" if label else str(exc)) from None
             print(f"job {i + 1}/{len(jobs)}: {label or '(as saved)'}: {n} nodes")
         print(f"{os.path.basename(args.workflow)}: valid ({wf.source_format} format, {len(jobs)} job(s))")
         return EXIT_OK
     extra_pnginfo = {"workflow": wf.ui} if wf.ui is not None else None
     if args.servers:
         return _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo)
-    return _run_local(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone)
+    return _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone)
 
 
-def _run_local(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone) -> int:
+def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     from .engine import NodeExecutionError
     quiet = args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"
     bars = _Bars(len(jobs), enabled=not quiet)
@@ -236,16 +313,22 @@ def _run_local(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone) -
     failures = 0
     status = EXIT_OK
     t0 = time.perf_counter()
+    run_deadline = None if args.deadline is None else time.monotonic() + args.deadline
     try:
         with host.interrupt_on_sigint():
             for i, (label, job) in enumerate(jobs):
                 current["job"] = i
+                where = f"job {i + 1}/{len(jobs)}{' (' + label + ')' if label else ''}"
+                if run_deadline is not None and time.monotonic() > run_deadline:
+                    log(f"error: {where}: not started, the run's --deadline of {args.deadline:g} s has passed")
+                    failures += len(jobs) - i
+                    break
                 try:
-                    result = engine.run(job, extra_pnginfo=extra_pnginfo, order=orders[i])
-                except NodeExecutionError as exc:
+                    result = engine.run(job, extra_pnginfo=extra_pnginfo)
+                except (NodeExecutionError, WorkflowError) as exc:
                     failures += 1
                     bars.close_node()
-                    log(f"error: job {i + 1}/{len(jobs)}{' (' + label + ')' if label else ''}: {exc}")
+                    log(f"error: {where}: {exc}")
                     if not args.keep_going:
                         status = EXIT_FAILED
                         break
