@@ -15,7 +15,7 @@ import time
 from typing import Any, Sequence
 
 from ..utils import host
-from ..utils.errors import HumanGenInterrupted
+from ..utils.errors import HumanGenError, HumanGenInterrupted
 from .workflow import (MAX_TEXT_CHARS, WorkflowError, check_prompt, coerce, expand_sweep, load_workflow,
                        parse_assignment, targets)
 
@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="convert a UI workflow to the API prompt format (prints JSON)")
     conv.add_argument("workflow")
-    conv.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
+    conv.add_argument("-o", "--output", default=None, help="write to this file instead of stdout (never replaced "
+                      "unless --overwrite)")
+    conv.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     conv.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
                       help="use this server's node definitions (/object_info)")
     conv.add_argument("--input-dir", default="input")
@@ -70,6 +72,8 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                           "(default 3600)")
     run.add_argument("--deadline", type=_seconds, default=None,
                      help="wall-clock limit in seconds for the whole run; jobs not finished by then fail")
+    run.add_argument("--max-download-mb", type=_seconds, default=1024.0,
+                     help="largest output file accepted from a server, in MiB (default 1024)")
     run.add_argument("--device", default=None, help="torch device in-process (default: cuda if available)")
     run.add_argument("--dry-run", action="store_true", help="validate every job and list them; run nothing")
     run.add_argument("--keep-going", action="store_true", help="continue with the next job after a failure")
@@ -243,8 +247,10 @@ def log(text: str, *, verbose_only: bool = False) -> None:
 # ---- commands ----------------------------------------------------------------------------------------------------
 def _specs(args, engine=None):
     if args.servers:
-        from .remote import Server
-        return Server(args.servers[0]).object_info()
+        from .remote import OBJECT_INFO_SECONDS, Budget, Server
+        seconds = min(OBJECT_INFO_SECONDS, getattr(args, "timeout", OBJECT_INFO_SECONDS))
+        budget = Budget.after(seconds, f"{seconds:g} s").sooner(getattr(args, "run_budget", None))
+        return Server(args.servers[0]).object_info(budget)
     return engine.specs()
 
 
@@ -255,14 +261,17 @@ def _convert(args) -> int:
     wf = load_workflow(args.workflow, specs)
     text = json.dumps(wf.prompt, indent=2, sort_keys=False) + "\n"
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        from ..utils.paths import write_exclusive
+        write_exclusive(args.output, text.encode("utf-8"), node="convert", overwrite=args.overwrite)
     else:
         sys.stdout.write(text)
     return EXIT_OK
 
 
 def _run(args, extra_nodes: dict[str, type] | None) -> int:
+    if args.deadline is not None:
+        from .remote import Budget
+        args.run_budget = Budget.after(args.deadline, f"the run's --deadline of {args.deadline:g} s")
     out_dir = os.path.abspath(args.out)
     input_dir = os.path.abspath(args.input_dir)
     standalone = host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None,
@@ -313,13 +322,13 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     failures = 0
     status = EXIT_OK
     t0 = time.perf_counter()
-    run_deadline = None if args.deadline is None else time.monotonic() + args.deadline
+    run_budget = getattr(args, "run_budget", None)
     try:
         with host.interrupt_on_sigint():
             for i, (label, job) in enumerate(jobs):
                 current["job"] = i
                 where = f"job {i + 1}/{len(jobs)}{' (' + label + ')' if label else ''}"
-                if run_deadline is not None and time.monotonic() > run_deadline:
+                if run_budget is not None and run_budget.remaining() <= 0:
                     log(f"error: {where}: not started, the run's --deadline of {args.deadline:g} s has passed")
                     failures += len(jobs) - i
                     break
@@ -364,29 +373,36 @@ def _files_of(outputs: dict, out_dir: str) -> list[str]:
 def _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo) -> int:
     from .remote import RemoteJob, Server, run_remote
     servers = [Server(u) for u in args.servers]
-    remote_jobs = [RemoteJob(i, job, label) for i, (label, job) in enumerate(jobs)]
+    total = len(jobs)
     stop = threading.Event()
-    bars = _Bars(len(jobs), enabled=not (args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"))
+    bars = _Bars(total, enabled=not (args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"))
 
     def done(job: RemoteJob) -> None:
         bars.job_done()
         if job.error is not None and not isinstance(job.error, KeyboardInterrupt):
-            log(f"error: job {job.index + 1}/{len(jobs)}{' (' + job.label + ')' if job.label else ''} on "
+            log(f"error: job {job.index + 1}/{total}{' (' + job.label + ')' if job.label else ''} on "
                 f"{job.server}: {job.error}")
             if not args.keep_going:
                 stop.set()
 
     t0 = time.perf_counter()
     extra = {"extra_pnginfo": extra_pnginfo} if extra_pnginfo else None
+    lazy = (RemoteJob(i, job, label) for i, (label, job) in enumerate(jobs))
     try:
-        run_remote(servers, remote_jobs, specs=specs, out_dir=out_dir, input_dir=input_dir, timeout=args.timeout,
-                   extra_data=extra, stop=stop, on_done=done)
+        started = run_remote(servers, lazy, specs=specs, out_dir=out_dir, input_dir=input_dir,
+                             timeout=args.timeout, deadline=getattr(args, "run_budget", None), extra_data=extra,
+                             stop=stop, on_done=done, max_file_bytes=int(args.max_download_mb * 1024 * 1024))
     finally:
         bars.close()
-    written = [f for j in remote_jobs for f in j.files]
-    errors = [j.error for j in remote_jobs if j.error is not None]
+    written = [f for j in started for f in j.files]
+    errors = [j.error for j in started if j.error is not None]
     failures = len(errors)
-    _summary(written, len(jobs), failures, time.perf_counter() - t0)
+    skipped = total - len(started)
+    run_budget = getattr(args, "run_budget", None)
+    if skipped and run_budget is not None and run_budget.remaining() <= 0:
+        log(f"error: {skipped} job(s) not started: the run's --deadline of {args.deadline:g} s has passed")
+        failures += skipped
+    _summary(written, total, failures, time.perf_counter() - t0)
     if any(isinstance(e, KeyboardInterrupt) for e in errors):
         log("interrupted: stopped cleanly (files already written are kept)")
         return EXIT_INTERRUPTED
@@ -423,15 +439,21 @@ def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | No
     except WorkflowError as exc:
         log(f"error: {exc}")
         return EXIT_INVALID
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, HumanGenInterrupted):
         log("interrupted")
         return EXIT_INTERRUPTED
+    except HumanGenError as exc:  # e.g. a file that would be replaced, a name outside its folder
+        log(f"error: {exc}")
+        return EXIT_INVALID
     except Exception as exc:  # noqa: BLE001 - e.g. a server that cannot be reached: one clear line
-        from .remote import RemoteError
+        from .remote import RemoteError, clean
         if isinstance(exc, RemoteError):
             log(f"error: {exc}")
             return EXIT_FAILED
-        raise
+        if _VERBOSE:
+            raise
+        log(f"error: unexpected {type(exc).__name__}: {clean(exc)} (HUMANGEN_VERBOSE=1 shows where)")
+        return EXIT_FAILED
     finally:
         host.use(previous) if previous is not None else host.reset()
 
