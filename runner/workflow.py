@@ -235,6 +235,9 @@ def check_prompt(prompt: dict[str, dict], specs: Any, roots: list[str] | None = 
                 if value[1] < 0:
                     raise WorkflowError(f"linked to output {value[1]} of node {value[0]}; outputs count from 0",
                                         nid, node["class_type"], name)
+    if roots is None and specs is not None:  # output nodes first, as the executor meets the graph
+        roots = [nid for nid in sorted(prompt, key=_id_key)
+                 if getattr(specs.get(prompt[nid]["class_type"]), "output_node", False)]
     graph_order(prompt, list(roots or []) + sorted(prompt, key=_id_key))
 
 
@@ -277,7 +280,10 @@ def graph_order(prompt: dict[str, dict], roots: list[str]) -> list[str]:
                 if seen == 1:
                     ids = [n for n, _ in path]
                     cycle = ids[ids.index(src):] + [src]
-                    names = " -> ".join(f"{n} ({prompt[n]['class_type']})" for n in cycle)
+                    shown = [f"{n} ({prompt[n]['class_type']})" for n in cycle]
+                    if len(shown) > 12:
+                        shown = shown[:6] + [f"... ({len(cycle) - 1} nodes in all)"] + shown[-3:]
+                    names = " -> ".join(shown)
                     raise WorkflowError(f"the workflow has a cycle: {names}", nid, prompt[nid]["class_type"], name)
                 state[src] = 1
                 path.append((src, links_of(src)))
