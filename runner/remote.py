@@ -55,10 +55,11 @@ class RemoteError(RuntimeError):
 class _Transient(Exception):
     """A failure worth one more try (the request may not have reached the server, or it asked us to retry)."""
 
-    def __init__(self, problem: str, sent: bool, partial: bool = False):
+    def __init__(self, problem: str, sent: bool, partial: bool = False, reached: bool = True):
         super().__init__(problem)
-        self.sent = sent  # False: the server never saw the request (safe to retry even a POST)
+        self.sent = sent  # False: the request was not processed (safe to retry even a POST)
         self.partial = partial  # part of the body already went to the caller's sink (a retry would repeat it)
+        self.reached = reached  # False: no connection to the server at all
 
 
 def clean(text: Any, limit: int = 300) -> str:
@@ -143,7 +144,7 @@ class Server:
             except _Transient as exc:
                 if attempt == RETRIES or (exc.sent and not retry_sent) or exc.partial:
                     tries = f" (after {attempt + 1} tries)" if attempt else ""
-                    if not exc.sent:
+                    if not exc.reached:
                         raise RemoteError(f"{self.url}: cannot reach the server ({exc}){tries}; is ComfyUI running "
                                           "there (python main.py --listen ...)?") from None
                     raise RemoteError(f"{self.url}: {what} failed: {exc}{tries}") from None
@@ -182,7 +183,7 @@ class Server:
             try:
                 conn.connect()
             except ConnectionRefusedError:
-                raise _Transient("connection refused", False) from None
+                raise _Transient("connection refused", False, reached=False) from None
             sock_ref.append(conn.sock)
             conn.request(method, self.base_path + path, body=body, headers=headers)
             sent = True
@@ -206,6 +207,8 @@ class Server:
                     sock_ref[0].settimeout(left)
                 chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
                 if not chunk:
+                    if fired.is_set():  # the watchdog closed the connection: not a complete answer
+                        raise self._late(budget, what)
                     break
                 total += len(chunk)
                 if total > cap:
@@ -323,7 +326,14 @@ class Server:
             budget = Budget.after(float(budget), f"the {float(budget):g} s limit (--timeout)")
         what = f"GET /history/{clean(prompt_id, 60)}"
         while True:
-            history = self.get_json(f"/history/{urllib.parse.quote(prompt_id, safe='')}", budget=budget, stop=stop)
+            try:
+                history = self.get_json(f"/history/{urllib.parse.quote(prompt_id, safe='')}", budget=budget,
+                                        stop=stop)
+            except RemoteError:
+                if budget.remaining() <= 0:  # the poll in flight was cut by the deadline
+                    raise RemoteError(f"{self.url}: job {clean(prompt_id, 60)} did not finish within "
+                                      f"{budget.reason}") from None
+                raise
             if history is not None and not isinstance(history, dict):
                 raise RemoteError(f"{self.url}: {what}: expected an object, got {type(history).__name__}")
             entry = (history or {}).get(prompt_id)
@@ -339,9 +349,9 @@ class Server:
                     return entry
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
-            if budget.remaining() <= poll:
+            if budget.remaining() <= 0:
                 raise RemoteError(f"{self.url}: job {clean(prompt_id, 60)} did not finish within {budget.reason}")
-            time.sleep(poll)
+            time.sleep(max(0.0, min(poll, budget.remaining())))
 
     def output_files(self, entry: dict, out_dir: str, types: tuple[str, ...] = ("output",)) -> list[tuple]:
         """(query, folder, stem, ext) of each file the job's output nodes report with a type in `types`, each

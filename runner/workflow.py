@@ -77,8 +77,16 @@ def load_json(path: str) -> Any:
     """Parse a workflow file, refusing files over MAX_WORKFLOW_BYTES and nesting deeper than MAX_JSON_DEPTH."""
     name = os.path.basename(path)
     try:
+        chunks, size = [], 0
         with open(path, "rb") as f:
-            raw = f.read(MAX_WORKFLOW_BYTES + 1)
+            # in chunks: read(MAX + 1) would allocate the whole cap up front, and a pipe or device has no size
+            while size <= MAX_WORKFLOW_BYTES:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        raw = b"".join(chunks)
     except FileNotFoundError:
         raise WorkflowError(f"workflow file {path!r} does not exist") from None
     except OSError as exc:

@@ -150,7 +150,8 @@ class Behaviour:
     def __init__(self, **modes: Any):
         self.modes = {"object_info": "ok", "prompt": "ok", "history": "ok", "view": "ok", "upload": "ok"}
         self.modes.update(modes)
-        self.outputs = [{"filename": "result.png", "subfolder": "", "type": "output"}]
+        self.outputs: Any = [{"filename": "result.png", "subfolder": "", "type": "output"}]
+        self.node_outputs: Any = None  # replaces {"3": {"images": outputs}} when set
         self.files = {"result.png": tiny_png((9, 9, 9))}
         self.uploads: dict[str, bytes] = {}
         self.prompts: list[dict] = []
@@ -190,6 +191,7 @@ def _handler(server: HostileServer):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
+        behaviour = b
 
         def log_message(self, *args):
             pass
@@ -271,7 +273,7 @@ def _handler(server: HostileServer):
                 pid = urllib.parse.unquote(url.path.split("/", 2)[2])
 
                 def ok():
-                    outputs = {"3": {"images": b.outputs}}
+                    outputs = b.node_outputs if b.node_outputs is not None else {"3": {"images": b.outputs}}
                     self.send(200, {pid: {"prompt": [0, pid, {}, {}, ["3"]], "outputs": outputs,
                                           "status": {"status_str": "success", "completed": True, "messages": []}}})
                 return self.common(b.modes["history"], ok)
