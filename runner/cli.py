@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from ..utils import host
 from ..utils.errors import HumanGenError, HumanGenInterrupted
+from ..utils.paths import PathOutsideFolderError, confine
 from .workflow import (MAX_TEXT_CHARS, WorkflowError, check_prompt, coerce, expand_sweep, load_workflow,
                        parse_assignment, targets)
 
@@ -173,13 +174,19 @@ def check_models(needs: list[dict]) -> list[str]:
     missing = []
     for need in needs:
         folder, name = need.get("folder"), need.get("file")
-        if not folder or not name:
+        if not isinstance(folder, str) or not isinstance(name, str) or not folder or not name:
             continue
-        try:
-            dirs = host.model_dirs(folder)
-        except KeyError:
-            dirs = [os.path.join(os.environ.get("HUMANGEN_MODELS_DIR") or "models", folder)]
-        if any(os.path.exists(os.path.join(d, name)) for d in dirs):
+        try:  # names come from the workflow file: only files inside the model folders are looked at
+            try:
+                dirs = host.model_dirs(folder)
+            except KeyError:  # a folder the pack does not know (another pack's): under the models root
+                root = os.environ.get("HUMANGEN_MODELS_DIR") or "models"
+                dirs = [str(confine(root, folder, node="needs_models", input_name="folder"))]
+            paths = [confine(d, name, node="needs_models", input_name="file") for d in dirs]
+        except PathOutsideFolderError as exc:
+            missing.append(str(exc))
+            continue
+        if any(p.exists() for p in paths):
             continue
         msg = f"missing model file {name!r}: put it in {dirs[0]}"
         if need.get("url"):
