@@ -184,10 +184,11 @@ class Engine:
                 fail(f"value {value!r} is not in the list: [{shown}{more}]")
         if inp.type in ("INT", "FLOAT"):
             lo, hi = inp.options.get("min"), inp.options.get("max")
-            if lo is not None and float(value) < lo:
-                fail(f"value {value} is smaller than the minimum {lo}")
-            if hi is not None and float(value) > hi:
-                fail(f"value {value} is bigger than the maximum {hi}")
+            # compared as Python numbers (exact for ints of any size; float() of a 400-digit int overflows)
+            if lo is not None and value < lo:
+                fail(f"value {_short(value)} is smaller than the minimum {lo}")
+            if hi is not None and value > hi:
+                fail(f"value {_short(value)} is bigger than the maximum {hi}")
 
     # ---- execution -------------------------------------------------------------------------------------------
     def run(self, prompt: dict[str, dict], *, extra_pnginfo: dict | None = None,
@@ -333,7 +334,14 @@ class Engine:
         return outputs, ui
 
 
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
+
+
 def _typed(kind: str, value: Any) -> Any:
+    if kind == "INT" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
     if kind == "INT" and isinstance(value, (float, str)) and not isinstance(value, bool):
         return int(float(value))
     if kind == "FLOAT" and isinstance(value, (int, str)) and not isinstance(value, bool):

@@ -262,6 +262,14 @@ class Server:
                               budget=budget)
         return self._json(answer, f"POST {path}")
 
+    def get_bytes(self, path: str, *, budget: Budget | None = None, limit: int = MAX_FILE_BYTES) -> bytes:
+        """A small binary answer, in memory (at most `limit` bytes); files are downloaded with `download`."""
+        answer = self.request("GET", path, budget=budget, limit=limit)
+        if answer.status != 200:
+            raise RemoteError(f"{self.url}: GET {path.split('?')[0]} failed with HTTP {answer.status}"
+                              f"{_quote(answer.body)}")
+        return answer.body
+
     # ---- ComfyUI API -----------------------------------------------------------------------------------------
     def object_info(self, budget: Budget | None = None) -> dict[str, NodeSpec]:
         """Node definitions; entries that are not node definitions are left out (a node type the workflow then
@@ -280,8 +288,9 @@ class Server:
                 continue
         return specs
 
-    def upload_image(self, path: Path, budget: Budget | None = None) -> str:
+    def upload_image(self, path: str | os.PathLike, budget: Budget | None = None) -> str:
         """POST /upload/image (never overwriting on the server); returns the name to use in LoadImage."""
+        path = Path(path)
         size = path.stat().st_size
         if size > MAX_UPLOAD_BYTES:
             raise RemoteError(f"{self.url}: {path.name} is {size} bytes; at most {MAX_UPLOAD_BYTES} are uploaded")
@@ -319,11 +328,12 @@ class Server:
             raise RemoteError(f"{self.url}: POST /prompt: unexpected answer {clean(answer, 120)}")
         return str(prompt_id)
 
-    def wait(self, prompt_id: str, *, budget: Budget | float, poll: float = 0.2,
-             stop: threading.Event | None = None) -> dict:
-        """Poll /history until the job's entry is complete; its entry. Bounded by `budget` (or seconds)."""
-        if not isinstance(budget, Budget):
-            budget = Budget.after(float(budget), f"the {float(budget):g} s limit (--timeout)")
+    def wait(self, prompt_id: str, *, budget: Budget | None = None, timeout: float | None = None,
+             poll: float = 0.2, stop: threading.Event | None = None) -> dict:
+        """Poll /history until the job's entry is complete; its entry. Bounded by `budget` (or `timeout` seconds)."""
+        if budget is None:
+            seconds = float(self.timeout if timeout is None else timeout)
+            budget = Budget.after(seconds, f"the {seconds:g} s limit (--timeout)")
         what = f"GET /history/{clean(prompt_id, 60)}"
         while True:
             try:

@@ -70,7 +70,7 @@ def is_api_format(data: Any) -> bool:
 
 
 def is_ui_format(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
 
 
 def load_json(path: str) -> Any:
@@ -171,6 +171,9 @@ def load_workflow(path: str, specs: dict[str, NodeSpec] | None = None) -> Workfl
         if specs is None:
             raise WorkflowError(f"{path}: a UI-format workflow needs the node definitions to convert it")
         return Workflow(ui_to_api(data, specs), "ui", path, data, needs_models_of(data))
+    if isinstance(data, dict) and "nodes" in data:
+        raise WorkflowError(f"{os.path.basename(path)}: 'nodes' must be a list of node objects, got "
+                            f"{_kind(data['nodes'])}")
     raise WorkflowError(f"{os.path.basename(path)}: neither an API prompt ({{id: {{class_type, inputs}}}}) nor a "
                         "UI workflow ({nodes, links}); export it from ComfyUI with Save or Export (API)")
 

@@ -174,7 +174,13 @@ FILE_CASES = [
     ("null", b"null", "neither an API prompt"),
     ("list", b"[1, 2, 3]", "neither an API prompt"),
     ("number", b"42", "neither an API prompt"),
-    ("nodes-not-list", json.dumps({"nodes": "all", "links": []}).encode(), "neither an API prompt"),
+    ("nodes-not-list", json.dumps({"nodes": "all", "links": []}).encode(),
+     "'nodes' must be a list of node objects, got a string"),
+    ("ui-without-links", json.dumps({"nodes": ["SaveImage"]}).encode(),
+     "entry 0 of 'nodes' must be an object with id and type, got a string"),
+    ("integer-400-digits", json.dumps(_api(**{"2": {"class_type": "ImageScale", "inputs": {
+        "image": ["1", 0], "upscale_method": "area", "width": 10**400, "height": 4, "crop": "disabled"}}})).encode(),
+     "node 2 (ImageScale) input 'width': value 10000000000000000000...(401 digits) is bigger than the maximum"),
 ]
 
 
