@@ -44,14 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a positive, finite number of seconds")
-    return value
+def _positive(unit: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a positive, finite number of {unit}")
+        return value
+    return parse
+
+
+_seconds = _positive("seconds")
 
 
 def _run_options(run: argparse.ArgumentParser) -> None:
@@ -73,7 +78,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                           "(default 3600)")
     run.add_argument("--deadline", type=_seconds, default=None,
                      help="wall-clock limit in seconds for the whole run; jobs not finished by then fail")
-    run.add_argument("--max-download-mb", type=_seconds, default=1024.0,
+    run.add_argument("--max-download-mb", type=_positive("MiB"), default=1024.0,
                      help="largest output file accepted from a server, in MiB (default 1024)")
     run.add_argument("--device", default=None, help="torch device in-process (default: cuda if available)")
     run.add_argument("--dry-run", action="store_true", help="validate every job and list them; run nothing")
