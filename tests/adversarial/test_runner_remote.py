@@ -325,3 +325,16 @@ def test_real_process_prints_one_line_and_no_traceback(box, hostile, modes, expe
     assert proc.returncode == 1
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and server.url in lines[0] and expected in lines[0], proc.stderr
+
+
+def test_malformed_node_definitions_are_left_out(capsys, box, hostile):
+    from adversarial.runner_helpers import core_object_info
+    info = core_object_info()
+    info.update({"Broken": "x", "Broken2": {"input": ["not", "a", "dict"]}, "Broken3": {"input": {"required": 5}}})
+    server, b = hostile(object_info=lambda h: h.send(200, info) or True)
+    code, _, err = _remote(capsys, box, server.url)
+    assert code == 0, err
+    prompt = scale_prompt()
+    prompt["4"] = {"class_type": "Broken2", "inputs": {}}
+    code, _, err = _remote(capsys, box, server.url, prompt=prompt)
+    assert code == 2 and "node 4 (Broken2): unknown node type" in _one_error(err, "")

@@ -288,3 +288,12 @@ def test_toy_float_nan_and_inf_refused(capsys, box):
         code, _, err = cli(capsys, *run_args(box, path, "--set", f"1.gain={bad}"), extra_nodes=dict(TOYS))
         assert code == 2
         assert "node 1 (ToyConst) input 'gain': wrong type: expects a finite number" in err
+
+
+def test_deadline_in_process_stops_before_the_next_job(capsys, box):
+    from hgtoys import toy_prompt
+    code, _, err = cli(capsys, *run_args(box, box.write("wf.json", toy_prompt()), "--batch", "1.value=1-3",
+                                         "--deadline", "0.000001"), extra_nodes=dict(TOYS))
+    assert code == 1
+    assert error_lines(err) == ["error: job 1/3 (1.value=1): not started, the run's --deadline of 1e-06 s has passed"]
+    assert "0/3 job(s) ok" in err
