@@ -16,7 +16,6 @@ import mimetypes
 import os
 import random
 import time
-from pathlib import Path
 
 from ..utils import host
 from ..utils.paths import PathOutsideFolderError, confine, write_next_free
@@ -34,13 +33,13 @@ def _annotated(name: str) -> tuple[str, str]:
     return name, host.input_dir()
 
 
-def annotated_path(name: str) -> Path:
+def annotated_path(name: str) -> str:
     """Path of a LoadImage value (`name`, `name [output]`, ...), confined to its folder (utils.paths.confine:
     `..`, absolute names and symlinks out are refused with a PathOutsideFolderError)."""
     if not isinstance(name, str):
         raise PathOutsideFolderError(f"LoadImage: input 'image': expects a file name, got {type(name).__name__}.")
     name, base = _annotated(name)
-    return confine(base, name, node="LoadImage", input_name="image")
+    return str(confine(base, name, node="LoadImage", input_name="image"))
 
 
 def _image_files(folder: str) -> list[str]:
