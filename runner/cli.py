@@ -7,7 +7,6 @@ Exit status: 0 all jobs succeeded (or --dry-run found the workflow valid), 1 a j
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -16,8 +15,10 @@ import time
 from typing import Any, Sequence
 
 from ..utils import host
-from ..utils.errors import HumanGenInterrupted
-from .workflow import WorkflowError, coerce, expand_sweep, load_workflow, parse_assignment, targets
+from ..utils.errors import HumanGenError, HumanGenInterrupted
+from ..utils.paths import PathOutsideFolderError, confine
+from .workflow import (MAX_TEXT_CHARS, WorkflowError, check_prompt, coerce, expand_sweep, load_workflow,
+                       parse_assignment, targets)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -34,11 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="convert a UI workflow to the API prompt format (prints JSON)")
     conv.add_argument("workflow")
-    conv.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
+    conv.add_argument("-o", "--output", default=None, help="write to this file instead of stdout (never replaced "
+                      "unless --overwrite)")
+    conv.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     conv.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
                       help="use this server's node definitions (/object_info)")
     conv.add_argument("--input-dir", default="input")
     return parser
+
+
+def _positive(unit: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a positive, finite number of {unit}")
+        return value
+    return parse
+
+
+_seconds = _positive("seconds")
 
 
 def _run_options(run: argparse.ArgumentParser) -> None:
@@ -55,7 +73,13 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                      help="root of the model folders (<dir>/<kind>; default $HUMANGEN_MODELS_DIR or ./models)")
     run.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
                      help="run on a ComfyUI server instead of in-process (repeatable: jobs are spread over them)")
-    run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one job on a server")
+    run.add_argument("--timeout", type=_seconds, default=3600.0,
+                     help="wall-clock limit in seconds for one job on a server: upload, run, and download "
+                          "(default 3600)")
+    run.add_argument("--deadline", type=_seconds, default=None,
+                     help="wall-clock limit in seconds for the whole run; jobs not finished by then fail")
+    run.add_argument("--max-download-mb", type=_positive("MiB"), default=1024.0,
+                     help="largest output file accepted from a server, in MiB (default 1024)")
     run.add_argument("--device", default=None, help="torch device in-process (default: cuda if available)")
     run.add_argument("--dry-run", action="store_true", help="validate every job and list them; run nothing")
     run.add_argument("--keep-going", action="store_true", help="continue with the next job after a failure")
@@ -64,29 +88,90 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
 
 # ---- jobs --------------------------------------------------------------------------------------------------------
-def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[str]) -> list[tuple[str, dict]]:
-    """Apply --set overrides, then expand --batch sweeps (cartesian product) into (label, prompt) jobs."""
+MAX_JOBS = 100_000  # per run; a larger sweep is almost always a typo (split it over several runs otherwise)
+
+
+class Jobs:
+    """The jobs of a run: the workflow after --set, and the --batch axes (the first outermost). Jobs are made one at
+    a time when iterated, so a long sweep starts at once and holds one job in memory, not all of them."""
+
+    def __init__(self, base: dict, axes: list[tuple[str, list, str, Sequence]]):
+        self.base, self.axes = base, axes  # axes: (label, [(node id, type)], input name, values)
+        self.total = 1
+        for axis in axes:
+            self.total *= len(axis[3])
+
+    def __len__(self) -> int:
+        return self.total
+
+    def job(self, indices: Sequence[int]) -> tuple[str, dict]:
+        job = json.loads(json.dumps(self.base))
+        labels = []
+        for (label, hits, name, values), i in zip(self.axes, indices):
+            value = values[i]
+            for nid, _ in hits:
+                job[nid]["inputs"][name] = value
+            labels.append(f"{label}={value}")
+        return " ".join(labels), job
+
+    def _indices(self, k: int) -> list[int]:
+        indices = []
+        for axis in reversed(self.axes):  # the last axis varies fastest
+            k, i = divmod(k, len(axis[3]))
+            indices.append(i)
+        return indices[::-1]
+
+    def __iter__(self):
+        for k in range(self.total):
+            yield self.job(self._indices(k))
+
+    def representatives(self):
+        """(job index, label, prompt) of the jobs validation must see: every axis at its first value, then each
+        axis's listed values and range ends with the others at their first value (the sum of the axes, not their
+        product)."""
+        seen = set()
+        combos = [[0] * len(self.axes)]
+        for a, axis in enumerate(self.axes):
+            for i in axis[3].representatives() if hasattr(axis[3], "representatives") else range(len(axis[3])):
+                combo = [0] * len(self.axes)
+                combo[a] = i
+                combos.append(combo)
+        for combo in combos:
+            if tuple(combo) not in seen:
+                seen.add(tuple(combo))
+                k = 0
+                for axis, i in zip(self.axes, combo):
+                    k = k * len(axis[3]) + i
+                yield (k, *self.job(combo))
+
+
+def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[str]) -> Jobs:
+    """Apply --set overrides (the result is checked like a workflow file), then describe the --batch sweeps
+    (cartesian product) as lazily made (label, prompt) jobs; more than MAX_JOBS jobs are refused."""
     base = json.loads(json.dumps(prompt))
     for text in sets:
         node_id, name, value = parse_assignment(text, "--set")
         for nid, kind in targets(base, specs, node_id, name, f"--set {text}"):
             base[nid]["inputs"][name] = coerce(value, kind, where=f"--set {text}: ")
+    check_prompt(base, None)
     axes = []
+    total = 1
     for text in batches:
         node_id, name, value = parse_assignment(text, "--batch")
         hits = targets(base, specs, node_id, name, f"--batch {text}")
         values = expand_sweep(value, hits[0][1], where=f"--batch {text}: ")
+        for v in values.representatives():
+            check_value = values[v]
+            if isinstance(check_value, str) and len(check_value) > MAX_TEXT_CHARS:
+                raise WorkflowError(f"--batch {text[:40]}...: a value is longer than {MAX_TEXT_CHARS} characters")
+        total *= values.size
+        if total > MAX_JOBS:
+            raise WorkflowError(f"--batch {text}: {'this sweep makes' if len(axes) == 0 else 'the sweeps make'} "
+                                f"{total} jobs; at most {MAX_JOBS} are run at once (split the sweep over several "
+                                "runs)")
         label = f"{node_id}.{name}" if node_id else name
-        axes.append([(label, hits, name, v) for v in values])
-    jobs = []
-    for combo in itertools.product(*axes) if axes else [()]:
-        job = json.loads(json.dumps(base))
-        for _, hits, name, v in combo:
-            for nid, _ in hits:
-                job[nid]["inputs"][name] = v
-        label = " ".join(f"{lab}={v}" for lab, _, _, v in combo)
-        jobs.append((label, job))
-    return jobs
+        axes.append((label, hits, name, values))
+    return Jobs(base, axes)
 
 
 def check_models(needs: list[dict]) -> list[str]:
@@ -94,13 +179,19 @@ def check_models(needs: list[dict]) -> list[str]:
     missing = []
     for need in needs:
         folder, name = need.get("folder"), need.get("file")
-        if not folder or not name:
+        if not isinstance(folder, str) or not isinstance(name, str) or not folder or not name:
             continue
-        try:
-            dirs = host.model_dirs(folder)
-        except KeyError:
-            dirs = [os.path.join(os.environ.get("HUMANGEN_MODELS_DIR") or "models", folder)]
-        if any(os.path.exists(os.path.join(d, name)) for d in dirs):
+        try:  # names come from the workflow file: only files inside the model folders are looked at
+            try:
+                dirs = host.model_dirs(folder)
+            except KeyError:  # a folder the pack does not know (another pack's): under the models root
+                root = os.environ.get("HUMANGEN_MODELS_DIR") or "models"
+                dirs = [str(confine(root, folder, node="needs_models", input_name="folder"))]
+            paths = [confine(d, name, node="needs_models", input_name="file") for d in dirs]
+        except PathOutsideFolderError as exc:
+            missing.append(str(exc))
+            continue
+        if any(p.exists() for p in paths):
             continue
         msg = f"missing model file {name!r}: put it in {dirs[0]}"
         if need.get("url"):
@@ -168,8 +259,10 @@ def log(text: str, *, verbose_only: bool = False) -> None:
 # ---- commands ----------------------------------------------------------------------------------------------------
 def _specs(args, engine=None):
     if args.servers:
-        from .remote import Server
-        return Server(args.servers[0]).object_info()
+        from .remote import OBJECT_INFO_SECONDS, Budget, Server
+        seconds = min(OBJECT_INFO_SECONDS, getattr(args, "timeout", OBJECT_INFO_SECONDS))
+        budget = Budget.after(seconds, f"{seconds:g} s").sooner(getattr(args, "run_budget", None))
+        return Server(args.servers[0]).object_info(budget)
     return engine.specs()
 
 
@@ -180,14 +273,17 @@ def _convert(args) -> int:
     wf = load_workflow(args.workflow, specs)
     text = json.dumps(wf.prompt, indent=2, sort_keys=False) + "\n"
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        from ..utils.paths import write_exclusive
+        write_exclusive(args.output, text.encode("utf-8"), node="convert", overwrite=args.overwrite)
     else:
         sys.stdout.write(text)
     return EXIT_OK
 
 
 def _run(args, extra_nodes: dict[str, type] | None) -> int:
+    if args.deadline is not None:
+        from .remote import Budget
+        args.run_budget = Budget.after(args.deadline, f"the run's --deadline of {args.deadline:g} s")
     out_dir = os.path.abspath(args.out)
     input_dir = os.path.abspath(args.input_dir)
     standalone = host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None,
@@ -206,26 +302,28 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
             for m in missing:
                 log(f"error: {os.path.basename(args.workflow)}: {m}")
             return EXIT_INVALID
-    orders = []
     if engine is not None:
-        for i, (label, job) in enumerate(jobs):
+        for k, label, job in jobs.representatives():
             try:
-                orders.append(engine.validate(job))
+                engine.validate(job)
             except WorkflowError as exc:
-                raise WorkflowError(f"job {i + 1} ({label}): {exc}" if label else str(exc)) from None
+                raise WorkflowError(f"job {k + 1} ({label}): {exc}" if label else str(exc)) from None
     if args.dry_run:
         for i, (label, job) in enumerate(jobs):
-            n = len(orders[i]) if orders else len(job)
+            try:
+                n = len(engine.validate(job)) if engine is not None else len(job)
+            except WorkflowError as exc:
+                raise WorkflowError(f"job {i + 1} ({label}): {exc}" if label else str(exc)) from None
             print(f"job {i + 1}/{len(jobs)}: {label or '(as saved)'}: {n} nodes")
         print(f"{os.path.basename(args.workflow)}: valid ({wf.source_format} format, {len(jobs)} job(s))")
         return EXIT_OK
     extra_pnginfo = {"workflow": wf.ui} if wf.ui is not None else None
     if args.servers:
         return _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo)
-    return _run_local(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone)
+    return _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone)
 
 
-def _run_local(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone) -> int:
+def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     from .engine import NodeExecutionError
     quiet = args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"
     bars = _Bars(len(jobs), enabled=not quiet)
@@ -236,16 +334,22 @@ def _run_local(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone) -
     failures = 0
     status = EXIT_OK
     t0 = time.perf_counter()
+    run_budget = getattr(args, "run_budget", None)
     try:
         with host.interrupt_on_sigint():
             for i, (label, job) in enumerate(jobs):
                 current["job"] = i
+                where = f"job {i + 1}/{len(jobs)}{' (' + label + ')' if label else ''}"
+                if run_budget is not None and run_budget.remaining() <= 0:
+                    log(f"error: {where}: not started, the run's --deadline of {args.deadline:g} s has passed")
+                    failures += len(jobs) - i
+                    break
                 try:
-                    result = engine.run(job, extra_pnginfo=extra_pnginfo, order=orders[i])
-                except NodeExecutionError as exc:
+                    result = engine.run(job, extra_pnginfo=extra_pnginfo)
+                except (NodeExecutionError, WorkflowError) as exc:
                     failures += 1
                     bars.close_node()
-                    log(f"error: job {i + 1}/{len(jobs)}{' (' + label + ')' if label else ''}: {exc}")
+                    log(f"error: {where}: {exc}")
                     if not args.keep_going:
                         status = EXIT_FAILED
                         break
@@ -281,29 +385,36 @@ def _files_of(outputs: dict, out_dir: str) -> list[str]:
 def _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo) -> int:
     from .remote import RemoteJob, Server, run_remote
     servers = [Server(u) for u in args.servers]
-    remote_jobs = [RemoteJob(i, job, label) for i, (label, job) in enumerate(jobs)]
+    total = len(jobs)
     stop = threading.Event()
-    bars = _Bars(len(jobs), enabled=not (args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"))
+    bars = _Bars(total, enabled=not (args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"))
 
     def done(job: RemoteJob) -> None:
         bars.job_done()
         if job.error is not None and not isinstance(job.error, KeyboardInterrupt):
-            log(f"error: job {job.index + 1}/{len(jobs)}{' (' + job.label + ')' if job.label else ''} on "
+            log(f"error: job {job.index + 1}/{total}{' (' + job.label + ')' if job.label else ''} on "
                 f"{job.server}: {job.error}")
             if not args.keep_going:
                 stop.set()
 
     t0 = time.perf_counter()
     extra = {"extra_pnginfo": extra_pnginfo} if extra_pnginfo else None
+    lazy = (RemoteJob(i, job, label) for i, (label, job) in enumerate(jobs))
     try:
-        run_remote(servers, remote_jobs, specs=specs, out_dir=out_dir, input_dir=input_dir, timeout=args.timeout,
-                   extra_data=extra, stop=stop, on_done=done)
+        started = run_remote(servers, lazy, specs=specs, out_dir=out_dir, input_dir=input_dir,
+                             timeout=args.timeout, deadline=getattr(args, "run_budget", None), extra_data=extra,
+                             stop=stop, on_done=done, max_file_bytes=int(args.max_download_mb * 1024 * 1024))
     finally:
         bars.close()
-    written = [f for j in remote_jobs for f in j.files]
-    errors = [j.error for j in remote_jobs if j.error is not None]
+    written = [f for j in started for f in j.files]
+    errors = [j.error for j in started if j.error is not None]
     failures = len(errors)
-    _summary(written, len(jobs), failures, time.perf_counter() - t0)
+    skipped = total - len(started)
+    run_budget = getattr(args, "run_budget", None)
+    if skipped and run_budget is not None and run_budget.remaining() <= 0:
+        log(f"error: {skipped} job(s) not started: the run's --deadline of {args.deadline:g} s has passed")
+        failures += skipped
+    _summary(written, total, failures, time.perf_counter() - t0)
     if any(isinstance(e, KeyboardInterrupt) for e in errors):
         log("interrupted: stopped cleanly (files already written are kept)")
         return EXIT_INTERRUPTED
@@ -340,15 +451,21 @@ def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | No
     except WorkflowError as exc:
         log(f"error: {exc}")
         return EXIT_INVALID
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, HumanGenInterrupted):
         log("interrupted")
         return EXIT_INTERRUPTED
+    except HumanGenError as exc:  # e.g. a file that would be replaced, a name outside its folder
+        log(f"error: {exc}")
+        return EXIT_INVALID
     except Exception as exc:  # noqa: BLE001 - e.g. a server that cannot be reached: one clear line
-        from .remote import RemoteError
+        from .remote import RemoteError, clean
         if isinstance(exc, RemoteError):
             log(f"error: {exc}")
             return EXIT_FAILED
-        raise
+        if _VERBOSE:
+            raise
+        log(f"error: unexpected {type(exc).__name__}: {clean(exc)} (HUMANGEN_VERBOSE=1 shows where)")
+        return EXIT_FAILED
     finally:
         host.use(previous) if previous is not None else host.reset()
 

@@ -7,7 +7,8 @@ engine registers them only when the ComfyUI host is absent, and they are never p
 NODE_CLASS_MAPPINGS (inside ComfyUI the real core nodes are used). Folders come from `utils.host` (the runner's
 `--input-dir` and `--out`). Unlike core, SaveImage never overwrites a file: it numbers like core
 (`prefix_00001_.png`, one past the highest existing number) and skips any name that exists, writing each image to
-a temporary file that is then linked into place.
+a temporary file that is then linked into place (utils.paths.write_next_free). Every name from the workflow goes
+through utils.paths.confine: LoadImage reads only inside its folder, save prefixes stay inside theirs.
 """
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ import random
 import time
 
 from ..utils import host
+from ..utils.paths import PathOutsideFolderError, confine, write_next_free
 
 MAX_RESOLUTION = 16384
 
 
 def _annotated(name: str) -> tuple[str, str]:
+    """ComfyUI's annotated names: `x.png [output]`, `[input]`, `[temp]` name a file in that folder; a plain name
+    is in the input folder."""
     for suffix, base in ((" [output]", host.output_dir), (" [input]", host.input_dir), (" [temp]", host.temp_dir)):
         if name.endswith(suffix) or name.endswith(suffix.strip()):
             cut = suffix if name.endswith(suffix) else suffix.strip()
@@ -32,12 +36,12 @@ def _annotated(name: str) -> tuple[str, str]:
 
 
 def annotated_path(name: str) -> str:
-    """Path of a LoadImage value (`name`, `name [output]`, ...), refusing to leave its folder."""
+    """Path of a LoadImage value (`name`, `name [output]`, ...), confined to its folder (utils.paths.confine:
+    `..`, absolute names and symlinks out are refused with a PathOutsideFolderError)."""
+    if not isinstance(name, str):
+        raise PathOutsideFolderError(f"LoadImage: input 'image': expects a file name, got {type(name).__name__}.")
     name, base = _annotated(name)
-    path = os.path.normpath(os.path.join(base, name))
-    if os.path.commonpath((os.path.abspath(base), os.path.abspath(path))) != os.path.abspath(base):
-        raise ValueError(f"LoadImage: input 'image': {name!r} points outside the input folder")
-    return path
+    return str(confine(base, name, node="LoadImage", input_name="image"))
 
 
 def _image_files(folder: str) -> list[str]:
@@ -139,40 +143,6 @@ def _next_counter(folder: str, filename: str) -> int:
     return best + 1
 
 
-def write_new_file(folder: str, make_name, data_writer, start: int) -> tuple[str, int]:
-    """Write via a temporary file, then link it to the first free name `make_name(n)`, n >= start.
-
-    Never replaces an existing file, also when another process writes the same names concurrently.
-    Returns (file name, counter used)."""
-    import tempfile
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".humangen-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            data_writer(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved image gets the usual permissions
-        counter = start
-        while True:
-            name = make_name(counter)
-            target = os.path.join(folder, name)
-            try:
-                os.link(tmp, target)  # atomic, and fails if the name exists
-                return name, counter
-            except FileExistsError:
-                counter += 1
-            except OSError:  # a file system without hard links
-                if os.path.exists(target):
-                    counter += 1
-                    continue
-                os.replace(tmp, target)
-                return name, counter
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class SaveImage:
     def __init__(self):
         self.output_dir = None  # resolved at call time (the runner's --out)
@@ -207,16 +177,16 @@ class SaveImage:
         from PIL import Image
         from PIL.PngImagePlugin import PngInfo
 
-        root = os.path.abspath(self._folder())
+        root = self._folder()
         prefix = filename_prefix + self.prefix_append
         if "%" in prefix:
             prefix = _compute_vars(prefix, images[0].shape[1], images[0].shape[0])
+        # subfolders are fine; `..`, absolute prefixes and symlinks out of the folder are refused
+        node = type(self).__name__
+        confine(root, prefix, node=node, input_name="filename_prefix", allow_root=True)
         subfolder = os.path.dirname(os.path.normpath(prefix))
         filename = os.path.basename(os.path.normpath(prefix))
-        folder = os.path.abspath(os.path.join(root, subfolder))
-        if os.path.commonpath((root, folder)) != root:
-            raise ValueError(f"SaveImage: input 'filename_prefix': {filename_prefix!r} would save outside the "
-                             f"output folder {root}")
+        folder = str(confine(root, subfolder, node=node, input_name="filename_prefix", allow_root=True))
         counter = _next_counter(folder, filename)
         results = []
         for batch_number, image in enumerate(images):
@@ -228,11 +198,20 @@ class SaveImage:
             for key, value in (extra_pnginfo or {}).items():
                 metadata.add_text(key, json.dumps(value))
             base = filename.replace("%batch_num%", str(batch_number))
-            name, counter = write_new_file(
-                folder, lambda n, base=base: f"{base}_{n:05}_.png",
-                lambda f: img.save(f, format="PNG", pnginfo=metadata, compress_level=self.compress_level), counter)
-            results.append({"filename": name, "subfolder": subfolder, "type": self.type})
-            counter += 1
+            tried = [counter]
+
+            def name_for(n: int, base=base, tried=tried) -> str:
+                tried[0] = n
+                return f"{base}_{n:05}_.png"  # 5 digits, more past 99999: the counter never wraps
+
+            # written once to a temporary file, then linked to the first free name: never replaces a file, never
+            # leaves a half-written one (also when the job is interrupted)
+            path = write_next_free(
+                folder, name_for, counter, node=node,
+                data=lambda tmp, img=img, metadata=metadata: img.save(tmp, format="PNG", pnginfo=metadata,
+                                                                      compress_level=self.compress_level))
+            results.append({"filename": path.name, "subfolder": subfolder, "type": self.type})
+            counter = tried[0] + 1
         return {"ui": {"images": results}, "result": (images,)}
 
 

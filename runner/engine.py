@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..utils import host
 from ..utils.errors import HumanGenInterrupted
 from .specs import NodeSpec, spec_from_class, types_match
-from .workflow import WorkflowError, _id_key
+from .workflow import WorkflowError, _id_key, check_prompt, graph_order, is_link
 
 
 class NodeExecutionError(RuntimeError):
@@ -54,9 +54,7 @@ class JobResult:
     seconds: float = 0.0
 
 
-def _is_link(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (str, int))
-            and isinstance(value[1], int) and not isinstance(value[1], bool))
+_is_link = is_link
 
 
 class Engine:
@@ -85,48 +83,18 @@ class Engine:
         """Check the prompt; returns the execution order (node ids). Raises WorkflowError on the first problem."""
         self.refresh()
         for nid, node in prompt.items():
-            if not isinstance(node, dict) or "class_type" not in node:
+            if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
                 raise WorkflowError("not a node (needs class_type and inputs)", nid)
-            if node["class_type"] not in self.classes:
-                raise WorkflowError("unknown node type; install the node pack that provides it (or check the "
-                                    "spelling)", nid, node["class_type"])
-        outputs = [nid for nid in sorted(prompt, key=_id_key) if self.spec(prompt[nid]["class_type"]).output_node]
+            if not isinstance(node.get("inputs", {}), dict):
+                raise WorkflowError("'inputs' must be an object {\"input name\": value}", nid, node["class_type"])
+        outputs = [nid for nid in sorted(prompt, key=_id_key)
+                   if prompt[nid]["class_type"] in self.classes and self.spec(prompt[nid]["class_type"]).output_node]
+        check_prompt(prompt, self.classes, roots=outputs)
         if not outputs:
             raise WorkflowError("the workflow has no output node (SaveImage, PreviewImage, ...); nothing would run")
-        order = self._order(prompt, outputs)
+        order = graph_order(prompt, outputs)
         for nid in order:
             self._validate_node(prompt, nid)
-        return order
-
-    def _order(self, prompt: dict[str, dict], outputs: list[str]) -> list[str]:
-        """Depth-first from the outputs: a topological order of every node they need; cycles are reported."""
-        order: list[str] = []
-        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-        stack: list[str] = []
-
-        def visit(nid: str) -> None:
-            if state.get(nid) == 2:
-                return
-            if state.get(nid) == 1:
-                cycle = stack[stack.index(nid):] + [nid]
-                names = " -> ".join(f"{n} ({prompt[n]['class_type']})" for n in cycle)
-                raise WorkflowError(f"the workflow has a cycle: {names}", nid, prompt[nid]["class_type"])
-            state[nid] = 1
-            stack.append(nid)
-            node = prompt[nid]
-            for name, value in node.get("inputs", {}).items():
-                if _is_link(value):
-                    src = str(value[0])
-                    if src not in prompt:
-                        raise WorkflowError(f"linked to node {src}, which is not in the workflow", nid,
-                                            node["class_type"], name)
-                    visit(src)
-            stack.pop()
-            state[nid] = 2
-            order.append(nid)
-
-        for nid in outputs:
-            visit(nid)
         return order
 
     def _validate_node(self, prompt: dict[str, dict], nid: str) -> None:
@@ -201,8 +169,8 @@ class Engine:
                     value = float(value)
                 except (TypeError, ValueError):
                     fail(f"wrong type: expects a number, got {value!r}")
-            if isinstance(value, float) and math.isnan(value):
-                fail("wrong type: expects a number, got NaN")
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f"wrong type: expects a finite number, got {value}")
         elif inp.type == "BOOLEAN":
             if not isinstance(value, bool):
                 fail(f"wrong type: expects true or false, got {value!r}")
@@ -216,10 +184,11 @@ class Engine:
                 fail(f"value {value!r} is not in the list: [{shown}{more}]")
         if inp.type in ("INT", "FLOAT"):
             lo, hi = inp.options.get("min"), inp.options.get("max")
-            if lo is not None and float(value) < lo:
-                fail(f"value {value} is smaller than the minimum {lo}")
-            if hi is not None and float(value) > hi:
-                fail(f"value {value} is bigger than the maximum {hi}")
+            # compared as Python numbers (exact for ints of any size; float() of a 400-digit int overflows)
+            if lo is not None and value < lo:
+                fail(f"value {_short(value)} is smaller than the minimum {lo}")
+            if hi is not None and value > hi:
+                fail(f"value {_short(value)} is bigger than the maximum {hi}")
 
     # ---- execution -------------------------------------------------------------------------------------------
     def run(self, prompt: dict[str, dict], *, extra_pnginfo: dict | None = None,
@@ -365,7 +334,14 @@ class Engine:
         return outputs, ui
 
 
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
+
+
 def _typed(kind: str, value: Any) -> Any:
+    if kind == "INT" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
     if kind == "INT" and isinstance(value, (float, str)) and not isinstance(value, bool):
         return int(float(value))
     if kind == "FLOAT" and isinstance(value, (int, str)) and not isinstance(value, bool):

@@ -9,11 +9,16 @@ UI workflow: `{"nodes": [{"id", "type", "inputs": [{name, link, widget?}], "widg
 (`control_after_generate`) add one extra value ("fixed", "randomize", ...) and LoadImage's upload button adds one.
 Muted nodes (mode 2) are dropped; bypassed nodes (mode 4) pass their input of the same type through; Reroute
 nodes pass through; PrimitiveNode values are written into the inputs they feed; notes are ignored.
+
+Workflow files are untrusted (shared on forums): both formats are checked for shape before anything runs, and every
+problem is one WorkflowError naming the node id, its class and the input. Sizes are bounded (file size, JSON
+nesting, node count, text length) and the graph is ordered without recursion, so no file ends in RecursionError.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,13 @@ MODE_BYPASS = 4
 VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only nodes
 REROUTE = "Reroute"
 PRIMITIVE = "PrimitiveNode"
+
+# Limits for untrusted workflow files (README: Headless runner > Limits). Real workflows stay far below them.
+MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
+MAX_JSON_DEPTH = 64  # nesting of objects/arrays; UI workflows use about 6
+MAX_NODES = 5000
+MAX_TEXT_CHARS = 1_000_000  # one text input (prompts, pose JSON pasted into a STRING widget)
+MAX_NODE_ID_CHARS = 256
 
 
 class WorkflowError(ValueError):
@@ -58,25 +70,73 @@ def is_api_format(data: Any) -> bool:
 
 
 def is_ui_format(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list)
 
 
 def load_json(path: str) -> Any:
+    """Parse a workflow file, refusing files over MAX_WORKFLOW_BYTES and nesting deeper than MAX_JSON_DEPTH."""
+    name = os.path.basename(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        chunks, size = [], 0
+        with open(path, "rb") as f:
+            # in chunks: read(MAX + 1) would allocate the whole cap up front, and a pipe or device has no size
+            while size <= MAX_WORKFLOW_BYTES:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        raw = b"".join(chunks)
     except FileNotFoundError:
         raise WorkflowError(f"workflow file {path!r} does not exist") from None
+    except OSError as exc:
+        raise WorkflowError(f"{path}: cannot read the workflow file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(f"{name}: the file is larger than {MAX_WORKFLOW_BYTES // (1024 * 1024)} MiB; a "
+                            "workflow is a few hundred KiB at most")
+    return parse_json(raw, name)
+
+
+def parse_json(raw: bytes | str, name: str) -> Any:
+    """JSON text -> data with the workflow limits; any failure is one WorkflowError naming `name`."""
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(f"{name}: not valid JSON (not UTF-8 text: byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:  # the parser itself recurses per nesting level
+        raise WorkflowError(f"{name}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
     except json.JSONDecodeError as exc:
-        raise WorkflowError(f"{path}: not valid JSON ({exc})") from None
+        raise WorkflowError(f"{name}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise WorkflowError(f"{name}: not valid JSON ({exc})") from None
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise WorkflowError(f"{name}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return data
+
+
+def json_depth(data: Any, stop_at: int) -> int:
+    """Nesting depth of objects/arrays (a scalar is 0), computed without recursion; stops counting past `stop_at`."""
+    deepest = 0
+    stack = [(data, 1)] if isinstance(data, (dict, list)) else []
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > stop_at:
+            return depth
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 def needs_models_of(data: Any) -> list[dict]:
     if not isinstance(data, dict):
         return []
-    extra = data.get("extra") or {}
-    needs = ((extra.get("humangen") or {}) if isinstance(extra, dict) else {}).get("needs_models") or []
-    return [dict(n) for n in needs if isinstance(n, dict)]
+    extra = data.get("extra")
+    humangen = extra.get("humangen") if isinstance(extra, dict) else None
+    needs = humangen.get("needs_models") if isinstance(humangen, dict) else None
+    return [dict(n) for n in needs if isinstance(n, dict)] if isinstance(needs, list) else []
 
 
 def _ui_twin(path: str) -> Any:
@@ -93,27 +153,239 @@ def _ui_twin(path: str) -> Any:
     return data if is_ui_format(data) else None
 
 
+def _looks_api(data: Any) -> bool:
+    """An object of nodes of which at least one has a class_type: an API prompt (each node is then checked)."""
+    return isinstance(data, dict) and "nodes" not in data and any(
+        isinstance(v, dict) and "class_type" in v for k, v in data.items() if not str(k).startswith("_"))
+
+
 def load_workflow(path: str, specs: dict[str, NodeSpec] | None = None) -> Workflow:
-    """Read a workflow file in either format; UI workflows are converted with `specs` (node definitions)."""
+    """Read a workflow file in either format; UI workflows are converted with `specs` (node definitions).
+    Both formats are checked (shape, unknown node types, dangling links, cycles, limits) before anything runs."""
     data = load_json(path)
-    if isinstance(data, dict) and "prompt" in data and is_api_format(data["prompt"]):
+    if isinstance(data, dict) and "prompt" in data and _looks_api(data["prompt"]):
         data = data["prompt"]  # a saved POST /prompt body
-    if is_api_format(data):
-        prompt = {str(k): _copy_node(v) for k, v in data.items() if not str(k).startswith("_")}
-        return Workflow(prompt, "api", path, None, needs_models_of(_ui_twin(path)))
+    if _looks_api(data):
+        return Workflow(api_prompt(data, specs), "api", path, None, needs_models_of(_ui_twin(path)))
     if is_ui_format(data):
         if specs is None:
             raise WorkflowError(f"{path}: a UI-format workflow needs the node definitions to convert it")
         return Workflow(ui_to_api(data, specs), "ui", path, data, needs_models_of(data))
+    if isinstance(data, dict) and "nodes" in data:
+        raise WorkflowError(f"{os.path.basename(path)}: 'nodes' must be a list of node objects, got "
+                            f"{_kind(data['nodes'])}")
     raise WorkflowError(f"{os.path.basename(path)}: neither an API prompt ({{id: {{class_type, inputs}}}}) nor a "
                         "UI workflow ({nodes, links}); export it from ComfyUI with Save or Export (API)")
 
 
-def _copy_node(node: dict) -> dict:
-    out = {"class_type": node["class_type"], "inputs": dict(node.get("inputs") or {})}
-    if "_meta" in node:
-        out["_meta"] = dict(node["_meta"])
-    return out
+# ---- shape checks (untrusted files) -----------------------------------------------------------------------------
+def _kind(value: Any) -> str:
+    """How a JSON value is called in messages: 'a string ('abc')', 'a list', ..."""
+    names = {str: "a string", list: "a list", dict: "an object", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    kind = names.get(type(value), type(value).__name__)
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        text = repr(value)
+        kind += f" ({text[:40] + '...' if len(text) > 40 else text})"
+    return kind
+
+
+def is_link(value: Any) -> bool:
+    """An API input value `[source node id, output index]`."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (str, int))
+            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def api_prompt(data: dict, specs: dict[str, NodeSpec] | None) -> dict[str, dict]:
+    """The API prompt in `data` (keys starting with '_' are metadata), each node checked and copied."""
+    entries = [(str(k), v) for k, v in data.items() if not str(k).startswith("_")]
+    if len(entries) > MAX_NODES:
+        raise WorkflowError(f"the workflow has {len(entries)} nodes; at most {MAX_NODES} are accepted")
+    prompt: dict[str, dict] = {}
+    for nid, node in entries:
+        if len(nid) > MAX_NODE_ID_CHARS:
+            raise WorkflowError(f"a node id is longer than {MAX_NODE_ID_CHARS} characters", nid[:40] + "...")
+        if not isinstance(node, dict):
+            raise WorkflowError(f"a node must be an object {{\"class_type\": ..., \"inputs\": {{...}}}}, got "
+                                f"{_kind(node)}", nid)
+        ctype = node.get("class_type")
+        if not isinstance(ctype, str) or not ctype.strip():
+            raise WorkflowError(f"'class_type' must be the node type's name (text), got {_kind(ctype)}", nid)
+        inputs = node.get("inputs")
+        if inputs is None:
+            inputs = {}
+        if not isinstance(inputs, dict):
+            raise WorkflowError(f"'inputs' must be an object {{\"input name\": value}}, got {_kind(inputs)}",
+                                nid, ctype)
+        entry = {"class_type": ctype, "inputs": dict(inputs)}
+        if isinstance(node.get("_meta"), dict):
+            entry["_meta"] = dict(node["_meta"])
+        prompt[nid] = entry
+    check_prompt(prompt, specs)
+    return prompt
+
+
+def check_prompt(prompt: dict[str, dict], specs: Any, roots: list[str] | None = None) -> None:
+    """Checks that need no node code: unknown node types (not in `specs`; all listed in one message), text longer
+    than MAX_TEXT_CHARS, links to nodes that do not exist or to a negative output, cycles (searched from `roots`
+    first, e.g. the output nodes, so that a cycle is reported as the executor would meet it)."""
+    if specs is not None:
+        unknown = [(nid, prompt[nid]["class_type"]) for nid in sorted(prompt, key=_id_key)
+                   if prompt[nid]["class_type"] not in specs]
+        if unknown:
+            _raise_unknown(unknown)
+    for nid, node in prompt.items():
+        for name, value in node["inputs"].items():
+            if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+                raise WorkflowError(f"the text is {len(value)} characters long; at most {MAX_TEXT_CHARS} are "
+                                    "accepted", nid, node["class_type"], name)
+            if is_link(value):
+                if str(value[0]) not in prompt:
+                    raise WorkflowError(f"linked to node {value[0]}, which is not in the workflow", nid,
+                                        node["class_type"], name)
+                if value[1] < 0:
+                    raise WorkflowError(f"linked to output {value[1]} of node {value[0]}; outputs count from 0",
+                                        nid, node["class_type"], name)
+    if roots is None and specs is not None:  # output nodes first, as the executor meets the graph
+        roots = [nid for nid in sorted(prompt, key=_id_key)
+                 if getattr(specs.get(prompt[nid]["class_type"]), "output_node", False)]
+    graph_order(prompt, list(roots or []) + sorted(prompt, key=_id_key))
+
+
+def _raise_unknown(unknown: list[tuple[str, str]]) -> None:
+    nid, ctype = unknown[0]
+    also = ""
+    if len(unknown) > 1:
+        shown = ", ".join(f"node {n} ({c})" for n, c in unknown[1:21])
+        also = f" (also unknown: {shown}{', ...' if len(unknown) > 21 else ''})"
+    raise WorkflowError(f"unknown node type{also}; install the node pack that provides it (or check the "
+                        "spelling)", nid, ctype)
+
+
+def graph_order(prompt: dict[str, dict], roots: list[str]) -> list[str]:
+    """Depth-first from `roots`: a topological order of every node they need (inputs before the node). Iterative,
+    so a long chain cannot exhaust the interpreter's stack; links to missing nodes and cycles are reported."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+
+    def links_of(nid: str):
+        node = prompt[nid]
+        for name, value in (node.get("inputs") or {}).items():
+            if is_link(value):
+                yield name, str(value[0])
+
+    for root in roots:
+        if state.get(root) == 2:
+            continue
+        state[root] = 1
+        path = [(root, links_of(root))]
+        while path:
+            nid, pending = path[-1]
+            for name, src in pending:
+                if src not in prompt:
+                    raise WorkflowError(f"linked to node {src}, which is not in the workflow", nid,
+                                        prompt[nid]["class_type"], name)
+                seen = state.get(src)
+                if seen == 2:
+                    continue
+                if seen == 1:
+                    ids = [n for n, _ in path]
+                    cycle = ids[ids.index(src):] + [src]
+                    shown = [f"{n} ({prompt[n]['class_type']})" for n in cycle]
+                    if len(shown) > 12:
+                        shown = shown[:6] + [f"... ({len(cycle) - 1} nodes in all)"] + shown[-3:]
+                    names = " -> ".join(shown)
+                    raise WorkflowError(f"the workflow has a cycle: {names}", nid, prompt[nid]["class_type"], name)
+                state[src] = 1
+                path.append((src, links_of(src)))
+                break
+            else:
+                path.pop()
+                state[nid] = 2
+                order.append(nid)
+    return order
+
+
+def _is_node_id(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, str) and 0 < len(value) <= MAX_NODE_ID_CHARS)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_ui(data: dict) -> None:
+    """The shape of a UI workflow: nodes are objects with an id and a type, inputs/outputs are lists of objects,
+    links are [id, from_node, from_slot, to_node, to_slot, type] (or objects), and every link names nodes that
+    exist. One WorkflowError names the node, its type and the input."""
+    nodes = data["nodes"]
+    if len(nodes) > MAX_NODES:
+        raise WorkflowError(f"the workflow has {len(nodes)} nodes; at most {MAX_NODES} are accepted")
+    ids: set[str] = set()
+    for index, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise WorkflowError(f"entry {index} of 'nodes' must be an object with id and type, got {_kind(node)}")
+        nid = node.get("id")
+        if not _is_node_id(nid):
+            raise WorkflowError(f"entry {index} of 'nodes' has no valid id (got {_kind(nid)})")
+        ntype = node.get("type")
+        if not isinstance(ntype, str) or not ntype:
+            raise WorkflowError(f"'type' must be the node type's name (text), got {_kind(ntype)}", str(nid))
+        if str(nid) in ids:
+            raise WorkflowError("two nodes have this id; ids must be unique", str(nid), ntype)
+        ids.add(str(nid))
+        mode = node.get("mode", 0)
+        if mode is not None and not _is_index(mode):
+            raise WorkflowError(f"'mode' must be a number, got {_kind(mode)}", str(nid), ntype)
+        values = node.get("widgets_values")
+        if values is not None and not isinstance(values, (list, dict)):
+            raise WorkflowError(f"'widgets_values' must be a list, got {_kind(values)}", str(nid), ntype)
+        if isinstance(values, list):
+            for value in values:
+                if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+                    raise WorkflowError(f"a widget value is {len(value)} characters long; at most "
+                                        f"{MAX_TEXT_CHARS} are accepted", str(nid), ntype)
+        for key in ("inputs", "outputs"):
+            entries = node.get(key)
+            if entries is None:
+                continue
+            if not isinstance(entries, list):
+                raise WorkflowError(f"'{key}' must be a list of objects, got {_kind(entries)}", str(nid), ntype)
+            for slot, entry in enumerate(entries):
+                if not isinstance(entry, dict):
+                    raise WorkflowError(f"{key[:-1]} {slot} must be an object, got {_kind(entry)}", str(nid), ntype)
+                name = entry.get("name")
+                if name is not None and not isinstance(name, str):
+                    raise WorkflowError(f"{key[:-1]} {slot}: 'name' must be text, got {_kind(name)}", str(nid), ntype)
+                if key == "inputs":
+                    link = entry.get("link")
+                    if link is not None and not _is_index(link):
+                        raise WorkflowError(f"'link' must be a link id (a number) or null, got {_kind(link)}",
+                                            str(nid), ntype, name)
+                    widget = entry.get("widget")
+                    if widget is not None and not isinstance(widget, dict):
+                        raise WorkflowError(f"'widget' must be an object, got {_kind(widget)}", str(nid), ntype, name)
+    links = data.get("links")
+    if links is None:
+        links = []
+    if not isinstance(links, list):
+        raise WorkflowError(f"'links' must be a list, got {_kind(links)}")
+    for index, link in enumerate(links):
+        if isinstance(link, dict):
+            fields = [link.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot")]
+        elif isinstance(link, list) and len(link) >= 5:
+            fields = link[:5]
+        else:
+            raise WorkflowError(f"entry {index} of 'links' must be [id, from_node, from_slot, to_node, to_slot, "
+                                f"type], got {_kind(link)}: {json.dumps(link)[:80]}")
+        lid, a, a_slot, b, b_slot = fields
+        if not (_is_index(lid) and _is_node_id(a) and _is_index(a_slot) and _is_node_id(b) and _is_index(b_slot)):
+            raise WorkflowError(f"link {json.dumps(link)[:80]} (entry {index} of 'links') must hold a link id, "
+                                "two node ids and two slot numbers")
+        for end in (a, b):
+            if str(end) not in ids:
+                raise WorkflowError(f"link {lid} connects node {end}, which is not in the workflow")
 
 
 def _links_table(data: dict) -> dict[int, tuple]:
@@ -130,44 +402,61 @@ def _links_table(data: dict) -> dict[int, tuple]:
 
 
 def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
-    """Convert a UI workflow to an API prompt using the node definitions (see module docstring)."""
-    subgraph_ids = {sg.get("id") for sg in ((data.get("definitions") or {}).get("subgraphs") or [])}
+    """Convert a UI workflow to an API prompt using the node definitions (see module docstring). The UI file is
+    checked first (check_ui), and the result like an API file (check_prompt)."""
+    check_ui(data)
+    definitions = data.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    subgraph_ids = {sg.get("id") for sg in subgraphs if isinstance(sg, dict) and isinstance(sg.get("id"), str)
+                    } if isinstance(subgraphs, list) else set()
     nodes = {str(n["id"]): n for n in data["nodes"]}
     links = _links_table(data)
 
-    def source_of(link_id: int | None, seen: frozenset = frozenset()):
-        """Follow a link back through reroutes and bypassed nodes: ("link", node, slot) | ("value", v) | None."""
-        if link_id is None or int(link_id) not in links:
-            return None
-        src, slot, _, _ = links[int(link_id)]
-        node = nodes.get(src)
-        if node is None:
-            raise WorkflowError(f"link {link_id} comes from node {src}, which is not in the workflow")
-        if src in seen:
-            raise WorkflowError(f"a loop of reroutes/bypassed nodes runs through node {src}")
-        seen = seen | {src}
-        mode, ntype = node.get("mode", 0), node.get("type")
-        if mode == MODE_MUTED:
-            return None
-        if ntype == REROUTE:
-            ins = node.get("inputs") or []
-            return source_of(ins[0].get("link") if ins else None, seen)
-        if ntype == PRIMITIVE:
-            values = node.get("widgets_values") or []
-            if not values:
-                raise WorkflowError("the primitive node has no value", src, ntype)
-            return ("value", values[0])
-        if mode == MODE_BYPASS:
-            out_type = ((node.get("outputs") or [{}] * (slot + 1))[slot] or {}).get("type")
-            ins = node.get("inputs") or []
-            candidates = ([ins[slot]] if slot < len(ins) and ins[slot].get("type") == out_type else []) + \
-                [i for i in ins if i.get("type") == out_type]
-            for inp in candidates:
-                if inp.get("link") is not None:
-                    return source_of(inp["link"], seen)
-            return None
-        return ("link", src, slot)
+    def source_of(link_id: int | None):
+        """Follow a link back through reroutes and bypassed nodes: ("link", node, slot) | ("value", v) | None.
+        A loop, not recursion: a long chain of reroutes must not exhaust the stack."""
+        seen: set[str] = set()
+        while True:
+            if link_id is None or int(link_id) not in links:
+                return None
+            src, slot, _, _ = links[int(link_id)]
+            node = nodes.get(src)
+            if node is None:
+                raise WorkflowError(f"link {link_id} comes from node {src}, which is not in the workflow")
+            if src in seen:
+                raise WorkflowError(f"a loop of reroutes/bypassed nodes runs through node {src}", src,
+                                    node.get("type"))
+            seen.add(src)
+            mode, ntype = node.get("mode", 0), node.get("type")
+            if mode == MODE_MUTED:
+                return None
+            if ntype == REROUTE:
+                ins = node.get("inputs") or []
+                link_id = ins[0].get("link") if ins else None
+                continue
+            if ntype == PRIMITIVE:
+                values = node.get("widgets_values") or []
+                if not values:
+                    raise WorkflowError("the primitive node has no value", src, ntype)
+                return ("value", values[0] if isinstance(values, list) else next(iter(values.values())))
+            if mode == MODE_BYPASS:
+                outs = node.get("outputs") or []
+                out_type = (outs[slot] or {}).get("type") if slot < len(outs) else None
+                ins = node.get("inputs") or []
+                candidates = ([ins[slot]] if slot < len(ins) and ins[slot].get("type") == out_type else []) + \
+                    [i for i in ins if i.get("type") == out_type]
+                link_id = next((i["link"] for i in candidates if i.get("link") is not None), None)
+                if link_id is None:
+                    return None
+                continue
+            return ("link", src, slot)
 
+    unknown = [(nid, n.get("type")) for nid, n in nodes.items()
+               if n.get("type") not in specs and n.get("type") not in VIRTUAL_NODES
+               and n.get("type") not in (REROUTE, PRIMITIVE) and n.get("type") not in subgraph_ids
+               and n.get("mode", 0) not in (MODE_MUTED, MODE_BYPASS)]
+    if unknown:
+        _raise_unknown(unknown)
     prompt: dict[str, dict] = {}
     for nid, node in nodes.items():
         ntype = node.get("type")
@@ -177,10 +466,7 @@ def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
         if ntype in subgraph_ids:
             raise WorkflowError("subgraphs are not supported by the headless runner; unpack the subgraph in "
                                 "ComfyUI (right click > Unpack Subgraph) and save again", nid, ntype)
-        spec = specs.get(ntype)
-        if spec is None:
-            raise WorkflowError("unknown node type; install the node pack that provides it (or check the "
-                                "spelling)", nid, ntype)
+        spec = specs[ntype]
         inputs: dict[str, Any] = {}
         values = node.get("widgets_values")
         if isinstance(values, dict):  # some frontends store widgets by name
@@ -203,8 +489,11 @@ def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
             name = inp.get("name")
             if inp.get("link") is None or name is None:
                 continue
+            if int(inp["link"]) not in links:
+                raise WorkflowError(f"uses link {inp['link']}, which is not in the workflow's links", nid, ntype,
+                                    name)
             widget = inp.get("widget")
-            if isinstance(widget, dict) and widget.get("name"):
+            if isinstance(widget, dict) and isinstance(widget.get("name"), str) and widget["name"]:
                 name = widget["name"]
             src = source_of(inp["link"])
             if src is None:  # fed by a muted node: a widget keeps its own value, a socket stays unconnected
@@ -217,9 +506,10 @@ def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
             else:
                 inputs[name] = [src[1], src[2]]
         entry = {"class_type": ntype, "inputs": inputs}
-        if node.get("title"):
+        if isinstance(node.get("title"), str) and node["title"]:
             entry["_meta"] = {"title": node["title"]}
         prompt[nid] = entry
+    check_prompt(prompt, specs)
     return prompt
 
 
@@ -265,14 +555,70 @@ def coerce(value: Any, spec_type: str, *, where: str = "") -> Any:
         return value
     # A socket type (IMAGE, ...) set from the command line: try JSON (e.g. ["4", 0] re-links an input).
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return parse_json(text, where.rstrip(": ") or "value")
+    except WorkflowError:
+        if text.startswith(("[", "{")):
+            raise
         return value
 
 
-def expand_sweep(text: str, spec_type: str, *, where: str = "") -> list[Any]:
-    """`1-100`, `1,3,5-8` (INT ranges inclusive) or `a,b,c` -> a list of typed values."""
-    values: list[Any] = []
+class Sweep(Sequence):
+    """The values of one --batch axis. Integer ranges stay `range` objects, so `0-99999` costs a few bytes, not a
+    list of 100000 numbers; `representatives()` gives the values worth validating (each listed value and the ends
+    of each range, since a range check that passes at both ends passes inside)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts  # `range`s (step 1) and single values
+        self.size = sum(_part_size(p) for p in parts)  # may exceed sys.maxsize, which len() cannot return
+        self._len = self.size
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._len))]
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        for part in self.parts:
+            size = _part_size(part)
+            if index < size:
+                return part[index] if isinstance(part, range) else part
+            index -= size
+        raise IndexError(index)
+
+    def __iter__(self):
+        for part in self.parts:
+            if isinstance(part, range):
+                yield from part
+            else:
+                yield part
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, (list, tuple, Sweep)) and len(other) == len(self) and list(other) == list(self)
+
+    def __repr__(self) -> str:
+        return f"Sweep({self.parts!r})"
+
+    def representatives(self) -> list[int]:
+        """Indices of the values that validation must see."""
+        indices, start = [], 0
+        for part in self.parts:
+            size = _part_size(part)
+            indices.extend(sorted({start, start + size - 1}))
+            start += size
+        return indices
+
+
+def _part_size(part: Any) -> int:
+    return max(0, part.stop - part.start) if isinstance(part, range) else 1
+
+
+def expand_sweep(text: str, spec_type: str, *, where: str = "") -> Sweep:
+    """`1-100`, `1,3,5-8` (INT ranges inclusive) or `a,b,c` -> the typed values (a lazy sequence)."""
+    parts: list[Any] = []
     for part in [p for p in text.split(",") if p.strip() != ""]:
         part = part.strip()
         if spec_type == "INT":
@@ -283,12 +629,12 @@ def expand_sweep(text: str, spec_type: str, *, where: str = "") -> list[Any]:
                 hi = coerce(hi_text, "INT", where=where)
                 if hi < lo:
                     raise WorkflowError(f"{where}range {part!r} is empty (end below start)")
-                values.extend(range(lo, hi + 1))
+                parts.append(range(lo, hi + 1))
                 continue
-        values.append(coerce(part, spec_type, where=where))
-    if not values:
+        parts.append(coerce(part, spec_type, where=where))
+    if not parts:
         raise WorkflowError(f"{where}no values in sweep {text!r}")
-    return values
+    return Sweep(parts)
 
 
 def targets(prompt: dict[str, dict], specs: dict[str, NodeSpec], node_id: str | None, name: str,

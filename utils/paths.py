@@ -105,15 +105,33 @@ def write_exclusive(final: str | os.PathLike, data: bytes | Callable[[str], None
 
 def write_next_free(folder: str | os.PathLike, name_for: Callable[[int], str], start: int = 1, *,
                     data: bytes | Callable[[str], None], node: str = "HumanGen", limit: int = 10_000_000) -> Path:
-    """Write to the first name `name_for(i)` (i = start, start+1, ...) that does not exist yet, exclusively: when
-    another writer takes a name first, the next one is tried. Counters never wrap, so nothing is overwritten."""
-    i = start
-    while i < start + limit:
-        path = Path(folder) / name_for(i)
-        if not path.exists():
+    """Write `data` once (bytes, or a function that writes the file at the path it is given) to a temporary file
+    in `folder`, then link it to the first name `name_for(i)` (i = start, start+1, ...) that does not exist: when
+    another writer takes a name first, the next one is tried. Counters never wrap, so nothing is overwritten, and
+    on any error (also an interrupt while writing) nothing is left behind."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".humangen.", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
+        for i in range(start, start + limit):
+            path = folder / name_for(i)
             try:
-                return write_exclusive(path, data, node=node)
-            except FileExistsRefusedError:
-                pass
-        i += 1
-    raise HumanGenError(f"{node}: no free file name in {folder} after {limit} tries.")
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+        raise HumanGenError(f"{node}: no free file name in {folder} after {limit} tries.")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

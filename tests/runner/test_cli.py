@@ -55,15 +55,24 @@ def test_save_skips_names_that_exist(tmp_path):
     assert (out / "image_scale_00001_.png").read_bytes() == b"keep me"
     assert (out / "image_scale_00003_.png").read_bytes() == b"keep me too"
     assert _pngs(tmp_path) == ["image_scale_00001_.png", "image_scale_00003_.png", "image_scale_00004_.png"]
-    assert not [p for p in out.iterdir() if p.name.startswith(".humangen-")]  # no temp files left
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_write_new_file_does_not_replace_a_name_taken_meanwhile(tmp_path):
-    from humangen.runner.core_nodes import write_new_file
+def test_write_next_free_does_not_replace_a_name_taken_meanwhile(tmp_path):
+    from humangen.utils.paths import write_next_free
     (tmp_path / "a_00001_.png").write_bytes(b"old")
-    name, counter = write_new_file(str(tmp_path), lambda n: f"a_{n:05}_.png", lambda f: f.write(b"new"), 1)
-    assert (name, counter) == ("a_00002_.png", 2)
+    calls = []
+
+    def data(tmp):
+        calls.append(tmp)
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+
+    path = write_next_free(tmp_path, lambda n: f"a_{n:05}_.png", 1, data=data)
+    assert path.name == "a_00002_.png" and path.read_bytes() == b"new"
     assert (tmp_path / "a_00001_.png").read_bytes() == b"old"
+    assert len(calls) == 1  # written once, then linked to the first free name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_00001_.png", "a_00002_.png"]
 
 
 def test_batch_sweep_with_set(tmp_path):
