@@ -255,3 +255,15 @@ test("skeleton tables: swaps are involutions, limbs index real joints", () => {
   }
   assert.equal(bodyLimbs("openpose18").length, 17);
 });
+
+test("a click on a joint without moving it is no edit and no undo step", () => {
+  const m = new PoseModel();
+  m.load("", inputFrame());
+  const edits = [];
+  m.onChange(({ edited }) => edits.push(edited));
+  m.beginDrag({ person: 0, part: BODY, index: 2, ghost: false });
+  assert.equal(m.endDrag(), false);
+  assert.equal(m.undoStack.length, 0);
+  assert.ok(!edits.includes(true));
+  assert.deepEqual(m.selection, { person: 0, part: BODY, index: 2 });
+});

@@ -382,8 +382,8 @@ export class PoseModel {
   beginDrag(sel) {
     const p = this.point(sel);
     if (!p || !p.v) return false;
-    this.drag = { sel, before: this.snapshot() };
-    this.selection = sel;
+    this.selection = { person: sel.person, part: sel.part, index: sel.index };
+    this.drag = { sel: this.selection, before: this.snapshot() };
     return true;
   }
 

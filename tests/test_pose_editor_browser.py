@@ -1,0 +1,108 @@
+"""The pose editor component in a real browser: Debian's Chromium, headless, driven over the DevTools protocol
+(tests/cdp.py) on tests/browser/pose_editor_page.html served from 127.0.0.1. Real mouse events drag a joint by a
+known offset, a keypoint is deleted with the Delete key, Ctrl+Z undoes it; the serialised edit is checked, then
+applied by the node itself. The screenshot is left in test-artifacts/ (ignored by git) and the test's tmp dir.
+
+Skipped only when no Chromium is installed (.ci/install-chromium installs Debian's `chromium`)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+import pytest
+
+from cdp import Page, chromium, find_chromium, serve_directory
+from hgtest import ROOT
+
+CHROMIUM = find_chromium()
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: install Debian's chromium "
+                                "(sudo apt-get install -y chromium, as .ci/install-chromium does) or set "
+                                "HUMANGEN_CHROMIUM to a Chromium binary")
+BODY = "pose_keypoints_2d"
+ARTIFACTS = ROOT / "test-artifacts"
+INPUT = json.loads((ROOT / "tests" / "browser" / "astronaut_pose.json").read_text())[0]
+
+JOINT_ON_SCREEN = """(() => {
+  const r = editor.view.canvas.getBoundingClientRect();
+  const p = editor.model.point({person: %d, part: "pose_keypoints_2d", index: %d});
+  const [sx, sy] = editor.view.toScreen(p.x, p.y);
+  return {x: r.left + sx, y: r.top + sy, px: p.x, py: p.y, zoom: editor.view.zoom, visible: p.v};
+})()"""
+
+
+async def _session(base: str, devtools: str, tmp_path):
+    page = await Page.open(devtools)
+    try:
+        await page.goto(f"{base}/tests/browser/pose_editor_page.html")
+        await page.wait_for("window.ready === true || window.loadError")
+        assert await page.eval("window.loadError || null") is None
+        result = {}
+
+        # 1. drag the right wrist (joint 4) by (+40, -30) screen pixels with real mouse events
+        j = await page.eval(JOINT_ON_SCREEN % (0, 4))
+        assert j["visible"] and 1.0 < j["zoom"] < 2.0
+        await page.drag(j["x"], j["y"], j["x"] + 40, j["y"] - 30)
+        result["after_drag"] = json.loads(await page.eval("editor.getValue()"))
+        result["joint"] = j
+        result["moved_on_screen"] = await page.eval(JOINT_ON_SCREEN % (0, 4))
+
+        # 2. select the left elbow (joint 6) with a click, delete it with the Delete key
+        e = await page.eval(JOINT_ON_SCREEN % (0, 6))
+        await page.click(e["x"], e["y"])
+        await page.key("Delete", "Delete", 46)
+        result["after_delete"] = json.loads(await page.eval("editor.getValue()"))
+        result["status"] = await page.eval("editor.element.querySelector('.hg-pe-status').textContent")
+        await page.screenshot(tmp_path / "pose_editor_deleted.png")
+
+        # 3. undo with Ctrl+Z: the elbow is back, the drag stays
+        await page.key("z", "KeyZ", 90, modifiers=2)
+        result["after_undo"] = json.loads(await page.eval("editor.getValue()"))
+        result["changes"] = await page.eval("window.changes.length")
+        result["help"] = await page.eval("editor.element.querySelector('.hg-pe-help').textContent")
+        await page.eval("editor.view.draw(), true")
+        result["screenshot"] = await page.screenshot(tmp_path / "pose_editor.png")
+        result["errors"] = list(page.errors)
+        return result
+    finally:
+        await page.close()
+
+
+def test_drag_delete_undo_in_headless_chromium(tmp_path, standalone_host):
+    with serve_directory(ROOT) as base, chromium(CHROMIUM, tmp_path) as devtools:
+        r = asyncio.run(asyncio.wait_for(_session(base, devtools, tmp_path), 120))
+    assert r["errors"] == []
+    j = r["joint"]
+    want = [round(j["px"] + 40 / j["zoom"], 2), round(j["py"] - 30 / j["zoom"], 2)]
+
+    edit = r["after_drag"]
+    assert edit["format"] == "humangen_pose_edit" and edit["input"] == INPUT
+    assert list(edit["people"][0]["keypoints"][BODY]) == ["4"], "only the dragged joint is stored"
+    got = edit["people"][0]["keypoints"][BODY]["4"]
+    assert got == pytest.approx(want, abs=0.011)
+    assert r["moved_on_screen"]["x"] == pytest.approx(j["x"] + 40, abs=0.05)
+    assert r["moved_on_screen"]["y"] == pytest.approx(j["y"] - 30, abs=0.05)
+
+    deleted = r["after_delete"]["people"][0]["keypoints"][BODY]
+    assert deleted == {"4": got, "6": None}
+    assert "left wrist" not in r["status"] and "person 1, pose point 6 (hidden)" in r["status"]
+
+    assert r["after_undo"]["people"][0]["keypoints"][BODY] == {"4": got}
+    assert r["changes"] == 3, "drag, delete, undo: one stored-edit change each"
+    assert "Del hide point" in r["help"] and "Ctrl+Z undo" in r["help"]
+
+    # the serialised edit drives the node exactly: the joint moved by the offset, nothing else changed
+    from humangen.nodes.pose_editor import HumanGenPoseEditor
+    out = HumanGenPoseEditor().edit(0, 0, "openpose", json.dumps(r["after_undo"]), pose=[INPUT])["result"][0][0]
+    flat, before = out["people"][0][BODY], INPUT["people"][0][BODY]
+    assert flat[12:15] == [got[0], got[1], 1.0]
+    assert flat[:12] + flat[15:] == before[:12] + before[15:]
+
+    # the screenshot shows the moved joint in its OpenPose colour (right wrist: (170, 255, 0))
+    from PIL import Image
+    with Image.open(r["screenshot"]) as im:
+        assert im.size == (800, 760)
+        x, y = round(j["x"] + 40), round(j["y"] - 30)
+        assert im.convert("RGB").getpixel((x, y)) == (170, 255, 0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(r["screenshot"], ARTIFACTS / "pose_editor.png")
