@@ -37,11 +37,23 @@ def find_chromium() -> str | None:
 
 
 @contextlib.contextmanager
-def serve_directory(root: Path):
-    """Serve `root` over HTTP on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+def serve_directory(root: Path, mounts: dict[str, Path] | None = None):
+    """Serve `root` over HTTP on 127.0.0.1 (a free port) in a thread; yields the base URL. `mounts` maps URL
+    prefixes ("/scripts/") to other folders, as ComfyUI serves a pack's web folder under /extensions/<pack>/."""
+    mounts = dict(mounts or {})
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
+
+        def translate_path(self, path):
+            clean = path.split("?", 1)[0].split("#", 1)[0]
+            for prefix, folder in mounts.items():
+                if clean.startswith(prefix):
+                    rel = clean[len(prefix):]
+                    target = (Path(folder) / rel).resolve()
+                    return str(target) if target.is_relative_to(Path(folder).resolve()) else str(folder)
+            return super().translate_path(path)
 
     handler = functools.partial(Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

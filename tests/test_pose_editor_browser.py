@@ -106,3 +106,63 @@ def test_drag_delete_undo_in_headless_chromium(tmp_path, standalone_host):
         assert im.convert("RGB").getpixel((x, y)) == (170, 255, 0)
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(r["screenshot"], ARTIFACTS / "pose_editor.png")
+
+
+async def _glue_session(base: str, devtools: str, tmp_path):
+    page = await Page.open(devtools)
+    try:
+        await page.goto(f"{base}/tests/browser/glue_page.html")
+        await page.wait_for("window.ready === true || window.loadError")
+        assert await page.eval("window.loadError || null") is None
+        r = {"extensions": await page.eval("window.extensionNames"),
+             "hidden": await page.eval("(({hidden, type}) => ({hidden, type}))(node.widgets[3])"),
+             "size": await page.eval("node.size"),
+             "saved_before": await page.eval("node.serialize()")}
+        message = {"humangen_pose_input": [INPUT], "humangen_canvas": [[512, 512]],
+                   "humangen_background": [{"filename": "astronaut.png", "subfolder": "", "type": "temp"}],
+                   "humangen_edit_report": ["No stored edit: the input pose passes through."]}
+        await page.eval(f"node.onExecuted({json.dumps(message)}), true")
+        await page.wait_for("node.humangenPoseEditor.view.background !== null")
+        await page.eval("node.humangenPoseEditor.view.draw(), true")
+        j = await page.eval(JOINT_ON_SCREEN.replace("editor.", "node.humangenPoseEditor.") % (0, 4))
+        await page.drag(j["x"], j["y"], j["x"] + 25, j["y"] + 15)
+        await page.key("Delete", "Delete", 46)  # hides the dragged (selected) joint; ComfyUI must not see it
+        r.update(joint=j, stored=await page.eval("node.widgets[3].value"),
+                 saved=await page.eval("node.serialize()"), window_keys=await page.eval("window.windowKeys"),
+                 status=await page.eval("node.humangenPoseEditor.element.querySelector('.hg-pe-status').textContent"),
+                 frame=await page.eval("node.humangenPoseEditor.model.toFrame()"))
+        await page.screenshot(tmp_path / "glue.png")
+        # "reload the workflow": a new node configured from the saved widgets_values, before any run
+        r["reloaded"] = await page.eval("""(() => {
+            const saved = node.serialize();
+            const again = newNode();
+            again.configure(saved);
+            return {frame: again.humangenPoseEditor.model.toFrame(), saved: again.serialize()};
+        })()""")
+        r["errors"] = list(page.errors)
+        return r
+    finally:
+        await page.close()
+
+
+def test_comfyui_glue_keeps_the_edit_in_the_widget_value(tmp_path):
+    mounts = {"/extensions/humangen/": ROOT / "web", "/scripts/": ROOT / "tests" / "browser" / "fake_comfy"}
+    with serve_directory(ROOT, mounts) as base, chromium(CHROMIUM, tmp_path) as devtools:
+        r = asyncio.run(asyncio.wait_for(_glue_session(base, devtools, tmp_path), 120))
+    assert r["errors"] == []
+    assert r["extensions"] == ["HumanGen.PoseEditor"]
+    assert r["hidden"] == {"hidden": True, "type": "hidden"}, "the raw pose_edit text widget is hidden"
+    assert r["size"][0] >= 560 and r["size"][1] >= 640
+    assert r["saved_before"]["widgets_values"] == [0, 0, "openpose", ""], "the canvas widget is not serialised"
+
+    j = r["joint"]
+    edit = json.loads(r["stored"])
+    assert edit["input"] == INPUT
+    assert edit["people"] == [{"source": 0, "keypoints": {BODY: {"4": None}}}], "dragged, then hidden with Delete"
+    assert r["saved"]["widgets_values"] == [0, 0, "openpose", r["stored"]]
+    assert "Delete" not in r["window_keys"], "the editor keeps Delete away from ComfyUI (it would delete the node)"
+    assert "No stored edit: the input pose passes through." in r["status"]
+    assert r["reloaded"]["saved"] == r["saved"]
+    assert r["reloaded"]["frame"] == r["frame"]
+    assert r["frame"]["people"][0][BODY][12:15] == [0, 0, 0]
+    assert j["visible"]
