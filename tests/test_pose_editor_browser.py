@@ -39,6 +39,13 @@ async def _session(base: str, devtools: str, tmp_path):
         assert await page.eval("window.loadError || null") is None
         result = {}
 
+        # 0. a click on a joint selects it: the buttons for a selected point and person come alive
+        buttons = "Object.fromEntries([...editor.element.querySelectorAll('button')].map(b => [b.dataset.action, !b.disabled]))"
+        result["buttons_before_click"] = await page.eval(buttons)
+        e = await page.eval(JOINT_ON_SCREEN % (0, 6))
+        await page.click(e["x"], e["y"])
+        result["buttons_after_click"] = await page.eval(buttons)
+
         # 1. drag the right wrist (joint 4) by (+40, -30) screen pixels with real mouse events
         j = await page.eval(JOINT_ON_SCREEN % (0, 4))
         assert j["visible"] and 1.0 < j["zoom"] < 2.0
@@ -83,6 +90,10 @@ def test_drag_delete_undo_in_headless_chromium(tmp_path, standalone_host):
     assert r["moved_on_screen"]["x"] == pytest.approx(j["x"] + 40, abs=0.05)
     assert r["moved_on_screen"]["y"] == pytest.approx(j["y"] - 30, abs=0.05)
 
+    before, after = r["buttons_before_click"], r["buttons_after_click"]
+    assert not before["hidePoint"] and not before["deletePerson"] and not before["flip"]
+    assert after["hidePoint"] and after["deletePerson"] and after["flip"] and after["mirror"]
+    assert not after["restorePoint"] and not after["undo"] and not after["redo"], "a click is no edit"
     deleted = r["after_delete"]["people"][0]["keypoints"][BODY]
     assert deleted == {"4": got, "6": None}
     assert "left wrist" not in r["status"] and "person 1, pose point 6 (hidden)" in r["status"]

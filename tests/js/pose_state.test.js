@@ -265,5 +265,6 @@ test("a click on a joint without moving it is no edit and no undo step", () => {
   assert.equal(m.endDrag(), false);
   assert.equal(m.undoStack.length, 0);
   assert.ok(!edits.includes(true));
+  assert.deepEqual(edits, [false], "listeners hear of the new selection");
   assert.deepEqual(m.selection, { person: 0, part: BODY, index: 2 });
 });

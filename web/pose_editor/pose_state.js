@@ -384,6 +384,7 @@ export class PoseModel {
     if (!p || !p.v) return false;
     this.selection = { person: sel.person, part: sel.part, index: sel.index };
     this.drag = { sel: this.selection, before: this.snapshot() };
+    this.emit(false); // the selection changed
     return true;
   }
 
