@@ -177,3 +177,27 @@ def test_comfyui_glue_keeps_the_edit_in_the_widget_value(tmp_path):
     assert r["reloaded"]["frame"] == r["frame"]
     assert r["frame"]["people"][0][BODY][12:15] == [0, 0, 0]
     assert j["visible"]
+
+
+async def _scaled_session(base: str, devtools: str):
+    page = await Page.open(devtools)
+    try:
+        await page.goto(f"{base}/tests/browser/pose_editor_page.html?scale=0.5")
+        await page.wait_for("window.ready === true || window.loadError")
+        j = await page.eval(JOINT_ON_SCREEN % (0, 2))  # toScreen is in the editor's own (unscaled) CSS pixels
+        rect = await page.eval("(r => [r.left, r.top])(editor.view.canvas.getBoundingClientRect())")
+        x, y = rect[0] + (j["x"] - rect[0]) * 0.5, rect[1] + (j["y"] - rect[1]) * 0.5
+        await page.drag(x, y, x + 20, y + 10)
+        return j, json.loads(await page.eval("editor.getValue()")), list(page.errors)
+    finally:
+        await page.close()
+
+
+def test_drag_follows_a_css_zoom_of_the_host(tmp_path):
+    """ComfyUI draws DOM widgets scaled by the graph's zoom (a CSS transform): 20 screen pixels at zoom 0.5 are 40
+    of the editor's pixels."""
+    with serve_directory(ROOT) as base, chromium(CHROMIUM, tmp_path) as devtools:
+        j, edit, errors = asyncio.run(asyncio.wait_for(_scaled_session(base, devtools), 120))
+    assert errors == []
+    got = edit["people"][0]["keypoints"][BODY]["2"]
+    assert got == pytest.approx([j["px"] + 40 / j["zoom"], j["py"] + 20 / j["zoom"]], abs=0.011)

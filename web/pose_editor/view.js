@@ -94,14 +94,21 @@ export class PoseView {
     this.requestDraw();
   }
 
+  /** The canvas' layout size in CSS pixels (before any CSS transform of a host page). */
   cssSize() {
-    const r = this.canvas.getBoundingClientRect();
-    return { width: r.width || this.canvas.width, height: r.height || this.canvas.height };
+    const c = this.canvas;
+    const r = c.getBoundingClientRect();
+    return { width: c.offsetWidth || r.width || c.width, height: c.offsetHeight || r.height || c.height };
   }
 
+  /** The pointer in the canvas' own CSS pixels. A host may scale the widget with a CSS transform (ComfyUI does, to
+   * follow the graph's zoom): the bounding box is then scaled, so divide that scale out. */
   eventPoint(e) {
     const r = this.canvas.getBoundingClientRect();
-    return [e.clientX - r.left, e.clientY - r.top];
+    const { width, height } = this.cssSize();
+    const kx = width ? r.width / width : 1;
+    const ky = height ? r.height / height : 1;
+    return [(e.clientX - r.left) / (kx || 1), (e.clientY - r.top) / (ky || 1)];
   }
 
   // -- pointer ------------------------------------------------------------------------------------------------------
