@@ -226,3 +226,21 @@ def test_node_is_registered_and_the_pack_serves_web():
 def test_skeleton_is_black_without_people(standalone_host):
     _, skeleton, _ = run(edit([{"source": 0, "deleted": True}], frame(1)), pose=[frame(1)])
     assert np.count_nonzero(skeleton.numpy()) == 0
+
+
+def test_example_workflow_applies_its_saved_edit(tmp_path, capsys):
+    """workflows/pose_edit_to_skeleton.json through the headless runner: the saved edit raises the right wrist to
+    (60, 300) and hides the left elbow of the detected pose; the rest is the detection."""
+    from humangen.runner.cli import main
+    stored = json.loads(json.loads((ROOT / "workflows" / "api" / "pose_edit_to_skeleton.json").read_text())
+                        ["3"]["inputs"]["pose_edit"])
+    code = main(["run", str(ROOT / "workflows" / "pose_edit_to_skeleton.json"), "--input-dir",
+                 str(ROOT / "workflows" / "assets"), "--out", str(tmp_path / "out"), "--quiet",
+                 "--models-dir", str(tmp_path / "models")])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads(next((tmp_path / "out").rglob("pose_edit_to_skeleton_pose_*.json")).read_text())[0]
+    flat = saved["people"][0][BODY]
+    assert flat[12:15] == [60.0, 300.0, 1.0] and flat[18:21] == [0.0, 0.0, 0.0]
+    detected = stored["input"]["people"][0][BODY]
+    for k in set(range(18)) - {4, 6}:
+        assert flat[3 * k:3 * k + 2] == pytest.approx(detected[3 * k:3 * k + 2], abs=1.0), k

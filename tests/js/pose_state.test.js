@@ -268,3 +268,14 @@ test("a click on a joint without moving it is no edit and no undo step", () => {
   assert.deepEqual(edits, [false], "listeners hear of the new selection");
   assert.deepEqual(m.selection, { person: 0, part: BODY, index: 2 });
 });
+
+test("at most LIMITS.maxPeople added people, as the node accepts", () => {
+  const m = new PoseModel();
+  m.load("", null);
+  for (let i = 0; i < LIMITS.maxPeople; i++) assert.ok(m.addPerson());
+  assert.equal(m.addPerson(), false);
+  const edit = JSON.parse(m.serialize());
+  assert.equal(edit.people.length, LIMITS.maxPeople);
+  edit.people.push(edit.people[0]);
+  assert.throws(() => m.load(JSON.stringify(edit), null), /adds more than 64 people/);
+});

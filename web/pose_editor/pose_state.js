@@ -103,6 +103,7 @@ export function parseEdit(value) {
     if (!Number.isInteger(edit[k]) || edit[k] < 1 || edit[k] > LIMITS.maxCanvas) throw new EditError(`${k} must be an integer in 1..${LIMITS.maxCanvas}`);
   }
   if (!Array.isArray(edit.people) || edit.people.length > LIMITS.maxPeople * 2) throw new EditError(`people must be a list of at most ${LIMITS.maxPeople * 2} entries`);
+  if (edit.people.filter((e) => e && e.source === null).length > LIMITS.maxPeople) throw new EditError(`the edit adds more than ${LIMITS.maxPeople} people`);
   for (const [i, e] of edit.people.entries()) {
     if (typeof e !== "object" || e === null) throw new EditError(`people[${i}] is not an object`);
     if (e.source === null) {
@@ -423,9 +424,11 @@ export class PoseModel {
     });
   }
 
-  /** Add a default standing person (the layout of the people already there, else OpenPose-18). */
+  /** Add a default standing person (the layout of the people already there, else OpenPose-18); at most
+   * LIMITS.maxPeople added people, as the node accepts. */
   addPerson() {
     return this.change(() => {
+      if (this.people.filter((p) => p.source === null && !p.deleted).length >= LIMITS.maxPeople) return false;
       const existing = this.people.find((p) => !p.deleted && p.parts[BODY_KEY]);
       const layout = (existing && this.bodyLayout(existing)) || "openpose18";
       const shift = ((this.addedCount % 5) - 2) * 0.15 * this.width;
