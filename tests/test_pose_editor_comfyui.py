@@ -2,8 +2,8 @@
 ComfyUI checkout and a Chromium is installed; COMFYUI_PYTHON / COMFYUI_EXTRA_SITE as for the other host tests).
 
 Loads workflows/pose_edit_to_skeleton.json in the real frontend, checks the editor widget shows the saved edit
-before any run, queues it, drags one joint with real mouse events, queues again and checks that the saved
-POSE_KEYPOINT moved exactly that joint by that offset; then saves the workflow (UI and API format) and reloads it,
+before any run, queues it, drags one joint with real mouse events (Delete then hides it without deleting the node, Ctrl+Z
+brings it back), queues again and checks that the saved POSE_KEYPOINT moved exactly that joint by that offset; then saves the workflow (UI and API format) and reloads it,
 and the edit is still there."""
 from __future__ import annotations
 
@@ -101,6 +101,14 @@ async def _session(url, devtools, base: Path, tmp_path: Path):
         await _uncover(page, j["x"], j["y"])
         await page.drag(j["x"], j["y"], j["x"] + 30, j["y"] + 20)
         r["offset"] = [30 / j["k"] / j["zoom"], 20 / j["k"] / j["zoom"]]
+        # Delete hides the selected joint and must not reach ComfyUI (which would delete the selected node);
+        # Ctrl+Z brings the joint back
+        before = await page.eval(EDIT_VALUE)
+        await page.key("Delete", "Delete", 46)
+        r["after_delete"] = {"node": await page.eval("!!app.graph.getNodeById(3)"),
+                             "hidden": await page.eval(f"!{EDITOR}.model.point({{person: 0, part: '{BODY}', index: 2}}).v")}
+        await page.key("z", "KeyZ", 90, modifiers=2)
+        r["undo_restores"] = await page.eval(EDIT_VALUE) == before
         second = await _queue(page, url)
         r["second"] = _saved_pose(base, second)
         await page.screenshot(tmp_path / "comfyui_pose_editor.png")
@@ -136,6 +144,7 @@ def test_pose_editor_in_comfyui(tmp_path):
     assert kp(first, 4) == [60.0, 300.0, 1.0] and kp(first, 6) == [0.0, 0.0, 0.0]
     assert "Applied the stored edit: 2 change(s)" in r["report"]
     # exactly the dragged joint moved, by the drag's offset in pose pixels
+    assert r["after_delete"] == {"node": True, "hidden": True} and r["undo_restores"]
     moved = [k for k in range(len(first) // 3) if kp(first, k) != kp(second, k)]
     assert moved == [2]
     want = [first[6] + r["offset"][0], first[7] + r["offset"][1]]
