@@ -13,7 +13,8 @@ function hideWidget(widget) {
   widget.hidden = true;
   widget.type = "hidden";
   widget.computeSize = () => [0, -4];
-  widget.options = { ...(widget.options || {}), hidden: true };
+  widget.options ??= {};
+  widget.options.hidden = true; // frontends that read the option (Vue node rendering)
 }
 
 function viewUrl(entry) {
