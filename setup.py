@@ -1,7 +1,7 @@
 """Packaging glue: the repository root IS the package, installed as `humangen` (pyproject.toml has the metadata).
 
 `package_dir` maps `humangen` to the root; every subpackage (nodes, models, models.ops, utils, runner, ...) is found
-automatically and installed as `humangen.<name>`. Workflows ship as package data.
+automatically and installed as `humangen.<name>`. Workflows and the web/ extension ship as package data.
 """
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -23,6 +23,7 @@ SUBPACKAGES = find_packages(".", include=["nodes", "nodes.*", "models", "models.
 setup(
     packages=["humangen"] + [f"humangen.{name}" for name in SUBPACKAGES],
     package_dir={"humangen": "."},
-    package_data={"humangen": ["workflows/*.json", "workflows/api/*.json", "workflows/assets/*", "workflows/*.md"]},
+    package_data={"humangen": ["workflows/*.json", "workflows/api/*.json", "workflows/assets/*", "workflows/*.md",
+                               "web/*.js", "web/package.json", "web/pose_editor/*.js"]},
     cmdclass={"build_py": BuildPy},
 )

@@ -44,6 +44,7 @@ NODE_MODULES: tuple[str, ...] = (
     "insetgan",
     "continuous",
     "pose",
+    "pose_editor",
     "align",
     "smplx",
     "humansd",
