@@ -397,6 +397,8 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                 ray.kill(w.actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+        if config["staging_root"]:  # what killed workers left half-rendered
+            shutil.rmtree(config["staging_root"], ignore_errors=True)
     progress.update(workers=live(), force=True)
     folder.tidy()
     if status == 0 and failed:

@@ -70,3 +70,25 @@ def ray_toy_prompt(count_file: str, *, sleep: float = 0.0, kill_seed: int = -1, 
                                                     "kill_seed": kill_seed, "kill_once_file": kill_once_file}},
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "toy"}},
     }
+
+
+def _main() -> int:
+    """`python tests/hgraynode.py ARGS...`: the runner's command line with these nodes (the tests' driver process)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if "humangen" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("humangen", root / "__init__.py",
+                                                      submodule_search_locations=[str(root)])
+        pack = importlib.util.module_from_spec(spec)
+        sys.modules["humangen"] = pack
+        spec.loader.exec_module(pack)
+    from hgraynode import RAY_TOYS as toys  # by its module name, so that workers import it rather than unpickle it
+    from humangen.runner.cli import main
+    return main(sys.argv[1:], extra_nodes=toys)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
