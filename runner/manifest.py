@@ -188,7 +188,8 @@ class RunFolder:
         for _, target, f, sha in planned:
             self._commit_file(target, f, sha)
         self._record(entry)
-        os.unlink(pending)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent commit of the same job removed it first
+            os.unlink(pending)
         return [p[1] for p in planned]
 
     @staticmethod
