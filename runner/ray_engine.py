@@ -219,7 +219,7 @@ def _placement(ray, gpus: float, cpus: float) -> tuple[int, str]:
 
 def run(args, jobs: list[tuple[str, dict]], *, out_dir: str, input_dir: str, models_dir: str | None,
         extra_nodes: dict | None, extra_pnginfo: dict | None, needs_models: list[dict], log) -> tuple[int, list[str], int]:
-    """Run the batch on Ray. Returns (exit status, files written, failed jobs)."""
+    """Run the batch on Ray. Returns (exit status, files written, jobs not done)."""
     folder = RunFolder(out_dir, resume=args.resume)
     todo = keyed_jobs(jobs)
     if args.resume:
@@ -281,6 +281,7 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
     for w in workers:
         w.ref = w.actor.ready.remote()
     pending = collections.deque(left)
+    already = len(folder.entries)
     progress = Progress(total, total - len(left))
     written: list[str] = []
     failed = 0
@@ -343,8 +344,9 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                 if w.state in ("starting", "restarting"):
                     try:
                         info = ray.get(w.ref)
-                    except ray.exceptions.ActorDiedError:
+                    except ray.exceptions.ActorDiedError as exc:
                         w.state, w.ref = "dead", None
+                        log(f"ray: worker {w.number} is gone for good: {str(exc).splitlines()[0][:300]}")
                         continue
                     except ray.exceptions.RayActorError:  # still restarting: ask again shortly
                         w.ref, w.retry_at = None, time.monotonic() + POLL_S
@@ -403,4 +405,5 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
     folder.tidy()
     if status == 0 and failed:
         status = 1
-    return status, written, failed
+    not_done = len(left) - (len(folder.entries) - already)
+    return status, written, not_done

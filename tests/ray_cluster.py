@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 
 def main() -> int:
@@ -38,8 +39,13 @@ def main() -> int:
         if command == "add_gpu_node" and gpu_node is None:
             gpu_node = cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address="127.0.0.1")
         elif command == "remove_gpu_node" and gpu_node is not None:
+            node_id = gpu_node.node_id
             cluster.remove_node(gpu_node)
             gpu_node = None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and any(  # until the cluster no longer offers its GPU
+                    n["NodeID"] == node_id and n["Alive"] for n in cluster.global_state.node_table()):
+                time.sleep(0.2)
         elif command == "quit":
             break
         report()

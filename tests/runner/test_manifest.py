@@ -157,3 +157,57 @@ def test_importing_the_pack_and_runner_does_not_import_ray():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+class _NoRay:
+    """What the Ray worker class needs of the `ray` module, for checking its start without a cluster."""
+
+    class util:
+        @staticmethod
+        def get_node_ip_address():
+            return "10.1.2.3"
+
+
+def _worker_config(tmp_path, **changes) -> dict:
+    from humangen.runner import ray_engine
+    config = {"pack_name": "humangen", "pack_root": str(ROOT), "fingerprint": ray_engine.pack_fingerprint(str(ROOT)),
+              "models_dir": str(tmp_path / "models"), "input_dir": str(tmp_path), "device": "cpu",
+              "needs_models": [], "extra_nodes": RAY_TOYS, "extra_pnginfo": None, "staging_root": None}
+    config.update(changes)
+    return config
+
+
+def test_ray_worker_start_checks_pack_files_and_model_files_on_its_node(tmp_path):
+    from humangen.runner.ray_engine import worker_class
+    Worker = worker_class(_NoRay)
+    good = Worker(_worker_config(tmp_path))
+    assert good.ready()["problem"] is None and good.ready()["node"] == "10.1.2.3"
+
+    prints = _worker_config(tmp_path)["fingerprint"]
+    assert "runner/engine.py" in prints and "nodes/__init__.py" in prints
+    assert not [p for p in prints if p.startswith(("tests/", "bench/"))]
+    changed = dict(prints, **{"runner/engine.py": "0" * 64})
+    problem = Worker(_worker_config(tmp_path, fingerprint=changed)).ready()["problem"]
+    assert problem.startswith("pack file runner/engine.py differs from the driver's")
+    del changed["runner/engine.py"]
+    problem = Worker(_worker_config(tmp_path, fingerprint=changed)).ready()["problem"]
+    assert problem.startswith("pack file runner/engine.py is not on the driver")
+    problem = Worker(_worker_config(tmp_path, pack_root=str(tmp_path))).ready()["problem"]
+    assert problem.startswith(f"the HumanGen pack is not at {tmp_path} on this node")
+
+    need = [{"folder": "stylegan", "file": "g.pkl", "url": "https://x/g.pkl"}]
+    problem = Worker(_worker_config(tmp_path, needs_models=need)).ready()["problem"]
+    assert problem == (f"missing model file 'g.pkl': put it in {tmp_path / 'models' / 'stylegan'} "
+                       "(download: https://x/g.pkl)")
+    (tmp_path / "models" / "stylegan").mkdir(parents=True)
+    (tmp_path / "models" / "stylegan" / "g.pkl").write_bytes(b"x")
+    assert Worker(_worker_config(tmp_path, needs_models=need)).ready()["problem"] is None
+
+
+def test_jobs_naming_the_same_model_files_share_a_signature():
+    from humangen.runner.ray_engine import model_signature
+    a = {"1": {"class_type": "Loader", "inputs": {"ckpt": "human.pkl", "seed": 1}}}
+    b = {"1": {"class_type": "Loader", "inputs": {"ckpt": "human.pkl", "seed": 2}}}
+    c = {"1": {"class_type": "Loader", "inputs": {"ckpt": "other.safetensors", "seed": 1}}}
+    assert model_signature(a) == model_signature(b) == frozenset({("Loader", "ckpt", "human.pkl")})
+    assert model_signature(c) != model_signature(a)

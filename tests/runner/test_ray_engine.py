@@ -255,7 +255,8 @@ def test_fake_gpu_node_gets_cuda_visible_devices(ray_cluster, tmp_path):
         assert [cuda for _, cuda in _loads(count)] == ["0"]  # one worker: the one GPU, as Ray assigned it
         _assert_exactly_once(tmp_path / "out", _keys(wf, [1, 2]))
     finally:
-        ray_cluster.command("remove_gpu_node")
+        state = ray_cluster.command("remove_gpu_node")
+    assert [n["resources"].get("GPU", 0) for n in state["nodes"] if n["alive"]] == [0]
 
 
 def _children() -> set[int]:
@@ -289,3 +290,15 @@ def test_gpus_asked_none_present_exit_2_with_a_local_ray(cluster, tmp_path, caps
             "has 1 node(s), the largest offers 0 GPU(s)") in err
     assert not count.exists()  # no job ran
     assert not _wait_gone(_children() - before)  # the local Ray's processes ended with the run
+
+
+@pytest.mark.timeout(120)
+def test_pack_mismatch_on_a_node_fails_fast_with_exit_2(ray_cluster, tmp_path, monkeypatch, capsys):
+    from humangen.runner import ray_engine
+    real = ray_engine.pack_fingerprint
+    monkeypatch.setattr(ray_engine, "pack_fingerprint", lambda root: dict(real(root), **{"runner/cli.py": "0" * 64}))
+    wf, count = _workflow(tmp_path)
+    assert _ray(ray_cluster, tmp_path, wf, "--workers", "1", "--gpus-per-worker", "0", "--batch", "2.seed=1-3") == 2
+    err = capsys.readouterr().err
+    assert "error: Ray worker on node 127.0.0.1: pack file runner/cli.py differs from the driver's" in err
+    assert not count.exists() and not list((tmp_path / "out").glob("*.png"))  # nothing ran
