@@ -279,9 +279,10 @@ def keyed_jobs(jobs: Iterable[tuple[str, dict]]) -> list[tuple[str, str, dict, i
     return out
 
 
-def run_in_process(args, engine, jobs, orders, out_dir: str, extra_pnginfo, standalone, log) -> tuple[int, list[str], int]:
+def run_in_process(args, engine, jobs, orders, out_dir: str, extra_pnginfo, standalone,
+                   log) -> tuple[int, list[str], int]:
     """`--resume` with the in-process engine: the same manifest, names and resume rules as the Ray engine.
-    Returns (exit status, files written, failed jobs)."""
+    Returns (exit status, files written, jobs not done)."""
     from ..utils import host
     from ..utils.errors import HumanGenInterrupted
     from .engine import NodeExecutionError
@@ -322,7 +323,8 @@ def run_in_process(args, engine, jobs, orders, out_dir: str, extra_pnginfo, stan
                 progress.update(done=1)
     except (HumanGenInterrupted, KeyboardInterrupt):
         log("interrupted: stopped cleanly (committed jobs are kept; run again with --resume)")
-        return 130, written, failures
+        status = 130
     progress.update(force=True)
     folder.tidy()
-    return (1 if failures else status), written, failures
+    not_done = sum(not folder.is_done(key) for key, _, _, _ in left)
+    return (1 if failures and status == 0 else status), written, not_done

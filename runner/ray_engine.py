@@ -218,7 +218,8 @@ def _placement(ray, gpus: float, cpus: float) -> tuple[int, str]:
 
 
 def run(args, jobs: list[tuple[str, dict]], *, out_dir: str, input_dir: str, models_dir: str | None,
-        extra_nodes: dict | None, extra_pnginfo: dict | None, needs_models: list[dict], log) -> tuple[int, list[str], int]:
+        extra_nodes: dict | None, extra_pnginfo: dict | None, needs_models: list[dict],
+        log) -> tuple[int, list[str], int]:
     """Run the batch on Ray. Returns (exit status, files written, jobs not done)."""
     folder = RunFolder(out_dir, resume=args.resume)
     todo = keyed_jobs(jobs)
@@ -250,10 +251,10 @@ def run(args, jobs: list[tuple[str, dict]], *, out_dir: str, input_dir: str, mod
         if ray.is_initialized():
             ray.shutdown()
         if own_tmp is not None:
-            if status == 0:
-                shutil.rmtree(own_tmp, ignore_errors=True)
-            else:
+            if status == 1:  # a job or a worker failed: its logs may say why
                 log(f"ray: the local Ray's logs are in {own_tmp}")
+            else:
+                shutil.rmtree(own_tmp, ignore_errors=True)
 
 
 def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_dir, input_dir, models_dir,

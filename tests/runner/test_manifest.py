@@ -211,3 +211,22 @@ def test_jobs_naming_the_same_model_files_share_a_signature():
     c = {"1": {"class_type": "Loader", "inputs": {"ckpt": "other.safetensors", "seed": 1}}}
     assert model_signature(a) == model_signature(b) == frozenset({("Loader", "ckpt", "human.pkl")})
     assert model_signature(c) != model_signature(a)
+
+
+def test_in_process_resume_records_node_failures_and_keep_going(tmp_path, toys, write_json, capsys):
+    from hgtoys import toy_prompt
+    prompt = toy_prompt()
+    prompt["5"] = {"class_type": "ToyFail", "inputs": {"x": ["3", 0]}}
+    prompt["6"] = {"class_type": "ToySink", "inputs": {"x": ["5", 0], "label": "bad"}}
+    wf = write_json(prompt)
+    out = tmp_path / "out"
+    run = ["run", wf, "--out", str(out), "--quiet", "--batch", "1.value=1-3", "--resume"]
+    assert main(run, extra_nodes=toys) == 1  # stops at the first failure
+    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["label"], f["attempts"], f["node"]) for f in failures] == [("1.value=1", 1, "local")]
+    assert failures[0]["error"].startswith("node 5 (ToyFail) failed: ValueError: boom")
+    assert "0/3 job(s) ok" in capsys.readouterr().err
+    assert main([*run, "--keep-going"], extra_nodes=toys) == 1
+    labels = [json.loads(x)["label"] for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert labels == ["1.value=1", "1.value=1", "1.value=2", "1.value=3"]  # failed jobs run again on resume
+    assert not (out / MANIFEST).exists()
