@@ -259,37 +259,44 @@ def test_fake_gpu_node_gets_cuda_visible_devices(ray_cluster, tmp_path):
     assert [n["resources"].get("GPU", 0) for n in state["nodes"] if n["alive"]] == [0]
 
 
-def _children() -> set[int]:
-    me = str(os.getpid())
-    kids = set()
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) != os.getpid():
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[1] == me:
-                        kids.add(int(entry))
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read() and _alive(int(entry)):
+                        found.append(int(entry))
             except OSError:
                 pass
-    return kids
+    return found
 
 
 @pytest.mark.timeout(120)
-def test_gpus_asked_none_present_exit_2_with_a_local_ray(cluster, tmp_path, capsys):
-    """No --address and no $RAY_ADDRESS: a local Ray is started for the run (and shut down), and it has no GPU."""
+def test_gpus_asked_none_present_exit_2_with_a_local_ray(cluster, tmp_path):
+    """No --address and no $RAY_ADDRESS: the driver (a process of its own, like a user's) starts a local Ray for the
+    run in its own temp folder, finds no GPU, exits 2 with the numbers and leaves no Ray process behind."""
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from humangen.runner.cli import main
     wf, count = _workflow(tmp_path)
-    before = _children()
-    code = main(["run", wf, "--out", str(tmp_path / "out"), "--quiet", "--engine", "ray", "--gpus-per-worker", "1"],
-                extra_nodes=RAY_TOYS)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert ("error: the Ray cluster cannot place one worker: each worker asks 1 GPU(s) and 1 CPU(s); the cluster "
-            "has 1 node(s), the largest offers 0 GPU(s)") in err
-    assert not count.exists()  # no job ran
-    assert not _wait_gone(_children() - before)  # the local Ray's processes ended with the run
+    ray_tmp = Path(tempfile.mkdtemp(prefix="hgl-", dir="/tmp"))
+    try:
+        env = dict(cluster.env, RAY_TMPDIR=str(ray_tmp))
+        proc = subprocess.run([sys.executable, str(TESTS / "hgraynode.py"), "run", wf, "--out", str(tmp_path / "out"),
+                               "--quiet", "--engine", "ray", "--gpus-per-worker", "1"],
+                              env=env, capture_output=True, text=True, timeout=100)
+        assert proc.returncode == 2, proc.stderr
+        assert ("error: the Ray cluster cannot place one worker: each worker asks 1 GPU(s) and 1 CPU(s); the "
+                "cluster has 1 node(s), the largest offers 0 GPU(s)") in proc.stderr
+        assert not count.exists()  # no job ran
+        deadline = time.monotonic() + 30
+        while _processes_mentioning(str(ray_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _processes_mentioning(str(ray_tmp))  # the local Ray's processes ended with the run
+        assert os.listdir(ray_tmp) == []  # and its temp folder is gone
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.timeout(120)
