@@ -284,7 +284,7 @@ def run_in_process(args, engine, jobs, orders, out_dir: str, extra_pnginfo, stan
     """`--resume` with the in-process engine: the same manifest, names and resume rules as the Ray engine.
     Returns (exit status, files written, jobs not done)."""
     from ..utils import host
-    from ..utils.errors import HumanGenInterrupted
+    from ..utils.errors import HumanGenError, HumanGenInterrupted
     from .engine import NodeExecutionError
 
     folder = RunFolder(out_dir, resume=True)
@@ -309,7 +309,9 @@ def run_in_process(args, engine, jobs, orders, out_dir: str, extra_pnginfo, stan
                     written += folder.commit(key, label, [{"rel": f, "staged": os.path.join(staging, f)}
                                                           for f in files],
                                              seconds=result.seconds, node="local", attempt=1)
-                except NodeExecutionError as exc:
+                except HumanGenInterrupted:
+                    raise
+                except (NodeExecutionError, HumanGenError) as exc:  # HumanGenError: the commit was refused
                     failures += 1
                     folder.fail(key, label, attempts=1, error=str(exc), node="local")
                     log(f"error: job {index + 1}/{len(jobs)}{' (' + label + ')' if label else ''}: {exc}")

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..utils.errors import HumanGenError
 from .manifest import STATE_DIR, Progress, RunFolder, keyed_jobs
 from .workflow import WorkflowError
 
@@ -379,8 +380,14 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                     if not args.keep_going:
                         stopping, status = True, 1
                     continue
-                written += folder.commit(job.key, job.label, item["files"], seconds=item["seconds"],
-                                         node=item["node"], attempt=job.attempts)
+                try:
+                    written += folder.commit(job.key, job.label, item["files"], seconds=item["seconds"],
+                                             node=item["node"], attempt=job.attempts)
+                except HumanGenError as exc:  # a name outside --out, a different file under the job's name
+                    give_up(job, str(exc), item["node"])
+                    if not args.keep_going:
+                        stopping, status = True, 1
+                    continue
                 if item.get("folder") and args.shared_out:
                     shutil.rmtree(item["folder"], ignore_errors=True)
                 progress.update(done=1, workers=live())

@@ -230,3 +230,17 @@ def test_in_process_resume_records_node_failures_and_keep_going(tmp_path, toys, 
     labels = [json.loads(x)["label"] for x in (out / "failures.jsonl").read_text().splitlines()]
     assert labels == ["1.value=1", "1.value=1", "1.value=2", "1.value=3"]  # failed jobs run again on resume
     assert not (out / MANIFEST).exists()
+
+
+def test_resume_never_replaces_a_different_file_under_a_jobs_name(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _local(tmp_path, "--batch", "2.seed=1-2", "--resume") == 0
+    entries = [json.loads(x) for x in (out / MANIFEST).read_text().splitlines()]
+    (out / MANIFEST).write_text(json.dumps(entries[0]) + "\n")  # job 2 unlisted, and its file is not what it renders
+    (out / entries[1]["files"][0]).write_bytes(b"someone else's file")
+    capsys.readouterr()
+    assert _local(tmp_path, "--batch", "2.seed=1-2", "--resume") == 1
+    assert (out / entries[1]["files"][0]).read_bytes() == b"someone else's file"
+    failure = json.loads((out / "failures.jsonl").read_text())
+    assert failure["label"] == "2.seed=2" and "already exists" in failure["error"]
+    assert "Traceback" not in capsys.readouterr().err
