@@ -1,8 +1,9 @@
 """Install HumanGen's dependencies into the running interpreter.
 
 ComfyUI-Manager runs this file with the host's Python after cloning the pack; a newcomer runs
-`python install.py` (optionally `--dev` for the test tools). It only installs from the project's own
-files (requirements*.txt, constraints.txt) and never downloads model weights.
+`python install.py` (optionally `--ray` for the Ray engine, `--dev` for the test tools, which include Ray).
+It only installs from the project's own files (requirements*.txt, constraints.txt) and never downloads model
+weights.
 
 Rules it follows (see the README, "Install"):
 - An existing torch is kept: it is pinned in a constraints file so pip can neither replace nor upgrade it.
@@ -72,7 +73,9 @@ def _constraints_file(torch_version: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dev", action="store_true", help="also install the test tools (pytest)")
+    parser.add_argument("--dev", action="store_true", help="also install the test tools (pytest) and Ray")
+    parser.add_argument("--ray", action="store_true",
+                        help="also install Ray for `run --engine ray` (requirements-ray.txt)")
     args = parser.parse_args(argv)
 
     torch_version = _installed_version("torch")
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         _pip("--no-build-isolation", "--no-binary", "xtcocotools", "-c", constraints,
              "-r", os.path.join(HERE, "requirements.txt"))
         _pip("--no-deps", "-c", constraints, "-r", os.path.join(HERE, "requirements-nodeps.txt"))
+        if args.ray or args.dev:  # --dev: the Ray engine's tests run in CI
+            _pip("-c", constraints, "-r", os.path.join(HERE, "requirements-ray.txt"))
         if args.dev:
             _pip("-c", constraints, "-r", os.path.join(HERE, "requirements-dev.txt"))
     finally:

@@ -85,6 +85,30 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--keep-going", action="store_true", help="continue with the next job after a failure")
     run.add_argument("--quiet", action="store_true",
                      help="no progress bars: one line per job instead (also HUMANGEN_NO_PROGRESS=1)")
+    _batch_options(run)
+
+
+def _batch_options(run: argparse.ArgumentParser) -> None:
+    """Keyed, resumable runs (runner/manifest.py) and the Ray engine (runner/ray_engine.py)."""
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: in-process (default); ray: spread the jobs over a Ray cluster (pip install "
+                          "'ray==2.60.*'); outputs are named after each job's key and listed in manifest.jsonl")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a keyed run in --out: jobs listed in its manifest.jsonl are skipped (with the "
+                          "local engine, --resume also starts such a run)")
+    ray_opts = run.add_argument_group("Ray engine (--engine ray)")
+    ray_opts.add_argument("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:10001",
+                          help="the Ray cluster (default $RAY_ADDRESS, else a local Ray started for this run)")
+    ray_opts.add_argument("--workers", type=int, default=None, metavar="N",
+                          help="workers (each loads the models once; default: as many as the cluster holds)")
+    ray_opts.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                          help="GPUs each worker takes (default 1 when the cluster has GPUs, else 0)")
+    ray_opts.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs each worker takes")
+    ray_opts.add_argument("--max-attempts", type=int, default=3, metavar="K",
+                          help="tries of a job whose worker dies; then it goes to failures.jsonl (default 3)")
+    ray_opts.add_argument("--shared-out", action="store_true",
+                          help="--out is on storage every node shares: workers write there and the driver links "
+                               "the files in, instead of receiving their bytes")
 
 
 # ---- jobs --------------------------------------------------------------------------------------------------------
@@ -296,7 +320,7 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     specs = _specs(args, engine)
     wf = load_workflow(args.workflow, specs)
     jobs = make_jobs(wf.prompt, specs, args.sets, args.batches)
-    if wf.needs_models and not args.servers:
+    if wf.needs_models and not args.servers and args.engine != "ray":  # Ray workers check on their nodes
         missing = check_models(wf.needs_models)
         if missing:
             for m in missing:
@@ -318,6 +342,10 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
         print(f"{os.path.basename(args.workflow)}: valid ({wf.source_format} format, {len(jobs)} job(s))")
         return EXIT_OK
     extra_pnginfo = {"workflow": wf.ui} if wf.ui is not None else None
+    if args.engine == "ray" or args.resume:
+        return _run_keyed(args, engine, jobs, orders, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes)
+    from .manifest import refuse_manifest
+    refuse_manifest(out_dir)
     if args.servers:
         return _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo)
     return _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone)
@@ -369,6 +397,27 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
         standalone.progress_listener = None
     if failures and status == EXIT_OK:
         status = EXIT_FAILED
+    _summary(written, len(jobs), failures, time.perf_counter() - t0)
+    return status
+
+
+def _run_keyed(args, engine, jobs, orders, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes) -> int:
+    """--engine ray, or --resume in-process: outputs named after job keys, manifest.jsonl, resumable."""
+    if args.servers:
+        raise WorkflowError("--engine ray and --resume do not combine with --server")
+    if args.max_attempts < 1 or (args.workers is not None and args.workers < 1):
+        raise WorkflowError("--max-attempts and --workers must be at least 1")
+    t0 = time.perf_counter()
+    if args.engine == "ray":
+        from . import ray_engine
+        status, written, failures = ray_engine.run(
+            args, jobs, out_dir=out_dir, input_dir=input_dir,
+            models_dir=os.path.abspath(args.models_dir) if args.models_dir else None, extra_nodes=extra_nodes,
+            extra_pnginfo=extra_pnginfo, needs_models=wf.needs_models, log=log)
+    else:
+        from .manifest import run_in_process
+        status, written, failures = run_in_process(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone,
+                                                   log)
     _summary(written, len(jobs), failures, time.perf_counter() - t0)
     return status
 
