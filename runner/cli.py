@@ -343,7 +343,7 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
         return EXIT_OK
     extra_pnginfo = {"workflow": wf.ui} if wf.ui is not None else None
     if args.engine == "ray" or args.resume:
-        return _run_keyed(args, engine, jobs, orders, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes)
+        return _run_keyed(args, engine, jobs, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes)
     from .manifest import refuse_manifest
     refuse_manifest(out_dir)
     if args.servers:
@@ -401,7 +401,7 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     return status
 
 
-def _run_keyed(args, engine, jobs, orders, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes) -> int:
+def _run_keyed(args, engine, jobs, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes) -> int:
     """--engine ray, or --resume in-process: outputs named after job keys, manifest.jsonl, resumable."""
     if args.servers:
         raise WorkflowError("--engine ray and --resume do not combine with --server")
@@ -416,7 +416,7 @@ def _run_keyed(args, engine, jobs, orders, wf, out_dir, input_dir, extra_pnginfo
             extra_pnginfo=extra_pnginfo, needs_models=wf.needs_models, log=log)
     else:
         from .manifest import run_in_process
-        status, written, failures = run_in_process(args, engine, jobs, orders, out_dir, extra_pnginfo, standalone,
+        status, written, failures = run_in_process(args, engine, jobs, out_dir, extra_pnginfo, standalone,
                                                    log)
     _summary(written, len(jobs), failures, time.perf_counter() - t0)
     return status

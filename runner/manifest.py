@@ -279,7 +279,7 @@ def keyed_jobs(jobs: Iterable[tuple[str, dict]]) -> list[tuple[str, str, dict, i
     return out
 
 
-def run_in_process(args, engine, jobs, orders, out_dir: str, extra_pnginfo, standalone,
+def run_in_process(args, engine, jobs, out_dir: str, extra_pnginfo, standalone,
                    log) -> tuple[int, list[str], int]:
     """`--resume` with the in-process engine: the same manifest, names and resume rules as the Ray engine.
     Returns (exit status, files written, jobs not done)."""
@@ -304,8 +304,7 @@ def run_in_process(args, engine, jobs, orders, out_dir: str, extra_pnginfo, stan
             for key, label, prompt, index in left:
                 staging = folder.staging(key)
                 try:
-                    files, result = render_into(engine, standalone, prompt, staging, extra_pnginfo=extra_pnginfo,
-                                                order=orders[index])
+                    files, result = render_into(engine, standalone, prompt, staging, extra_pnginfo=extra_pnginfo)
                     written += folder.commit(key, label, [{"rel": f, "staged": os.path.join(staging, f)}
                                                           for f in files],
                                              seconds=result.seconds, node="local", attempt=1)

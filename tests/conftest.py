@@ -30,9 +30,21 @@ def _load_pack():
 _pack = _load_pack()
 # The repository root has an __init__.py, so pytest collects it as a package and imports that file on its own
 # (as "__init__", or under the folder's name when that is a valid identifier), where its relative imports fail.
-# Point those names at the pack loaded above.
+# Point those names at the pack loaded above, unless the folder is named like an installed package (a checkout
+# called `ray` must not hide Ray).
+
+
+def _names_installed_package(name: str) -> bool:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin is not None and not Path(spec.origin).resolve().is_relative_to(ROOT)
+
+
 for _alias in {"__init__", ROOT.name}:
-    sys.modules.setdefault(_alias, _pack)
+    if _alias == "__init__" or not _names_installed_package(_alias):
+        sys.modules.setdefault(_alias, _pack)
 
 
 @pytest.fixture(scope="session")
