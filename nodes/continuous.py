@@ -208,6 +208,6 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HumanGenUnitedHumanLoader": "UnitedHuman Loader (HumanGen)",
-    "HumanGenContinuousRender": "Continuous Render, any size (HumanGen)",
-    "HumanGenRegionRender": "Region Render / close-up (HumanGen)",
+    "HumanGenContinuousRender": "Continuous Render (HumanGen)",
+    "HumanGenRegionRender": "Region Render (HumanGen)",
 }

@@ -108,7 +108,8 @@ class HumanGenSeFaDirections:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
+            "generator": (GEN, {"tooltip": "The generator whose style affines give the SeFa directions (from HumanGen "
+                                           "StyleGAN Loader)."}),
             "layers": ("STRING", {"default": "4-7", "tooltip": "W+ indices whose layers are factorised "
                                   "(StyleGAN-Human ships directions for 4-7); empty = all conv layers."}),
             "num_directions": ("INT", {"default": 10, "min": 1, "max": 512, "step": 1,
@@ -161,9 +162,9 @@ class HumanGenApplyDirection:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
-            "latent": (LAT,),
-            "directions": (DIRS,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent": (LAT, {"tooltip": "The latent to edit (W or W+; z is mapped first)."}),
+            "directions": (DIRS, {"tooltip": "Directions from SeFa Directions or Load Latent Directions."}),
             "direction": ("STRING", {"default": "0", "tooltip": "Index (0 = strongest) or name of the direction."}),
             "strength": ("FLOAT", {"default": 5.0, "min": -100.0, "max": 100.0, "step": 0.5,
                                    "tooltip": "Distance to move along the direction (0 = unchanged). For "
@@ -205,8 +206,9 @@ class HumanGenStyleSpaceEdit:
         from ..utils import host
         attrs = stylespace_attributes(host.model_dirs("stylegan_directions")) or [_NO_ATTRS]
         return {"required": {
-            "generator": (GEN,),
-            "latent": (LAT,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent": (LAT, {"tooltip": "The latent to edit; the style-space offsets travel with it to StyleGAN "
+                                        "Synthesize."}),
             "attribute": (attrs, {"tooltip": "Attribute folder under models/stylegan_directions/ss/ "
                                   "(StyleGAN-Human ships upper_length and bottom_length)."}),
             "method": (["all_layers", "one_layer"], {"default": "all_layers", "tooltip": "all_layers: every "
@@ -255,9 +257,9 @@ class HumanGenDirectionSweep:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
-            "latent": (LAT,),
-            "directions": (DIRS,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent": (LAT, {"tooltip": "The latent to move along the direction (the first item is used)."}),
+            "directions": (DIRS, {"tooltip": "Directions from SeFa Directions or Load Latent Directions."}),
             "direction": ("STRING", {"default": "0", "tooltip": "Index (0 = strongest) or name of the direction."}),
             "strength_from": ("FLOAT", {"default": -10.0, "min": -100.0, "max": 100.0, "step": 0.5,
                                         "tooltip": "First strength."}),
@@ -300,7 +302,7 @@ class HumanGenProjectImage:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
+            "generator": (GEN, {"tooltip": "The generator to invert into (its W statistics start the search)."}),
             "image": ("IMAGE", {"tooltip": "One aligned image with the generator's aspect (2:1 for StyleGAN-Human)."}),
             "space": (["w", "w+"], {"default": "w", "tooltip": "w: one vector for all layers (upstream default, "
                       "edits well); w+: one per layer (closer fit)."}),
@@ -346,7 +348,7 @@ class HumanGenPTI:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
+            "generator": (GEN, {"tooltip": "The generator to tune; a copy is tuned, the input stays unchanged."}),
             "latent": (LAT, {"tooltip": "The pivot, e.g. from HumanGenProjectImage."}),
             "image": ("IMAGE", {"tooltip": "The photo the pivot was projected from."}),
             "steps": ("INT", {"default": 350, "min": 1, "max": 5000, "step": 10, "tooltip": "Maximum steps."}),

@@ -112,7 +112,8 @@ class HumanGenSkeletonSDSampler:
                 "scheduler": (SCHEDULERS, {"default": "ddim", "tooltip":
                               "ddim = HumanSD's own sampler; dpmpp_2m / dpmpp_2m_karras / euler via diffusers."}),
                 "seed": ("INT", {"default": 299033459, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                                 "control_after_generate": True, "tooltip": "Seed; item k of the batch uses seed + k."}),
+                                 "control_after_generate": True, "tooltip": "Seed; item k of the batch uses seed + "
+                                                                            "k."}),
                 "batch": ("INT", {"default": 1, "min": 1, "max": 16, "step": 1,
                                   "tooltip": "Images per skeleton."}),
                 "short_side": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64, "tooltip":
@@ -277,12 +278,12 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HumanGenHumanSDLoader": "HumanSD Loader (HumanGen)",
-    "HumanGenSkeletonSDSampler": "Skeleton-SD Sampler (HumanSD, HumanGen)",
-    "HumanGenHumanSDConvert": "HumanSD Convert to safetensors (HumanGen)",
+    "HumanGenSkeletonSDSampler": "HumanSD Skeleton Sampler (HumanGen)",
+    "HumanGenHumanSDConvert": "HumanSD Convert (HumanGen)",
 }
 # Needs ComfyUI's MODEL/VAE/CONDITIONING objects: offered only when the pack runs inside ComfyUI.
 HOST_ONLY_NODES = {"HumanGenHumanSDApplyPose": HumanGenHumanSDApplyPose}
-HOST_ONLY_DISPLAY_NAMES = {"HumanGenHumanSDApplyPose": "HumanSD Apply Pose (native MODEL, HumanGen)"}
+HOST_ONLY_DISPLAY_NAMES = {"HumanGenHumanSDApplyPose": "HumanSD Apply Pose (HumanGen)"}
 if host.in_comfyui():
     NODE_CLASS_MAPPINGS.update(HOST_ONLY_NODES)
     NODE_DISPLAY_NAME_MAPPINGS.update(HOST_ONLY_DISPLAY_NAMES)

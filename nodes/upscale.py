@@ -7,6 +7,7 @@ CATEGORY = "HumanGen/upscale"
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]        # models.upscale.PRECISIONS (not imported: no torch here)
 RESAMPLE = ["auto", "area", "bicubic", "bilinear"]   # models.upscale.RESAMPLE
 MASK_MODES = ["resize", "model"]                     # models.upscale.MASK_MODES
+UPSCALE_MODEL_TOOLTIP = "The upscale model (Upscale Model Loader (HumanGen) or the core Load Upscale Model)."
 
 
 def _files(kind: str) -> list[str]:
@@ -37,7 +38,7 @@ def _model(node: str, input_name: str, value):
     if not all(hasattr(value, a) for a in needed) or not callable(value) or \
             type(value).__name__ == "MaskedImageModelDescriptor":
         raise NodeInputError(node, input_name, f"expected a single-image UPSCALE_MODEL, got {type(value).__name__}.",
-                             fix="connect HumanGen Upscale Model Loader or the core Load Upscale Model node.")
+                             fix="connect Upscale Model Loader (HumanGen) or the core Load Upscale Model node.")
     return value
 
 
@@ -142,8 +143,9 @@ class HumanGenTiledUpscale:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "upscale_model": ("UPSCALE_MODEL",), **_tiling_inputs()},
-                "optional": {"mask": ("MASK",),
+        return {"required": {"image": ("IMAGE", {"tooltip": "The image(s) to upscale."}),
+                             "upscale_model": ("UPSCALE_MODEL", {"tooltip": UPSCALE_MODEL_TOOLTIP}), **_tiling_inputs()},
+                "optional": {"mask": ("MASK", {"tooltip": "Optional mask, returned at the output size."}),
                              "mask_mode": (MASK_MODES, {"default": "resize", "tooltip":
                                            "resize: interpolate the mask; model: run it through the network "
                                            "as a grey image (sharper edges, one extra pass)."})}}
@@ -156,7 +158,7 @@ class HumanGenTiledUpscale:
 
 
 class HumanGenFaceRefineUpscale:
-    DESCRIPTION = ("Upscales like HumanGen Tiled Upscale, then finds faces (MTCNN) and restores each one with a "
+    DESCRIPTION = ("Upscales like Tiled Upscale (HumanGen), then finds faces (MTCNN) and restores each one with a "
                    "face model (GFPGAN, RestoreFormer; CodeFormer with extra architectures) from "
                    "models/face_restore, pasted back with a feathered mask.")
     CATEGORY = CATEGORY
@@ -168,7 +170,8 @@ class HumanGenFaceRefineUpscale:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "image": ("IMAGE",), "upscale_model": ("UPSCALE_MODEL",),
+            "image": ("IMAGE", {"tooltip": "The image(s) to upscale."}),
+            "upscale_model": ("UPSCALE_MODEL", {"tooltip": UPSCALE_MODEL_TOOLTIP}),
             "face_model_name": (_files("face_restore"), {"tooltip": "Face model in models/face_restore, e.g. "
                                 "GFPGANv1.4.pth (github.com/TencentARC/GFPGAN releases)."}),
             **_tiling_inputs(),
