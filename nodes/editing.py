@@ -8,6 +8,7 @@ CATEGORY = "HumanGen/editing"
 GEN = "HUMANGEN_GENERATOR"
 LAT = "HUMANGEN_LATENT"
 DIRS = "HUMANGEN_DIRECTIONS"
+_UPSTREAM_FOLDER = "latent_direction/"  # the folder name in the StyleGAN-Human repository
 _NO_FILES = "(no files in models/stylegan_directions)"
 _NO_ATTRS = "(no ss/<attribute> folders in models/stylegan_directions)"
 
@@ -86,10 +87,11 @@ def _target(node, generator, image):
     return x
 
 
-def _lpips(node, net):
+def _lpips(node, net, prompt=None):
     from ..models.lpips import load_lpips
     from ..utils import host
     from ..utils.errors import HumanGenError
+    host.require_files(node, {"lpips_net": net}, prompt)
     try:
         return load_lpips(net, host.model_dirs("lpips"))
     except HumanGenError as exc:
@@ -137,17 +139,22 @@ class HumanGenLoadDirections:
     @classmethod
     def INPUT_TYPES(cls):
         from ..utils import host
-        files = [f for f in host.list_models("stylegan_directions") if not f.endswith(".pkl")] or [_NO_FILES]
-        return {"required": {"file": (files, {"tooltip": "Direction file in models/stylegan_directions."})}}
+        # StyleGAN-Human's latent_direction/ may be copied as a folder or as its contents: one name for both, so
+        # a workflow saved with one layout runs with the other
+        files = sorted({f.removeprefix(_UPSTREAM_FOLDER) for f in host.list_models("stylegan_directions")
+                        if not f.endswith(".pkl")}) or [_NO_FILES]
+        return {"required": {"file": (files, {"tooltip": "Direction file in models/stylegan_directions."})},
+                "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, file):
+    def load(self, file, prompt=None):
         from ..models.editing import load_directions
         from ..utils import host
         node = "HumanGenLoadDirections"
         if file == _NO_FILES:
-            raise _err(node, "file", "no direction files found.", fix="copy StyleGAN-Human's latent_direction/ "
-                       "folder into models/stylegan_directions, or use HumanGenSeFaDirections.")
-        return (load_directions(host.model_path("stylegan_directions", file, node=node, input_name="file")),)
+            raise host.missing_model_error("stylegan_directions", "sefa/upper_length.pt", node=node, input_name="file",
+                                           prompt=prompt, folder_empty=True)
+        return (load_directions(host.model_path("stylegan_directions", file, node=node, input_name="file",
+                                                prompt=prompt, alternatives=(_UPSTREAM_FOLDER + file,))),)
 
 
 class HumanGenApplyDirection:
@@ -315,16 +322,16 @@ class HumanGenProjectImage:
                           "models/lpips: vgg16-397923af.pth or alexnet-owt-7be5be79.pth)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": True,
                              "tooltip": "Seed of the noise initialisation and W noise."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
     def project(self, generator, image, space="w", steps=450, learning_rate=0.01, noise_regularization=1e5,
-                lpips_net="vgg", seed=0):
+                lpips_net="vgg", seed=0, prompt=None):
         from ..models.inversion import ProjectionConfig, project
         from ..utils import host
         from ..utils.image import gan_to_comfy
         node = "HumanGenProjectImage"
         target = _target(node, generator, image)
-        distance = _lpips(node, lpips_net)
+        distance = _lpips(node, lpips_net, prompt)
         cfg = ProjectionConfig(num_steps=int(steps), space=space, learning_rate=float(learning_rate),
                                regularize_noise_weight=float(noise_regularization), seed=int(seed))
         device = host.load_model(generator.model)
@@ -359,10 +366,10 @@ class HumanGenPTI:
             "lpips_net": (["alex", "vgg"], {"default": "alex", "tooltip": "LPIPS backbone (upstream PTI: alex)."}),
             "save_name": ("STRING", {"default": "", "tooltip": "If set, also save the tuned generator as "
                                      "models/stylegan/<save_name>.safetensors (never overwrites)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
     def tune(self, generator, latent, image, steps=350, learning_rate=5e-4, lpips_threshold=0.04, lpips_net="alex",
-             save_name=""):
+             save_name="", prompt=None):
         import os
 
         from ..models import gan_latents as gl
@@ -374,7 +381,7 @@ class HumanGenPTI:
         if ws.shape[0] != 1:
             raise _err(node, "latent", f"expected one pivot latent, got {ws.shape[0]}.")
         target = _target(node, generator, image)
-        lp = _lpips(node, lpips_net)
+        lp = _lpips(node, lpips_net, prompt)
         save_path = None
         if save_name.strip():
             name = os.path.basename(save_name.strip())

@@ -34,10 +34,11 @@ class HumanGenSMPLXLoader:
                                   "tooltip": "Shape coefficients to use (the file caps it: 10, or 300 for v1.1)."}),
             "num_expression": ("INT", {"default": 10, "min": 0, "max": 100, "step": 1,
                                        "tooltip": "Expression coefficients (kept at zero by the body fit)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, gender, num_betas, num_expression):
+    def load(self, gender, num_betas, num_expression, prompt=None):
         from ..models.body.model import load_smplx
+        host.require_files("HumanGenSMPLXLoader", {"gender": gender}, prompt)
         body = load_smplx(gender, host.model_dirs("smplx"), num_betas=num_betas, num_expression=num_expression,
                           node="HumanGenSMPLXLoader", tmp_dir=None)
         return (body,)

@@ -67,16 +67,16 @@ class HumanGenStyleGANLoader:
                                        "runs bf16 on CPU / fp16 on GPU (faster, PSNR ~40 dB)."}),
             "ops_impl": (IMPLS, {"default": "auto", "tooltip": "Kernel path: fast (fused), ref (plain reference), "
                                  "auto (fast unless HUMANGEN_OPS_IMPL says otherwise)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, model_name, precision="fp32", ops_impl="auto"):
+    def load(self, model_name, precision="fp32", ops_impl="auto", prompt=None):
         from ..models import gan_latents as gl
         from ..utils import checkpoints, host
         node = "HumanGenStyleGANLoader"
         if model_name == _NO_MODELS:
-            raise _err(node, "model_name", "no generator files found.",
-                       fix="put e.g. stylegan_human_v2_1024.pkl into models/stylegan and refresh.")
-        path = host.model_path("stylegan", model_name, node=node, input_name="model_name")
+            raise host.missing_model_error("stylegan", "stylegan_human_v2_1024.pkl", node=node, input_name="model_name",
+                                           prompt=prompt, folder_empty=True)
+        path = host.model_path("stylegan", model_name, node=node, input_name="model_name", prompt=prompt)
         G = checkpoints.load_generator(path)
         gid = gl.generator_id_for_file(path)
         return (gl.GeneratorDescriptor.from_model(G, model_name, gid, dtype=precision, impl=ops_impl),)

@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
                       help="use this server's node definitions (/object_info)")
     conv.add_argument("--input-dir", default="input")
+
+    mod = sub.add_parser("models", help="list the model files workflows need: folder, file, present or missing, "
+                                        "download link")
+    mod.add_argument("workflows", nargs="+", help="workflow JSON files (UI or API format)")
+    mod.add_argument("--models-dir", default=None, help="model root outside ComfyUI (default $HUMANGEN_MODELS_DIR "
+                                                        "or ./models)")
+    mod.add_argument("--write", action="store_true",
+                     help="rewrite each UI workflow's top-level `models` list (what ComfyUI's missing-models panel "
+                          "reads) from HumanGen's model table")
     return parser
 
 
@@ -89,25 +98,40 @@ def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[
     return jobs
 
 
-def check_models(needs: list[dict]) -> list[str]:
-    """Messages for each `needs_models` entry whose file is missing in its model folder."""
-    missing = []
-    for need in needs:
-        folder, name = need.get("folder"), need.get("file")
-        if not folder or not name:
+def _model_dirs(folder: str) -> list[str]:
+    try:
+        return host.model_dirs(folder)
+    except KeyError:  # a folder of core ComfyUI or another pack, declared in the workflow's `models`
+        return [os.path.join(os.path.dirname(host.model_dirs("stylegan")[0]), folder)]  # beside HumanGen's own
+
+
+def check_models(prompt: dict, declared: list[dict] | None = None) -> list[str]:
+    """One line per missing model file of the workflow: the file, the folder it goes in, a direct link and its
+    licence (utils.model_files), the node that needs it. Files HumanGen does not know take their link from the
+    workflow's own `models` metadata."""
+    from ..utils import model_files
+    declared = declared or []
+    links = {(m["directory"], m["name"]): m.get("url") for m in declared}
+    lines = []
+    seen = set()
+    for need in model_files.needed_files(prompt):
+        seen.add((need.folder, need.name))
+        dirs = _model_dirs(need.folder)
+        if model_files.find(need, dirs) is None:
+            text = model_files.describe(need.folder, need.name, dirs)
+            if need.known is None and links.get((need.folder, need.name)):
+                text = f"'{need.name}' -> put it in the '{need.folder}' model folder ({dirs[0]}); download: " \
+                       f"{links[(need.folder, need.name)]}"
+            lines.append(f"{text} [node {need.node_id} {need.class_type}, input '{need.input_name}']")
+    for m in declared:
+        key = (m["directory"], m["name"])
+        if key in seen:
             continue
-        try:
-            dirs = host.model_dirs(folder)
-        except KeyError:
-            dirs = [os.path.join(os.environ.get("HUMANGEN_MODELS_DIR") or "models", folder)]
-        if any(os.path.exists(os.path.join(d, name)) for d in dirs):
-            continue
-        msg = f"missing model file {name!r}: put it in {dirs[0]}"
-        if need.get("url"):
-            msg += f" (download: {need['url']}"
-            msg += f"; licence: {need['license']})" if need.get("license") else ")"
-        missing.append(msg)
-    return missing
+        dirs = _model_dirs(m["directory"])
+        if model_files.find(model_files.ModelFile(m["directory"], m["name"], m.get("url", ""), ""), dirs) is None:
+            lines.append(f"'{m['name']}' -> put it in the '{m['directory']}' model folder ({dirs[0]}); download: "
+                         f"{m.get('url') or '(no link in the workflow)'} [declared in the workflow's models]")
+    return lines
 
 
 class _Bars:
@@ -187,6 +211,39 @@ def _convert(args) -> int:
     return EXIT_OK
 
 
+def _models(args) -> int:
+    from ..utils import model_files
+    from .engine import Engine
+    host.use(host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None))
+    specs = Engine().specs()
+    status = EXIT_OK
+    for path in args.workflows:
+        wf = load_workflow(path, specs)
+        needs = model_files.needed_files(wf.prompt)
+        print(f"{path}: {len(needs)} model file(s)")
+        for need in needs:
+            dirs = _model_dirs(need.folder)
+            found = model_files.find(need, dirs)
+            print(f"  {'ok     ' if found else 'MISSING'} {need.folder}/{need.name}"
+                  + ("" if found else f"  -> {model_files.describe(need.folder, need.name, dirs)}"))
+        if args.write:
+            if wf.ui is None:
+                log(f"error: {path}: --write needs a UI-format workflow (API prompts have no place for it)")
+                status = EXIT_INVALID
+                continue
+            models = model_files.frontend_models(wf.prompt)
+            data = dict(wf.ui)
+            if models:
+                data["models"] = models
+            else:
+                data.pop("models", None)
+            if data != wf.ui:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+                print(f"  wrote {len(models)} entries to its `models` list")
+    return status
+
+
 def _run(args, extra_nodes: dict[str, type] | None) -> int:
     out_dir = os.path.abspath(args.out)
     input_dir = os.path.abspath(args.input_dir)
@@ -200,11 +257,13 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     specs = _specs(args, engine)
     wf = load_workflow(args.workflow, specs)
     jobs = make_jobs(wf.prompt, specs, args.sets, args.batches)
-    if wf.needs_models and not args.servers:
-        missing = check_models(wf.needs_models)
+    if not args.servers:
+        missing = list(dict.fromkeys(line for _, job in jobs for line in check_models(job, wf.declared_models)))
         if missing:
-            for m in missing:
-                log(f"error: {os.path.basename(args.workflow)}: {m}")
+            log(f"error: {os.path.basename(args.workflow)}: {len(missing)} model file(s) missing, nothing was run. "
+                f"Get all of them:")
+            for i, m in enumerate(missing, 1):
+                log(f"  {i}. {m}")
             return EXIT_INVALID
     orders = []
     if engine is not None:
@@ -334,6 +393,8 @@ def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | No
     try:
         if args.command == "convert":
             return _convert(args)
+        if args.command == "models":
+            return _models(args)
         if args.command == "validate":
             args.dry_run = True
         return _run(args, extra_nodes)

@@ -49,7 +49,7 @@ class Workflow:
     source_format: str  # "api" or "ui"
     path: str | None = None
     ui: dict | None = None  # the UI workflow when loaded from one (stored in PNG metadata like the host)
-    needs_models: list[dict] = field(default_factory=list)
+    declared_models: list[dict] = field(default_factory=list)  # the UI workflow's frontend `models` metadata
 
 
 def is_api_format(data: Any) -> bool:
@@ -71,26 +71,21 @@ def load_json(path: str) -> Any:
         raise WorkflowError(f"{path}: not valid JSON ({exc})") from None
 
 
-def needs_models_of(data: Any) -> list[dict]:
+def declared_models_of(data: Any) -> list[dict]:
+    """The model metadata ComfyUI's frontend reads from a UI workflow: the top-level `models` list and each node's
+    `properties.models` (`{name, url, directory}`), once each. Which files HumanGen's own nodes need is worked out
+    from the graph (`utils.model_files.needed_files`); these entries add files of other packs' or core nodes."""
     if not isinstance(data, dict):
         return []
-    extra = data.get("extra") or {}
-    needs = ((extra.get("humangen") or {}) if isinstance(extra, dict) else {}).get("needs_models") or []
-    return [dict(n) for n in needs if isinstance(n, dict)]
-
-
-def _ui_twin(path: str) -> Any:
-    """The UI workflow next to an API twin (`workflows/api/x.json` -> `workflows/x.json`), whose `extra` says
-    which model files it needs (the API format has no place for it); None when there is none."""
-    folder = os.path.dirname(os.path.abspath(path))
-    twin = os.path.join(os.path.dirname(folder), os.path.basename(path))
-    if os.path.basename(folder) != "api" or not os.path.isfile(twin):
-        return None
-    try:
-        data = load_json(twin)
-    except WorkflowError:
-        return None
-    return data if is_ui_format(data) else None
+    entries = list(data.get("models") or [])
+    for node in data.get("nodes") or []:
+        if isinstance(node, dict) and isinstance(node.get("properties"), dict):
+            entries += list(node["properties"].get("models") or [])
+    out: dict[tuple, dict] = {}
+    for m in entries:
+        if isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("directory"), str):
+            out.setdefault((m["directory"], m["name"]), {k: m[k] for k in ("name", "url", "directory") if k in m})
+    return list(out.values())
 
 
 def load_workflow(path: str, specs: dict[str, NodeSpec] | None = None) -> Workflow:
@@ -100,11 +95,11 @@ def load_workflow(path: str, specs: dict[str, NodeSpec] | None = None) -> Workfl
         data = data["prompt"]  # a saved POST /prompt body
     if is_api_format(data):
         prompt = {str(k): _copy_node(v) for k, v in data.items() if not str(k).startswith("_")}
-        return Workflow(prompt, "api", path, None, needs_models_of(_ui_twin(path)))
+        return Workflow(prompt, "api", path, None)
     if is_ui_format(data):
         if specs is None:
             raise WorkflowError(f"{path}: a UI-format workflow needs the node definitions to convert it")
-        return Workflow(ui_to_api(data, specs), "ui", path, data, needs_models_of(data))
+        return Workflow(ui_to_api(data, specs), "ui", path, data, declared_models_of(data))
     raise WorkflowError(f"{os.path.basename(path)}: neither an API prompt ({{id: {{class_type, inputs}}}}) nor a "
                         "UI workflow ({nodes, links}); export it from ComfyUI with Save or Export (API)")
 
