@@ -7,7 +7,8 @@
 - A workflow that needs model files cannot be run here (HumanGen ships no weights): its card is a drawing of its
   node graph, labelled "Node graph (illustration)", with the model files it needs.
 
-Cards are 512x512 JPEGs (the browser crops cards to a square).
+Cards are 512x512 JPEGs (the browser crops cards to a square and prints the title under the card, with a "Node
+graph" badge over the top-left corner: the pictures carry no title and keep that corner free).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def real_output_card(name: str, inputs: list[str], outputs: list[str]) -> Image.
     card = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
     draw = ImageDraw.Draw(card)
     half = (SIZE - 36) // 2
-    top, height = 40, SIZE - 80
+    top, height = 60, SIZE - 100
     for col, paths in ((0, inputs), (1, outputs)):
         x0 = 12 + col * (half + 12)
         ims = [_fit(Image.open(p), half, height // len(paths)) for p in paths]
@@ -67,9 +68,8 @@ def real_output_card(name: str, inputs: list[str], outputs: list[str]) -> Image.
         for im in ims:
             card.paste(im, (x0 + (half - im.width) // 2, y))
             y += im.height
-    draw.text((SIZE // 2, 20), name.replace("_", " "), fill=TEXT, font=_font(20), anchor="mm")
-    draw.text((12 + half // 2, SIZE - 22), "input", fill=MUTED, font=_font(15), anchor="mm")
-    draw.text((SIZE - 12 - half // 2, SIZE - 22), "output (real run)", fill=MUTED, font=_font(15), anchor="mm")
+    draw.text((12 + half // 2, SIZE - 22), "input", fill=MUTED, font=_font(20), anchor="mm")
+    draw.text((SIZE - 12 - half // 2, SIZE - 22), "output (real run)", fill=MUTED, font=_font(20), anchor="mm")
     return card
 
 
@@ -84,7 +84,7 @@ def graph_card(name: str, ui: dict, needs: list[str]) -> Image.Image:
     y0 = min(n["pos"][1] - 30 for n in nodes.values())
     x1 = max(n["pos"][0] + n["size"][0] for n in nodes.values())
     y1 = max(n["pos"][1] + n["size"][1] for n in nodes.values())
-    top, bottom = 44, 120  # header; caption with the model files
+    top, bottom = 64, 150  # the browser's badge; caption with the model files
     area_w, area_h = SIZE - 24, SIZE - top - bottom
     s = min(area_w / (x1 - x0), area_h / (y1 - y0))
     ox = 12 + (area_w - (x1 - x0) * s) / 2
@@ -106,7 +106,7 @@ def graph_card(name: str, ui: dict, needs: list[str]) -> Image.Image:
         mid = (start[0] + end[0]) / 2
         points = [_bezier(start, (mid, start[1]), (mid, end[1]), end, t / 20) for t in range(21)]
         draw.line(points, fill=colour, width=max(1, round(3 * s)) + 1)
-    font = _font(max(9, min(16, round(15 * s * 1.6))))
+    font = _font(max(11, min(18, round(15 * s * 1.8))))
     for n in nodes.values():
         (x, y), (w, h) = at(*n["pos"]), (n["size"][0] * s, n["size"][1] * s)
         t = max(6, 30 * s)
@@ -118,12 +118,11 @@ def graph_card(name: str, ui: dict, needs: list[str]) -> Image.Image:
         while title and draw.textlength(title, font=font) > w - 8:
             title = title[:-2] + "…" if len(title) > 2 else ""
         draw.text((x + 4, y - t / 2), title, fill=TEXT, font=font, anchor="lm")
-    draw.text((SIZE // 2, 20), name.replace("_", " "), fill=TEXT, font=_font(20), anchor="mm")
-    cap_y = SIZE - bottom + 10
-    draw.text((12, cap_y), "Node graph (illustration, not an output):", fill=(255, 200, 120), font=_font(15))
-    lines = _wrap(draw, "needs model files: " + ", ".join(needs), _font(14), SIZE - 24)
-    for i, line in enumerate(lines[:4]):
-        draw.text((12, cap_y + 22 + 18 * i), line, fill=MUTED, font=_font(14))
+    cap_y = SIZE - bottom + 12
+    draw.text((12, cap_y), "Illustration of the graph, not an output.", fill=(255, 200, 120), font=_font(20))
+    lines = _wrap(draw, "Needs model files: " + ", ".join(needs), _font(18), SIZE - 24)
+    for i, line in enumerate(lines[:5]):
+        draw.text((12, cap_y + 30 + 22 * i), line, fill=TEXT, font=_font(18))
     return card
 
 
