@@ -228,9 +228,10 @@ class HumanGenStyleSpaceEdit:
             "threshold": ("FLOAT", {"default": 0.0028, "min": 0.0, "max": 1.0, "step": 0.0001,
                                     "tooltip": "Channel mask |strength| > threshold for one_layer "
                                     "(upstream 0.0028 upper_length, 0.003 bottom_length)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def edit(self, generator, latent, attribute, method="all_layers", strength=-1.0, layer=5, threshold=0.0028):
+    def edit(self, generator, latent, attribute, method="all_layers", strength=-1.0, layer=5, threshold=0.0028,
+             prompt=None):
         from ..models import editing
         from ..utils import host
         from ..utils.errors import HumanGenError
@@ -239,6 +240,8 @@ class HumanGenStyleSpaceEdit:
             raise _err(node, "attribute", "no style-space vectors found.", fix="copy StyleGAN-Human's "
                        "latent_direction/ss and latent_direction/ss_statics into models/stylegan_directions.")
         _wplus_latent(node, generator, latent)  # validates the latent against the generator
+        if method == "one_layer":  # all_layers takes whichever vectors the generator has layers for
+            host.require_files(node, {"attribute": attribute, "method": method, "layer": layer}, prompt)
         try:
             offsets = editing.stylespace_offsets(generator.model, host.model_dirs("stylegan_directions"), attribute,
                                                  method, float(strength), int(layer), float(threshold))

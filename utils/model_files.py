@@ -27,12 +27,27 @@ class ModelFile:
     url: str  # a link to the file itself (not a repository's front page)
     license: str
     how: str = ""  # what else to do when the link alone is not enough (log in, a folder, rename)
-    alternatives: tuple[str, ...] = ()  # other accepted places inside the folder (documented layouts)
     direct: bool = True  # False: `url` is the closest official link (a login page's download, a folder)
+
+    @property
+    def alternatives(self) -> tuple[str, ...]:
+        return alternatives(self.folder, self.name)
 
     @property
     def places(self) -> tuple[str, ...]:
         return (self.name, *self.alternatives)
+
+
+# Other documented places of a file inside its folder: StyleGAN-Human's latent_direction/ copied as a folder rather
+# than its contents, smplx.create's models/smplx/smplx/ layout; channel statistics as .pkl instead of .csv.
+_PREFIXES = {"stylegan_directions": "latent_direction/", "smplx": "smplx/"}
+
+
+def alternatives(folder: str, name: str) -> tuple[str, ...]:
+    names = [name] + ([name[:-4] + ".pkl"] if name.endswith("/statis.csv") else [])
+    prefix = _PREFIXES.get(folder)
+    out = names[1:] + ([prefix + n for n in names] if prefix else [])
+    return tuple(out)
 
 
 _SGH_LICENSE = "StyleGAN-Human: non-commercial research use only (NVIDIA Source Code License-NC, SHHQ terms)"
@@ -45,8 +60,7 @@ def _drive(file_id: str) -> str:
 
 def _direction(path: str) -> ModelFile:
     # StyleGAN-Human's latent_direction/: its contents, or the folder itself, go in models/stylegan_directions
-    return ModelFile("stylegan_directions", path, _SGH_RAW + path, _SGH_LICENSE,
-                     alternatives=(f"latent_direction/{path}",))
+    return ModelFile("stylegan_directions", path, _SGH_RAW + path, _SGH_LICENSE)
 
 
 STYLESPACE_LAYERS = range(16)  # StyleGAN-Human ships style_vect_mean_0..15 per attribute
@@ -78,7 +92,7 @@ KNOWN_FILES: tuple[ModelFile, ...] = (
                 "SMPL-X Model License (non-commercial research; registration required; no redistribution)",
                 how="register and log in at https://smpl-x.is.tue.mpg.de first; the zip holds "
                     f"models/smplx/SMPLX_{g}.npz (use the .npz, not the .pkl)",
-                alternatives=(f"smplx/SMPLX_{g}.npz",), direct=False) for g in ("NEUTRAL", "MALE", "FEMALE")),
+                direct=False) for g in ("NEUTRAL", "MALE", "FEMALE")),
     ModelFile("parts2whole", "Parts2Whole", "https://huggingface.co/huanngzh/Parts2Whole/tree/main",
               "Apache-2.0 weights tag (code MIT); derived from Stable Diffusion 1.5 (CreativeML OpenRAIL-M) and CLIP",
               how="a whole diffusers-format folder, not one file: `git clone https://huggingface.co/huanngzh/"
@@ -132,7 +146,7 @@ class Need:
 
     @property
     def places(self) -> tuple[str, ...]:
-        return self.known.places if self.known else (self.name,)
+        return (self.name, *alternatives(self.folder, self.name))
 
 
 def _placeholder(value: Any) -> bool:
@@ -219,9 +233,8 @@ def describe(folder: str, name: str, dirs: list[str]) -> str:
     text += f"; download: {known.url}"
     if known.how:
         text += f" ({known.how})"
-    alt = [a for a in known.alternatives]
-    if alt:
-        text += f"; also found as {' or '.join(alt)} inside that folder"
+    if known.alternatives:
+        text += f"; also found as {' or '.join(known.alternatives)} inside that folder"
     return text + f"; licence: {known.license}"
 
 
