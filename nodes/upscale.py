@@ -148,7 +148,8 @@ class HumanGenTiledUpscale:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"image": ("IMAGE", {"tooltip": "The image(s) to upscale."}),
-                             "upscale_model": ("UPSCALE_MODEL", {"tooltip": UPSCALE_MODEL_TOOLTIP}), **_tiling_inputs()},
+                             "upscale_model": ("UPSCALE_MODEL", {"tooltip": UPSCALE_MODEL_TOOLTIP}),
+                             **_tiling_inputs()},
                 "optional": {"mask": ("MASK", {"tooltip": "Optional mask, returned at the output size."}),
                              "mask_mode": (MASK_MODES, {"default": "resize", "tooltip":
                                            "resize: interpolate the mask; model: run it through the network "

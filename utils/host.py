@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .errors import HumanGenError, HumanGenInterrupted, NodeInputError
+from .errors import HumanGenInterrupted, NodeInputError
 
 # Our model folders: name -> accepted file endings. `upscale_models` is the core folder, reused.
 # Loaders add nothing here at run time: the list is data, registered once with the host.

@@ -3,10 +3,11 @@ licence, and which files a workflow needs.
 
 Everything that tells a user about model files reads this module:
 - the runner checks `needed_files(prompt)` before it starts (any workflow, UI or API format, shipped or not);
-- a node that cannot find its file raises `missing_file_error(...)` (`utils.host.model_path` does);
+- a node that cannot find its file raises `utils.host.missing_model_error` (from `model_path` / `require_files`),
+  built from `describe` and `still_needed` here;
 - the ComfyUI frontend's missing-models panel reads the `models` list (`name`, `url`, `directory`) of a UI
   workflow: for the shipped workflows that list is `frontend_models(prompt)`, written by
-  `python -m humangen.runner models --write workflows/*.json` and checked by a test, so it cannot drift.
+  `python . models --write workflows/<name>.json` (the runner) and checked by a test, so it cannot drift.
 
 A file is found when `<model folder>/<name>` or `<model folder>/<alternative>` exists (the documented layouts).
 No ComfyUI or torch import here.
