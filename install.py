@@ -1,5 +1,9 @@
 """Install HumanGen's dependencies into the running interpreter.
 
+requirements.txt holds only packages that any installer may pip-install one line at a time with no options (that is
+what ComfyUI-Manager does before it runs this file; some Manager versions even pass comment lines to pip, so that
+file has none); requirements-build.txt and requirements-nodeps.txt need this file's flags.
+
 ComfyUI-Manager runs this file with the host's Python after cloning the pack; a newcomer runs
 `python install.py` (optionally `--ray` for the Ray engine, `--dev` for the test tools, which include Ray).
 It only installs from the project's own files (requirements*.txt, constraints.txt) and never downloads model
@@ -8,7 +12,9 @@ weights.
 Rules it follows (see the README, "Install"):
 - An existing torch is kept: it is pinned in a constraints file so pip can neither replace nor upgrade it.
   With no torch at all, torch==2.13.0 is installed first (a CPU wheel where one is provided locally).
-- xtcocotools is built from source without build isolation (its wheel is built against numpy 1).
+- xtcocotools is built from source without build isolation (its wheel is built against numpy 1); it and mmpose are
+  in requirements-build.txt, which ComfyUI-Manager (it pip-installs requirements.txt line by line, then runs this
+  file) never installs on its own.
 - mmengine needs `pkg_resources`, so setuptools stays below 81.
 - mediapipe 0.10.21 and facenet-pytorch are installed with --no-deps (their metadata pins old torch/numpy).
 """
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _pip("-c", constraints, "pip", "wheel", "setuptools<81", "numpy", "cython")
         _pip("--no-build-isolation", "--no-binary", "xtcocotools", "-c", constraints,
-             "-r", os.path.join(HERE, "requirements.txt"))
+             "-r", os.path.join(HERE, "requirements.txt"), "-r", os.path.join(HERE, "requirements-build.txt"))
         _pip("--no-deps", "-c", constraints, "-r", os.path.join(HERE, "requirements-nodeps.txt"))
         if args.ray or args.dev:  # --dev: the Ray engine's tests run in CI
             _pip("-c", constraints, "-r", os.path.join(HERE, "requirements-ray.txt"))

@@ -24,7 +24,8 @@ class HumanGenAlignFullBody:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
+                "image": ("IMAGE", {"tooltip": "The photo(s) to align; the person is found with mediapipe unless the "
+                                               "pose/mask inputs are given."}),
                 "resolution": (RESOLUTIONS, {"default": "1024x512", "tooltip": "output height x width (2:1)"}),
                 "person_index": ("INT", {"default": -1, "min": -1, "max": 63, "step": 1,
                                          "tooltip": "person to centre on (pose input order); -1 = the only one"}),

@@ -112,16 +112,16 @@ class HumanGenUnitedHumanLoader:
             "precision": (PRECISIONS, {"default": "fp32", "tooltip": "fp32 matches the official output; 'reduced' "
                                        "runs bf16 on CPU / fp16 on GPU."}),
             "ops_impl": (IMPLS, {"default": "auto", "tooltip": "Kernel path: fast, ref (reference), or auto."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, model_name, precision="fp32", ops_impl="auto"):
+    def load(self, model_name, precision="fp32", ops_impl="auto", prompt=None):
         from ..models import gan_latents as gl
         from ..utils import checkpoints, host
         node = "HumanGenUnitedHumanLoader"
         if model_name == _NO_MODELS:
-            raise _err(node, "model_name", "no generator files found.",
-                       fix="put network-snapshot-v1.pkl (UnitedHuman) into models/unitedhuman and refresh.")
-        path = host.model_path("unitedhuman", model_name, node=node, input_name="model_name")
+            raise host.missing_model_error("unitedhuman", "network-snapshot-v1.pkl", node=node,
+                                           input_name="model_name", prompt=prompt, folder_empty=True)
+        path = host.model_path("unitedhuman", model_name, node=node, input_name="model_name", prompt=prompt)
         G = checkpoints.load_generator(path)
         if getattr(G, "arch", "") != "anyres":
             raise _err(node, "model_name", f"{model_name} is a {getattr(G, 'arch', '?')} generator, not a "
@@ -208,6 +208,6 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HumanGenUnitedHumanLoader": "UnitedHuman Loader (HumanGen)",
-    "HumanGenContinuousRender": "Continuous Render, any size (HumanGen)",
-    "HumanGenRegionRender": "Region Render / close-up (HumanGen)",
+    "HumanGenContinuousRender": "Continuous Render (HumanGen)",
+    "HumanGenRegionRender": "Region Render (HumanGen)",
 }

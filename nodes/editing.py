@@ -8,6 +8,7 @@ CATEGORY = "HumanGen/editing"
 GEN = "HUMANGEN_GENERATOR"
 LAT = "HUMANGEN_LATENT"
 DIRS = "HUMANGEN_DIRECTIONS"
+_UPSTREAM_FOLDER = "latent_direction/"  # the folder name in the StyleGAN-Human repository
 _NO_FILES = "(no files in models/stylegan_directions)"
 _NO_ATTRS = "(no ss/<attribute> folders in models/stylegan_directions)"
 
@@ -86,10 +87,11 @@ def _target(node, generator, image):
     return x
 
 
-def _lpips(node, net):
+def _lpips(node, net, prompt=None):
     from ..models.lpips import load_lpips
     from ..utils import host
     from ..utils.errors import HumanGenError
+    host.require_files(node, {"lpips_net": net}, prompt)
     try:
         return load_lpips(net, host.model_dirs("lpips"))
     except HumanGenError as exc:
@@ -108,7 +110,8 @@ class HumanGenSeFaDirections:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
+            "generator": (GEN, {"tooltip": "The generator whose style affines give the SeFa directions (from HumanGen "
+                                           "StyleGAN Loader)."}),
             "layers": ("STRING", {"default": "4-7", "tooltip": "W+ indices whose layers are factorised "
                                   "(StyleGAN-Human ships directions for 4-7); empty = all conv layers."}),
             "num_directions": ("INT", {"default": 10, "min": 1, "max": 512, "step": 1,
@@ -136,17 +139,22 @@ class HumanGenLoadDirections:
     @classmethod
     def INPUT_TYPES(cls):
         from ..utils import host
-        files = [f for f in host.list_models("stylegan_directions") if not f.endswith(".pkl")] or [_NO_FILES]
-        return {"required": {"file": (files, {"tooltip": "Direction file in models/stylegan_directions."})}}
+        # StyleGAN-Human's latent_direction/ may be copied as a folder or as its contents: one name for both, so
+        # a workflow saved with one layout runs with the other
+        files = sorted({f.removeprefix(_UPSTREAM_FOLDER) for f in host.list_models("stylegan_directions")
+                        if not f.endswith(".pkl")}) or [_NO_FILES]
+        return {"required": {"file": (files, {"tooltip": "Direction file in models/stylegan_directions."})},
+                "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, file):
+    def load(self, file, prompt=None):
         from ..models.editing import load_directions
         from ..utils import host
         node = "HumanGenLoadDirections"
         if file == _NO_FILES:
-            raise _err(node, "file", "no direction files found.", fix="copy StyleGAN-Human's latent_direction/ "
-                       "folder into models/stylegan_directions, or use HumanGenSeFaDirections.")
-        return (load_directions(host.model_path("stylegan_directions", file, node=node, input_name="file")),)
+            raise host.missing_model_error("stylegan_directions", "sefa/upper_length.pt", node=node, input_name="file",
+                                           prompt=prompt, folder_empty=True)
+        return (load_directions(host.model_path("stylegan_directions", file, node=node, input_name="file",
+                                                prompt=prompt, alternatives=(_UPSTREAM_FOLDER + file,))),)
 
 
 class HumanGenApplyDirection:
@@ -161,9 +169,9 @@ class HumanGenApplyDirection:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
-            "latent": (LAT,),
-            "directions": (DIRS,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent": (LAT, {"tooltip": "The latent to edit (W or W+; z is mapped first)."}),
+            "directions": (DIRS, {"tooltip": "Directions from SeFa Directions or Load Latent Directions."}),
             "direction": ("STRING", {"default": "0", "tooltip": "Index (0 = strongest) or name of the direction."}),
             "strength": ("FLOAT", {"default": 5.0, "min": -100.0, "max": 100.0, "step": 0.5,
                                    "tooltip": "Distance to move along the direction (0 = unchanged). For "
@@ -205,8 +213,9 @@ class HumanGenStyleSpaceEdit:
         from ..utils import host
         attrs = stylespace_attributes(host.model_dirs("stylegan_directions")) or [_NO_ATTRS]
         return {"required": {
-            "generator": (GEN,),
-            "latent": (LAT,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent": (LAT, {"tooltip": "The latent to edit; the style-space offsets travel with it to StyleGAN "
+                                        "Synthesize."}),
             "attribute": (attrs, {"tooltip": "Attribute folder under models/stylegan_directions/ss/ "
                                   "(StyleGAN-Human ships upper_length and bottom_length)."}),
             "method": (["all_layers", "one_layer"], {"default": "all_layers", "tooltip": "all_layers: every "
@@ -219,9 +228,10 @@ class HumanGenStyleSpaceEdit:
             "threshold": ("FLOAT", {"default": 0.0028, "min": 0.0, "max": 1.0, "step": 0.0001,
                                     "tooltip": "Channel mask |strength| > threshold for one_layer "
                                     "(upstream 0.0028 upper_length, 0.003 bottom_length)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def edit(self, generator, latent, attribute, method="all_layers", strength=-1.0, layer=5, threshold=0.0028):
+    def edit(self, generator, latent, attribute, method="all_layers", strength=-1.0, layer=5, threshold=0.0028,
+             prompt=None):
         from ..models import editing
         from ..utils import host
         from ..utils.errors import HumanGenError
@@ -230,6 +240,8 @@ class HumanGenStyleSpaceEdit:
             raise _err(node, "attribute", "no style-space vectors found.", fix="copy StyleGAN-Human's "
                        "latent_direction/ss and latent_direction/ss_statics into models/stylegan_directions.")
         _wplus_latent(node, generator, latent)  # validates the latent against the generator
+        if method == "one_layer":  # all_layers takes whichever vectors the generator has layers for
+            host.require_files(node, {"attribute": attribute, "method": method, "layer": layer}, prompt)
         try:
             offsets = editing.stylespace_offsets(generator.model, host.model_dirs("stylegan_directions"), attribute,
                                                  method, float(strength), int(layer), float(threshold))
@@ -255,9 +267,9 @@ class HumanGenDirectionSweep:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
-            "latent": (LAT,),
-            "directions": (DIRS,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent": (LAT, {"tooltip": "The latent to move along the direction (the first item is used)."}),
+            "directions": (DIRS, {"tooltip": "Directions from SeFa Directions or Load Latent Directions."}),
             "direction": ("STRING", {"default": "0", "tooltip": "Index (0 = strongest) or name of the direction."}),
             "strength_from": ("FLOAT", {"default": -10.0, "min": -100.0, "max": 100.0, "step": 0.5,
                                         "tooltip": "First strength."}),
@@ -300,7 +312,7 @@ class HumanGenProjectImage:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
+            "generator": (GEN, {"tooltip": "The generator to invert into (its W statistics start the search)."}),
             "image": ("IMAGE", {"tooltip": "One aligned image with the generator's aspect (2:1 for StyleGAN-Human)."}),
             "space": (["w", "w+"], {"default": "w", "tooltip": "w: one vector for all layers (upstream default, "
                       "edits well); w+: one per layer (closer fit)."}),
@@ -313,16 +325,16 @@ class HumanGenProjectImage:
                           "models/lpips: vgg16-397923af.pth or alexnet-owt-7be5be79.pth)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": True,
                              "tooltip": "Seed of the noise initialisation and W noise."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
     def project(self, generator, image, space="w", steps=450, learning_rate=0.01, noise_regularization=1e5,
-                lpips_net="vgg", seed=0):
+                lpips_net="vgg", seed=0, prompt=None):
         from ..models.inversion import ProjectionConfig, project
         from ..utils import host
         from ..utils.image import gan_to_comfy
         node = "HumanGenProjectImage"
         target = _target(node, generator, image)
-        distance = _lpips(node, lpips_net)
+        distance = _lpips(node, lpips_net, prompt)
         cfg = ProjectionConfig(num_steps=int(steps), space=space, learning_rate=float(learning_rate),
                                regularize_noise_weight=float(noise_regularization), seed=int(seed))
         device = host.load_model(generator.model)
@@ -346,7 +358,7 @@ class HumanGenPTI:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
+            "generator": (GEN, {"tooltip": "The generator to tune; a copy is tuned, the input stays unchanged."}),
             "latent": (LAT, {"tooltip": "The pivot, e.g. from HumanGenProjectImage."}),
             "image": ("IMAGE", {"tooltip": "The photo the pivot was projected from."}),
             "steps": ("INT", {"default": 350, "min": 1, "max": 5000, "step": 10, "tooltip": "Maximum steps."}),
@@ -357,10 +369,10 @@ class HumanGenPTI:
             "lpips_net": (["alex", "vgg"], {"default": "alex", "tooltip": "LPIPS backbone (upstream PTI: alex)."}),
             "save_name": ("STRING", {"default": "", "tooltip": "If set, also save the tuned generator as "
                                      "models/stylegan/<save_name>.safetensors (never overwrites)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
     def tune(self, generator, latent, image, steps=350, learning_rate=5e-4, lpips_threshold=0.04, lpips_net="alex",
-             save_name=""):
+             save_name="", prompt=None):
         import os
 
         from ..models import gan_latents as gl
@@ -372,7 +384,7 @@ class HumanGenPTI:
         if ws.shape[0] != 1:
             raise _err(node, "latent", f"expected one pivot latent, got {ws.shape[0]}.")
         target = _target(node, generator, image)
-        lp = _lpips(node, lpips_net)
+        lp = _lpips(node, lpips_net, prompt)
         save_path = None
         if save_name.strip():
             name = os.path.basename(save_name.strip())

@@ -17,6 +17,7 @@ DEFAULT_NEGATIVE = ("longbody, lowres, bad anatomy, bad hands, missing fingers, 
 DEFAULT_ADDED = "detailed background, best quality, extremely detailed"
 SCHEDULERS = ["ddim", "dpmpp_2m", "dpmpp_2m_karras", "euler"]  # = models.humansd.sampler.SCHEDULERS
 DEFAULT_FILE = "humansd-v1.ckpt"
+NO_MODELS = "(no files in models/humansd)"
 
 
 def _model_choices(include_folders: bool = True) -> list[str]:
@@ -26,7 +27,14 @@ def _model_choices(include_folders: bool = True) -> list[str]:
             if os.path.isdir(root):
                 names += sorted(d for d in os.listdir(root)
                                 if os.path.isfile(os.path.join(root, d, "unet", "config.json")))
-    return names or [DEFAULT_FILE]  # a COMBO needs an entry; model_path() then says where the file goes
+    return names or [NO_MODELS]  # a COMBO needs an entry, but never an absent file (the frontend trusts the list)
+
+
+def _checkpoint(node: str, ckpt_name: str, prompt: dict | None) -> str:
+    if ckpt_name == NO_MODELS:
+        raise host.missing_model_error("humansd", DEFAULT_FILE, node=node, input_name="ckpt_name", prompt=prompt,
+                                       folder_empty=True)
+    return host.model_path("humansd", ckpt_name, node=node, input_name="ckpt_name", prompt=prompt)
 
 
 def _offloader():
@@ -69,11 +77,11 @@ class HumanGenHumanSDLoader:
         choices = _model_choices()
         return {"required": {"ckpt_name": (choices, {"default": choices[0], "tooltip":
                 "HumanSD weights in models/humansd: humansd-v1.ckpt (from the HumanSD README), a .safetensors made "
-                "by 'HumanSD Convert', or a diffusers folder."})}}
+                "by 'HumanSD Convert', or a diffusers folder."})}, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, ckpt_name):
+    def load(self, ckpt_name, prompt=None):
         from ..models.humansd.loader import load_humansd
-        path = host.model_path("humansd", ckpt_name, node="HumanGenHumanSDLoader", input_name="ckpt_name")
+        path = _checkpoint("HumanGenHumanSDLoader", ckpt_name, prompt)
         return (load_humansd(path),)
 
 
@@ -112,7 +120,8 @@ class HumanGenSkeletonSDSampler:
                 "scheduler": (SCHEDULERS, {"default": "ddim", "tooltip":
                               "ddim = HumanSD's own sampler; dpmpp_2m / dpmpp_2m_karras / euler via diffusers."}),
                 "seed": ("INT", {"default": 299033459, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                                 "control_after_generate": True, "tooltip": "Seed; item k of the batch uses seed + k."}),
+                                 "control_after_generate": True, "tooltip": "Seed; item k of the batch uses seed + "
+                                                                            "k."}),
                 "batch": ("INT", {"default": 1, "min": 1, "max": 16, "step": 1,
                                   "tooltip": "Images per skeleton."}),
                 "short_side": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64, "tooltip":
@@ -209,19 +218,19 @@ class HumanGenHumanSDConvert:
 
     @classmethod
     def INPUT_TYPES(cls):
-        choices = [n for n in _model_choices(include_folders=False) if not n.endswith(".safetensors")] or [DEFAULT_FILE]
+        choices = [n for n in _model_choices(include_folders=False) if not n.endswith(".safetensors")] or [NO_MODELS]
         return {"required": {
             "ckpt_name": (choices, {"default": choices[0], "tooltip": "The checkpoint to convert (models/humansd)."}),
             "output_name": ("STRING", {"default": "", "tooltip":
                             "File name for the result in models/humansd; empty = same name with .safetensors."}),
             "half": ("BOOLEAN", {"default": False, "tooltip": "Store weights as fp16 (half the size; loading "
                                  "converts back to fp32)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def convert(self, ckpt_name, output_name="", half=False):
+    def convert(self, ckpt_name, output_name="", half=False, prompt=None):
         from ..models.humansd.loader import convert_to_safetensors
         node = "HumanGenHumanSDConvert"
-        src = host.model_path("humansd", ckpt_name, node=node, input_name="ckpt_name")
+        src = _checkpoint(node, ckpt_name, prompt)
         name = (output_name or "").strip() or os.path.splitext(os.path.basename(src))[0] + ".safetensors"
         if os.path.basename(name) != name or not name.endswith(".safetensors"):
             raise NodeInputError(node, "output_name", f"{name!r} must be a plain file name ending in .safetensors.")
@@ -277,12 +286,12 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HumanGenHumanSDLoader": "HumanSD Loader (HumanGen)",
-    "HumanGenSkeletonSDSampler": "Skeleton-SD Sampler (HumanSD, HumanGen)",
-    "HumanGenHumanSDConvert": "HumanSD Convert to safetensors (HumanGen)",
+    "HumanGenSkeletonSDSampler": "HumanSD Skeleton Sampler (HumanGen)",
+    "HumanGenHumanSDConvert": "HumanSD Convert (HumanGen)",
 }
 # Needs ComfyUI's MODEL/VAE/CONDITIONING objects: offered only when the pack runs inside ComfyUI.
 HOST_ONLY_NODES = {"HumanGenHumanSDApplyPose": HumanGenHumanSDApplyPose}
-HOST_ONLY_DISPLAY_NAMES = {"HumanGenHumanSDApplyPose": "HumanSD Apply Pose (native MODEL, HumanGen)"}
+HOST_ONLY_DISPLAY_NAMES = {"HumanGenHumanSDApplyPose": "HumanSD Apply Pose (HumanGen)"}
 if host.in_comfyui():
     NODE_CLASS_MAPPINGS.update(HOST_ONLY_NODES)
     NODE_DISPLAY_NAME_MAPPINGS.update(HOST_ONLY_DISPLAY_NAMES)

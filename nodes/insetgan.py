@@ -126,11 +126,11 @@ class HumanGenInsetGAN:
         }, "optional": {
             "pose": ("POSE_KEYPOINT", {"tooltip": "Body-image keypoints for face_box_source 'keypoints'."}),
             "face_box": ("HUMANGEN_FACE_BOX", {"tooltip": "A face box on the body image (HumanGenFaceBox)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
     def run(self, body_generator, body_latent, face_generator, face_latent, schedule="stylegan-human",
             steps_scale=1.0, truncation_psi=1.0, face_box_source="detector", box_scale=2.0, blend="feather",
-            feather_radius=8, lpips_net="auto", noise_mode="const", seed=0, pose=None, face_box=None):
+            feather_radius=8, lpips_net="auto", noise_mode="const", seed=0, pose=None, face_box=None, prompt=None):
         import torch
 
         from ..models import gan_latents as gl
@@ -146,6 +146,7 @@ class HumanGenInsetGAN:
             raise _err("face_generator", f"expected a square face generator, got {face_generator.width}x"
                        f"{face_generator.height}.", fix="use an FFHQ-style face model here and the body model above.")
         net = sched.lpips_net if lpips_net == "auto" else lpips_net
+        host.require_files("HumanGenInsetGAN", {"lpips_net": net}, prompt)
         try:
             lpips = load_lpips(net, host.model_dirs("lpips"))
         except HumanGenError as exc:

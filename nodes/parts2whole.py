@@ -43,18 +43,17 @@ class HumanGenParts2WholeLoader:
                 "tooltip": "A folder in models/parts2whole holding the whole huanngzh/Parts2Whole repository."}),
             "precision": (["auto", "fp16", "bf16", "fp32"], {
                 "default": "auto", "tooltip": "Weight precision; auto = fp16 on GPU, fp32 on CPU."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, model_name, precision="auto"):
+    def load(self, model_name, precision="auto", prompt=None):
         import torch
 
         from ..models.parts2whole.loader import load_parts2whole, missing_components
         node = "HumanGenParts2WholeLoader"
         if model_name == NO_FOLDER:
-            raise NodeInputError(node, "model_name", "no Parts2Whole folder was found.",
-                                 fix="download https://huggingface.co/huanngzh/Parts2Whole into "
-                                     "models/parts2whole/Parts2Whole and refresh.")
-        path = host.model_path("parts2whole", model_name, node=node, input_name="model_name")
+            raise host.missing_model_error("parts2whole", "Parts2Whole", node=node, input_name="model_name",
+                                           prompt=prompt, folder_empty=True)
+        path = host.model_path("parts2whole", model_name, node=node, input_name="model_name", prompt=prompt)
         missing = missing_components(path)
         if missing:
             raise NodeInputError(node, "model_name", f"the folder {path} is missing: {', '.join(missing)}.",

@@ -67,7 +67,7 @@ class HumanGenPoseDetect:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
+                "image": ("IMAGE", {"tooltip": "The photo(s) to detect people in."}),
                 "backend": (BACKENDS, {"default": "mediapipe", "tooltip": "mediapipe: bundled, CPU, one person. "
                                        "mmpose_*: needs a checkpoint in models/mmpose."}),
                 "keypoint_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
@@ -192,7 +192,7 @@ class HumanGenHumanSegment:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "image": ("IMAGE",),
+            "image": ("IMAGE", {"tooltip": "The photo(s) to segment."}),
             "method": (SEGMENT_METHODS, {"default": "mediapipe_selfie", "tooltip": "which mediapipe model segments"}),
             "threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                     "tooltip": "0 = soft mask; otherwise mask > threshold becomes 1, else 0"}),
@@ -227,7 +227,8 @@ class HumanGenRenderPose:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "pose": ("POSE_KEYPOINT",),
+            "pose": ("POSE_KEYPOINT", {"tooltip": "Keypoints (Pose Detect (HumanGen), DWPose/OpenPose from "
+                                                  "comfyui_controlnet_aux, Load Pose)."}),
             "style": (["humansd", "openpose"], {"default": "humansd", "tooltip": "humansd: HumanSD's renderer; "
                                                 "openpose: ControlNet OpenPose colours"}),
             "width": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8,
@@ -264,7 +265,7 @@ class HumanGenFaceBox:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
+                "image": ("IMAGE", {"tooltip": "The photo(s) to find faces in."}),
                 "method": (["mtcnn", "mediapipe", "keypoints"], {"default": "mtcnn",
                            "tooltip": "mtcnn: facenet-pytorch; mediapipe: face detection; keypoints: from the "
                                       "pose input (or mediapipe pose when none)"}),
@@ -370,7 +371,8 @@ class HumanGenSavePose:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "pose": ("POSE_KEYPOINT",),
+            "pose": ("POSE_KEYPOINT", {"tooltip": "The keypoints to write (any POSE_KEYPOINT: HumanGen or "
+                                                  "comfyui_controlnet_aux)."}),
             "filename_prefix": ("STRING", {"default": "humangen/pose", "tooltip": "file name prefix inside the "
                                            "output folder; a counter is added"}),
             "format": (POSE_FORMATS, {"default": "openpose_json", "tooltip": "openpose_json (ControlNet/DWPose "

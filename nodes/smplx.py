@@ -34,10 +34,11 @@ class HumanGenSMPLXLoader:
                                   "tooltip": "Shape coefficients to use (the file caps it: 10, or 300 for v1.1)."}),
             "num_expression": ("INT", {"default": 10, "min": 0, "max": 100, "step": 1,
                                        "tooltip": "Expression coefficients (kept at zero by the body fit)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, gender, num_betas, num_expression):
+    def load(self, gender, num_betas, num_expression, prompt=None):
         from ..models.body.model import load_smplx
+        host.require_files("HumanGenSMPLXLoader", {"gender": gender}, prompt)
         body = load_smplx(gender, host.model_dirs("smplx"), num_betas=num_betas, num_expression=num_expression,
                           node="HumanGenSMPLXLoader", tmp_dir=None)
         return (body,)
@@ -60,8 +61,9 @@ class HumanGenSMPLXFit:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "smplx_model": ("HUMANGEN_SMPLX_MODEL",),
-            "pose_keypoint": ("POSE_KEYPOINT",),
+            "smplx_model": ("HUMANGEN_SMPLX_MODEL", {"tooltip": "The SMPL-X body model (from SMPL-X Loader)."}),
+            "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "Body keypoints to fit: COCO-17, OpenPose-18 or BODY_25 "
+                                                           "(Pose Detect, DWPose, OpenPose)."}),
             "person_index": ("INT", {"default": 0, "min": 0, "max": 64, "step": 1,
                                      "tooltip": "Which person of each frame to fit."}),
             "confidence_threshold": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
@@ -131,7 +133,8 @@ class HumanGenPartToCanvas:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "part_image": ("IMAGE",),
+            "part_image": ("IMAGE", {"tooltip": "The part image (face crop, hand crop, upper body or full body) to "
+                                                "place on the canvas."}),
             "target": (TARGETS, {"default": TARGETS[0], "tooltip": "Canvas to place the part on."}),
             "canvas_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 8,
                                     "tooltip": "Side of the square template canvas (the 2048 template is scaled). "
@@ -139,10 +142,13 @@ class HumanGenPartToCanvas:
             "background": (list(BACKGROUNDS), {"default": "white",
                                                "tooltip": "Canvas colour outside the part (without canvas_image)."}),
         }, "optional": {
-            "part_fit": ("HUMANGEN_SMPLX_FIT",),
-            "part_keypoints": ("POSE_KEYPOINT",),
-            "reference_fit": ("HUMANGEN_SMPLX_FIT",),
-            "reference_keypoints": ("POSE_KEYPOINT",),
+            "part_fit": ("HUMANGEN_SMPLX_FIT", {"tooltip": "The part's SMPL-X fit (from SMPL-X Fit); without it, "
+                                                           "part_keypoints place the part."}),
+            "part_keypoints": ("POSE_KEYPOINT", {"tooltip": "The part's keypoints, used when there is no part_fit."}),
+            "reference_fit": ("HUMANGEN_SMPLX_FIT", {"tooltip": "The reference image's fit, for the reference target "
+                                                                "(the part goes into that image's frame)."}),
+            "reference_keypoints": ("POSE_KEYPOINT", {"tooltip": "The reference image's keypoints, used when there is "
+                                                                 "no reference_fit."}),
             "reference_transform": ("HUMANGEN_TRANSFORM", {"tooltip": "With the reference target: where the "
                                                                       "reference image sits on the final canvas "
                                                                       "(the transform output of its own "
@@ -241,8 +247,8 @@ class HumanGenSMPLXPreview:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "smplx_model": ("HUMANGEN_SMPLX_MODEL",),
-            "smplx_fit": ("HUMANGEN_SMPLX_FIT",),
+            "smplx_model": ("HUMANGEN_SMPLX_MODEL", {"tooltip": "The SMPL-X body model the fit was made with."}),
+            "smplx_fit": ("HUMANGEN_SMPLX_FIT", {"tooltip": "The fit to draw (from SMPL-X Fit)."}),
             "draw_mesh": ("BOOLEAN", {"default": True, "tooltip": "Overlay the projected mesh silhouette."}),
             "mesh_opacity": ("FLOAT", {"default": 0.45, "min": 0.0, "max": 1.0, "step": 0.05,
                                        "tooltip": "Opacity of the mesh silhouette."}),
@@ -275,6 +281,6 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "HumanGenSMPLXLoader": "SMPL-X Loader (HumanGen)",
     "HumanGenSMPLXFit": "SMPL-X Fit to Keypoints (HumanGen)",
-    "HumanGenPartToCanvas": "Part to Canvas (SMPL-X transformer, HumanGen)",
+    "HumanGenPartToCanvas": "SMPL-X Part to Canvas (HumanGen)",
     "HumanGenSMPLXPreview": "SMPL-X Fit Preview (HumanGen)",
 }

@@ -67,16 +67,16 @@ class HumanGenStyleGANLoader:
                                        "runs bf16 on CPU / fp16 on GPU (faster, PSNR ~40 dB)."}),
             "ops_impl": (IMPLS, {"default": "auto", "tooltip": "Kernel path: fast (fused), ref (plain reference), "
                                  "auto (fast unless HUMANGEN_OPS_IMPL says otherwise)."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, model_name, precision="fp32", ops_impl="auto"):
+    def load(self, model_name, precision="fp32", ops_impl="auto", prompt=None):
         from ..models import gan_latents as gl
         from ..utils import checkpoints, host
         node = "HumanGenStyleGANLoader"
         if model_name == _NO_MODELS:
-            raise _err(node, "model_name", "no generator files found.",
-                       fix="put e.g. stylegan_human_v2_1024.pkl into models/stylegan and refresh.")
-        path = host.model_path("stylegan", model_name, node=node, input_name="model_name")
+            raise host.missing_model_error("stylegan", "stylegan_human_v2_1024.pkl", node=node, input_name="model_name",
+                                           prompt=prompt, folder_empty=True)
+        path = host.model_path("stylegan", model_name, node=node, input_name="model_name", prompt=prompt)
         G = checkpoints.load_generator(path)
         gid = gl.generator_id_for_file(path)
         return (gl.GeneratorDescriptor.from_model(G, model_name, gid, dtype=precision, impl=ops_impl),)
@@ -94,7 +94,8 @@ class HumanGenLatentFromSeeds:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
+            "generator": (GEN, {"tooltip": "The generator the seeds are mapped with (from StyleGAN Loader "
+                                           "(HumanGen))."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": True,
                              "tooltip": "Seed used when 'seeds' is empty."}),
             "seeds": ("STRING", {"default": "", "multiline": False,
@@ -137,8 +138,8 @@ class HumanGenStyleGANSynthesize:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
-            "latent": (LAT,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent": (LAT, {"tooltip": "The latent(s) to render (z, w or w+; style-space edits travel with it)."}),
             "noise_mode": (NOISE_MODES, {"default": "const", "tooltip": "StyleGAN2 per-pixel noise: const (the "
                            "stored noise, reproducible), random, none. StyleGAN3 ignores it."}),
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
@@ -168,9 +169,10 @@ class HumanGenStyleMix:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
-            "row_latent": (LAT,),
-            "col_latent": (LAT,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "row_latent": (LAT, {"tooltip": "Latents of the rows (they keep their fine styles)."}),
+            "col_latent": (LAT, {"tooltip": "Latents of the columns (they give the coarse styles of the mixed "
+                                            "layers)."}),
             "layers": ("STRING", {"default": "0-6", "tooltip": "w indices taken from the column latent, e.g. "
                                   "'0-6' (coarse: pose/shape) or '8-15' (fine: colour/texture)."}),
             "make_grid": ("BOOLEAN", {"default": True, "tooltip": "Also render the labelled grid."}),
@@ -214,8 +216,8 @@ class HumanGenLatentInterpolate:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (GEN,),
-            "latent_a": (LAT,),
+            "generator": (GEN, {"tooltip": "The StyleGAN generator (from StyleGAN Loader (HumanGen))."}),
+            "latent_a": (LAT, {"tooltip": "Start latent A (frame 0); with through_all, every item of A in turn."}),
             "frames": ("INT", {"default": 16, "min": 2, "max": 1000, "step": 1,
                                "tooltip": "Frames per segment (including both ends)."}),
             "method": (["lerp", "slerp"], {"default": "lerp", "tooltip": "Linear or spherical interpolation."}),
@@ -252,12 +254,13 @@ class HumanGenSaveImageWithLatent:
     FUNCTION = "save"
     OUTPUT_NODE = True
     RETURN_TYPES = ()
+    OUTPUT_TOOLTIPS = ()  # a sink: it writes files and returns nothing
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "images": ("IMAGE",),
-            "latent": (LAT,),
+            "images": ("IMAGE", {"tooltip": "The images to save."}),
+            "latent": (LAT, {"tooltip": "The latent that made the images; it is written into each PNG."}),
             "filename_prefix": ("STRING", {"default": "HumanGen/stylegan", "tooltip": "File name prefix (may "
                                 "include a sub-folder of the output folder)."}),
         }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
@@ -290,7 +293,7 @@ class HumanGenLoadLatentFromImage:
         root = host.input_dir()
         files = sorted(f for f in (os.listdir(root) if os.path.isdir(root) else []) if f.lower().endswith(".png"))
         return {"required": {"image": (files or ["(no PNG in the input folder)"],
-                                       {"tooltip": "A PNG saved by HumanGen Save Image With Latent.",
+                                       {"tooltip": "A PNG saved by Save Image With Latent (HumanGen).",
                                         "image_upload": True})}}
 
     @classmethod
@@ -320,7 +323,7 @@ class HumanGenLoadLatentFromImage:
         try:
             return read_png_latent(path)
         except ValueError as exc:
-            raise _err(node, "image", str(exc), fix="use a PNG saved by HumanGen Save Image With Latent.") from None
+            raise _err(node, "image", str(exc), fix="use a PNG saved by Save Image With Latent (HumanGen).") from None
 
 
 NODE_CLASS_MAPPINGS = {
@@ -333,11 +336,11 @@ NODE_CLASS_MAPPINGS = {
     "HumanGenLoadLatentFromImage": HumanGenLoadLatentFromImage,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "HumanGenStyleGANLoader": "HumanGen StyleGAN Loader",
-    "HumanGenLatentFromSeeds": "HumanGen Latent From Seeds",
-    "HumanGenStyleGANSynthesize": "HumanGen StyleGAN Synthesize",
-    "HumanGenStyleMix": "HumanGen Style Mix",
-    "HumanGenLatentInterpolate": "HumanGen Latent Interpolate",
-    "HumanGenSaveImageWithLatent": "HumanGen Save Image With Latent",
-    "HumanGenLoadLatentFromImage": "HumanGen Load Latent From Image",
+    "HumanGenStyleGANLoader": "StyleGAN Loader (HumanGen)",
+    "HumanGenLatentFromSeeds": "Latent From Seeds (HumanGen)",
+    "HumanGenStyleGANSynthesize": "StyleGAN Synthesize (HumanGen)",
+    "HumanGenStyleMix": "Style Mix (HumanGen)",
+    "HumanGenLatentInterpolate": "Latent Interpolate (HumanGen)",
+    "HumanGenSaveImageWithLatent": "Save Image With Latent (HumanGen)",
+    "HumanGenLoadLatentFromImage": "Load Latent From Image (HumanGen)",
 }

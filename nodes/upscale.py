@@ -7,11 +7,16 @@ CATEGORY = "HumanGen/upscale"
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]        # models.upscale.PRECISIONS (not imported: no torch here)
 RESAMPLE = ["auto", "area", "bicubic", "bilinear"]   # models.upscale.RESAMPLE
 MASK_MODES = ["resize", "model"]                     # models.upscale.MASK_MODES
+UPSCALE_MODEL_TOOLTIP = "The upscale model (Upscale Model Loader (HumanGen) or the core Load Upscale Model)."
 
 
 def _files(kind: str) -> list[str]:
     from ..utils import host
-    return host.list_models(kind) or [f"(no files in models/{kind})"]
+    return host.list_models(kind) or [_no_files(kind)]
+
+
+def _no_files(kind: str) -> str:
+    return f"(no files in models/{kind})"
 
 
 def _tiling_inputs() -> dict:
@@ -37,7 +42,7 @@ def _model(node: str, input_name: str, value):
     if not all(hasattr(value, a) for a in needed) or not callable(value) or \
             type(value).__name__ == "MaskedImageModelDescriptor":
         raise NodeInputError(node, input_name, f"expected a single-image UPSCALE_MODEL, got {type(value).__name__}.",
-                             fix="connect HumanGen Upscale Model Loader or the core Load Upscale Model node.")
+                             fix="connect Upscale Model Loader (HumanGen) or the core Load Upscale Model node.")
     return value
 
 
@@ -123,12 +128,12 @@ class HumanGenUpscaleModelLoader:
             "extra_architectures": ("BOOLEAN", {"default": False, "tooltip":
                                     "Also detect spandrel_extra_arches models (CodeFormer, SRFormer, ...): "
                                     "non-commercial licences, optional package."}),
-        }}
+        }, "hidden": {"prompt": "PROMPT"}}
 
-    def load(self, model_name, extra_architectures=False):
+    def load(self, model_name, extra_architectures=False, prompt=None):
         from ..utils import host
         desc = _load_file("HumanGenUpscaleModelLoader", "upscale_models", model_name, "model_name",
-                          extra_architectures, None, "pick an image super-resolution model file.")
+                          extra_architectures, None, "pick an image super-resolution model file.", prompt)
         return (host.core_upscale_model(desc),)  # what core UpscaleModelLoader gives: core upscale nodes take it
 
 
@@ -145,8 +150,10 @@ class HumanGenTiledUpscale:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "upscale_model": ("UPSCALE_MODEL",), **_tiling_inputs()},
-                "optional": {"mask": ("MASK",),
+        return {"required": {"image": ("IMAGE", {"tooltip": "The image(s) to upscale."}),
+                             "upscale_model": ("UPSCALE_MODEL", {"tooltip": UPSCALE_MODEL_TOOLTIP}),
+                             **_tiling_inputs()},
+                "optional": {"mask": ("MASK", {"tooltip": "Optional mask, returned at the output size."}),
                              "mask_mode": (MASK_MODES, {"default": "resize", "tooltip":
                                            "resize: interpolate the mask; model: run it through the network "
                                            "as a grey image (sharper edges, one extra pass)."})}}
@@ -159,7 +166,7 @@ class HumanGenTiledUpscale:
 
 
 class HumanGenFaceRefineUpscale:
-    DESCRIPTION = ("Upscales like HumanGen Tiled Upscale, then finds faces (MTCNN) and restores each one with a "
+    DESCRIPTION = ("Upscales like Tiled Upscale (HumanGen), then finds faces (MTCNN) and restores each one with a "
                    "face model (GFPGAN, RestoreFormer; CodeFormer with extra architectures) from "
                    "models/face_restore, pasted back with a feathered mask.")
     CATEGORY = CATEGORY
@@ -171,7 +178,8 @@ class HumanGenFaceRefineUpscale:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "image": ("IMAGE",), "upscale_model": ("UPSCALE_MODEL",),
+            "image": ("IMAGE", {"tooltip": "The image(s) to upscale."}),
+            "upscale_model": ("UPSCALE_MODEL", {"tooltip": UPSCALE_MODEL_TOOLTIP}),
             "face_model_name": (_files("face_restore"), {"tooltip": "Face model in models/face_restore, e.g. "
                                 "GFPGANv1.4.pth (github.com/TencentARC/GFPGAN releases)."}),
             **_tiling_inputs(),
@@ -185,20 +193,21 @@ class HumanGenFaceRefineUpscale:
                                   "tooltip": "Width of the paste-back blend ramp, as a fraction of the face crop."}),
             "extra_architectures": ("BOOLEAN", {"default": False, "tooltip":
                                     "Allow spandrel_extra_arches face models (CodeFormer; non-commercial)."}),
-        }, "optional": {"face_model": ("UPSCALE_MODEL", {"tooltip": "Use this face model instead of the file."})}}
+        }, "optional": {"face_model": ("UPSCALE_MODEL", {"tooltip": "Use this face model instead of the file."})},
+            "hidden": {"prompt": "PROMPT"}}
 
     def refine(self, image, upscale_model, face_model_name, tile_size=512, overlap=32, output_scale=0.0,
                resample="auto", precision="auto", strength=1.0, detection_threshold=0.9, min_face_size=20,
-               feather=0.1, extra_architectures=False, face_model=None):
+               feather=0.1, extra_architectures=False, face_model=None, prompt=None):
         node = "HumanGenFaceRefineUpscale"
-        face_desc = _face_model(node, face_model_name, face_model, extra_architectures)
+        face_desc = _face_model(node, face_model_name, face_model, extra_architectures, prompt)
         result = _run_upscale(node, image, upscale_model, None, tile_size, overlap, output_scale, resample,
                               precision)
         refined = _refine(node, image, result, face_desc, detection_threshold, min_face_size, strength, feather)
         return _outputs(refined)
 
 
-def _face_model(node, name, given, allow_extra):
+def _face_model(node, name, given, allow_extra, prompt=None):
     from ..utils.errors import NodeInputError
     if given is not None:
         desc = _model(node, "face_model", given)
@@ -207,16 +216,20 @@ def _face_model(node, name, given, allow_extra):
                                  "model, not a face restorer.", fix="load GFPGAN, RestoreFormer or CodeFormer.")
         return desc
     return _load_file(node, "face_restore", name, "face_model_name", allow_extra, {"FaceSR"},
-                      "pick a GFPGAN or RestoreFormer file (CodeFormer needs extra_architectures).")
+                      "pick a GFPGAN or RestoreFormer file (CodeFormer needs extra_architectures).", prompt)
 
 
-def _load_file(node, kind, name, input_name, allow_extra, purposes, fix):
+def _load_file(node, kind, name, input_name, allow_extra, purposes, fix, prompt=None):
     """load_descriptor for a file of the `kind` folder; every failure names the node and the input to change."""
     from ..models.upscale import load_descriptor
     from ..models.upscale.loading import ExtraArchesMissingError
     from ..utils import host
     from ..utils.errors import NodeInputError, UnsafeCheckpointError, UnsupportedCheckpointError
-    path = host.model_path(kind, name, node=node, input_name=input_name)
+    if name == _no_files(kind):
+        usual = {"upscale_models": "RealESRGAN_x4plus.pth", "face_restore": "GFPGANv1.4.pth"}[kind]
+        raise host.missing_model_error(kind, usual, node=node, input_name=input_name, prompt=prompt,
+                                       folder_empty=True)
+    path = host.model_path(kind, name, node=node, input_name=input_name, prompt=prompt)
     try:
         return load_descriptor(path, allow_extra=allow_extra, purposes=purposes)
     except ExtraArchesMissingError as exc:

@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
                       help="use this server's node definitions (/object_info)")
     conv.add_argument("--input-dir", default="input")
+
+    mod = sub.add_parser("models", help="list the model files workflows need: folder, file, present or missing, "
+                                        "download link")
+    mod.add_argument("workflows", nargs="+", help="workflow JSON files (UI or API format)")
+    mod.add_argument("--models-dir", default=None, help="model root outside ComfyUI (default $HUMANGEN_MODELS_DIR "
+                                                        "or ./models)")
+    mod.add_argument("--write", action="store_true",
+                     help="rewrite each UI workflow's top-level `models` list (what ComfyUI's missing-models panel "
+                          "reads) from HumanGen's model table")
     return parser
 
 
@@ -198,31 +207,53 @@ def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[
     return Jobs(base, axes)
 
 
-def check_models(needs: list[dict]) -> list[str]:
-    """Messages for each `needs_models` entry whose file is missing in its model folder."""
-    missing = []
-    for need in needs:
-        folder, name = need.get("folder"), need.get("file")
-        if not isinstance(folder, str) or not isinstance(name, str) or not folder or not name:
+def _model_dirs(folder: str) -> list[str]:
+    try:
+        return host.model_dirs(folder)
+    except KeyError:  # a folder of core ComfyUI or another pack, declared in the workflow's `models`: beside
+        # HumanGen's own, and never outside the models root (the name comes from the workflow file)
+        root = os.path.dirname(host.model_dirs("stylegan")[0])
+        return [str(confine(root, folder, node="workflow models", input_name="directory"))]
+
+
+def check_models(prompt: dict, declared: list[dict] | None = None) -> list[str]:
+    """One line per missing model file of the workflow: the file, the folder it goes in, a direct link and its
+    licence (utils.model_files), the node that needs it. Files HumanGen does not know take their link from the
+    workflow's own `models` metadata."""
+    from ..utils import model_files
+    declared = declared or []
+    links = {(m["directory"], m["name"]): m.get("url") for m in declared}
+    lines = []
+    seen = set()
+    for need in model_files.needed_files(prompt):
+        seen.add((need.folder, need.name))
+        dirs = _model_dirs(need.folder)
+        if model_files.find(need, dirs) is None:
+            text = model_files.describe(need.folder, need.name, dirs)
+            if need.known is None and links.get((need.folder, need.name)):
+                text = f"'{need.name}' -> put it in the '{need.folder}' model folder ({dirs[0]}); download: " \
+                       f"{links[(need.folder, need.name)]}"
+            lines.append(f"{text} [node {need.node_id} {need.class_type}, input '{need.input_name}']")
+    for m in declared:
+        key = (m["directory"], m["name"])
+        if key in seen:
             continue
-        try:  # names come from the workflow file: only files inside the model folders are looked at
-            try:
-                dirs = host.model_dirs(folder)
-            except KeyError:  # a folder the pack does not know (another pack's): under the models root
-                root = os.environ.get("HUMANGEN_MODELS_DIR") or "models"
-                dirs = [str(confine(root, folder, node="needs_models", input_name="folder"))]
-            paths = [confine(d, name, node="needs_models", input_name="file") for d in dirs]
+        try:
+            dirs = _model_dirs(m["directory"])
+            confine(dirs[0], m["name"], node="workflow models", input_name="name")
         except PathOutsideFolderError as exc:
-            missing.append(str(exc))
+            lines.append(str(exc))
             continue
-        if any(p.exists() for p in paths):
-            continue
-        msg = f"missing model file {name!r}: put it in {dirs[0]}"
-        if need.get("url"):
-            msg += f" (download: {need['url']}"
-            msg += f"; licence: {need['license']})" if need.get("license") else ")"
-        missing.append(msg)
-    return missing
+        if model_files.find(model_files.ModelFile(m["directory"], m["name"], m.get("url", ""), ""), dirs) is None:
+            lines.append(f"'{m['name']}' -> put it in the '{m['directory']}' model folder ({dirs[0]}); download: "
+                         f"{m.get('url') or '(no link in the workflow)'} [declared in the workflow's models]")
+    return lines
+
+
+def missing_models(prompts, declared: list[dict] | None = None) -> list[str]:
+    """check_models over several prompts (a batch's representative jobs), each missing file once; the workflow's
+    declared models are checked even with no prompt."""
+    return list(dict.fromkeys(line for prompt in list(prompts) or [{}] for line in check_models(prompt, declared)))
 
 
 class _Bars:
@@ -304,6 +335,39 @@ def _convert(args) -> int:
     return EXIT_OK
 
 
+def _models(args) -> int:
+    from ..utils import model_files
+    from .engine import Engine
+    host.use(host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None))
+    specs = Engine().specs()
+    status = EXIT_OK
+    for path in args.workflows:
+        wf = load_workflow(path, specs)
+        needs = model_files.needed_files(wf.prompt)
+        print(f"{path}: {len(needs)} model file(s)")
+        for need in needs:
+            dirs = _model_dirs(need.folder)
+            found = model_files.find(need, dirs)
+            print(f"  {'ok     ' if found else 'MISSING'} {need.folder}/{need.name}"
+                  + ("" if found else f"  -> {model_files.describe(need.folder, need.name, dirs)}"))
+        if args.write:
+            if wf.ui is None:
+                log(f"error: {path}: --write needs a UI-format workflow (API prompts have no place for it)")
+                status = EXIT_INVALID
+                continue
+            models = model_files.frontend_models(wf.prompt)
+            data = dict(wf.ui)
+            if models:
+                data["models"] = models
+            else:
+                data.pop("models", None)
+            if data != wf.ui:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+                print(f"  wrote {len(models)} entries to its `models` list")
+    return status
+
+
 def _run(args, extra_nodes: dict[str, type] | None) -> int:
     if args.deadline is not None:
         from .remote import Budget
@@ -320,11 +384,14 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     specs = _specs(args, engine)
     wf = load_workflow(args.workflow, specs)
     jobs = make_jobs(wf.prompt, specs, args.sets, args.batches)
-    if wf.needs_models and not args.servers and args.engine != "ray":  # Ray workers check on their nodes
-        missing = check_models(wf.needs_models)
+    model_prompts = [job for _, _, job in jobs.representatives()]
+    if not args.servers and args.engine != "ray":  # Ray workers check on their own nodes
+        missing = missing_models(model_prompts, wf.declared_models)
         if missing:
-            for m in missing:
-                log(f"error: {os.path.basename(args.workflow)}: {m}")
+            log(f"error: {os.path.basename(args.workflow)}: {len(missing)} model file(s) missing, nothing was run. "
+                f"Get all of them:")
+            for i, m in enumerate(missing, 1):
+                log(f"  {i}. {m}")
             return EXIT_INVALID
     if engine is not None:
         for k, label, job in jobs.representatives():
@@ -413,7 +480,9 @@ def _run_keyed(args, engine, jobs, wf, out_dir, input_dir, extra_pnginfo, standa
         status, written, failures = ray_engine.run(
             args, jobs, out_dir=out_dir, input_dir=input_dir,
             models_dir=os.path.abspath(args.models_dir) if args.models_dir else None, extra_nodes=extra_nodes,
-            extra_pnginfo=extra_pnginfo, needs_models=wf.needs_models, log=log)
+            extra_pnginfo=extra_pnginfo,
+            needs_models={"prompts": [job for _, _, job in jobs.representatives()], "declared": wf.declared_models},
+            log=log)
     else:
         from .manifest import run_in_process
         status, written, failures = run_in_process(args, engine, jobs, out_dir, extra_pnginfo, standalone,
@@ -494,6 +563,8 @@ def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | No
     try:
         if args.command == "convert":
             return _convert(args)
+        if args.command == "models":
+            return _models(args)
         if args.command == "validate":
             args.dry_run = True
         return _run(args, extra_nodes)

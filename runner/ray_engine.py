@@ -123,7 +123,8 @@ def worker_class(ray):
             self.host = host.StandaloneHost(models_root=config["models_dir"], input_root=config["input_dir"],
                                             output_root=None, device=config["device"])
             host.use(self.host)
-            missing = importlib.import_module(f"{name}.runner.cli").check_models(config["needs_models"])
+            needs = config["needs_models"]
+            missing = importlib.import_module(f"{name}.runner.cli").missing_models(needs["prompts"], needs["declared"])
             if missing:
                 self.problem = missing[0]
                 return
@@ -219,7 +220,7 @@ def _placement(ray, gpus: float, cpus: float) -> tuple[int, str]:
 
 
 def run(args, jobs: list[tuple[str, dict]], *, out_dir: str, input_dir: str, models_dir: str | None,
-        extra_nodes: dict | None, extra_pnginfo: dict | None, needs_models: list[dict],
+        extra_nodes: dict | None, extra_pnginfo: dict | None, needs_models: dict,
         log) -> tuple[int, list[str], int]:
     """Run the batch on Ray. Returns (exit status, files written, jobs not done)."""
     folder = RunFolder(out_dir, resume=args.resume)

@@ -61,7 +61,7 @@ class Workflow:
     source_format: str  # "api" or "ui"
     path: str | None = None
     ui: dict | None = None  # the UI workflow when loaded from one (stored in PNG metadata like the host)
-    needs_models: list[dict] = field(default_factory=list)
+    declared_models: list[dict] = field(default_factory=list)  # the UI workflow's frontend `models` metadata
 
 
 def is_api_format(data: Any) -> bool:
@@ -130,27 +130,24 @@ def json_depth(data: Any, stop_at: int) -> int:
     return deepest
 
 
-def needs_models_of(data: Any) -> list[dict]:
+def declared_models_of(data: Any) -> list[dict]:
+    """The model metadata ComfyUI's frontend reads from a UI workflow: the top-level `models` list and each node's
+    `properties.models` (`{name, url, directory}`), once each. Which files HumanGen's own nodes need is worked out
+    from the graph (`utils.model_files.needed_files`); these entries add files of other packs' or core nodes."""
     if not isinstance(data, dict):
         return []
-    extra = data.get("extra")
-    humangen = extra.get("humangen") if isinstance(extra, dict) else None
-    needs = humangen.get("needs_models") if isinstance(humangen, dict) else None
-    return [dict(n) for n in needs if isinstance(n, dict)] if isinstance(needs, list) else []
-
-
-def _ui_twin(path: str) -> Any:
-    """The UI workflow next to an API twin (`workflows/api/x.json` -> `workflows/x.json`), whose `extra` says
-    which model files it needs (the API format has no place for it); None when there is none."""
-    folder = os.path.dirname(os.path.abspath(path))
-    twin = os.path.join(os.path.dirname(folder), os.path.basename(path))
-    if os.path.basename(folder) != "api" or not os.path.isfile(twin):
-        return None
-    try:
-        data = load_json(twin)
-    except WorkflowError:
-        return None
-    return data if is_ui_format(data) else None
+    nodes = data.get("nodes")
+    sources = [data] + ([n.get("properties") for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else [])
+    entries = []
+    for source in sources:
+        models = source.get("models") if isinstance(source, dict) else None
+        if isinstance(models, list):
+            entries += models
+    out: dict[tuple, dict] = {}
+    for m in entries:
+        if isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("directory"), str):
+            out.setdefault((m["directory"], m["name"]), {k: m[k] for k in ("name", "url", "directory") if k in m})
+    return list(out.values())
 
 
 def _looks_api(data: Any) -> bool:
@@ -166,11 +163,11 @@ def load_workflow(path: str, specs: dict[str, NodeSpec] | None = None) -> Workfl
     if isinstance(data, dict) and "prompt" in data and _looks_api(data["prompt"]):
         data = data["prompt"]  # a saved POST /prompt body
     if _looks_api(data):
-        return Workflow(api_prompt(data, specs), "api", path, None, needs_models_of(_ui_twin(path)))
+        return Workflow(api_prompt(data, specs), "api", path, None)
     if is_ui_format(data):
         if specs is None:
             raise WorkflowError(f"{path}: a UI-format workflow needs the node definitions to convert it")
-        return Workflow(ui_to_api(data, specs), "ui", path, data, needs_models_of(data))
+        return Workflow(ui_to_api(data, specs), "ui", path, data, declared_models_of(data))
     if isinstance(data, dict) and "nodes" in data:
         raise WorkflowError(f"{os.path.basename(path)}: 'nodes' must be a list of node objects, got "
                             f"{_kind(data['nodes'])}")

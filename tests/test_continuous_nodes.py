@@ -150,9 +150,9 @@ def test_workflow_twins_agree():
     assert {str(n["id"]): n["type"] for n in ui["nodes"]} == {k: v["class_type"] for k, v in api.items()}
     for n in ui["nodes"]:
         assert n["type"] in NODE_CLASS_MAPPINGS or n["type"] in {"SaveImage", "PreviewImage"}, n["type"]
-    (need,) = ui["extra"]["humangen"]["needs_models"]
-    assert need["folder"] == "unitedhuman" and need["file"] == "network-snapshot-v1.pkl"
-    assert "UnitedHuman/UnitedHuman" in need["url"] and "non-commercial" in need["license"]
+    (need,) = ui["models"]
+    assert need["directory"] == "unitedhuman" and need["name"] == "network-snapshot-v1.pkl"
+    assert need["url"] == "https://drive.google.com/uc?export=download&id=1sgtMRWZJ1v4rVzQUaMNeZ8oGv01CyHqm"
     assert api["3"]["inputs"]["canvas_size"] == 2048 and api["4"]["inputs"]["keypoint"] == "nose"
 
 

@@ -14,7 +14,6 @@ from humangen import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from humangen.nodes import FAILED_MODULES
 
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
-PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 def test_every_node_module_imports():
@@ -24,7 +23,9 @@ def test_every_node_module_imports():
 @pytest.mark.parametrize("node_id,cls", NODES, ids=[n for n, _ in NODES])
 def test_node_contract(node_id, cls):
     assert re.fullmatch(r"HumanGen[A-Z][A-Za-z0-9]+", node_id), node_id
-    assert NODE_DISPLAY_NAME_MAPPINGS.get(node_id), f"{node_id} has no display name"
+    # one display-name style for the whole pack: "<what it is> (HumanGen)", as the node-library search shows it
+    assert re.fullmatch(r"[A-Z][^()]* \(HumanGen\)", NODE_DISPLAY_NAME_MAPPINGS.get(node_id) or ""), \
+        f"{node_id}: display name {NODE_DISPLAY_NAME_MAPPINGS.get(node_id)!r} is not '<Name> (HumanGen)'"
     assert cls.CATEGORY.startswith("HumanGen"), cls.CATEGORY
     spec = cls.INPUT_TYPES()
     assert set(spec) <= {"required", "optional", "hidden"}, spec.keys()
@@ -45,14 +46,15 @@ def test_node_contract(node_id, cls):
             if kind in ("INT", "FLOAT") and "default" in opts:
                 lo, hi = opts.get("min", float("-inf")), opts.get("max", float("inf"))
                 assert lo <= opts["default"] <= hi, (name, opts)
-            if isinstance(kind, list) or kind in PRIMITIVES | {"COMBO"}:
-                assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+            # every input, link sockets included: the UI shows the tooltip on hover over the socket too
+            assert isinstance(opts.get("tooltip"), str) and len(opts["tooltip"]) > 8, f"{node_id}.{name} has no tooltip"
     returns = cls.RETURN_TYPES
     assert isinstance(returns, tuple)
     if hasattr(cls, "RETURN_NAMES"):
         assert len(cls.RETURN_NAMES) == len(returns)
-    if hasattr(cls, "OUTPUT_TOOLTIPS"):
-        assert len(cls.OUTPUT_TOOLTIPS) == len(returns)
+    assert isinstance(getattr(cls, "OUTPUT_TOOLTIPS", None), tuple), f"{node_id} has no OUTPUT_TOOLTIPS"
+    assert len(cls.OUTPUT_TOOLTIPS) == len(returns), f"{node_id}: one OUTPUT_TOOLTIPS entry per output"
+    assert all(isinstance(t, str) and len(t) > 8 for t in cls.OUTPUT_TOOLTIPS), (node_id, cls.OUTPUT_TOOLTIPS)
     if not returns:
         assert getattr(cls, "OUTPUT_NODE", False), f"{node_id} returns nothing but is not an output node"
     fn = getattr(cls, cls.FUNCTION)
@@ -64,7 +66,7 @@ def test_node_contract(node_id, cls):
                 if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
     for name in required:
         assert name in spec.get("required", {}), f"{node_id}.{cls.FUNCTION} requires {name!r}, not a required input"
-    assert getattr(cls, "DESCRIPTION", ""), f"{node_id} has no DESCRIPTION"
+    assert len(getattr(cls, "DESCRIPTION", "")) > 20, f"{node_id} has no DESCRIPTION"
 
 
 def test_models_never_import_comfyui():

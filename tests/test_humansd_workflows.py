@@ -64,9 +64,9 @@ def _run_api(api, overrides):
 def _prepare(standalone_host, name):
     import shutil
     ui, api = _load(name)
-    need = ui["extra"]["humangen"]["needs_models"][0]
+    need = ui["models"][0]
     unet, vae, tower = T.make_components(seed=5)
-    T.save_ckpt(os.path.join(standalone_host.models_root, need["folder"], need["file"]),
+    T.save_ckpt(os.path.join(standalone_host.models_root, need["directory"], need["name"]),
                 T.ldm_state_dict(unet, vae, tower))
     os.makedirs(standalone_host.input_root, exist_ok=True)
     for asset in ("humansd_pose.json", "astronaut.png"):

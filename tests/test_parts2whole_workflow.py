@@ -1,5 +1,5 @@
 """The Parts2Whole example workflow: UI/API twins agree, and the API graph runs end to end with tiny stand-ins
-placed under the names the workflow declares in needs_models (no runner needed: a minimal executor below)."""
+placed under the names the workflow declares in its `models` list (no runner needed: a minimal executor below)."""
 from __future__ import annotations
 
 import json
@@ -62,9 +62,9 @@ def _execute(api, overrides):
 def test_api_workflow_runs_with_tiny_stand_in(standalone_host, tmp_path_factory, tmp_path):
     _, api = _load()
     ui, _ = _load()
-    need = ui["extra"]["humangen"]["needs_models"][0]
+    need = ui["models"][0]
     src = p2w_tiny.shared(tmp_path_factory)
-    shutil.copytree(src, tmp_path / "models" / need["folder"] / need["file"])
+    shutil.copytree(src, tmp_path / "models" / need["directory"] / need["name"])
     (tmp_path / "input").mkdir()
     rng = np.random.default_rng(0)
     for name in ui["extra"]["humangen"]["needs_inputs"]:

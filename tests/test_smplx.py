@@ -321,8 +321,8 @@ def test_workflow_twins_agree_and_declare_the_model():
     from humangen import NODE_CLASS_MAPPINGS as N
     ui = json.loads((pytest.importorskip("hgtest").ROOT / "workflows" / WORKFLOW).read_text())
     api = json.loads((pytest.importorskip("hgtest").ROOT / "workflows" / "api" / WORKFLOW).read_text())
-    assert ui["extra"]["humangen"]["needs_models"][0]["file"] == "SMPLX_NEUTRAL.npz"
-    assert ui["extra"]["humangen"]["needs_models"][0]["folder"] == "smplx"
+    assert ui["models"][0]["name"] == "SMPLX_NEUTRAL.npz"
+    assert ui["models"][0]["directory"] == "smplx"
     assert {str(n["id"]) for n in ui["nodes"]} == set(api)
     links = {link[0]: link for link in ui["links"]}
     for node in ui["nodes"]:

@@ -49,10 +49,10 @@ def _run_api(api):
 def test_workflow_runs_with_a_stand_in_model(name, standalone_host, tmp_path, monkeypatch):
     monkeypatch.setenv("HUMANGEN_CACHE_DIR", str(tmp_path / "cache"))
     ui, api = _load(name)
-    for m in ui["extra"]["humangen"]["needs_models"]:
-        folder = tmp_path / "models" / m["folder"]
+    for m in ui["models"]:
+        folder = tmp_path / "models" / m["directory"]
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / m["file"]).write_bytes(official_pickle_bytes(tiny_generator(TINY_SG2_RECT_32), ""))
+        (folder / m["name"]).write_bytes(official_pickle_bytes(tiny_generator(TINY_SG2_RECT_32), ""))
     out = _run_api(api)
     assert out
     for v in out.values():

@@ -27,9 +27,9 @@ def _load(name):
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_needs_models_are_declared(name):
     ui, api = _load(name)
-    needs = ui["extra"]["humangen"]["needs_models"]
-    files = {(n["folder"], n["file"]) for n in needs}
-    assert all(n["url"].startswith("https://") and n["license"] for n in needs)
+    needs = ui["models"]
+    files = {(n["directory"], n["name"]) for n in needs}
+    assert all(n["url"].startswith("https://") and n["url"].endswith("/" + n["name"]) for n in needs)
     for entry in api.values():
         if entry["class_type"] == "HumanGenUpscaleModelLoader":
             assert ("upscale_models", entry["inputs"]["model_name"]) in files
@@ -39,11 +39,11 @@ def test_needs_models_are_declared(name):
 
 def _stand_in_models(h, ui, upscaler=H.rrdbnet_state_dict):
     """Tiny random models under the declared names: an x4 upscaler, a RestoreFormer for the face model."""
-    for need in ui["extra"]["humangen"]["needs_models"]:
-        folder = os.path.join(h.models_root, need["folder"])
+    for need in ui["models"]:
+        folder = os.path.join(h.models_root, need["directory"])
         os.makedirs(folder, exist_ok=True)
-        sd = H.tiny_restoreformer() if need["folder"] == "face_restore" else upscaler()
-        torch.save(H.realesrgan_checkpoint(sd), os.path.join(folder, need["file"]))
+        sd = H.tiny_restoreformer() if need["directory"] == "face_restore" else upscaler()
+        torch.save(H.realesrgan_checkpoint(sd), os.path.join(folder, need["name"]))
 
 
 def test_upscale_4x_runs_with_a_stand_in_model(standalone_host):

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .errors import HumanGenError, HumanGenInterrupted
+from .errors import HumanGenInterrupted, NodeInputError
 
 # Our model folders: name -> accepted file endings. `upscale_models` is the core folder, reused.
 # Loaders add nothing here at run time: the list is data, registered once with the host.
@@ -375,21 +375,44 @@ def list_models(kind: str, *, dirs_only: bool = False) -> list[str]:
     return sorted(names)
 
 
-def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str = "model_name") -> str:
-    """Absolute path of `name` in the `kind` model folder(s), or a clear error saying where to put it."""
+def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str = "model_name",
+               prompt: dict | None = None, alternatives: tuple[str, ...] = ()) -> str:
+    """Absolute path of `name` in the `kind` model folder(s), or a clear error naming the file, its folder, a direct
+    link and (with the node's hidden `prompt`) what else the same workflow still needs."""
     if name and os.path.isabs(name) and os.path.exists(name):
         return name
     dirs = model_dirs(kind)
     for root in dirs:
-        candidate = os.path.normpath(os.path.join(root, name))
-        if not candidate.startswith(os.path.normpath(root)):
-            break  # no escaping the model folder with '..'
-        if name and os.path.exists(candidate):
-            return candidate
-    where = ", ".join(dirs)
-    raise HumanGenError(
-        f"{node}: input '{input_name}': model {name!r} was not found in the '{kind}' model folder ({where}). "
-        f"Put the file there (or set HUMANGEN_MODELS_DIR outside ComfyUI) and refresh the node.")
+        for place in (name, *alternatives):  # alternatives: other documented layouts of the same file
+            candidate = os.path.normpath(os.path.join(root, place))
+            if not candidate.startswith(os.path.normpath(root)):
+                break  # no escaping the model folder with '..'
+            if name and os.path.exists(candidate):
+                return candidate
+    raise missing_model_error(kind, name, node=node, input_name=input_name, prompt=prompt)
+
+
+def require_files(node: str, inputs: dict, prompt: dict | None = None) -> None:
+    """Before a node loads files it finds by convention (LPIPS backbones, SMPL-X, style-space vectors): the one
+    missing-model message for the first of them that is not in its folder."""
+    from . import model_files
+    for need in model_files.needed_files({node: {"class_type": node, "inputs": inputs}}):
+        if model_files.find(need, model_dirs(need.folder)) is None:
+            raise missing_model_error(need.folder, need.name, node=node, input_name=need.input_name, prompt=prompt)
+
+
+def missing_model_error(kind: str, name: str, *, node: str, input_name: str, prompt: dict | None = None,
+                        folder_empty: bool = False) -> NodeInputError:
+    """The one missing-model message of the nodes (the runner prints the same `model_files.describe` lines).
+    `folder_empty`: the COMBO showed its "(no files ...)" stand-in, and `name` is the usual file to get."""
+    from . import model_files
+    problem = (f"the '{kind}' model folder has no usable file." if folder_empty
+               else f"model file {name!r} was not found.")
+    fix = (("for example " if folder_empty else "") + model_files.describe(kind, name, model_dirs(kind))
+           + "; then refresh ComfyUI (R) or rerun (outside ComfyUI the folders are under $HUMANGEN_MODELS_DIR or "
+             "the runner's --models-dir)."
+           + model_files.still_needed(prompt, model_dirs, besides=(kind, name)))
+    return NodeInputError(node, input_name, problem, fix=fix)
 
 
 def progress(total: int, desc: str = "") -> Progress:

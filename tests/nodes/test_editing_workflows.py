@@ -72,7 +72,7 @@ def test_invert_then_edit_workflow(models, tmp_path):
 
 def test_insetgan_workflow_declares_its_models(tmp_path):
     ui = json.loads((ROOT / "workflows" / "insetgan_face_fix.json").read_text())
-    files = {(m["folder"], m["file"]) for m in ui["extra"]["humangen"]["needs_models"]}
+    files = {(m["directory"], m["name"]) for m in ui["models"]}
     assert files == {("stylegan", "stylegan_human_v2_1024.pkl"), ("stylegan", "ffhq.pkl"),
                      ("lpips", "alexnet-owt-7be5be79.pth"), ("upscale_models", "RealESRGAN_x4plus.pth")}
     rc = main(["run", str(ROOT / "workflows" / "insetgan_face_fix.json"), "--models-dir", str(tmp_path),

@@ -1,5 +1,5 @@
 """The command line: running the shipped workflow, --set, --batch, caching across a batch, no-overwrite,
-needs_models, exit statuses and Ctrl-C (a real SIGINT in a subprocess)."""
+missing model files, exit statuses and Ctrl-C (a real SIGINT in a subprocess)."""
 from __future__ import annotations
 
 import os
@@ -123,19 +123,61 @@ def test_missing_input_image_exit_2(tmp_path, capsys):
     assert "node 1 (LoadImage): invalid input: Invalid image file: astronaut.png" in capsys.readouterr().err
 
 
-def test_needs_models_missing_exit_2(tmp_path, write_json, capsys):
+def test_missing_models_are_listed_with_folder_link_and_the_rest_exit_2(tmp_path, capsys):
+    models = tmp_path / "m"
+    wf = str(WORKFLOWS / "editing_garment_length.json")
+    assert _run(tmp_path, wf, "--models-dir", str(models), "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert "editing_garment_length.json: 4 model file(s) missing, nothing was run" in err
+    # every line: the exact file, the folder it goes in, a direct link to that file, and the node that needs it
+    assert (f"1. 'stylegan_human_v2_1024.pkl' -> put it in the 'stylegan' model folder ({models / 'stylegan'}); "
+            "download: https://drive.google.com/uc?export=download&id=1FlAb1rYa0r_--Zj_ML8e6shmaF28hQb5") in err
+    raw = "https://raw.githubusercontent.com/stylegan-human/StyleGAN-Human/main/latent_direction/"
+    assert (f"2. 'sefa/upper_length.pt' -> put it in the 'stylegan_directions' model folder "
+            f"({models / 'stylegan_directions'}); download: {raw}sefa/upper_length.pt") in err
+    assert f"download: {raw}ss/upper_length/style_vect_mean_5.pkl" in err
+    assert f"download: {raw}ss_statics/upper_length_statis/5/statis.csv" in err
+    assert "[node 5 HumanGenStyleSpaceEdit, input 'layer']" in err
+    # the documented layouts satisfy it: latent_direction/ copied as a folder, the generator beside it
+    (models / "stylegan").mkdir(parents=True)
+    (models / "stylegan" / "stylegan_human_v2_1024.pkl").write_bytes(b"x")
+    for rel in ("sefa/upper_length.pt", "ss/upper_length/style_vect_mean_5.pkl",
+                "ss_statics/upper_length_statis/5/statis.csv"):
+        path = models / "stylegan_directions" / "latent_direction" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    capsys.readouterr()
+    assert _run(tmp_path, wf, "--models-dir", str(models), "--dry-run") == 0, capsys.readouterr().err
+
+
+def test_models_declared_in_the_workflow_are_checked_too(tmp_path, write_json, capsys):
     import json
     ui = json.loads((WORKFLOWS / "image_scale.json").read_text())
-    ui["extra"]["humangen"]["needs_models"] = [{"folder": "stylegan", "file": "g.pkl", "url": "https://x/g.pkl",
-                                                "license": "CC BY-NC 4.0"}]
+    ui["models"] = [{"name": "g.safetensors", "url": "https://example.org/g.safetensors", "directory": "checkpoints"}]
     wf = write_json(ui)
     assert _run(tmp_path, wf, "--models-dir", str(tmp_path / "m")) == 2
     err = capsys.readouterr().err
-    assert f"missing model file 'g.pkl': put it in {tmp_path / 'm' / 'stylegan'}" in err
-    assert "https://x/g.pkl" in err and "CC BY-NC 4.0" in err
-    (tmp_path / "m" / "stylegan").mkdir(parents=True)
-    (tmp_path / "m" / "stylegan" / "g.pkl").write_bytes(b"x")
+    assert (f"'g.safetensors' -> put it in the 'checkpoints' model folder ({tmp_path / 'm' / 'checkpoints'}); "
+            "download: https://example.org/g.safetensors [declared in the workflow's models]") in err
+    (tmp_path / "m" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "m" / "checkpoints" / "g.safetensors").write_bytes(b"x")
     assert _run(tmp_path, wf, "--models-dir", str(tmp_path / "m")) == 0
+
+
+def test_models_command_lists_and_writes_the_frontend_list(tmp_path, capsys):
+    import json
+    import shutil
+    wf = tmp_path / "w.json"
+    shutil.copy(WORKFLOWS / "upscale_4x.json", wf)
+    data = json.loads(wf.read_text())
+    del data["models"]
+    wf.write_text(json.dumps(data))
+    assert main(["models", str(wf), "--models-dir", str(tmp_path / "m"), "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "MISSING upscale_models/RealESRGAN_x4plus.pth" in out and "wrote 1 entries" in out
+    assert json.loads(wf.read_text())["models"] == [
+        {"name": "RealESRGAN_x4plus.pth", "directory": "upscale_models",
+         "url": "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"}]
 
 
 def test_node_failure_exit_1_and_keep_going(tmp_path, toys, write_json, capsys):

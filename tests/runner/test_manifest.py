@@ -172,7 +172,7 @@ def _worker_config(tmp_path, **changes) -> dict:
     from humangen.runner import ray_engine
     config = {"pack_name": "humangen", "pack_root": str(ROOT), "fingerprint": ray_engine.pack_fingerprint(str(ROOT)),
               "models_dir": str(tmp_path / "models"), "input_dir": str(tmp_path), "device": "cpu",
-              "needs_models": [], "extra_nodes": RAY_TOYS, "extra_pnginfo": None, "staging_root": None}
+              "needs_models": {"prompts": [], "declared": []}, "extra_nodes": RAY_TOYS, "extra_pnginfo": None, "staging_root": None}
     config.update(changes)
     return config
 
@@ -195,10 +195,10 @@ def test_ray_worker_start_checks_pack_files_and_model_files_on_its_node(tmp_path
     problem = Worker(_worker_config(tmp_path, pack_root=str(tmp_path))).ready()["problem"]
     assert problem.startswith(f"the HumanGen pack is not at {tmp_path} on this node")
 
-    need = [{"folder": "stylegan", "file": "g.pkl", "url": "https://x/g.pkl"}]
+    need = {"prompts": [], "declared": [{"directory": "stylegan", "name": "g.pkl", "url": "https://x/g.pkl"}]}
     problem = Worker(_worker_config(tmp_path, needs_models=need)).ready()["problem"]
-    assert problem == (f"missing model file 'g.pkl': put it in {tmp_path / 'models' / 'stylegan'} "
-                       "(download: https://x/g.pkl)")
+    assert problem == (f"'g.pkl' -> put it in the 'stylegan' model folder ({tmp_path / 'models' / 'stylegan'}); "
+                       "download: https://x/g.pkl [declared in the workflow's models]")
     (tmp_path / "models" / "stylegan").mkdir(parents=True)
     (tmp_path / "models" / "stylegan" / "g.pkl").write_bytes(b"x")
     assert Worker(_worker_config(tmp_path, needs_models=need)).ready()["problem"] is None

@@ -103,12 +103,15 @@ def test_format_detection_and_bad_files(engine, write_json, tmp_path):
         load_workflow(str(tmp_path / "none.json"), engine.specs())
 
 
-def test_needs_models_is_read(engine, write_json):
+def test_declared_models_are_read(engine, write_json):
+    """The frontend's model metadata: top-level `models` and nodes' `properties.models`, once each."""
     ui = _ui([_const(1, 5), _sink(2, 1)], [[1, 1, 0, 2, 0, "NUMBER"]])
-    ui["extra"]["humangen"] = {"needs_models": [{"folder": "stylegan", "file": "g.pkl", "url": "u", "license": "l"}]}
+    entry = {"name": "g.pkl", "url": "https://example.org/g.pkl", "directory": "stylegan"}
+    ui["models"] = [entry, {"name": "no directory"}]
+    ui["nodes"][0]["properties"] = {"models": [entry, dict(entry, name="h.pkl")]}
     wf = load_workflow(write_json(ui), engine.specs())
     assert wf.source_format == "ui" and wf.ui == ui
-    assert wf.needs_models == [{"folder": "stylegan", "file": "g.pkl", "url": "u", "license": "l"}]
+    assert wf.declared_models == [entry, dict(entry, name="h.pkl")]
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -154,13 +157,16 @@ def test_expand_sweep_errors():
         expand_sweep(",", "INT")
 
 
-def test_api_twin_takes_needs_models_from_its_ui_twin(engine, tmp_path):
+def test_api_twin_needs_the_same_model_files_as_its_ui_twin(engine):
+    """The API format has no place for model metadata: what a workflow needs comes from its graph, so both twins
+    of every shipped workflow agree, and the UI twin's frontend list is exactly that."""
     import json
-    (tmp_path / "api").mkdir()
-    ui = _ui([_const(1, 5), _sink(2, 1)], [[1, 1, 0, 2, 0, "NUMBER"]])
-    ui["extra"]["humangen"] = {"needs_models": [{"folder": "smplx", "file": "SMPLX_NEUTRAL.npz"}]}
-    (tmp_path / "w.json").write_text(json.dumps(ui))
-    (tmp_path / "api" / "w.json").write_text(json.dumps(ui_to_api(ui, engine.specs())))
-    wf = load_workflow(str(tmp_path / "api" / "w.json"), engine.specs())
-    assert wf.source_format == "api"
-    assert wf.needs_models == [{"folder": "smplx", "file": "SMPLX_NEUTRAL.npz"}]
+
+    from hgtoys import WORKFLOWS
+    from humangen.utils import model_files
+    for path in sorted(WORKFLOWS.glob("*.json")):
+        ui = load_workflow(str(path), engine.specs())
+        api = load_workflow(str(WORKFLOWS / "api" / path.name), engine.specs())
+        assert api.source_format == "api"
+        assert model_files.needed_files(api.prompt) == model_files.needed_files(ui.prompt), path.name
+        assert json.loads(path.read_text()).get("models", []) == model_files.frontend_models(ui.prompt), path.name
