@@ -73,8 +73,14 @@ class HumanGenHumanSDLoader:
 
     def load(self, ckpt_name):
         from ..models.humansd.loader import load_humansd
-        path = host.model_path("humansd", ckpt_name, node="HumanGenHumanSDLoader", input_name="ckpt_name")
-        return (load_humansd(path),)
+        from ..utils.errors import HumanGenError, for_input
+        node = "HumanGenHumanSDLoader"
+        path = host.model_path("humansd", ckpt_name, node=node, input_name="ckpt_name")
+        try:
+            return (load_humansd(path),)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "ckpt_name", "use humansd-v1.ckpt from the HumanSD release or its "
+                            ".safetensors conversion.") from exc
 
 
 class HumanGenSkeletonSDSampler:
@@ -216,19 +222,31 @@ class HumanGenHumanSDConvert:
                             "File name for the result in models/humansd; empty = same name with .safetensors."}),
             "half": ("BOOLEAN", {"default": False, "tooltip": "Store weights as fp16 (half the size; loading "
                                  "converts back to fp32)."}),
+        }, "optional": {
+            "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace an existing file of that name (off: "
+                                      "an existing file is never replaced)."}),
         }}
 
-    def convert(self, ckpt_name, output_name="", half=False):
+    def convert(self, ckpt_name, output_name="", half=False, overwrite=False):
         from ..models.humansd.loader import convert_to_safetensors
+        from ..utils.errors import HumanGenError, for_input
+        from ..utils.paths import confine
         node = "HumanGenHumanSDConvert"
         src = host.model_path("humansd", ckpt_name, node=node, input_name="ckpt_name")
         name = (output_name or "").strip() or os.path.splitext(os.path.basename(src))[0] + ".safetensors"
-        if os.path.basename(name) != name or not name.endswith(".safetensors"):
-            raise NodeInputError(node, "output_name", f"{name!r} must be a plain file name ending in .safetensors.")
-        dst = os.path.join(os.path.dirname(src), name)
+        if os.path.basename(name.replace("\\", "/")) != name or not name.endswith(".safetensors"):
+            raise NodeInputError(node, "output_name", f"{name!r} must be a plain file name ending in .safetensors.",
+                                 fix="give a name like 'humansd-v1.safetensors' (no folders).")
+        dst = str(confine(os.path.dirname(src), name, node=node, input_name="output_name"))
         if os.path.abspath(dst) == os.path.abspath(src):
             raise NodeInputError(node, "output_name", "the output would overwrite the input.")
-        report = convert_to_safetensors(src, dst, half=half)
+        if os.path.exists(dst) and not overwrite:
+            raise NodeInputError(node, "output_name", f"{name} already exists in {os.path.dirname(dst)}; it is not "
+                                 f"replaced.", fix="choose another output_name, or turn on 'overwrite'.")
+        try:
+            report = convert_to_safetensors(src, dst, half=half, overwrite=bool(overwrite))
+        except HumanGenError as exc:
+            raise for_input(exc, node, "output_name" if isinstance(exc, FileExistsError) else "ckpt_name") from exc
         return {"ui": {"text": [f"wrote {report['written']} ({report['tensors']} tensors)"]},
                 "result": (report["written"],)}
 

@@ -354,21 +354,62 @@ def list_models(kind: str, *, dirs_only: bool = False) -> list[str]:
     return sorted(names)
 
 
+_TRUSTED_FILES: set[str] = set()
+
+
+def trust_file(path: str) -> None:
+    """Allow `model_path` to accept this absolute path. Only for paths a person typed on the command line (the
+    runner's --set NODE.model_name=/abs/file): names from workflows, files or servers never come through here."""
+    _TRUSTED_FILES.add(os.path.realpath(path))
+
+
 def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str = "model_name") -> str:
-    """Absolute path of `name` in the `kind` model folder(s), or a clear error saying where to put it."""
-    if name and os.path.isabs(name) and os.path.exists(name):
+    """Absolute path of `name` in the `kind` model folder(s), or a clear error saying where to put it.
+
+    `name` comes from a workflow, so it is confined (`utils.paths.confine`): absolute paths and '..' are refused,
+    subfolders are fine (links the user placed in the folder are followed, as ComfyUI does). An absolute path is accepted only when it was registered with
+    `trust_file` (typed on the command line)."""
+    from .paths import PathOutsideFolderError, confine
+    if not isinstance(name, str) or not name.strip():
+        raise HumanGenError(f"{node}: input '{input_name}': no model file chosen. Fix: pick a file from the "
+                            f"'{kind}' model folder.")
+    if os.path.isabs(name) and os.path.realpath(name) in _TRUSTED_FILES and os.path.exists(name):
         return name
     dirs = model_dirs(kind)
+    refused = None
     for root in dirs:
-        candidate = os.path.normpath(os.path.join(root, name))
-        if not candidate.startswith(os.path.normpath(root)):
-            break  # no escaping the model folder with '..'
-        if name and os.path.exists(candidate):
-            return candidate
+        try:
+            candidate = confine(root, name, node=node, input_name=input_name, follow_links=False)
+        except PathOutsideFolderError as exc:
+            refused = exc
+            continue
+        if os.path.exists(candidate):
+            return str(candidate)
+    if refused is not None:
+        raise refused
     where = ", ".join(dirs)
     raise HumanGenError(
         f"{node}: input '{input_name}': model {name!r} was not found in the '{kind}' model folder ({where}). "
         f"Put the file there (or set HUMANGEN_MODELS_DIR outside ComfyUI) and refresh the node.")
+
+
+ANNOTATIONS = {" [input]": "input", " [output]": "output", " [temp]": "temp"}
+
+
+def annotated_path(name: str, *, node: str = "HumanGen", input_name: str = "image", default: str = "input"):
+    """A file name as ComfyUI's file widgets give it: 'x.png' (in the `default` folder), 'x.png [output]',
+    'x.png [input]' or 'x.png [temp]' (in that folder), subfolders allowed. Confined to that folder
+    (`utils.paths.confine`): absolute paths, '..' and links out are refused."""
+    from .paths import confine
+    if not isinstance(name, str):
+        raise HumanGenError(f"{node}: input '{input_name}': expected a file name, got {type(name).__name__}.")
+    folder, text = default, name
+    for tag, which in ANNOTATIONS.items():
+        if text.endswith(tag):
+            folder, text = which, text[:-len(tag)]
+            break
+    root = {"input": input_dir, "output": output_dir, "temp": temp_dir}[folder]()
+    return confine(root, text, node=node, input_name=input_name)
 
 
 def progress(total: int, desc: str = "") -> Progress:
@@ -459,6 +500,6 @@ def interrupt_on_sigint():
 
 __all__: Iterable[str] = [
     "MODEL_FOLDERS", "Progress", "StandaloneHost", "ComfyHost", "get", "use", "reset", "in_comfyui", "model_dirs",
-    "list_models", "model_path", "progress", "check_interrupt", "torch_device", "offload_device", "load_model",
+    "list_models", "model_path", "trust_file", "annotated_path", "progress", "check_interrupt", "torch_device", "offload_device", "load_model",
     "free_memory", "output_dir", "input_dir", "temp_dir", "is_oom", "run_with_oom_backoff", "interrupt_on_sigint",
 ]

@@ -32,10 +32,14 @@ def _describe(node: str, input_name: str) -> str:
 
 
 def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "HumanGen", input_name: str = "",
-            allow_root: bool = False) -> Path:
+            allow_root: bool = False, follow_links: bool = True) -> Path:
     """`root / name`, resolved, if it stays inside `root` (also resolved); else a PathOutsideFolderError that names
     the node and input. Absolute names are refused even when they point inside root: workflows must use relative
-    names. Subfolders are allowed."""
+    names. Subfolders are allowed.
+
+    `follow_links=False` checks the name itself ('..' and absolute paths) without resolving symlinks inside the
+    folder: for folders whose contents the user put there (model folders, where linking a file from another disk
+    is common); the returned path is then the normalised, unresolved one."""
     text = os.fspath(name)
     where = _describe(node, input_name)
     if not isinstance(text, str):
@@ -46,6 +50,14 @@ def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "Hu
         raise PathOutsideFolderError(
             f"{where}: absolute paths are not allowed ({text!r}). Fix: put the file in {root} and give its name "
             f"relative to that folder.")
+    if not follow_links:
+        base = Path(os.path.abspath(root))
+        target = Path(os.path.normpath(base / text))
+        if not target.is_relative_to(base) or (target == base and not allow_root):
+            raise PathOutsideFolderError(
+                f"{where}: {text!r} points outside its folder {base}. Fix: use a name inside that folder "
+                f"(subfolders are fine, '..' is not).")
+        return target
     base = Path(root).resolve()
     target = (base / text).resolve()
     if not target.is_relative_to(base) or (target == base and not allow_root):
