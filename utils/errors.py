@@ -24,10 +24,14 @@ class NodeInputError(HumanGenError, ValueError):
 
     def __init__(self, node: str, input_name: str, problem: str, fix: str | None = None):
         self.node, self.input_name, self.problem, self.fix = node, input_name, problem, fix
-        msg = f"{node}: input '{input_name}': {problem}"
+        msg = f"{node}: input '{input_name}': {problem}" if input_name else f"{node}: {problem}"
         if fix:
             msg += f" Fix: {fix}"
         super().__init__(msg)
+
+
+class LimitExceededError(NodeInputError):
+    """An input larger than the pack accepts (image size, archive size, text length): refused before any work."""
 
 
 class UnsupportedCheckpointError(HumanGenError, ValueError):
@@ -42,17 +46,27 @@ class HumanGenInterrupted(HumanGenError):
     """Raised at an interrupt check outside ComfyUI (inside it, the host's own exception is raised)."""
 
 
-class LimitExceededError(HumanGenError, ValueError):
-    """An input larger than the pack accepts (image size, archive size, text length): refused before any work."""
 
 
 def for_input(exc: BaseException, node: str, input_name: str, fix: str | None = None) -> NodeInputError:
-    """`exc` restated as a NodeInputError naming `node` and `input_name` (an existing NodeInputError is kept)."""
-    if isinstance(exc, NodeInputError):
+    """`exc` restated as an error of the same kind naming `node` and `input_name` (a NodeInputError that already
+    names this node is kept). Helpers deep in utils/ raise with a generic node name; the node that called them
+    knows which of its inputs the file or value came from."""
+    if isinstance(exc, NodeInputError) and exc.node == node:
         return exc
     problem = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
-    for prefix in (f"{node}: ",):
-        if problem.startswith(prefix):
-            problem = problem[len(prefix):]
-    return NodeInputError(node, input_name, problem if problem.endswith(".") else problem + ".",
-                          fix=getattr(exc, "fix", None) or fix)
+    if problem.startswith(f"{node}: "):
+        problem = problem[len(node) + 2:]
+    problem = problem if problem.rstrip().endswith(".") else problem + "."
+    fix = getattr(exc, "fix", None) or fix
+    if isinstance(exc, NodeInputError):
+        return type(exc)(node, input_name, problem, fix)
+    if isinstance(exc, HumanGenError):  # keep the kind (UnsafeCheckpointError, ...) the UI shows
+        try:
+            out = type(exc)(f"{node}: input '{input_name}': {problem}" + (f" Fix: {fix}" if fix and "Fix:" not in
+                                                                           problem else ""))
+            out.node, out.input_name, out.problem, out.fix = node, input_name, problem, fix
+            return out
+        except TypeError:
+            pass
+    return NodeInputError(node, input_name, problem, fix)

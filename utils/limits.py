@@ -32,8 +32,8 @@ def check_image_size(width: Any, height: Any, node: str, input_name: str, *, max
                                  fix=f"give a {what} size between 1 and {max_side} pixels.")
         if v > max_side:
             raise LimitExceededError(
-                f"{node}: input '{input_name}': the {what} {label} {int(v)} is larger than the limit of {max_side} "
-                f"pixels. Fix: use a smaller size (at most {max_side}x{max_side}), or set an explicit output size.")
+                node, input_name, f"the {what} {label} {int(v)} is larger than the limit of {max_side} pixels.",
+                fix=f"use a smaller size (at most {max_side}x{max_side}), or set an explicit output size.")
     return int(width), int(height)
 
 
@@ -90,8 +90,8 @@ def check_text(text: Any, node: str, input_name: str, *, max_chars: int = MAX_TE
     if "\x00" in text:
         raise NodeInputError(node, input_name, "the text contains a NUL byte.", fix="remove the NUL character.")
     if len(text) > max_chars:
-        raise LimitExceededError(f"{node}: input '{input_name}': the text has {len(text)} characters, more than "
-                                 f"the limit of {max_chars}. Fix: shorten it.")
+        raise LimitExceededError(node, input_name, f"the text has {len(text)} characters, more than the limit of "
+                                 f"{max_chars}.", fix="shorten it.")
     return text
 
 
@@ -120,19 +120,18 @@ def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_by
         raise NodeInputError(node, input_name, f"{name} is not a readable {what} (corrupt or truncated: {exc}).",
                              fix="download or export the file again.") from None
     if len(infos) > max_members:
-        raise LimitExceededError(f"{node}: input '{input_name}': {name} has {len(infos)} members, more than the "
-                                 f"limit of {max_members}. Fix: use a genuine {what}.")
+        raise LimitExceededError(node, input_name, f"{name} has {len(infos)} members, more than the limit of "
+                                 f"{max_members}.", fix=f"use a genuine {what}.")
     total = 0
     for info in infos:
         total += info.file_size
         if info.file_size > 1 << 20 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
             raise LimitExceededError(
-                f"{node}: input '{input_name}': {name} member {info.filename!r} would inflate from "
-                f"{info.compress_size} to {info.file_size} bytes (a zip bomb?); it was not opened. Fix: use a "
-                f"genuine {what}.")
+                node, input_name, f"{name} member {info.filename!r} would inflate from {info.compress_size} to "
+                f"{info.file_size} bytes (a zip bomb?); it was not opened.", fix=f"use a genuine {what}.")
     if total > max_bytes:
-        raise LimitExceededError(f"{node}: input '{input_name}': {name} would inflate to {total} bytes, more than "
-                                 f"the limit of {max_bytes}; it was not opened. Fix: use a genuine {what}.")
+        raise LimitExceededError(node, input_name, f"{name} would inflate to {total} bytes, more than the limit of "
+                                 f"{max_bytes}; it was not opened.", fix=f"use a genuine {what}.")
 
 
 __all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
