@@ -86,14 +86,20 @@ def _target(node, generator, image):
     return x
 
 
-def _lpips(node, net):
+def _lpips(node, net, generator=None):
     from ..models.lpips import load_lpips
     from ..utils import host
     from ..utils.errors import HumanGenError
+    from ..utils.errors import for_input
     try:
-        return load_lpips(net, host.model_dirs("lpips"))
+        model = load_lpips(net, host.model_dirs("lpips"))
     except HumanGenError as exc:
-        raise _err(node, "lpips_net", str(exc)) from None
+        raise for_input(exc, node, "lpips_net") from exc
+    if generator is not None and min(generator.height, generator.width) < model.min_side():
+        raise _err(node, "lpips_net", f"the {net} backbone needs images at least {model.min_side()} pixels on each "
+                   f"side, but the generator makes {generator.width}x{generator.height} images.",
+                   fix="choose the other LPIPS backbone, or a larger generator.")
+    return model
 
 
 class HumanGenSeFaDirections:
@@ -146,7 +152,13 @@ class HumanGenLoadDirections:
         if file == _NO_FILES:
             raise _err(node, "file", "no direction files found.", fix="copy StyleGAN-Human's latent_direction/ "
                        "folder into models/stylegan_directions, or use HumanGenSeFaDirections.")
-        return (load_directions(host.model_path("stylegan_directions", file, node=node, input_name="file")),)
+        from ..utils.errors import HumanGenError, for_input
+        path = host.model_path("stylegan_directions", file, node=node, input_name="file")
+        try:
+            return (load_directions(path),)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "file", "use a direction file from StyleGAN-Human's latent_direction/ "
+                            "folder, a .npy of float vectors, or one saved by HumanGen.") from exc
 
 
 class HumanGenApplyDirection:
@@ -322,7 +334,7 @@ class HumanGenProjectImage:
         from ..utils.image import gan_to_comfy
         node = "HumanGenProjectImage"
         target = _target(node, generator, image)
-        distance = _lpips(node, lpips_net)
+        distance = _lpips(node, lpips_net, generator)
         cfg = ProjectionConfig(num_steps=int(steps), space=space, learning_rate=float(learning_rate),
                                regularize_noise_weight=float(noise_regularization), seed=int(seed))
         device = host.load_model(generator.model)
@@ -372,12 +384,13 @@ class HumanGenPTI:
         if ws.shape[0] != 1:
             raise _err(node, "latent", f"expected one pivot latent, got {ws.shape[0]}.")
         target = _target(node, generator, image)
-        lp = _lpips(node, lpips_net)
+        lp = _lpips(node, lpips_net, generator)
         save_path = None
         if save_name.strip():
-            name = os.path.basename(save_name.strip())
+            from ..utils.paths import confine
+            name = save_name.strip()
             name = name if name.endswith(".safetensors") else name + ".safetensors"
-            save_path = os.path.join(host.model_dirs("stylegan")[0], name)
+            save_path = str(confine(host.model_dirs("stylegan")[0], name, node=node, input_name="save_name"))
             if os.path.exists(save_path):
                 raise _err(node, "save_name", f"{save_path} already exists.", fix="choose another name.")
         device = host.load_model(generator.model)
@@ -392,9 +405,12 @@ class HumanGenPTI:
         gid = f"{generator.generator_id}+pti:{digest}"
         tuned = gl.GeneratorDescriptor.from_model(result.generator, f"{generator.name} (PTI)", gid,
                                                   dtype=generator.dtype, impl=generator.impl)
-        if save_path:
-            os.makedirs(os.path.dirname(save_path), exist_ok=True)
-            checkpoints.save_generator(result.generator, save_path)
+        if save_path:  # written exclusively: a file that appeared while tuning is not replaced either
+            from ..utils.errors import HumanGenError, for_input
+            try:
+                checkpoints.save_generator(result.generator, save_path, node=node)
+            except HumanGenError as exc:
+                raise for_input(exc, node, "save_name", "choose another name.") from exc
         return (tuned, gan_to_comfy(_render(tuned, ws)))
 
 

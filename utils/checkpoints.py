@@ -331,7 +331,7 @@ def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str
         if refused:
             raise UnsafeCheckpointError(
                 f"{name}: refused to load: the pickle refers to {refused}, which is outside the allow-list of plain "
-                f"tensors, so loading it could run code from the file (HumanGen never does that). Fix: use a "
+                f"tensors, so loading it could execute code from the file (HumanGen never does that). Fix: use a "
                 f".safetensors version of this {what}, or the official release file.") from exc
         raise UnsupportedCheckpointError(
             f"{name}: not a readable PyTorch {what}: the pickle is truncated or corrupt, or stores objects other "

@@ -61,7 +61,7 @@ def for_input(exc: BaseException, node: str, input_name: str, fix: str | None = 
     fix = getattr(exc, "fix", None) or fix
     if isinstance(exc, NodeInputError):
         return type(exc)(node, input_name, problem, fix)
-    if isinstance(exc, HumanGenError):  # keep the kind (UnsafeCheckpointError, ...) the UI shows
+    if isinstance(exc, HumanGenError) and type(exc) is not HumanGenError:  # keep the kind the UI shows
         try:
             out = type(exc)(f"{node}: input '{input_name}': {problem}" + (f" Fix: {fix}" if fix and "Fix:" not in
                                                                            problem else ""))
