@@ -54,8 +54,12 @@ def config_path(name: str) -> tuple[str, str]:
     else:
         raise ValueError(f"mmpose: unknown model config {name!r}; known: {sorted(MMPOSE_CONFIGS)} "
                          f"or a path under mmpose/.mim/configs")
-    path = os.path.normpath(os.path.join(root, rel))
-    if not path.startswith(root) or not os.path.isfile(path):
+    from ...utils.paths import PathOutsideFolderError, confine
+    try:
+        path = str(confine(root, rel, node="mmpose", input_name="mmpose_config"))  # config files run as Python
+    except PathOutsideFolderError:
+        path = ""
+    if not path or not os.path.isfile(path):
         raise ValueError(f"mmpose: config {rel!r} is not in the installed mmpose wheel ({root})")
     return mode, path
 
