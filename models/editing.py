@@ -135,7 +135,7 @@ def load_directions(path: str) -> Directions:
         except HumanGenError:
             raise
         except ValueError as exc:
-            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc) or "Python objects" in str(exc):
                 raise UnsafeCheckpointError(f"{source}: the array is pickled Python objects, which HumanGen never "
                                             f"loads (it could execute code). Fix: save plain float vectors.") from exc
             raise UnsupportedCheckpointError(f"{source}: not a readable .npy array (truncated or corrupt: "

@@ -177,8 +177,12 @@ class HumanGenSkeletonSDSampler:
         return (nchw_to_comfy(result.images, signed=False), skel)
 
 
+MAX_GENERATION_SIDE = 4096  # HumanSD was trained at 512; a very elongated pose canvas must not ask for more
+
+
 def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float):
     """The conditioning skeleton(s) as uint8 [F, H, W, 3] at HumanSD's generation size."""
+    from ..utils.limits import check_image_size
     if pose is not None and skeleton is not None:
         raise NodeInputError(node, "skeleton", "both a pose and a skeleton image are connected.",
                              fix="connect only one of pose / skeleton.")
@@ -190,11 +194,15 @@ def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float
             raise NodeInputError(node, "pose", str(exc), fix="connect a POSE_KEYPOINT output.") from exc
         w0, h0 = posemod.frame_size(frames[0])
         h, w = _target_size(h0, w0, short_side)
+        check_image_size(w, h, node, "pose", max_side=MAX_GENERATION_SIDE, what="generation size (from the pose "
+                         "canvas)")
         return posemod.render_skeleton(frames, style="humansd", width=w, height=h, threshold=threshold)
     if skeleton is not None:
         from ..utils.image import check_image
         img = check_image(skeleton, node, "skeleton")
         h, w = _target_size(img.shape[1], img.shape[2], short_side)
+        check_image_size(w, h, node, "skeleton", max_side=MAX_GENERATION_SIDE, what="generation size (from the "
+                         "skeleton image)")
         return _resize_images(img, h, w)
     raise NodeInputError(node, "pose", "no pose and no skeleton image connected.",
                          fix="connect a POSE_KEYPOINT (e.g. from a pose estimator or HumanGen Load Pose) or a "

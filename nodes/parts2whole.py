@@ -63,7 +63,12 @@ class HumanGenParts2WholeLoader:
         if precision == "auto":
             precision = "fp16" if device.type == "cuda" else "fp32"
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-        return (load_parts2whole(path, dtype=dtype, device=host.offload_device()),)
+        from ..utils.errors import HumanGenError, for_input
+        try:
+            return (load_parts2whole(path, dtype=dtype, device=host.offload_device()),)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "model_name", "download the complete repository "
+                            "https://huggingface.co/huanngzh/Parts2Whole again.") from exc
 
 
 def _one_mask(mask, image, node, invert):

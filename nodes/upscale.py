@@ -212,7 +212,8 @@ def _load_file(node, kind, name, input_name, allow_extra, purposes, fix):
     from ..models.upscale import load_descriptor
     from ..models.upscale.loading import ExtraArchesMissingError
     from ..utils import host
-    from ..utils.errors import NodeInputError, UnsafeCheckpointError, UnsupportedCheckpointError
+    from ..utils.errors import (HumanGenError, NodeInputError, UnsafeCheckpointError, UnsupportedCheckpointError,
+                                for_input)
     path = host.model_path(kind, name, node=node, input_name=input_name)
     try:
         return load_descriptor(path, allow_extra=allow_extra, purposes=purposes)
@@ -220,6 +221,8 @@ def _load_file(node, kind, name, input_name, allow_extra, purposes, fix):
         raise NodeInputError(node, "extra_architectures", str(exc)) from exc
     except (UnsupportedCheckpointError, UnsafeCheckpointError) as exc:
         raise NodeInputError(node, input_name, str(exc), fix=fix) from exc
+    except HumanGenError as exc:  # e.g. a zip bomb refused by utils.limits
+        raise for_input(exc, node, input_name, fix) from exc
 
 
 def _refine(node, image, result, face_desc, threshold, min_face_size, strength, feather):
