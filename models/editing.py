@@ -13,6 +13,7 @@ Conventions (gan.md §8):
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +130,8 @@ def load_directions(path: str) -> Directions:
     if ext == ".npy":
         try:
             arr = np.load(path, allow_pickle=False, mmap_mode="r")
+            if not isinstance(arr, np.ndarray):
+                raise UnsupportedCheckpointError(f"{source}: not a .npy array (it is an archive of several arrays)")
             if arr.size > MAX_DIRECTIONS * MAX_W_DIM:
                 raise HumanGenError(f"{source}: {arr.size} values is more than a direction file holds")
             vectors = torch.from_numpy(np.asarray(arr, dtype=np.float32))
@@ -140,7 +143,7 @@ def load_directions(path: str) -> Directions:
                                             f"loads (it could execute code). Fix: save plain float vectors.") from exc
             raise UnsupportedCheckpointError(f"{source}: not a readable .npy array (truncated or corrupt: "
                                              f"{str(exc)[:200]}).") from exc
-        except (OSError, EOFError, TypeError) as exc:
+        except (OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
             raise UnsupportedCheckpointError(f"{source}: not a readable .npy array (truncated or corrupt: "
                                              f"{type(exc).__name__}).") from exc
         vectors = _direction_matrix(vectors, source)

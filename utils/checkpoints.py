@@ -342,6 +342,8 @@ def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         if "weights_only" in first:
             first = "refused by the weights-only loader"
+        if isinstance(exc, OSError):  # e.g. "[Errno 22] Invalid argument" from a read past a truncated end
+            first = "the file ends early or cannot be read"
         hint = " TorchScript archives are not supported (they contain code)." if "constants.pkl" in str(exc) else ""
         raise UnsupportedCheckpointError(
             f"{name}: truncated or corrupt, or not a PyTorch {what} ({type(exc).__name__}: {first}). Fix: download it "

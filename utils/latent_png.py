@@ -73,10 +73,8 @@ def read_png_latent(path: str, *, node: str = "HumanGenLoadLatentFromImage", inp
     holding NaN/inf, or a size over the pack's image limit (checked before the pixels are decoded)."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..models.gan_latents import latent_from_json
     from .errors import NodeInputError
-    from .image import pil_to_comfy
-    from .limits import check_finite, check_image_size
+    from .limits import check_image_size
     name = os.path.basename(path)
     try:
         im = Image.open(path)
@@ -85,26 +83,35 @@ def read_png_latent(path: str, *, node: str = "HumanGenLoadLatentFromImage", inp
                              fix="use a PNG saved by HumanGen Save Image With Latent.") from None
     with im:
         check_image_size(im.size[0], im.size[1], node, input_name)
-        text = getattr(im, "text", {}) or {}
-        if LATENT_KEY not in text:
-            raise NodeInputError(node, input_name, f"{name} carries no HumanGen latent (no '{LATENT_KEY}' PNG "
-                                 f"chunk).", fix="use a PNG saved by HumanGen Save Image With Latent.")
         try:
-            latent = latent_from_json(text[LATENT_KEY])
-        except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-            raise NodeInputError(node, input_name, f"{name}: the stored latent is damaged ({type(exc).__name__}: "
-                                 f"{str(exc)[:200]}).", fix="save the image again.") from None
-        from ..models.gan_latents import check_latent
-        try:
-            check_latent(latent)
-        except ValueError as exc:
-            raise NodeInputError(node, input_name, f"{name}: the stored latent is not usable ({exc}).",
-                                 fix="use a PNG saved by HumanGen Save Image With Latent.") from None
-        for key in ("tensor", "z"):
-            check_finite(latent.get(key), node, input_name, f"stored latent ({name})")
-        check_finite((latent.get("truncation") or {}), node, input_name, f"stored truncation ({name})")
-        try:
-            image = pil_to_comfy(im)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise NodeInputError(node, input_name, f"{name}: the image data is damaged ({exc}).") from None
-        return latent, image
+            return _latent_and_image(im, name, node, input_name)
+        except (OSError, SyntaxError, EOFError, ValueError) as exc:
+            if isinstance(exc, NodeInputError):
+                raise
+            raise NodeInputError(node, input_name, f"{name}: the PNG is damaged or truncated ({exc}).",
+                                 fix="save or upload the image again.") from None
+
+
+def _latent_and_image(im, name: str, node: str, input_name: str):
+    from ..models.gan_latents import check_latent, latent_from_json
+    from .errors import NodeInputError
+    from .image import pil_to_comfy
+    from .limits import check_finite
+    text = getattr(im, "text", {}) or {}
+    if LATENT_KEY not in text:
+        raise NodeInputError(node, input_name, f"{name} carries no HumanGen latent (no '{LATENT_KEY}' PNG "
+                             f"chunk).", fix="use a PNG saved by HumanGen Save Image With Latent.")
+    try:
+        latent = latent_from_json(text[LATENT_KEY])
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        raise NodeInputError(node, input_name, f"{name}: the stored latent is damaged ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}).", fix="save the image again.") from None
+    try:
+        check_latent(latent)
+    except ValueError as exc:
+        raise NodeInputError(node, input_name, f"{name}: the stored latent is not usable ({exc}).",
+                             fix="use a PNG saved by HumanGen Save Image With Latent.") from None
+    for key in ("tensor", "z"):
+        check_finite(latent.get(key), node, input_name, f"stored latent ({name})")
+    check_finite((latent.get("truncation") or {}), node, input_name, f"stored truncation ({name})")
+    return latent, pil_to_comfy(im)

@@ -632,7 +632,11 @@ def load_pose(path: str, canvas_size: tuple[int, int] | None = None, fmt: str | 
               "humansd_npz": load_humansd_npz}.get(fmt)
     if loader is None:
         raise ValueError(f"pose: unknown pose format {fmt!r}; known: {POSE_FORMATS}")
-    return loader(path, canvas_size)
+    try:
+        return loader(path, canvas_size)
+    except (KeyError, IndexError, TypeError, AttributeError, RecursionError, OverflowError) as exc:
+        raise ValueError(f"pose: {os.path.basename(path)} does not have the structure of a {fmt} pose file "
+                         f"({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def save_pose(pose, path: str, fmt: str | None = None) -> str:

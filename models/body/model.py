@@ -266,8 +266,11 @@ def load_smplx(gender: str, search_dirs, *, num_betas: int = 10, num_expression:
         from ...utils.limits import check_archive
         check_archive(path, node, "gender", max_bytes=MAX_SMPLX_BYTES, what="SMPL-X .npz model")
         return _load_smplx_file(path, gender, num_betas, num_expression, node, tmp_dir)
-    except HumanGenError:
+    except SMPLXModelMissing:
         raise
+    except HumanGenError as exc:
+        from ...utils.errors import for_input
+        raise for_input(exc, node, "gender", f"use SMPLX_*.npz from {SMPLX_URL}.") from exc
     except (ValueError, KeyError, IndexError, TypeError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UnsupportedCheckpointError(
             f"{node}: input 'gender': {name} is not a usable SMPL-X model ({type(exc).__name__}: "
