@@ -380,11 +380,6 @@ class HumanGenPTI:
         from ..utils import checkpoints, host
         from ..utils.image import gan_to_comfy
         node = "HumanGenPTI"
-        ws = _wplus_latent(node, generator, latent)
-        if ws.shape[0] != 1:
-            raise _err(node, "latent", f"expected one pivot latent, got {ws.shape[0]}.")
-        target = _target(node, generator, image)
-        lp = _lpips(node, lpips_net, generator)
         save_path = None
         if save_name.strip():
             from ..utils.paths import confine
@@ -393,6 +388,11 @@ class HumanGenPTI:
             save_path = str(confine(host.model_dirs("stylegan")[0], name, node=node, input_name="save_name"))
             if os.path.exists(save_path):
                 raise _err(node, "save_name", f"{save_path} already exists.", fix="choose another name.")
+        ws = _wplus_latent(node, generator, latent)
+        if ws.shape[0] != 1:
+            raise _err(node, "latent", f"expected one pivot latent, got {ws.shape[0]}.")
+        target = _target(node, generator, image)
+        lp = _lpips(node, lpips_net, generator)
         device = host.load_model(generator.model)
         lp.to(device)
         cfg = PTIConfig(max_steps=int(steps), learning_rate=float(learning_rate),
