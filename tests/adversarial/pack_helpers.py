@@ -146,7 +146,9 @@ def zip_bomb(path: Path, member: str = "arr_0.npy", declared: int = 0xFFFF0000, 
 def real_zip_bomb(path: Path, member: str = "arr_0.npy", size: int = 80 << 20) -> Path:
     """A genuine highly compressed member of `size` zero bytes (honest headers), written in chunks."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        with zf.open(zipfile.ZipInfo(member), "w", force_zip64=True) as fh:
+        info = zipfile.ZipInfo(member)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w", force_zip64=True) as fh:
             chunk = b"\x00" * (1 << 20)
             for _ in range(size >> 20):
                 fh.write(chunk)
