@@ -234,8 +234,8 @@ class HumanGenPartReferenceSampler:
                                    "tooltip": "Classifier-free guidance scale (1 = off)."}),
             "seed": ("INT", {"default": 42, "min": 0, "max": 2**32 - 1, "control_after_generate": True,
                              "tooltip": "Noise seed; batch item i uses seed + i."}),
-            "width": ("INT", {"default": 512, "min": 256, "max": 2048, "step": 64, "tooltip": "Output width."}),
-            "height": ("INT", {"default": 768, "min": 256, "max": 2048, "step": 64, "tooltip": "Output height."}),
+            "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64, "tooltip": "Output width."}),
+            "height": ("INT", {"default": 768, "min": 64, "max": 2048, "step": 64, "tooltip": "Output height."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 16, "step": 1,
                                    "tooltip": "Number of images (they share the reference pass)."}),
         }, "optional": {
