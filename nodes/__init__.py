@@ -60,6 +60,9 @@ def _check_inputs(node_id: str, cls: type, arguments: dict) -> None:
         elif isinstance(value, float) and not math.isfinite(value):
             raise NodeInputError(node_id, name, f"{value!r} is not a finite number.",
                                  fix="give a finite number (NaN and infinity are refused).")
+        elif type(value).__module__.startswith("torch") and getattr(value, "is_floating_point", None) \
+                and value.is_floating_point():  # IMAGE, MASK and other tensors
+            limits.check_finite(value, node_id, name, "tensor")
         if name in specs and isinstance(value, (int, float)) and not isinstance(value, bool):
             kind, opts = specs[name]
             low, high = opts.get("min"), opts.get("max")

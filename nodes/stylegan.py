@@ -123,11 +123,21 @@ class HumanGenLatentFromSeeds:
         from ..models import gan_latents as gl
         node = "HumanGenLatentFromSeeds"
         seed_list = _seed_list(node, seed, seeds)
+        # checked here so each error names the input at fault (not guessed from the message text)
+        if space == "w" and truncation_cutoff:
+            raise _err(node, "truncation_cutoff", "a truncation cutoff makes the ws differ per layer, which space "
+                       "'w' cannot hold.", fix="set truncation_cutoff to 0, or choose space 'w+'.")
+        if truncation_center == "w_avg" and not hasattr(generator.model.mapping, "w_avg"):
+            raise _err(node, "truncation_center", "this generator has no w_avg buffer.",
+                       fix="choose 'empirical_mean'.")
+        if generator.c_dim > 0 and space != "z":
+            raise _err(node, "generator", "conditional generators need a class label, which the seed nodes do not "
+                       "support yet.", fix="use an unconditional generator (StyleGAN-Human is one).")
         try:
             lat = gl.latent_from_seeds(generator, seed_list, truncation_psi, truncation_cutoff or None,
                                        truncation_center, mean_samples, mean_seed, space)
         except ValueError as exc:
-            raise _err(node, "space" if "space" in str(exc) else "truncation_center", str(exc)) from None
+            raise _err(node, "space", str(exc)) from None
         return (lat,)
 
 

@@ -265,3 +265,26 @@ def test_content_hash_is_memoised_and_sees_changes(tmp_path, monkeypatch):
     p.write_bytes(b"two")
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10 ** 9))
     assert checkpoints.content_hash(str(p)) == hashlib.sha256(b"two").hexdigest()
+
+
+def test_pti_with_alexnet_on_images_too_small_for_it(tmp_path):
+    """AlexNet's strided layers leave nothing of a 16x16 image: a clear error naming lpips_net, before tuning."""
+    from humangen.models import gan_latents as gl
+    from humangen.models.lpips import LPIPS
+    from sg_helpers import TINY_SG2, tiny_generator
+    e = H.env(tmp_path)
+    torch.save(LPIPS("alex").net.state_dict(), e.model_dir("lpips") / "alexnet-owt-7be5be79.pth")
+    gen = gl.GeneratorDescriptor.from_model(tiny_generator(TINY_SG2), "g", "g:0")
+    lat = gl.make_latent("w+", torch.zeros(1, gen.num_ws, gen.w_dim), gen)
+    H.refusal(lambda: N["HumanGenPTI"]().tune(gen, lat, torch.rand(1, 16, 16, 3), lpips_net="alex"),
+              node="HumanGenPTI", input_name="lpips_net", match="at least .* pixels")
+    H.refusal(lambda: N["HumanGenProjectImage"]().project(gen, torch.rand(1, 16, 16, 3), lpips_net="alex"),
+              node="HumanGenProjectImage", input_name="lpips_net", match="at least .* pixels")
+
+
+@pytest.mark.parametrize("input_name", ["image", "mask"])
+def test_image_and_mask_tensors_with_nan(input_name):
+    image, mask = torch.rand(1, 16, 16, 3), torch.ones(1, 16, 16)
+    (image if input_name == "image" else mask)[0, 3, 3] = float("nan")
+    H.refusal(lambda: N["HumanGenPoseDetect"]().detect(image, "mediapipe", 0.3, 1, "openpose18", mask=mask),
+              node="HumanGenPoseDetect", input_name=input_name, match="NaN")
