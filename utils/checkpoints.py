@@ -487,13 +487,15 @@ def write_safetensors_atomic(path: str, tensors: dict, metadata: dict, *, overwr
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
 
 
-def save_generator(G, path: str, extra_metadata: dict | None = None, *, node: str = "HumanGen") -> None:
+def save_generator(G, path: str, extra_metadata: dict | None = None, *, node: str = "HumanGen",
+                   overwrite: bool = False) -> None:
     """Save a generator as .safetensors with its constructor kwargs in the metadata (loadable by load_generator).
     An existing file is never replaced (FileExistsRefusedError)."""
     meta = {"format": "humangen-generator", "arch": getattr(G, "arch", ""),
             "init_kwargs": json.dumps(getattr(G, "init_kwargs", {}))}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-    write_safetensors_atomic(path, {k: v.detach().cpu() for k, v in G.state_dict().items()}, meta, node=node)
+    write_safetensors_atomic(path, {k: v.detach().cpu() for k, v in G.state_dict().items()}, meta, node=node,
+                             overwrite=overwrite)
 
 
 def load_generator(path: str, *, use_cache: bool = True, device=None):
@@ -503,6 +505,7 @@ def load_generator(path: str, *, use_cache: bool = True, device=None):
     path = os.fspath(path)
     ck = None
     cached = None
+    stale = False  # an unreadable cache entry of ours, replaced below
     if use_cache and path.lower().endswith(PICKLE_EXTS) and os.path.isfile(path) and os.path.getsize(path) > 0:
         cached = os.path.join(cache_dir(), _cache_key(path) + ".safetensors")
         if os.path.isfile(cached):
@@ -510,7 +513,7 @@ def load_generator(path: str, *, use_cache: bool = True, device=None):
                 ck = read_safetensors(cached)
             except UnsupportedCheckpointError:
                 log.warning("HumanGen: ignoring unreadable cache file %s", cached)
-                ck = None
+                ck, stale = None, True
     if ck is None:
         ck = read_checkpoint(path)
     kw = ck.init_kwargs
@@ -537,7 +540,8 @@ def load_generator(path: str, *, use_cache: bool = True, device=None):
     G.source_info = dict(ck.info, format=ck.source_format)
     if cached is not None and ck.source_format == "nvidia-pkl":
         try:
-            save_generator(G, cached, {"source": os.path.basename(path), **{k: v for k, v in ck.info.items()}})
+            save_generator(G, cached, {"source": os.path.basename(path), **{k: v for k, v in ck.info.items()}},
+                           overwrite=stale)
         except FileExistsError:
             pass  # another process converted the same file at the same time: its copy is identical
         except OSError as exc:

@@ -177,3 +177,17 @@ def test_direction_save_never_replaces(tmp_path):
     with pytest.raises(FileExistsRefusedError):
         save_directions(Directions(torch.ones(1, 4), ["a"]), str(target))
     assert target.read_bytes() == b"keep"
+
+
+def test_conversion_cache_replaces_only_its_own_unreadable_entry(tmp_path, monkeypatch):
+    from humangen.utils import checkpoints
+    from sg_helpers import TINY_SG2, official_pickle_bytes, tiny_generator
+    monkeypatch.setenv("HUMANGEN_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "g.pkl"
+    src.write_bytes(official_pickle_bytes(tiny_generator(TINY_SG2), "", keys=("G_ema",)))
+    cached = tmp_path / "cache" / "converted" / (checkpoints._cache_key(str(src)) + ".safetensors")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"damaged cache entry")
+    checkpoints.load_generator(str(src))
+    assert checkpoints.read_safetensors(str(cached)).state_dict  # rewritten, readable
+    assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]  # no temporary file left
