@@ -288,3 +288,12 @@ def test_image_and_mask_tensors_with_nan(input_name):
     (image if input_name == "image" else mask)[0, 3, 3] = float("nan")
     H.refusal(lambda: N["HumanGenPoseDetect"]().detect(image, "mediapipe", 0.3, 1, "openpose18", mask=mask),
               node="HumanGenPoseDetect", input_name=input_name, match="NaN")
+
+
+@pytest.mark.parametrize("w,h", [(16384, 8), (8, 16384)])
+def test_humansd_generation_size_from_an_elongated_pose(w, h):
+    """short_side 512 on a 16384x8 canvas would ask for a 1M-pixel-wide generation: refused before any work."""
+    kwargs = dict(prompt="p", negative_prompt="", added_prompt="", steps=2, guidance=1.0, eta=0.0,
+                  scheduler="ddim", seed=0, batch=1, short_side=512, strength=1.0, precision="fp32")
+    H.refusal(lambda: N["HumanGenSkeletonSDSampler"]().sample(object(), pose=[_frame(w, h)], **kwargs),
+              node="HumanGenSkeletonSDSampler", input_name="pose", match="larger than the limit")
