@@ -13,12 +13,13 @@ Conventions (gan.md §8):
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..utils.errors import HumanGenError
+from ..utils.errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError
 
 @dataclass(frozen=True)
 class StyleLayer:
@@ -86,45 +87,99 @@ def sefa(G, w_indices: list[int] | None = None, *, num_directions: int = 10,
                       sorted({layer.w_index for layer in chosen}))
 
 
+MAX_DIRECTIONS = 4096
+MAX_W_DIM = 8192
+
+
+def _direction_matrix(tensor, source: str) -> torch.Tensor:
+    """A [K, w_dim] float matrix from a loaded array/tensor, or a clear error (no numpy/torch shape errors)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise HumanGenError(f"{source}: expected direction vectors, found {type(tensor).__name__}")
+    if tensor.ndim == 0 or tensor.numel() == 0:
+        raise HumanGenError(f"{source}: holds no direction vectors (shape {tuple(tensor.shape)})")
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
+        raise HumanGenError(f"{source}: direction vectors must be numbers, found {tensor.dtype}")
+    vectors = tensor.float().reshape(-1, tensor.shape[-1])
+    if vectors.shape[0] > MAX_DIRECTIONS or vectors.shape[1] > MAX_W_DIM:
+        raise HumanGenError(f"{source}: {vectors.shape[0]} vectors of {vectors.shape[1]} values is more than a "
+                            f"direction file holds (at most {MAX_DIRECTIONS} x {MAX_W_DIM})")
+    if not bool(torch.isfinite(vectors).all()):
+        raise HumanGenError(f"{source}: the direction vectors hold NaN or infinite values (refused)")
+    return vectors
+
+
 def load_directions(path: str) -> Directions:
-    """Read direction files: StyleGAN-Human's `.pt` vectors ([1,512], saved on cuda:0), `.npy`, our safetensors."""
+    """Read direction files: StyleGAN-Human's `.pt` vectors ([1,512], saved on cuda:0), `.npy`, our safetensors.
+    Every failure (unsafe pickle, damaged file, wrong content) is a HumanGenError naming the file."""
+    from ..utils.checkpoints import load_torch_file
     ext = os.path.splitext(path)[1].lower()
     name = os.path.splitext(os.path.basename(path))[0]
+    source = os.path.basename(path)
     if ext in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path, what="direction file")
         if isinstance(obj, dict):
-            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
             if not tensors:
-                raise HumanGenError(f"{path}: no tensors inside")
-            return Directions(torch.cat([v.reshape(-1, v.shape[-1]) for v in tensors.values()]), list(tensors))
-        if not isinstance(obj, torch.Tensor):
-            raise HumanGenError(f"{path}: expected a tensor of directions, found {type(obj).__name__}")
-        vectors = obj.reshape(-1, obj.shape[-1])
+                raise HumanGenError(f"{source}: no tensors inside")
+            widths = {v.shape[-1] if v.ndim else 0 for v in tensors.values()}
+            if len(widths) != 1:
+                raise HumanGenError(f"{source}: the tensors have different widths {sorted(widths)}")
+            return Directions(torch.cat([_direction_matrix(v, source) for v in tensors.values()]), list(tensors))
+        vectors = _direction_matrix(obj, source)
         return Directions(vectors, [name] if len(vectors) == 1 else [])
     if ext == ".npy":
-        arr = np.load(path, allow_pickle=False)
-        vectors = torch.from_numpy(np.asarray(arr, dtype=np.float32))
-        vectors = vectors.reshape(-1, vectors.shape[-1])
+        try:
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+            if not isinstance(arr, np.ndarray):
+                raise UnsupportedCheckpointError(f"{source}: not a .npy array (it is an archive of several arrays)")
+            if arr.size > MAX_DIRECTIONS * MAX_W_DIM:
+                raise HumanGenError(f"{source}: {arr.size} values is more than a direction file holds")
+            vectors = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        except HumanGenError:
+            raise
+        except ValueError as exc:
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc) or "Python objects" in str(exc):
+                raise UnsafeCheckpointError(f"{source}: the array is pickled Python objects, which HumanGen never "
+                                            f"loads (it could execute code). Fix: save plain float vectors.") from exc
+            raise UnsupportedCheckpointError(f"{source}: not a readable .npy array (truncated or corrupt: "
+                                             f"{str(exc)[:200]}).") from exc
+        except (OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
+            raise UnsupportedCheckpointError(f"{source}: not a readable .npy array (truncated or corrupt: "
+                                             f"{type(exc).__name__}).") from exc
+        vectors = _direction_matrix(vectors, source)
         return Directions(vectors, [name] if len(vectors) == 1 else [])
     if ext == ".safetensors":
         from safetensors import safe_open
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            vectors = f.get_tensor("directions")
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                if "directions" not in f.keys():
+                    raise HumanGenError(f"{source}: no 'directions' tensor (keys: {sorted(f.keys())[:8]})")
+                vectors = f.get_tensor("directions")
+        except HumanGenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types; restated with the file name
+            raise UnsupportedCheckpointError(f"{source}: not a readable .safetensors file (truncated or corrupt: "
+                                             f"{type(exc).__name__}).") from exc
+        vectors = _direction_matrix(vectors, source)
         names = [n for n in meta.get("names", "").split("\n") if n] or []
-        layers = [int(i) for i in meta.get("layers", "").split(",") if i.strip()] or None
+        try:
+            layers = [int(i) for i in meta.get("layers", "").split(",") if i.strip()] or None
+        except ValueError:
+            raise HumanGenError(f"{source}: damaged 'layers' metadata {meta.get('layers')[:80]!r}") from None
         return Directions(vectors, names, None, layers)
-    raise HumanGenError(f"{path}: unsupported direction file type {ext!r} (use .pt, .pth, .npy or .safetensors)")
+    raise HumanGenError(f"{source}: unsupported direction file type {ext!r} (use .pt, .pth, .npy or .safetensors)")
 
 
 def save_directions(directions: Directions, path: str) -> None:
+    """Write exclusively (`utils.paths.write_exclusive`): never half-written, never replacing a file."""
     from safetensors.torch import save_file
+
+    from ..utils.paths import write_exclusive
     meta = {"names": "\n".join(directions.names)}
     if directions.layers:
         meta["layers"] = ",".join(map(str, directions.layers))
-    tmp = path + ".tmp"
-    save_file({"directions": directions.vectors.contiguous()}, tmp, metadata=meta)
-    os.replace(tmp, path)
+    write_exclusive(path, lambda tmp: save_file({"directions": directions.vectors.contiguous()}, tmp, metadata=meta))
 
 
 def apply_direction(ws: torch.Tensor, direction: torch.Tensor, strength: float,
@@ -225,6 +280,8 @@ def read_channel_strengths(path: str) -> np.ndarray:
             raise HumanGenError(f"{path}: expected a {{channel: strength}} table, found {type(table).__name__}")
         channels = np.asarray([int(k) for k in table], dtype=np.int64)
         values = np.asarray([float(v) for v in table.values()], dtype=np.float32)
+    if channels.size and (channels.min() < 0 or channels.max() >= 1 << 16):
+        raise HumanGenError(f"{os.path.basename(path)}: channel indices must lie in 0..65535")
     out = np.zeros(int(channels.max()) + 1 if channels.size else 0, dtype=np.float32)
     out[channels] = values
     return out

@@ -9,7 +9,6 @@ Seeds follow upstream exactly: z = np.random.RandomState(seed).randn(1, z_dim).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -53,15 +52,10 @@ class GeneratorDescriptor:
 
 
 def generator_id_for_file(path: str) -> str:
-    """'<file name>:<8 hex of a content hash>' (size + head/tail of the file)."""
-    st = os.stat(path)
-    h = hashlib.sha1(str(st.st_size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > (2 << 20):
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read(1 << 20))
-    return f"{os.path.basename(path)}:{h.hexdigest()[:8]}"
+    """'<file name>:<16 hex of the file's full content hash>': two different files never share an id, so a latent
+    made for one generator is not silently accepted by another."""
+    from ..utils.checkpoints import content_hash
+    return f"{os.path.basename(path)}:{content_hash(path)[:16]}"
 
 
 # ---- seeds and z ------------------------------------------------------------------------------------------------
@@ -190,8 +184,15 @@ def to_wplus(gen: GeneratorDescriptor, latent: dict) -> torch.Tensor:
 
 
 def check_latent(latent: dict, gen: GeneratorDescriptor | None = None) -> None:
-    if not isinstance(latent, dict) or latent.get("space") not in SPACES or "tensor" not in latent:
+    if not isinstance(latent, dict) or latent.get("space") not in SPACES or not isinstance(latent.get("tensor"),
+                                                                                          torch.Tensor):
         raise ValueError("expected a HUMANGEN_LATENT (dict with space z/w/w+ and tensor)")
+    ndim = {"z": 2, "w": 2, "w+": 3}[latent["space"]]
+    if latent["tensor"].ndim != ndim or latent["tensor"].shape[0] == 0:
+        raise ValueError(f"a {latent['space']} latent must be a non-empty tensor with {ndim} dimensions, got shape "
+                         f"{tuple(latent['tensor'].shape)}")
+    if not bool(torch.isfinite(latent["tensor"]).all()):
+        raise ValueError("the latent holds NaN or infinite values (refused: they render as black images)")
     if gen is None:
         return
     t = latent["tensor"]

@@ -99,9 +99,27 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    def min_side(self) -> int:
+        """The smallest image side every tapped layer of the backbone still produces output for."""
+        def fits(n: int) -> bool:
+            for layer in BACKBONES[self.net_name].layers[: self.net.taps[-1] + 1]:
+                if layer[0] == "conv":
+                    _, _, _, k, s, p = layer
+                    n = (n + 2 * p - k) // s + 1
+                elif layer[0] != "relu":
+                    n = (n - layer[1]) // layer[2] + 1
+                if n < 1:
+                    return False
+            return True
+        return next(n for n in range(1, 1024) if fits(n))
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, spatial: bool = False) -> torch.Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"LPIPS expects two [B,3,H,W] images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+        if min(x.shape[2:]) < self.min_side():
+            raise HumanGenError(f"LPIPS ({self.net_name}) needs images at least {self.min_side()} pixels on each "
+                                f"side, got {x.shape[3]}x{x.shape[2]}. Fix: use the vgg backbone or a larger "
+                                f"generator/image.")
         fx = self.net((x - self.shift) / self.scale)
         fy = self.net((y - self.shift) / self.scale)
         total = 0
@@ -131,11 +149,23 @@ def load_lpips(net: str, models_dirs: list[str] | str, *, device=None) -> LPIPS:
         raise HumanGenError(
             f"LPIPS ({net}) needs the backbone weights file {spec.file_name!r} in the 'lpips' model folder "
             f"({', '.join(models_dirs)}). Download it from {spec.url} (BSD-3-Clause, torchvision) and put it there.")
-    backbone = torch.load(path, map_location="cpu", weights_only=True)
-    features = {k: v for k, v in backbone.items() if k.startswith("features.")}
-    missing, unexpected = model.net.load_state_dict(features, strict=False)
+    from ..utils.checkpoints import load_torch_file
+    backbone = load_torch_file(path, what=f"LPIPS {net} backbone")
+    if not isinstance(backbone, dict):
+        raise HumanGenError(f"LPIPS backbone {spec.file_name} holds a {type(backbone).__name__}, not a torchvision "
+                            f"{net} state dict. Fix: download it again from {spec.url}.")
+    features = {k: v for k, v in backbone.items() if isinstance(k, str) and k.startswith("features.")}
+    try:
+        missing, unexpected = model.net.load_state_dict(features, strict=False)
+    except RuntimeError as exc:  # tensor shapes of another network
+        raise HumanGenError(f"LPIPS backbone {spec.file_name} is not a torchvision {net} checkpoint (tensor shapes "
+                            f"differ). Fix: download it again from {spec.url}.") from exc
     if missing:
-        raise HumanGenError(f"LPIPS backbone {path} is not a torchvision {net} checkpoint: missing {missing[:4]}")
+        raise HumanGenError(f"LPIPS backbone {spec.file_name} is not a torchvision {net} checkpoint: missing "
+                            f"{missing[:4]}. Fix: download it again from {spec.url}.")
+    if not all(bool(torch.isfinite(p).all()) for p in model.net.parameters()):
+        raise HumanGenError(f"LPIPS backbone {spec.file_name} holds NaN or infinite weights. Fix: download it again "
+                            f"from {spec.url}.")
     heads = torch.load(linear_heads_path(net), map_location="cpu", weights_only=True)
     for i, lin in enumerate(model.lins):
         lin.weight.data.copy_(heads[f"lin{i}.model.1.weight"])

@@ -4,7 +4,9 @@ NODE_DISPLAY_NAME_MAPPINGS; they are merged here in this explicit order. Node id
 
 A module that fails to import is logged and skipped so the rest of the pack still loads in ComfyUI
 (FAILED_MODULES lists them; a test requires it to be empty). Heavy dependencies are imported inside the node
-functions; when one is missing there, the error says which package and how to install it (`_explain_missing`).
+functions; when one is missing there, the error says which package and how to install it. Every node function is
+wrapped once here (`_guard`): inputs are checked (finite numbers in their declared range, bounded text without NUL
+bytes) and stray low-level errors become a HumanGenError naming the node.
 """
 from __future__ import annotations
 
@@ -18,23 +20,95 @@ _PIP_NAMES = {"cv2": "opencv-python-headless", "mediapipe": "mediapipe==0.10.21 
               "PIL": "pillow", "mmcv": "mmcv-lite", "open_clip": "open-clip-torch"}
 
 
-def _explain_missing(node_id: str, cls: type) -> None:
-    """Wrap the node's function: a missing third-party package becomes an error naming it and the fix."""
+# Low-level errors that bad files or values raise deep inside numpy/torch/zipfile/pickle; at the node boundary they
+# become a HumanGenError naming the node (the original stays chained for the log). Interrupts, out-of-memory and the
+# host's own exceptions are not in this list and pass through unchanged.
+_STRAY_ERRORS: tuple[type[BaseException], ...] = (
+    KeyError, IndexError, ValueError, TypeError, ZeroDivisionError, OverflowError, AssertionError, RecursionError,
+    EOFError, OSError, UnicodeError, MemoryError, RuntimeError)
+
+
+def _number_specs(cls: type) -> dict[str, tuple[str, dict]]:
+    """{input name: (INT|FLOAT, options)} from the class's INPUT_TYPES (computed once per class)."""
+    cached = cls.__dict__.get("_humangen_number_specs")
+    if cached is not None:
+        return cached
+    specs: dict[str, tuple[str, dict]] = {}
+    try:
+        declared = cls.INPUT_TYPES()
+    except Exception:  # noqa: BLE001 - a listing problem must not stop the node; checks then rely on the host
+        declared = {}
+    for group in ("required", "optional"):
+        for name, spec in (declared.get(group) or {}).items():
+            if isinstance(spec, (list, tuple)) and spec and spec[0] in ("INT", "FLOAT"):
+                specs[name] = (spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+    setattr(cls, "_humangen_number_specs", specs)
+    return specs
+
+
+def _check_inputs(node_id: str, cls: type, arguments: dict) -> None:
+    """The same checks for every node: numbers finite and within their declared range, texts without NUL bytes
+    and of bounded length. Widgets enforce ranges in the UI; workflows from files and API clients do not."""
+    import math
+
+    from ..utils import limits
+    from ..utils.errors import NodeInputError
+    specs = _number_specs(cls)
+    for name, value in arguments.items():
+        if isinstance(value, str):
+            limits.check_text(value, node_id, name)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise NodeInputError(node_id, name, f"{value!r} is not a finite number.",
+                                 fix="give a finite number (NaN and infinity are refused).")
+        elif type(value).__module__.startswith("torch") and getattr(value, "is_floating_point", None) \
+                and value.is_floating_point():  # IMAGE, MASK and other tensors
+            limits.check_finite(value, node_id, name, "tensor")
+        if name in specs and isinstance(value, (int, float)) and not isinstance(value, bool):
+            kind, opts = specs[name]
+            low, high = opts.get("min"), opts.get("max")
+            if kind == "INT" and int(value) != value:
+                raise NodeInputError(node_id, name, f"{value!r} is not a whole number.")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise NodeInputError(node_id, name, f"{value!r} is out of range.",
+                                     fix=f"use a value between {low} and {high}.")
+
+
+def _guard(node_id: str, cls: type) -> None:
+    """Wrap the node's function: inputs are checked first (`_check_inputs`); a missing third-party package becomes
+    an error naming it and the fix; a stray low-level error becomes a HumanGenError naming the node."""
+    import inspect
     fn = getattr(cls, cls.FUNCTION)
+    signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        from ..utils.errors import HumanGenError
+        try:
+            bound = signature.bind_partial(*args, **kwargs).arguments
+        except TypeError:
+            bound = dict(kwargs)
+        _check_inputs(node_id, cls, {k: v for k, v in bound.items() if k not in ("self", "cls")})
         try:
             return fn(*args, **kwargs)
+        except HumanGenError:
+            raise
         except ModuleNotFoundError as exc:
             root = (exc.name or "").split(".")[0]
             if not root or root == __name__.split(".")[0]:
                 raise  # one of our own modules: a packaging bug, not a missing dependency
-            from ..utils.errors import HumanGenError
             raise HumanGenError(
                 f"{node_id}: the Python package '{root}' is not installed ({exc}). Fix: run `python install.py` in "
                 f"the HumanGen folder with ComfyUI's Python (it installs {_PIP_NAMES.get(root, root)} and the "
                 f"rest), then restart ComfyUI.") from exc
+        except _STRAY_ERRORS as exc:
+            from ..utils import host
+            if host.is_oom(exc):
+                raise  # the host frees memory and reports out-of-memory itself
+            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise HumanGenError(
+                f"{node_id}: could not process its inputs ({type(exc).__name__}{': ' + text if text else ''}). "
+                f"Fix: check the connected values and the chosen files (a damaged or wrong kind of file, or an "
+                f"input of the wrong size, causes this).") from exc
 
     setattr(cls, cls.FUNCTION, run)
 
@@ -66,6 +140,6 @@ for _name in NODE_MODULES:
     for _node_id, _cls in _module.NODE_CLASS_MAPPINGS.items():
         if _node_id in NODE_CLASS_MAPPINGS:
             raise RuntimeError(f"HumanGen: node id {_node_id} is defined twice (nodes/{_name}.py)")
-        _explain_missing(_node_id, _cls)
+        _guard(_node_id, _cls)
         NODE_CLASS_MAPPINGS[_node_id] = _cls
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

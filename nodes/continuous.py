@@ -121,8 +121,12 @@ class HumanGenUnitedHumanLoader:
         if model_name == _NO_MODELS:
             raise host.missing_model_error("unitedhuman", "network-snapshot-v1.pkl", node=node,
                                            input_name="model_name", prompt=prompt, folder_empty=True)
+        from ..utils.errors import HumanGenError, for_input
         path = host.model_path("unitedhuman", model_name, node=node, input_name="model_name", prompt=prompt)
-        G = checkpoints.load_generator(path)
+        try:
+            G = checkpoints.load_generator(path)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "model_name", "use UnitedHuman's network-snapshot .pkl.") from exc
         if getattr(G, "arch", "") != "anyres":
             raise _err(node, "model_name", f"{model_name} is a {getattr(G, 'arch', '?')} generator, not a "
                        "continuous (UnitedHuman/AnyRes) one.", fix="use HumanGenStyleGANLoader for it.")

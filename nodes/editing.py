@@ -87,15 +87,20 @@ def _target(node, generator, image):
     return x
 
 
-def _lpips(node, net, prompt=None):
+def _lpips(node, net, generator=None, prompt=None):
     from ..models.lpips import load_lpips
     from ..utils import host
-    from ..utils.errors import HumanGenError
+    from ..utils.errors import HumanGenError, for_input
     host.require_files(node, {"lpips_net": net}, prompt)
     try:
-        return load_lpips(net, host.model_dirs("lpips"))
+        model = load_lpips(net, host.model_dirs("lpips"))
     except HumanGenError as exc:
-        raise _err(node, "lpips_net", str(exc)) from None
+        raise for_input(exc, node, "lpips_net") from exc
+    if generator is not None and min(generator.height, generator.width) < model.min_side():
+        raise _err(node, "lpips_net", f"the {net} backbone needs images at least {model.min_side()} pixels on each "
+                   f"side, but the generator makes {generator.width}x{generator.height} images.",
+                   fix="choose the other LPIPS backbone, or a larger generator.")
+    return model
 
 
 class HumanGenSeFaDirections:
@@ -153,8 +158,14 @@ class HumanGenLoadDirections:
         if file == _NO_FILES:
             raise host.missing_model_error("stylegan_directions", "sefa/upper_length.pt", node=node, input_name="file",
                                            prompt=prompt, folder_empty=True)
-        return (load_directions(host.model_path("stylegan_directions", file, node=node, input_name="file",
-                                                prompt=prompt, alternatives=(_UPSTREAM_FOLDER + file,))),)
+        from ..utils.errors import HumanGenError, for_input
+        path = host.model_path("stylegan_directions", file, node=node, input_name="file", prompt=prompt,
+                               alternatives=(_UPSTREAM_FOLDER + file,))
+        try:
+            return (load_directions(path),)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "file", "use a direction file from StyleGAN-Human's latent_direction/ "
+                            "folder, a .npy of float vectors, or one saved by HumanGen.") from exc
 
 
 class HumanGenApplyDirection:
@@ -334,7 +345,7 @@ class HumanGenProjectImage:
         from ..utils.image import gan_to_comfy
         node = "HumanGenProjectImage"
         target = _target(node, generator, image)
-        distance = _lpips(node, lpips_net, prompt)
+        distance = _lpips(node, lpips_net, generator, prompt)
         cfg = ProjectionConfig(num_steps=int(steps), space=space, learning_rate=float(learning_rate),
                                regularize_noise_weight=float(noise_regularization), seed=int(seed))
         device = host.load_model(generator.model)
@@ -380,18 +391,19 @@ class HumanGenPTI:
         from ..utils import checkpoints, host
         from ..utils.image import gan_to_comfy
         node = "HumanGenPTI"
+        save_path = None
+        if save_name.strip():
+            from ..utils.paths import confine
+            name = save_name.strip()
+            name = name if name.endswith(".safetensors") else name + ".safetensors"
+            save_path = str(confine(host.model_dirs("stylegan")[0], name, node=node, input_name="save_name"))
+            if os.path.exists(save_path):
+                raise _err(node, "save_name", f"{save_path} already exists.", fix="choose another name.")
         ws = _wplus_latent(node, generator, latent)
         if ws.shape[0] != 1:
             raise _err(node, "latent", f"expected one pivot latent, got {ws.shape[0]}.")
         target = _target(node, generator, image)
-        lp = _lpips(node, lpips_net, prompt)
-        save_path = None
-        if save_name.strip():
-            name = os.path.basename(save_name.strip())
-            name = name if name.endswith(".safetensors") else name + ".safetensors"
-            save_path = os.path.join(host.model_dirs("stylegan")[0], name)
-            if os.path.exists(save_path):
-                raise _err(node, "save_name", f"{save_path} already exists.", fix="choose another name.")
+        lp = _lpips(node, lpips_net, generator, prompt)
         device = host.load_model(generator.model)
         lp.to(device)
         cfg = PTIConfig(max_steps=int(steps), learning_rate=float(learning_rate),
@@ -404,9 +416,12 @@ class HumanGenPTI:
         gid = f"{generator.generator_id}+pti:{digest}"
         tuned = gl.GeneratorDescriptor.from_model(result.generator, f"{generator.name} (PTI)", gid,
                                                   dtype=generator.dtype, impl=generator.impl)
-        if save_path:
-            os.makedirs(os.path.dirname(save_path), exist_ok=True)
-            checkpoints.save_generator(result.generator, save_path)
+        if save_path:  # written exclusively: a file that appeared while tuning is not replaced either
+            from ..utils.errors import HumanGenError, for_input
+            try:
+                checkpoints.save_generator(result.generator, save_path, node=node)
+            except HumanGenError as exc:
+                raise for_input(exc, node, "save_name", "choose another name.") from exc
         return (tuned, gan_to_comfy(_render(tuned, ws)))
 
 

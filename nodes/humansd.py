@@ -81,8 +81,14 @@ class HumanGenHumanSDLoader:
 
     def load(self, ckpt_name, prompt=None):
         from ..models.humansd.loader import load_humansd
-        path = _checkpoint("HumanGenHumanSDLoader", ckpt_name, prompt)
-        return (load_humansd(path),)
+        from ..utils.errors import HumanGenError, for_input
+        node = "HumanGenHumanSDLoader"
+        path = _checkpoint(node, ckpt_name, prompt)
+        try:
+            return (load_humansd(path),)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "ckpt_name", "use humansd-v1.ckpt from the HumanSD release or its "
+                            ".safetensors conversion.") from exc
 
 
 class HumanGenSkeletonSDSampler:
@@ -180,8 +186,12 @@ class HumanGenSkeletonSDSampler:
         return (nchw_to_comfy(result.images, signed=False), skel)
 
 
+MAX_GENERATION_SIDE = 4096  # HumanSD was trained at 512; a very elongated pose canvas must not ask for more
+
+
 def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float):
     """The conditioning skeleton(s) as uint8 [F, H, W, 3] at HumanSD's generation size."""
+    from ..utils.limits import check_image_size
     if pose is not None and skeleton is not None:
         raise NodeInputError(node, "skeleton", "both a pose and a skeleton image are connected.",
                              fix="connect only one of pose / skeleton.")
@@ -193,11 +203,15 @@ def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float
             raise NodeInputError(node, "pose", str(exc), fix="connect a POSE_KEYPOINT output.") from exc
         w0, h0 = posemod.frame_size(frames[0])
         h, w = _target_size(h0, w0, short_side)
+        check_image_size(w, h, node, "pose", max_side=MAX_GENERATION_SIDE, what="generation size (from the pose "
+                         "canvas)")
         return posemod.render_skeleton(frames, style="humansd", width=w, height=h, threshold=threshold)
     if skeleton is not None:
         from ..utils.image import check_image
         img = check_image(skeleton, node, "skeleton")
         h, w = _target_size(img.shape[1], img.shape[2], short_side)
+        check_image_size(w, h, node, "skeleton", max_side=MAX_GENERATION_SIDE, what="generation size (from the "
+                         "skeleton image)")
         return _resize_images(img, h, w)
     raise NodeInputError(node, "pose", "no pose and no skeleton image connected.",
                          fix="connect a POSE_KEYPOINT (e.g. from a pose estimator or HumanGen Load Pose) or a "
@@ -225,19 +239,31 @@ class HumanGenHumanSDConvert:
                             "File name for the result in models/humansd; empty = same name with .safetensors."}),
             "half": ("BOOLEAN", {"default": False, "tooltip": "Store weights as fp16 (half the size; loading "
                                  "converts back to fp32)."}),
+        }, "optional": {
+            "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace an existing file of that name (off: "
+                                      "an existing file is never replaced)."}),
         }, "hidden": {"prompt": "PROMPT"}}
 
-    def convert(self, ckpt_name, output_name="", half=False, prompt=None):
+    def convert(self, ckpt_name, output_name="", half=False, overwrite=False, prompt=None):
         from ..models.humansd.loader import convert_to_safetensors
+        from ..utils.errors import HumanGenError, for_input
+        from ..utils.paths import confine
         node = "HumanGenHumanSDConvert"
         src = _checkpoint(node, ckpt_name, prompt)
         name = (output_name or "").strip() or os.path.splitext(os.path.basename(src))[0] + ".safetensors"
-        if os.path.basename(name) != name or not name.endswith(".safetensors"):
-            raise NodeInputError(node, "output_name", f"{name!r} must be a plain file name ending in .safetensors.")
-        dst = os.path.join(os.path.dirname(src), name)
+        if os.path.basename(name.replace("\\", "/")) != name or not name.endswith(".safetensors"):
+            raise NodeInputError(node, "output_name", f"{name!r} must be a plain file name ending in .safetensors.",
+                                 fix="give a name like 'humansd-v1.safetensors' (no folders).")
+        dst = str(confine(os.path.dirname(src), name, node=node, input_name="output_name"))
         if os.path.abspath(dst) == os.path.abspath(src):
             raise NodeInputError(node, "output_name", "the output would overwrite the input.")
-        report = convert_to_safetensors(src, dst, half=half)
+        if os.path.exists(dst) and not overwrite:
+            raise NodeInputError(node, "output_name", f"{name} already exists in {os.path.dirname(dst)}; it is not "
+                                 f"replaced.", fix="choose another output_name, or turn on 'overwrite'.")
+        try:
+            report = convert_to_safetensors(src, dst, half=half, overwrite=bool(overwrite))
+        except HumanGenError as exc:
+            raise for_input(exc, node, "output_name" if isinstance(exc, FileExistsError) else "ckpt_name") from exc
         return {"ui": {"text": [f"wrote {report['written']} ({report['tensors']} tensors)"]},
                 "result": (report["written"],)}
 

@@ -62,7 +62,12 @@ class HumanGenParts2WholeLoader:
         if precision == "auto":
             precision = "fp16" if device.type == "cuda" else "fp32"
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-        return (load_parts2whole(path, dtype=dtype, device=host.offload_device()),)
+        from ..utils.errors import HumanGenError, for_input
+        try:
+            return (load_parts2whole(path, dtype=dtype, device=host.offload_device()),)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "model_name", "download the complete repository "
+                            "https://huggingface.co/huanngzh/Parts2Whole again.") from exc
 
 
 def _one_mask(mask, image, node, invert):
@@ -228,8 +233,8 @@ class HumanGenPartReferenceSampler:
                                    "tooltip": "Classifier-free guidance scale (1 = off)."}),
             "seed": ("INT", {"default": 42, "min": 0, "max": 2**32 - 1, "control_after_generate": True,
                              "tooltip": "Noise seed; batch item i uses seed + i."}),
-            "width": ("INT", {"default": 512, "min": 256, "max": 2048, "step": 64, "tooltip": "Output width."}),
-            "height": ("INT", {"default": 768, "min": 256, "max": 2048, "step": 64, "tooltip": "Output height."}),
+            "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64, "tooltip": "Output width."}),
+            "height": ("INT", {"default": 768, "min": 64, "max": 2048, "step": 64, "tooltip": "Output height."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 16, "step": 1,
                                    "tooltip": "Number of images (they share the reference pass)."}),
         }, "optional": {

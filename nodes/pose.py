@@ -323,8 +323,8 @@ class HumanGenLoadPose:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "path": ("STRING", {"default": "pose.json", "tooltip": "pose file (.json or .npz), relative to the "
-                                "input folder or absolute"}),
+            "path": ("STRING", {"default": "pose.json", "tooltip": "pose file (.json or .npz) in the input "
+                                "folder (subfolders allowed; 'name [output]' reads from the output folder)"}),
             "canvas_width": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 1,
                                      "tooltip": "canvas width for files without one; 0 = from the keypoints"}),
             "canvas_height": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 1,
@@ -332,29 +332,34 @@ class HumanGenLoadPose:
         }}
 
     @classmethod
-    def _resolve(cls, path):
-        if os.path.isabs(path):
-            return path
-        root = os.path.abspath(host.input_dir())
-        full = os.path.abspath(os.path.join(root, path))
-        return full if full.startswith(root + os.sep) else ""  # no '..' out of the input folder
+    def _resolve(cls, path, node="HumanGenLoadPose"):
+        """The file for `path`, confined to the input folder (or the folder an annotation names): absolute paths
+        and '..' are refused, as are names of other kinds than .json/.npz."""
+        full = host.annotated_path(path, node=node, input_name="path")
+        if full.suffix.lower() not in (".json", ".npz"):
+            raise NodeInputError(node, "path", f"{path!r} is not a .json or .npz pose file.",
+                                 fix="give a pose file name ending in .json or .npz.")
+        return full
 
     @classmethod
     def IS_CHANGED(cls, path, **kwargs):
-        p = cls._resolve(path) if path else ""
-        return os.path.getmtime(p) if p and os.path.exists(p) else float("nan")
+        from ..utils.checkpoints import content_hash
+        try:
+            full = cls._resolve(path) if path else None
+        except HumanGenError:
+            return float("nan")  # load() reports it; nothing outside the allowed folders is read or hashed
+        return content_hash(str(full)) if full is not None and full.is_file() else float("nan")
 
     def load(self, path, canvas_width, canvas_height):
         from ..utils import pose as P
         node = "HumanGenLoadPose"
-        full = self._resolve(path) if path else ""
-        if not full or not os.path.isfile(full):
+        full = self._resolve(path, node) if path else None
+        if full is None or not full.is_file():
             raise NodeInputError(node, "path", f"no pose file {path!r} in the input folder.",
-                                 fix="put the pose file into the input folder and give its name (or an absolute "
-                                     "path).")
+                                 fix="put the pose file into the input folder and give its name.")
         size = (canvas_width, canvas_height) if canvas_width and canvas_height else None
         try:
-            return (P.load_pose(full, size),)
+            return (P.load_pose(str(full), size),)
         except (ValueError, OSError) as exc:
             raise _wrap(node, "path", exc, "give an OpenPose JSON, COCO keypoint JSON or HumanSD .npz file.") from None
 
@@ -381,21 +386,24 @@ class HumanGenSavePose:
 
     def save(self, pose, filename_prefix, format):
         from ..utils import pose as P
+        from ..utils.paths import FileExistsRefusedError, confine
         node = "HumanGenSavePose"
-        root = os.path.abspath(host.output_dir())
-        base = os.path.abspath(os.path.join(root, filename_prefix or "pose"))
-        if not base.startswith(root + os.sep):
-            raise NodeInputError(node, "filename_prefix", f"{filename_prefix!r} leaves the output folder.",
-                                 fix="use a relative prefix such as 'humangen/pose'.")
+        root = os.path.realpath(host.output_dir())
+        base = str(confine(root, (filename_prefix or "pose").strip(), node=node, input_name="filename_prefix"))
         os.makedirs(os.path.dirname(base), exist_ok=True)
         counter = 1
-        while os.path.exists(f"{base}_{counter:05d}{_EXT[format]}"):
-            counter += 1
-        path = f"{base}_{counter:05d}{_EXT[format]}"
-        try:
-            P.save_pose(pose, path, format)
-        except ValueError as exc:
-            raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
+        while True:  # the first free counter; a file another run creates meanwhile is never replaced
+            path = f"{base}_{counter:05d}{_EXT[format]}"
+            if os.path.exists(path):
+                counter += 1
+                continue
+            try:
+                P.save_pose(pose, path, format)
+                break
+            except FileExistsRefusedError:
+                counter += 1
+            except ValueError as exc:
+                raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
         rel = os.path.relpath(path, root)
         # "files" entries (like "images") let API clients, e.g. the runner's --server mode, fetch it via /view
         entry = {"filename": os.path.basename(rel), "subfolder": os.path.dirname(rel), "type": "output"}

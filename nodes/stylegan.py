@@ -76,8 +76,13 @@ class HumanGenStyleGANLoader:
         if model_name == _NO_MODELS:
             raise host.missing_model_error("stylegan", "stylegan_human_v2_1024.pkl", node=node, input_name="model_name",
                                            prompt=prompt, folder_empty=True)
+        from ..utils.errors import HumanGenError, for_input
         path = host.model_path("stylegan", model_name, node=node, input_name="model_name", prompt=prompt)
-        G = checkpoints.load_generator(path)
+        try:
+            G = checkpoints.load_generator(path)
+        except HumanGenError as exc:
+            raise for_input(exc, node, "model_name", "use a StyleGAN2/StyleGAN3 generator file (StyleGAN-Human "
+                            "v2/v3 .pkl, or a .safetensors saved by HumanGen).") from exc
         gid = gl.generator_id_for_file(path)
         return (gl.GeneratorDescriptor.from_model(G, model_name, gid, dtype=precision, impl=ops_impl),)
 
@@ -119,11 +124,21 @@ class HumanGenLatentFromSeeds:
         from ..models import gan_latents as gl
         node = "HumanGenLatentFromSeeds"
         seed_list = _seed_list(node, seed, seeds)
+        # checked here so each error names the input at fault (not guessed from the message text)
+        if space == "w" and truncation_cutoff:
+            raise _err(node, "truncation_cutoff", "a truncation cutoff makes the ws differ per layer, which space "
+                       "'w' cannot hold.", fix="set truncation_cutoff to 0, or choose space 'w+'.")
+        if truncation_center == "w_avg" and not hasattr(generator.model.mapping, "w_avg"):
+            raise _err(node, "truncation_center", "this generator has no w_avg buffer.",
+                       fix="choose 'empirical_mean'.")
+        if generator.c_dim > 0 and space != "z":
+            raise _err(node, "generator", "conditional generators need a class label, which the seed nodes do not "
+                       "support yet.", fix="use an unconditional generator (StyleGAN-Human is one).")
         try:
             lat = gl.latent_from_seeds(generator, seed_list, truncation_psi, truncation_cutoff or None,
                                        truncation_center, mean_samples, mean_seed, space)
         except ValueError as exc:
-            raise _err(node, "space" if "space" in str(exc) else "truncation_center", str(exc)) from None
+            raise _err(node, "space", str(exc)) from None
         return (lat,)
 
 
@@ -271,10 +286,8 @@ class HumanGenSaveImageWithLatent:
         node = "HumanGenSaveImageWithLatent"
         if host.metadata_disabled():  # ComfyUI --disable-metadata: no prompt/workflow (the latent is the point)
             prompt = extra_pnginfo = None
-        try:
-            results = save_pngs_with_latent(images, latent, host.output_dir(), filename_prefix, prompt, extra_pnginfo)
-        except ValueError as exc:
-            raise _err(node, "filename_prefix" if "prefix" in str(exc) else "latent", str(exc)) from None
+        results = save_pngs_with_latent(images, latent, host.output_dir(), filename_prefix, prompt, extra_pnginfo,
+                                        node=node)  # its errors name the input at fault
         return {"ui": {"images": results}}
 
 
@@ -299,31 +312,25 @@ class HumanGenLoadLatentFromImage:
     @classmethod
     def IS_CHANGED(cls, image):
         """The file's content hash: the host caches by inputs, so re-uploading another PNG under the same name must
-        invalidate the cached latent (as core LoadImage does)."""
-        import hashlib
-        import os
+        invalidate the cached latent (as core LoadImage does). Names outside the input/output/temp folders are
+        never read (load() reports them)."""
         from ..utils import host
-        path = image if os.path.isabs(image) else os.path.join(host.input_dir(), image)
-        if not os.path.isfile(path):
-            return float("nan")  # load() reports the missing file
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        from ..utils.checkpoints import content_hash
+        from ..utils.errors import HumanGenError
+        try:
+            path = host.annotated_path(image, node="HumanGenLoadLatentFromImage", input_name="image")
+        except HumanGenError:
+            return float("nan")
+        return content_hash(str(path)) if path.is_file() else float("nan")
 
     def load(self, image):
-        import os
         from ..utils import host
         from ..utils.latent_png import read_png_latent
         node = "HumanGenLoadLatentFromImage"
-        path = image if os.path.isabs(image) else os.path.join(host.input_dir(), image)
-        if not os.path.isfile(path):
+        path = host.annotated_path(image, node=node, input_name="image")
+        if not path.is_file():
             raise _err(node, "image", f"file {image!r} not found in the input folder.", fix="upload the PNG first.")
-        try:
-            return read_png_latent(path)
-        except ValueError as exc:
-            raise _err(node, "image", str(exc), fix="use a PNG saved by Save Image With Latent (HumanGen).") from None
+        return read_png_latent(str(path), node=node, input_name="image")
 
 
 NODE_CLASS_MAPPINGS = {

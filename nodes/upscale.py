@@ -224,7 +224,8 @@ def _load_file(node, kind, name, input_name, allow_extra, purposes, fix, prompt=
     from ..models.upscale import load_descriptor
     from ..models.upscale.loading import ExtraArchesMissingError
     from ..utils import host
-    from ..utils.errors import NodeInputError, UnsafeCheckpointError, UnsupportedCheckpointError
+    from ..utils.errors import (HumanGenError, NodeInputError, UnsafeCheckpointError, UnsupportedCheckpointError,
+                                for_input)
     if name == _no_files(kind):
         usual = {"upscale_models": "RealESRGAN_x4plus.pth", "face_restore": "GFPGANv1.4.pth"}[kind]
         raise host.missing_model_error(kind, usual, node=node, input_name=input_name, prompt=prompt,
@@ -236,6 +237,8 @@ def _load_file(node, kind, name, input_name, allow_extra, purposes, fix, prompt=
         raise NodeInputError(node, "extra_architectures", str(exc)) from exc
     except (UnsupportedCheckpointError, UnsafeCheckpointError) as exc:
         raise NodeInputError(node, input_name, str(exc), fix=fix) from exc
+    except HumanGenError as exc:  # e.g. a zip bomb refused by utils.limits
+        raise for_input(exc, node, input_name, fix) from exc
 
 
 def _refine(node, image, result, face_desc, threshold, min_face_size, strength, feather):

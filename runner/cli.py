@@ -377,6 +377,10 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     standalone = host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None,
                                      output_root=out_dir, input_root=input_dir, device=args.device)
     host.use(standalone)
+    for text in args.sets:  # a model path typed on the command line is the user's own choice (workflows' are not)
+        value = text.split("=", 1)[-1].strip()
+        if os.path.isabs(value) and os.path.isfile(value):
+            host.trust_file(value)
     engine = None
     if not args.servers:
         from .engine import Engine, registry

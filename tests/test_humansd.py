@@ -382,7 +382,7 @@ def test_sampler_node_errors_and_interrupt(model, standalone_host):
         node.sample(model, skeleton=skel, **_sample_kwargs(strength=0.5))
     out, _ = node.sample(model, skeleton=skel, init_image=torch.rand(1, 100, 90, 3), **_sample_kwargs(strength=0.5))
     assert out.shape == (1, 64, 64, 3)
-    with pytest.raises(NodeInputError, match=r"input 'steps': steps must be >= 2 for ddim"):
+    with pytest.raises(NodeInputError, match=r"input 'steps': 1 is out of range.*between 2 and 200"):
         node.sample(model, skeleton=skel, **_sample_kwargs(steps=1))
     standalone_host.interrupt_event.set()
     with pytest.raises(HumanGenInterrupted):

@@ -13,7 +13,7 @@ from humangen.models import pose as M
 from humangen.models.pose import align as A
 from humangen.utils import image as I
 from humangen.utils import pose as P
-from humangen.utils.errors import NodeInputError
+from humangen.utils.errors import HumanGenError, NodeInputError
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -218,14 +218,16 @@ def test_load_save_pose_nodes(standalone_host, detections):
         (entry,) = out["ui"]["files"]  # what /view needs to serve it to API clients
         assert entry["type"] == "output" and entry["subfolder"] == "poses"
         assert os.path.join(standalone_host.output_dir(), entry["subfolder"], entry["filename"]) == path
-        (back,) = N["HumanGenLoadPose"]().load(path, 0, 0)
+        (back,) = N["HumanGenLoadPose"]().load(f"poses/{entry['filename']} [output]", 0, 0)  # ComfyUI's annotation
         np.testing.assert_array_equal(P.people_array(back[0]), P.people_array(frames[0]))
     with pytest.raises(NodeInputError, match="filename_prefix"):
         N["HumanGenSavePose"]().save(frames, "../escape", "openpose_json")
     with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no pose file 'missing.json'"):
         N["HumanGenLoadPose"]().load("missing.json", 0, 0)
-    with pytest.raises(NodeInputError, match="no pose file"):
+    with pytest.raises(HumanGenError, match="HumanGenLoadPose: input 'path'.*outside its folder"):
         N["HumanGenLoadPose"]().load("../output/poses/cam_00001.json", 0, 0)  # exists, but outside input/
+    with pytest.raises(HumanGenError, match="HumanGenLoadPose: input 'path': absolute paths are not allowed"):
+        N["HumanGenLoadPose"]().load(path, 0, 0)
 
 
 def test_mediapipe_version_is_checked(monkeypatch):

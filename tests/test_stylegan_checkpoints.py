@@ -164,7 +164,7 @@ def test_torch_file_round_trip_and_weights_only(tmp_path):
     assert (G3.img_height, G3.img_width) == (16, 8) and _same_output(G, G3)
     # a .pt that needs code execution is refused by weights_only
     torch.save({"x": _Evil("true")}, tmp_path / "evil.pt")
-    with pytest.raises(UnsafeCheckpointError, match="weights-only"):
+    with pytest.raises(UnsafeCheckpointError, match="refused to load.*could execute code"):
         ck.load_generator(str(tmp_path / "evil.pt"))
     data = (tmp_path / "g.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import pickle
-import tempfile
+import threading
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -294,18 +294,60 @@ def read_safetensors(path: str) -> Checkpoint:
     return Checkpoint(sd, kw, "safetensors", path, info)
 
 
-def load_torch_file(path: str):
-    """`torch.load(path, map_location='cpu', weights_only=True)` with clear errors."""
+MAX_CHECKPOINT_BYTES = 64 << 30  # uncompressed size of a zip-based torch checkpoint
+
+
+def _refused_global(text: str) -> str | None:
+    """The global torch's weights-only loader refused, from its message (never its advice, which says to turn the
+    safety off)."""
+    import re
+    for pattern in (r"unsupported GLOBAL ([\w.]+)", r"GLOBAL ([\w.]+) was not an allowed global",
+                    r"global '([\w.]+)'"):
+        found = re.search(pattern, text, re.IGNORECASE)
+        if found:
+            return found.group(1)
+    return None
+
+
+def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str = "checkpoint",
+                    node: str = "HumanGen", input_name: str = "file"):
+    """`torch.load(path, map_location='cpu', weights_only=True)` (plus `allowed_globals`, e.g. numpy scalars) with
+    clear errors. A file that needs code execution raises UnsafeCheckpointError naming the refused global; a
+    truncated, corrupt or wrong-kind file raises UnsupportedCheckpointError; a zip bomb is refused before it is
+    inflated. Torch's own advice to retry with weights_only=False is never passed on."""
     import torch
+    name = os.path.basename(path)
+    if zipfile.is_zipfile(path):
+        from .limits import check_archive
+        check_archive(path, node, input_name, max_bytes=MAX_CHECKPOINT_BYTES, what=f"torch {what}")
     try:
+        if allowed_globals:
+            with torch.serialization.safe_globals(allowed_globals):
+                return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(
-            f"{os.path.basename(path)}: refused by torch's weights-only loader ({str(exc).splitlines()[0][:200]}). "
-            f"The file needs code execution to load; convert it to .safetensors.") from exc
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        text = str(exc)
+        refused = _refused_global(text)
+        if refused:
+            raise UnsafeCheckpointError(
+                f"{name}: refused to load: the pickle refers to {refused}, which is outside the allow-list of plain "
+                f"tensors, so loading it could execute code from the file (HumanGen never does that). Fix: use a "
+                f".safetensors version of this {what}, or the official release file.") from exc
         raise UnsupportedCheckpointError(
-            f"{os.path.basename(path)}: truncated or corrupt torch file ({type(exc).__name__}: {str(exc)[:200]}).") from exc
+            f"{name}: not a readable PyTorch {what}: the pickle is truncated or corrupt, or stores objects other "
+            f"than plain tensors (which HumanGen does not load). Fix: download it again and check its size/hash, or "
+            f"use a .safetensors version.") from exc
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
+            AttributeError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        if "weights_only" in first:
+            first = "refused by the weights-only loader"
+        if isinstance(exc, OSError):  # e.g. "[Errno 22] Invalid argument" from a read past a truncated end
+            first = "the file ends early or cannot be read"
+        hint = " TorchScript archives are not supported (they contain code)." if "constants.pkl" in str(exc) else ""
+        raise UnsupportedCheckpointError(
+            f"{name}: truncated or corrupt, or not a PyTorch {what} ({type(exc).__name__}: {first}). Fix: download it "
+            f"again and check its size/hash.{hint}") from exc
 
 
 def read_torch(path: str) -> Checkpoint:
@@ -377,6 +419,24 @@ def infer_stylegan2_kwargs(sd: dict) -> dict:
                                  "architecture": arch, "conv_clamp": 256}}
 
 
+_KWARG_LIMITS = {"img_resolution": 8192, "z_dim": 8192, "w_dim": 8192, "c_dim": 8192, "img_channels": 4}
+
+
+def _check_generator_kwargs(kw: dict, name: str) -> None:
+    """Refuse constructor kwargs that would build an absurdly large network (a hostile file's way to eat memory)."""
+    if not isinstance(kw, dict):
+        raise UnsupportedCheckpointError(f"{name}: init_kwargs must be a dict, found {type(kw).__name__}")
+    nested = dict(kw.get("synthesis_kwargs") or {}) if isinstance(kw.get("synthesis_kwargs"), dict) else {}
+    for key, limit in dict(_KWARG_LIMITS, channel_max=4096, channel_base=1 << 22).items():
+        value = kw.get(key, nested.get(key))
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
+                or value > limit:
+            raise UnsupportedCheckpointError(f"{name}: implausible generator setting {key}={value!r} (limit "
+                                             f"{limit}); the file is damaged or not a StyleGAN generator.")
+
+
 # ---- cache ---------------------------------------------------------------------------------------------------------
 def cache_dir() -> str:
     """Where converted checkpoints go: $HUMANGEN_CACHE_DIR, else $XDG_CACHE_HOME/humangen, else ~/.cache/humangen,
@@ -388,39 +448,54 @@ def cache_dir() -> str:
     return os.path.join(root, "converted")
 
 
-def _cache_key(path: str) -> str:
+_DIGESTS: dict[tuple, str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def content_hash(path: str) -> str:
+    """SHA-256 of the whole file, streamed in 4 MiB blocks. Memoised by (resolved path, size, mtime_ns, inode), so
+    an unchanged file is read once per process and any change to it (even outside the first/last MiB) is seen."""
     st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is not None:
+        return known
     h = hashlib.sha256()
-    h.update(f"{CACHE_VERSION}|{st.st_size}|".encode())
-    with open(path, "rb") as f:  # head + tail: cheap, changes whenever the content does in practice
-        h.update(f.read(1 << 20))
-        if st.st_size > (2 << 20):
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read(1 << 20))
-    return h.hexdigest()[:32]
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(4 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = digest
+    return digest
 
 
-def write_safetensors_atomic(path: str, tensors: dict, metadata: dict) -> None:
-    """Write to a temp file in the same folder, then rename (no half-written file on failure)."""
+def _cache_key(path: str) -> str:
+    """The conversion cache's key: the full content hash (two different files never share a cache entry)."""
+    return hashlib.sha256(f"{CACHE_VERSION}|{content_hash(path)}".encode()).hexdigest()[:32]
+
+
+def write_safetensors_atomic(path: str, tensors: dict, metadata: dict, *, overwrite: bool = False,
+                             node: str = "HumanGen") -> None:
+    """Write through `utils.paths.exclusive_writer`: temp file in the same folder, then an exclusive link, so no
+    reader sees a half-written file and an existing file is never replaced (unless `overwrite`)."""
     from safetensors.torch import save_file
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
+
+    from .paths import exclusive_writer
+    with exclusive_writer(path, node=node, overwrite=overwrite) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
-def save_generator(G, path: str, extra_metadata: dict | None = None) -> None:
-    """Save a generator as .safetensors with its constructor kwargs in the metadata (loadable by load_generator)."""
+def save_generator(G, path: str, extra_metadata: dict | None = None, *, node: str = "HumanGen",
+                   overwrite: bool = False) -> None:
+    """Save a generator as .safetensors with its constructor kwargs in the metadata (loadable by load_generator).
+    An existing file is never replaced (FileExistsRefusedError)."""
     meta = {"format": "humangen-generator", "arch": getattr(G, "arch", ""),
             "init_kwargs": json.dumps(getattr(G, "init_kwargs", {}))}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-    write_safetensors_atomic(path, {k: v.detach().cpu() for k, v in G.state_dict().items()}, meta)
+    write_safetensors_atomic(path, {k: v.detach().cpu() for k, v in G.state_dict().items()}, meta, node=node,
+                             overwrite=overwrite)
 
 
 def load_generator(path: str, *, use_cache: bool = True, device=None):
@@ -430,6 +505,7 @@ def load_generator(path: str, *, use_cache: bool = True, device=None):
     path = os.fspath(path)
     ck = None
     cached = None
+    stale = False  # an unreadable cache entry of ours, replaced below
     if use_cache and path.lower().endswith(PICKLE_EXTS) and os.path.isfile(path) and os.path.getsize(path) > 0:
         cached = os.path.join(cache_dir(), _cache_key(path) + ".safetensors")
         if os.path.isfile(cached):
@@ -437,23 +513,37 @@ def load_generator(path: str, *, use_cache: bool = True, device=None):
                 ck = read_safetensors(cached)
             except UnsupportedCheckpointError:
                 log.warning("HumanGen: ignoring unreadable cache file %s", cached)
-                ck = None
+                ck, stale = None, True
     if ck is None:
         ck = read_checkpoint(path)
     kw = ck.init_kwargs
-    if not kw:
-        if "synthesis.b4.const" in ck.state_dict:
-            kw = infer_stylegan2_kwargs(ck.state_dict)
-        else:
-            raise UnsupportedCheckpointError(
-                f"{os.path.basename(path)}: the file carries no constructor kwargs (init_kwargs) and the architecture "
-                f"cannot be inferred from tensor shapes; re-save it with HumanGen (save_generator) or use the .pkl.")
-    G = build_generator(kw, ck.state_dict)
+    name = os.path.basename(path)
+    try:
+        if not kw:
+            if "synthesis.b4.const" in ck.state_dict:
+                kw = infer_stylegan2_kwargs(ck.state_dict)
+            else:
+                raise UnsupportedCheckpointError(
+                    f"{name}: the file carries no constructor kwargs (init_kwargs) and the architecture cannot be "
+                    f"inferred from tensor shapes; re-save it with HumanGen (save_generator) or use the .pkl.")
+        _check_generator_kwargs(kw, name)
+        G = build_generator(kw, ck.state_dict)
+    except UnsupportedCheckpointError:
+        raise
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError,
+            OverflowError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UnsupportedCheckpointError(
+            f"{name}: its tensors do not fit a StyleGAN2/StyleGAN3 generator (wrong architecture or damaged file: "
+            f"{type(exc).__name__}: {first}).") from exc
     G.source_path = path
     G.source_info = dict(ck.info, format=ck.source_format)
     if cached is not None and ck.source_format == "nvidia-pkl":
         try:
-            save_generator(G, cached, {"source": os.path.basename(path), **{k: v for k, v in ck.info.items()}})
+            save_generator(G, cached, {"source": os.path.basename(path), **{k: v for k, v in ck.info.items()}},
+                           overwrite=stale)
+        except FileExistsError:
+            pass  # another process converted the same file at the same time: its copy is identical
         except OSError as exc:
             log.warning("HumanGen: could not write the conversion cache %s (%s)", cached, exc)
     if device is not None:

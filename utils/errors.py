@@ -1,9 +1,22 @@
-"""The pack's named exceptions. Messages name the node, the input and the fix, because users read them in the UI."""
+"""The pack's named exceptions. Messages name the node, the input and the fix, because users read them in the UI.
+
+ComfyUI shows an error's type as `type(e).__module__ + "." + qualname` (execution.py `full_type_name`), so every
+class here (and every subclass elsewhere in the pack) reports the short module name "HumanGen": the UI reads
+"HumanGen.NodeInputError" instead of a long internal import path."""
 from __future__ import annotations
+
+UI_MODULE = "HumanGen"
 
 
 class HumanGenError(Exception):
     """A problem the user can fix (bad input, missing model file, unsupported size)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = UI_MODULE
+
+
+HumanGenError.__module__ = UI_MODULE
 
 
 class NodeInputError(HumanGenError, ValueError):
@@ -11,10 +24,14 @@ class NodeInputError(HumanGenError, ValueError):
 
     def __init__(self, node: str, input_name: str, problem: str, fix: str | None = None):
         self.node, self.input_name, self.problem, self.fix = node, input_name, problem, fix
-        msg = f"{node}: input '{input_name}': {problem}"
+        msg = f"{node}: input '{input_name}': {problem}" if input_name else f"{node}: {problem}"
         if fix:
             msg += f" Fix: {fix}"
         super().__init__(msg)
+
+
+class LimitExceededError(NodeInputError):
+    """An input larger than the pack accepts (image size, archive size, text length): refused before any work."""
 
 
 class UnsupportedCheckpointError(HumanGenError, ValueError):
@@ -27,3 +44,29 @@ class UnsafeCheckpointError(HumanGenError):
 
 class HumanGenInterrupted(HumanGenError):
     """Raised at an interrupt check outside ComfyUI (inside it, the host's own exception is raised)."""
+
+
+
+
+def for_input(exc: BaseException, node: str, input_name: str, fix: str | None = None) -> NodeInputError:
+    """`exc` restated as an error of the same kind naming `node` and `input_name` (a NodeInputError that already
+    names this node is kept). Helpers deep in utils/ raise with a generic node name; the node that called them
+    knows which of its inputs the file or value came from."""
+    if isinstance(exc, NodeInputError) and exc.node == node:
+        return exc
+    problem = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
+    if problem.startswith(f"{node}: "):
+        problem = problem[len(node) + 2:]
+    problem = problem if problem.rstrip().endswith(".") else problem + "."
+    fix = getattr(exc, "fix", None) or fix
+    if isinstance(exc, NodeInputError):
+        return type(exc)(node, input_name, problem, fix)
+    if isinstance(exc, HumanGenError) and type(exc) is not HumanGenError:  # keep the kind the UI shows
+        try:
+            out = type(exc)(f"{node}: input '{input_name}': {problem}" + (f" Fix: {fix}" if fix and "Fix:" not in
+                                                                           problem else ""))
+            out.node, out.input_name, out.problem, out.fix = node, input_name, problem, fix
+            return out
+        except TypeError:
+            pass
+    return NodeInputError(node, input_name, problem, fix)

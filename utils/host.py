@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .errors import HumanGenInterrupted, NodeInputError
+from .errors import HumanGenError, HumanGenInterrupted, NodeInputError
 
 # Our model folders: name -> accepted file endings. `upscale_models` is the core folder, reused.
 # Loaders add nothing here at run time: the list is data, registered once with the host.
@@ -375,20 +375,43 @@ def list_models(kind: str, *, dirs_only: bool = False) -> list[str]:
     return sorted(names)
 
 
+_TRUSTED_FILES: set[str] = set()
+
+
+def trust_file(path: str) -> None:
+    """Allow `model_path` to accept this absolute path. Only for paths a person typed on the command line (the
+    runner's --set NODE.model_name=/abs/file): names from workflows, files or servers never come through here."""
+    _TRUSTED_FILES.add(os.path.realpath(path))
+
+
 def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str = "model_name",
                prompt: dict | None = None, alternatives: tuple[str, ...] = ()) -> str:
     """Absolute path of `name` in the `kind` model folder(s), or a clear error naming the file, its folder, a direct
-    link and (with the node's hidden `prompt`) what else the same workflow still needs."""
-    if name and os.path.isabs(name) and os.path.exists(name):
+    link and (with the node's hidden `prompt`) what else the same workflow still needs.
+
+    `name` comes from a workflow, so it is confined (`utils.paths.confine`): absolute paths and '..' are refused,
+    subfolders are fine (links the user placed in the folder are followed, as ComfyUI does). An absolute path is
+    accepted only when it was registered with `trust_file` (typed on the command line). `alternatives`: other
+    documented layouts of the same file inside the folder."""
+    from .paths import PathOutsideFolderError, confine
+    if not isinstance(name, str) or not name.strip():
+        raise HumanGenError(f"{node}: input '{input_name}': no model file chosen. Fix: pick a file from the "
+                            f"'{kind}' model folder.")
+    if os.path.isabs(name) and os.path.realpath(name) in _TRUSTED_FILES and os.path.exists(name):
         return name
     dirs = model_dirs(kind)
+    refused = None
     for root in dirs:
-        for place in (name, *alternatives):  # alternatives: other documented layouts of the same file
-            candidate = os.path.normpath(os.path.join(root, place))
-            if not candidate.startswith(os.path.normpath(root)):
-                break  # no escaping the model folder with '..'
-            if name and os.path.exists(candidate):
-                return candidate
+        for place in (name, *alternatives):
+            try:
+                candidate = confine(root, place, node=node, input_name=input_name, follow_links=False)
+            except PathOutsideFolderError as exc:
+                refused = refused or exc
+                continue
+            if os.path.exists(candidate):
+                return str(candidate)
+    if refused is not None:
+        raise refused
     raise missing_model_error(kind, name, node=node, input_name=input_name, prompt=prompt)
 
 
@@ -413,6 +436,25 @@ def missing_model_error(kind: str, name: str, *, node: str, input_name: str, pro
              "the runner's --models-dir)."
            + model_files.still_needed(prompt, model_dirs, besides=(kind, name)))
     return NodeInputError(node, input_name, problem, fix=fix)
+
+
+ANNOTATIONS = {" [input]": "input", " [output]": "output", " [temp]": "temp"}
+
+
+def annotated_path(name: str, *, node: str = "HumanGen", input_name: str = "image", default: str = "input"):
+    """A file name as ComfyUI's file widgets give it: 'x.png' (in the `default` folder), 'x.png [output]',
+    'x.png [input]' or 'x.png [temp]' (in that folder), subfolders allowed. Confined to that folder
+    (`utils.paths.confine`): absolute paths, '..' and links out are refused."""
+    from .paths import confine
+    if not isinstance(name, str):
+        raise HumanGenError(f"{node}: input '{input_name}': expected a file name, got {type(name).__name__}.")
+    folder, text = default, name
+    for tag, which in ANNOTATIONS.items():
+        if text.endswith(tag):
+            folder, text = which, text[:-len(tag)]
+            break
+    root = {"input": input_dir, "output": output_dir, "temp": temp_dir}[folder]()
+    return confine(root, text, node=node, input_name=input_name)
 
 
 def progress(total: int, desc: str = "") -> Progress:
@@ -508,6 +550,6 @@ def interrupt_on_sigint():
 
 __all__: Iterable[str] = [
     "MODEL_FOLDERS", "Progress", "StandaloneHost", "ComfyHost", "get", "use", "reset", "in_comfyui", "model_dirs",
-    "list_models", "model_path", "progress", "check_interrupt", "torch_device", "offload_device", "load_model",
+    "list_models", "model_path", "trust_file", "annotated_path", "progress", "check_interrupt", "torch_device", "offload_device", "load_model",
     "free_memory", "output_dir", "input_dir", "temp_dir", "is_oom", "run_with_oom_backoff", "interrupt_on_sigint",
 ]

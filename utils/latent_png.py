@@ -1,37 +1,49 @@
 """PNGs that carry their StyleGAN latent: a `humangen_latent` text chunk (JSON, base64 float32) plus the
-generator id, ComfyUI's `prompt`/`workflow` chunks when given. Files are written to a temp name, then renamed."""
+generator id, ComfyUI's `prompt`/`workflow` chunks when given. Files are written exclusively (`utils.paths`)."""
 from __future__ import annotations
 
 import json
 import os
 import re
-import tempfile
 
 LATENT_KEY = "humangen_latent"
 GENERATOR_KEY = "humangen_generator"
 
 
 def _next_counter(folder: str, base: str) -> int:
-    pat = re.compile(re.escape(base) + r"_(\d{5})_\.png$")
+    pat = re.compile(re.escape(base) + r"_(\d{5,})_\.png$")
     nums = [int(m.group(1)) for f in (os.listdir(folder) if os.path.isdir(folder) else []) if (m := pat.match(f))]
     return max(nums, default=0) + 1
 
 
-def save_pngs_with_latent(images, latent: dict, output_dir: str, prefix: str, prompt=None, extra_pnginfo=None):
+def save_pngs_with_latent(images, latent: dict, output_dir: str, prefix: str, prompt=None, extra_pnginfo=None, *,
+                          node: str = "HumanGenSaveImageWithLatent"):
     """Save IMAGE [B,H,W,3] as PNGs; image i gets latent item i (the whole latent if the counts differ).
-    Returns ComfyUI ui entries [{'filename', 'subfolder', 'type': 'output'}]."""
-    from PIL import Image
+    Returns ComfyUI ui entries [{'filename', 'subfolder', 'type': 'output'}].
+
+    The prefix is confined to `output_dir` (subfolders allowed, '..' and absolute paths refused); each file is
+    written exclusively under the next free counter (`utils.paths.write_next_free`), which keeps counting past
+    99999, so no existing file is ever replaced and none is left half-written. Errors are NodeInputErrors naming
+    the input at fault."""
     from PIL.PngImagePlugin import PngInfo
 
     from ..models.gan_latents import check_latent, latent_to_json
-    from .image import comfy_to_uint8
-    check_latent(latent)
-    prefix = (prefix or "HumanGen").replace("\\", "/").strip("/")
-    full = os.path.normpath(os.path.join(output_dir, prefix))
-    if not full.startswith(os.path.normpath(output_dir) + os.sep):
-        raise ValueError(f"filename prefix {prefix!r} points outside the output folder")
-    folder, base = os.path.dirname(full), os.path.basename(full)
-    os.makedirs(folder, exist_ok=True)
+    from .errors import NodeInputError
+    from .image import check_image, comfy_to_uint8
+    from .limits import check_finite
+    from .paths import confine, write_next_free
+    try:
+        check_latent(latent)
+    except ValueError as exc:
+        raise NodeInputError(node, "latent", str(exc), fix="connect a HUMANGEN_LATENT output.") from None
+    check_finite(latent["tensor"], node, "latent", "latent")
+    images = check_image(images, node, "images")
+    prefix = (prefix or "HumanGen").replace("\\", "/").strip()
+    if not prefix.strip("/"):
+        raise NodeInputError(node, "filename_prefix", "the prefix is empty.", fix="give a name like 'HumanGen/x'.")
+    full = confine(output_dir, prefix, node=node, input_name="filename_prefix")
+    folder, base = str(full.parent), full.name
+    root = os.path.realpath(output_dir)
     n_lat = latent["tensor"].shape[0]
     arr = comfy_to_uint8(images)
     counter = _next_counter(folder, base)
@@ -44,33 +56,62 @@ def save_pngs_with_latent(images, latent: dict, output_dir: str, prefix: str, pr
             info.add_text("prompt", json.dumps(prompt))
         for k, v in (extra_pnginfo or {}).items():
             info.add_text(k, json.dumps(v))
-        name = f"{base}_{counter + i:05}_.png"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-        os.close(fd)
-        try:
-            Image.fromarray(arr[i]).save(tmp, pnginfo=info, compress_level=4)
-            os.replace(tmp, os.path.join(folder, name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        results.append({"filename": name, "subfolder": os.path.relpath(folder, output_dir).replace(os.sep, "/")
-                        if folder != os.path.normpath(output_dir) else "", "type": "output"})
+
+        def write(tmp, image=arr[i], info=info):
+            from PIL import Image
+            Image.fromarray(image).save(tmp, format="PNG", pnginfo=info, compress_level=4)
+
+        path = write_next_free(folder, lambda n: f"{base}_{n:05}_.png", counter, data=write, node=node)
+        counter = int(path.name[len(base) + 1:-len("_.png")]) + 1
+        sub = os.path.relpath(folder, root).replace(os.sep, "/")
+        results.append({"filename": path.name, "subfolder": "" if sub == "." else sub, "type": "output"})
     return results
 
 
-def read_png_latent(path: str):
-    """-> (latent dict, IMAGE [1,H,W,3]). Raises ValueError if the PNG has no HumanGen latent."""
-    from PIL import Image
+def read_png_latent(path: str, *, node: str = "HumanGenLoadLatentFromImage", input_name: str = "image"):
+    """-> (latent dict, IMAGE [1,H,W,3]). NodeInputError if the PNG has no HumanGen latent, a damaged one, one
+    holding NaN/inf, or a size over the pack's image limit (checked before the pixels are decoded)."""
+    from PIL import Image, UnidentifiedImageError
 
-    from ..models.gan_latents import latent_from_json
-    from .image import pil_to_comfy
-    with Image.open(path) as im:
-        text = getattr(im, "text", {}) or {}
-        if LATENT_KEY not in text:
-            raise ValueError(f"{os.path.basename(path)} carries no HumanGen latent (no '{LATENT_KEY}' PNG chunk)")
+    from .errors import NodeInputError
+    from .limits import check_image_size
+    name = os.path.basename(path)
+    try:
+        im = Image.open(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise NodeInputError(node, input_name, f"{name} is not a readable PNG ({exc}).",
+                             fix="use a PNG saved by HumanGen Save Image With Latent.") from None
+    with im:
+        check_image_size(im.size[0], im.size[1], node, input_name)
         try:
-            latent = latent_from_json(text[LATENT_KEY])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"{os.path.basename(path)}: the stored latent is damaged ({exc})") from None
-        return latent, pil_to_comfy(im)
+            return _latent_and_image(im, name, node, input_name)
+        except (OSError, SyntaxError, EOFError, ValueError) as exc:
+            if isinstance(exc, NodeInputError):
+                raise
+            raise NodeInputError(node, input_name, f"{name}: the PNG is damaged or truncated ({exc}).",
+                                 fix="save or upload the image again.") from None
+
+
+def _latent_and_image(im, name: str, node: str, input_name: str):
+    from ..models.gan_latents import check_latent, latent_from_json
+    from .errors import NodeInputError
+    from .image import pil_to_comfy
+    from .limits import check_finite
+    text = getattr(im, "text", {}) or {}
+    if LATENT_KEY not in text:
+        raise NodeInputError(node, input_name, f"{name} carries no HumanGen latent (no '{LATENT_KEY}' PNG "
+                             f"chunk).", fix="use a PNG saved by HumanGen Save Image With Latent.")
+    try:
+        latent = latent_from_json(text[LATENT_KEY])
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        raise NodeInputError(node, input_name, f"{name}: the stored latent is damaged ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}).", fix="save the image again.") from None
+    try:
+        check_latent(latent)
+    except ValueError as exc:
+        raise NodeInputError(node, input_name, f"{name}: the stored latent is not usable ({exc}).",
+                             fix="use a PNG saved by HumanGen Save Image With Latent.") from None
+    for key in ("tensor", "z"):
+        check_finite(latent.get(key), node, input_name, f"stored latent ({name})")
+    check_finite((latent.get("truncation") or {}), node, input_name, f"stored truncation ({name})")
+    return latent, pil_to_comfy(im)

@@ -16,11 +16,20 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import HumanGenError
+from .errors import HumanGenError, NodeInputError
 
 
-class PathOutsideFolderError(HumanGenError, ValueError):
-    """An untrusted name that would resolve outside the folder it must stay in."""
+class PathOutsideFolderError(NodeInputError):
+    """An untrusted name that would resolve outside the folder it must stay in. Raised as
+    `PathOutsideFolderError(node, input_name, problem, fix)`; a single message argument is accepted too."""
+
+    def __init__(self, node: str, input_name: str | None = None, problem: str | None = None,
+                 fix: str | None = None):
+        if input_name is None and problem is None:  # plain message form
+            Exception.__init__(self, node)
+            self.node, self.input_name, self.problem, self.fix = "HumanGen", "", node, None
+            return
+        super().__init__(node, input_name or "", problem or "", fix)
 
 
 class FileExistsRefusedError(HumanGenError, FileExistsError):
@@ -32,26 +41,35 @@ def _describe(node: str, input_name: str) -> str:
 
 
 def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "HumanGen", input_name: str = "",
-            allow_root: bool = False) -> Path:
+            allow_root: bool = False, follow_links: bool = True) -> Path:
     """`root / name`, resolved, if it stays inside `root` (also resolved); else a PathOutsideFolderError that names
     the node and input. Absolute names are refused even when they point inside root: workflows must use relative
-    names. Subfolders are allowed."""
-    text = os.fspath(name)
-    where = _describe(node, input_name)
+    names. Subfolders are allowed.
+
+    `follow_links=False` checks the name itself ('..' and absolute paths) without resolving symlinks inside the
+    folder: for folders whose contents the user put there (model folders, where linking a file from another disk
+    is common); the returned path is then the normalised, unresolved one."""
+    text = name if isinstance(name, str) else os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(text, str):
-        raise PathOutsideFolderError(f"{where}: a file name must be text, got {type(name).__name__}.")
+        raise PathOutsideFolderError(node, input_name, f"a file name must be text, got {type(name).__name__}.")
     if "\x00" in text:
-        raise PathOutsideFolderError(f"{where}: the name {text!r} contains a NUL byte. Fix: use a plain file name.")
+        raise PathOutsideFolderError(node, input_name, f"the name {text!r} contains a NUL byte.",
+                                     fix="use a plain file name.")
     if os.path.isabs(text) or (os.name != "nt" and text.startswith("\\")) or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
         raise PathOutsideFolderError(
-            f"{where}: absolute paths are not allowed ({text!r}). Fix: put the file in {root} and give its name "
-            f"relative to that folder.")
+            node, input_name, f"absolute paths are not allowed ({text!r}).",
+            fix=f"put the file in {root} and give its name relative to that folder.")
+    outside = ("points outside its folder {base}.", "use a name inside that folder (subfolders are fine, '..' is not).")
+    if not follow_links:
+        base = Path(os.path.abspath(root))
+        target = Path(os.path.normpath(base / text))
+        if not target.is_relative_to(base) or (target == base and not allow_root):
+            raise PathOutsideFolderError(node, input_name, f"{text!r} " + outside[0].format(base=base), outside[1])
+        return target
     base = Path(root).resolve()
     target = (base / text).resolve()
     if not target.is_relative_to(base) or (target == base and not allow_root):
-        raise PathOutsideFolderError(
-            f"{where}: {text!r} points outside its folder {base}. Fix: use a name inside that folder "
-            f"(subfolders are fine, '..' is not).")
+        raise PathOutsideFolderError(node, input_name, f"{text!r} " + outside[0].format(base=base), outside[1])
     return target
 
 

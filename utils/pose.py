@@ -96,6 +96,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .limits import MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_image_size
+
+# bounds on what a pose (from a file, a workflow or another node) may hold; see utils/limits.py
+MAX_FRAMES = 10_000
+MAX_PEOPLE = 1_000
+MAX_KEYPOINT_VALUES = 3 * 1_000  # per keypoint list (a whole-body face has 70 points, a hand 21)
+MAX_POSE_FILE_BYTES = 64 << 20  # JSON text or uncompressed .npz content
+
 # ---- joint layouts -------------------------------------------------------------------------------------------
 COCO17: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
@@ -267,6 +275,8 @@ def make_frame(people: Iterable, width: int, height: int, layout: str = "openpos
 def as_pose(value: Any) -> list[dict]:
     """Validate a POSE_KEYPOINT value (a list of frames, or one frame dict) and return the list of frames."""
     frames = [value] if isinstance(value, dict) else value
+    if isinstance(frames, (list, tuple)) and len(frames) > MAX_FRAMES:
+        raise ValueError(f"pose: {len(frames)} frames, more than the limit of {MAX_FRAMES}")
     if not isinstance(frames, (list, tuple)) or not frames:
         raise ValueError("pose: POSE_KEYPOINT must be a non-empty list of frames "
                          "{'people': [...], 'canvas_width': W, 'canvas_height': H}")
@@ -275,17 +285,31 @@ def as_pose(value: Any) -> list[dict]:
             raise ValueError(f"pose: frame {f} has no 'people' list")
         for key in ("canvas_width", "canvas_height"):
             v = frame.get(key)
-            if not isinstance(v, (int, float)) or v <= 0 or int(v) != v:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 \
+                    or int(v) != v:
                 raise ValueError(f"pose: frame {f} has no valid {key!r} (got {v!r})")
+        check_image_size(frame["canvas_width"], frame["canvas_height"], "pose", "canvas",
+                         max_side=MAX_CANVAS_SIDE, what=f"frame {f} canvas")
+        if len(frame["people"]) > MAX_PEOPLE:
+            raise ValueError(f"pose: frame {f} has {len(frame['people'])} people, more than the limit of {MAX_PEOPLE}")
         for p, person in enumerate(frame["people"]):
             if not isinstance(person, dict):
-                raise ValueError(f"pose: frame {f} person {p} is not a dict")
+                raise ValueError(f"pose: frame {f} person {p} is not a dict of keypoint lists")
             for key in _KEYPOINT_KEYS:
-                kps = person.get(key)
-                if kps is not None and (not isinstance(kps, (list, tuple)) or len(kps) % 3):
-                    raise ValueError(f"pose: frame {f} person {p}: {key} is not a list of x,y,c triples")
-            if person.get("pose_keypoints_2d"):
-                layout_for_count(len(person["pose_keypoints_2d"]) // 3)
+                values = person.get(key)
+                if values is None:
+                    continue
+                if not isinstance(values, (list, tuple)) or len(values) > MAX_KEYPOINT_VALUES or any(
+                        isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                    raise ValueError(f"pose: frame {f} person {p}: {key} must be a flat list of numbers")
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError(f"pose: frame {f} person {p}: {key} holds NaN or infinite values (refused)")
+                if len(values) % 3:
+                    raise ValueError(f"pose: frame {f} person {p}: {key} length {len(values)} is not x,y,c "
+                                     f"triples")
+            kps = person.get("pose_keypoints_2d")
+            if kps:
+                layout_for_count(len(kps) // 3)
     return list(frames)
 
 
@@ -378,16 +402,24 @@ def scale_frame(frame: dict, width: int, height: int) -> dict:
 
 # ---- files -------------------------------------------------------------------------------------------------------
 def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    """Write `data` exclusively (`utils.paths.write_exclusive`): never half-written, never replacing a file."""
+    from .paths import write_exclusive
+    write_exclusive(path, data, node="HumanGen pose")
+
+
+def _read_json(path: str):
+    """A pose JSON file, bounded in size, with decoding errors and absurd nesting as ValueError."""
+    size = os.path.getsize(path)
+    if size > MAX_POSE_FILE_BYTES:
+        raise ValueError(f"pose: {os.path.basename(path)} is {size} bytes, more than the limit of "
+                         f"{MAX_POSE_FILE_BYTES} for a pose file")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with open(path, "r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"pose: {os.path.basename(path)} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"pose: {os.path.basename(path)} is nested too deeply to be a pose file") from None
 
 
 def _infer_canvas(people_kps: list[np.ndarray]) -> tuple[int, int]:
@@ -396,15 +428,20 @@ def _infer_canvas(people_kps: list[np.ndarray]) -> tuple[int, int]:
     if not pts:
         raise ValueError("pose: the file has no canvas size and no keypoints to infer it from; give canvas_size")
     allp = np.concatenate(pts)
-    return int(math.ceil(allp[:, 0].max() + 1)), int(math.ceil(allp[:, 1].max() + 1))
+    if not np.isfinite(allp).all():
+        raise ValueError("pose: the keypoints hold NaN or infinite values (refused)")
+    w, h = float(allp[:, 0].max() + 1), float(allp[:, 1].max() + 1)
+    if w > MAX_CANVAS_SIDE or h > MAX_CANVAS_SIDE:
+        raise ValueError(f"pose: keypoints reach ({w:.0f}, {h:.0f}), beyond the largest canvas ({MAX_CANVAS_SIDE}); "
+                         f"give canvas_size")
+    return max(1, int(math.ceil(w))), max(1, int(math.ceil(h)))
 
 
 def load_openpose_json(path: str, canvas_size: tuple[int, int] | None = None) -> list[dict]:
     """OpenPose JSON: one frame (OpenPose's own output `{"version", "people": [...]}`, canvas optional) or a list
     of frames (comfyui_controlnet_aux's saved POSE_KEYPOINT). `canvas_size` (W, H) fills a missing canvas. The
     frames come back in the aux convention (OpenPose's raw confidences move to "humangen_scores"), in pixels."""
-    with open(path, "r", encoding="utf-8") as fh:
-        data = json.load(fh)
+    data = _read_json(path)
     frames = [data] if isinstance(data, dict) else data
     if not isinstance(frames, list):
         raise ValueError(f"pose: {path} is not OpenPose JSON (a frame dict or a list of frames)")
@@ -432,8 +469,7 @@ def load_coco_json(path: str, canvas_size: tuple[int, int] | None = None) -> lis
     """COCO keypoints JSON, either a dataset dict (`images` + `annotations`, keypoints x,y,v with v in {0,1,2};
     confidences come from the optional `keypoint_scores` we write, else 1.0 for v > 0) or a results list
     (`[{"image_id", "keypoints": [x, y, score, ...], "score"}]`). One frame per image, in `images` order."""
-    with open(path, "r", encoding="utf-8") as fh:
-        data = json.load(fh)
+    data = _read_json(path)
     if isinstance(data, dict) and "annotations" in data:
         images = data.get("images") or []
         anns = data["annotations"]
@@ -512,6 +548,10 @@ def save_coco_json(pose, path: str) -> str:
     return path
 
 
+class _UnsafePoseFile(pickle.UnpicklingError):
+    """A pose file's pickle names a global outside the numpy-only allow-list."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Rebuilds numpy arrays, dtypes and scalars, plus plain containers; refuses every other global."""
 
@@ -525,7 +565,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) in self.ALLOWED:
             import importlib
             return getattr(importlib.import_module(module), name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a pose file")
+        raise _UnsafePoseFile(f"the pickle refers to the global '{module}.{name}', which is not allowed in a pose "
+                              f"file")
 
 
 def _safe_npy_object_array(fh) -> np.ndarray:
@@ -565,9 +606,23 @@ def load_humansd_npz(path: str, canvas_size: tuple[int, int] | None = None) -> l
     stream is read by an unpickler that can only rebuild numpy arrays/scalars and plain containers.
     Canvas size: our files store `canvas_sizes` [F,2] (W,H); otherwise `canvas_size` or inferred from the points."""
     try:
+        return _load_humansd_npz(path, canvas_size)
+    except _UnsafePoseFile as exc:
+        raise ValueError(f"pose: {os.path.basename(path)} refused: {exc}; loading it could run code from the "
+                         f"file, which HumanGen never does") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
+            RecursionError, zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"pose: {os.path.basename(path)} is not a readable HumanSD .npz pose file "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _load_humansd_npz(path: str, canvas_size: tuple[int, int] | None) -> list[dict]:
+    try:
+        check_archive(path, "pose", "file", max_bytes=MAX_POSE_FILE_BYTES, max_members=MAX_FRAMES + 1,
+                      what="HumanSD .npz pose file")
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"pose: {path} is not an .npz file") from None
+        raise ValueError(f"pose: {os.path.basename(path)} is not an .npz file") from None
     with zf:
         names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
         keys = sorted((n for n in names if n.startswith("arr_") and n[4:].isdigit()), key=lambda n: int(n[4:]))
@@ -643,8 +698,7 @@ POSE_FORMATS = ("openpose_json", "coco_json", "humansd_npz")
 def _detect_format(path: str) -> str:
     if path.lower().endswith(".npz"):
         return "humansd_npz"
-    with open(path, "r", encoding="utf-8") as fh:
-        data = json.load(fh)
+    data = _read_json(path)
     if isinstance(data, dict) and "annotations" in data:
         return "coco_json"
     if isinstance(data, list) and data and isinstance(data[0], dict) and "image_id" in data[0]:
@@ -659,7 +713,11 @@ def load_pose(path: str, canvas_size: tuple[int, int] | None = None, fmt: str | 
               "humansd_npz": load_humansd_npz}.get(fmt)
     if loader is None:
         raise ValueError(f"pose: unknown pose format {fmt!r}; known: {POSE_FORMATS}")
-    return loader(path, canvas_size)
+    try:
+        return loader(path, canvas_size)
+    except (KeyError, IndexError, TypeError, AttributeError, RecursionError, OverflowError) as exc:
+        raise ValueError(f"pose: {os.path.basename(path)} does not have the structure of a {fmt} pose file "
+                         f"({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def save_pose(pose, path: str, fmt: str | None = None) -> str:
@@ -756,6 +814,8 @@ def render_frame(frame: dict, style: str = "humansd", width: int | None = None, 
     frame = pixel_frame(frame)
     w0, h0 = frame_size(frame)
     w, h = int(width or w0), int(height or h0)
+    check_image_size(w, h, "pose", "width" if width else "canvas", max_side=MAX_IMAGE_SIDE,
+                     what="skeleton image" if width else "pose canvas (rendered)")
     if (w, h) != (w0, h0):
         frame = scale_frame(frame, w, h)
     persons = [p for p in frame["people"] if "score" not in p or float(p["score"]) > person_threshold]

@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -134,18 +133,10 @@ class SMPLXFit:
         return cls(**d)
 
     def save(self, path: str) -> str:
-        """Write JSON atomically (temp file + rename)."""
+        """Write JSON exclusively (`utils.paths.write_exclusive`): never half-written, never replacing a file."""
+        from ...utils.paths import write_exclusive
         path = os.path.abspath(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_exclusive(path, json.dumps(self.to_dict()).encode("utf-8"), node="HumanGenSMPLXFit")
         return path
 
     @classmethod

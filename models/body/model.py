@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...utils.errors import HumanGenError, UnsafeCheckpointError
+from ...utils.errors import HumanGenError, UnsupportedCheckpointError
 
 SMPLX_URL = "https://smpl-x.is.tue.mpg.de"
 GENDERS = ("neutral", "male", "female")
@@ -78,10 +78,45 @@ def _object_members(path: str) -> list[str]:
                         _, _, dtype = np.lib.format.read_array_header_2_0(fh)
                 if dtype.hasobject:
                     bad.append(member[:-4] if member.endswith(".npy") else member)
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise UnsafeCheckpointError(f"{path} is not a readable .npz archive ({exc}); re-download the SMPL-X "
-                                    f"model from {SMPLX_URL}") from exc
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise UnsupportedCheckpointError(f"{os.path.basename(path)} is not a readable .npz archive (corrupt or "
+                                         f"truncated: {str(exc)[:160]}). Fix: re-download the SMPL-X model from "
+                                         f"{SMPLX_URL}.") from exc
     return bad
+
+
+MAX_SMPLX_BYTES = 2 << 30  # uncompressed; the official v1.1 files are a few hundred MB
+
+
+def _check_model_arrays(z, name: str) -> None:
+    """The shapes SMPL-X's code relies on, checked up front so a wrong file fails here with a clear message
+    instead of an IndexError deep inside smplx."""
+    def arr(key):
+        return z[key]
+    v = arr("v_template")
+    if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] < 1:
+        raise UnsupportedCheckpointError(f"{name}: v_template has shape {v.shape}, expected [vertices, 3]")
+    nv = v.shape[0]
+    f = arr("f")
+    if f.ndim != 2 or f.shape[1] != 3 or f.size == 0 or f.min() < 0 or f.max() >= nv:
+        raise UnsupportedCheckpointError(f"{name}: faces 'f' do not index the {nv} vertices")
+    kt = arr("kintree_table")
+    if kt.ndim != 2 or kt.shape[0] != 2 or kt.shape[1] < 55:
+        raise UnsupportedCheckpointError(f"{name}: kintree_table has shape {kt.shape}, expected [2, 55]")
+    nj = kt.shape[1]
+    checks = {"J_regressor": (nj, nv), "weights": (nv, nj)}
+    for key, shape in checks.items():
+        if arr(key).shape != shape:
+            raise UnsupportedCheckpointError(f"{name}: {key} has shape {arr(key).shape}, expected {shape}")
+    sd = arr("shapedirs")
+    if sd.ndim != 3 or sd.shape[:2] != (nv, 3):
+        raise UnsupportedCheckpointError(f"{name}: shapedirs has shape {sd.shape}, expected [{nv}, 3, betas]")
+    lmk = arr("lmk_faces_idx")
+    if lmk.size and (lmk.min() < 0 or lmk.max() >= f.shape[0]):
+        raise UnsupportedCheckpointError(f"{name}: lmk_faces_idx does not index the {f.shape[0]} faces")
+    for key in ("v_template", "shapedirs", "J_regressor", "weights"):
+        if not np.isfinite(arr(key)).all():
+            raise UnsupportedCheckpointError(f"{name}: {key} holds NaN or infinite values")
 
 
 REQUIRED_KEYS = ("v_template", "f", "J_regressor", "weights", "kintree_table", "shapedirs", "posedirs",
@@ -223,10 +258,28 @@ class SMPLXBody:
 def load_smplx(gender: str, search_dirs, *, num_betas: int = 10, num_expression: int = 10,
                node: str = "HumanGenSMPLXLoader", tmp_dir: str | None = None) -> SMPLXBody:
     """Find and load ``SMPLX_<GENDER>.npz``. Arrays that would need pickle (e.g. ``joint2num`` in the official
-    file) are dropped: the file is re-packed without them into a temporary file first, so nothing is unpickled."""
-    import smplx
-
+    file) are dropped: the file is re-packed without them into a temporary file first, so nothing is unpickled.
+    A damaged, wrong-kind or oversized file raises UnsupportedCheckpointError naming the node and the file."""
     path = find_model_file(gender, search_dirs, node=node)
+    name = os.path.basename(path)
+    try:
+        from ...utils.limits import check_archive
+        check_archive(path, node, "gender", max_bytes=MAX_SMPLX_BYTES, what="SMPL-X .npz model")
+        return _load_smplx_file(path, gender, num_betas, num_expression, node, tmp_dir)
+    except SMPLXModelMissing:
+        raise
+    except HumanGenError as exc:
+        from ...utils.errors import for_input
+        raise for_input(exc, node, "gender", f"use SMPLX_*.npz from {SMPLX_URL}.") from exc
+    except (ValueError, KeyError, IndexError, TypeError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UnsupportedCheckpointError(
+            f"{node}: input 'gender': {name} is not a usable SMPL-X model ({type(exc).__name__}: "
+            f"{(str(exc).splitlines() or [''])[0][:160]}). Fix: use SMPLX_*.npz from {SMPLX_URL}.") from exc
+
+
+def _load_smplx_file(path, gender, num_betas, num_expression, node, tmp_dir) -> SMPLXBody:
+    import smplx
+    name = os.path.basename(path)
     bad = _object_members(path)
     load_from = path
     tmp = None
@@ -240,9 +293,11 @@ def load_smplx(gender: str, search_dirs, *, num_betas: int = 10, num_expression:
             load_from = tmp
         with np.load(load_from, allow_pickle=False) as z:
             missing = [k for k in REQUIRED_KEYS if k not in z.files]
-        if missing:
-            raise HumanGenError(f"{node}: {path} is not an SMPL-X model: it lacks {missing}. Use SMPLX_*.npz from "
-                                f"{SMPLX_URL}.")
+            if missing:
+                raise UnsupportedCheckpointError(
+                    f"{node}: input 'gender': {name} is not an SMPL-X model: it lacks {missing}. Fix: use "
+                    f"SMPLX_*.npz from {SMPLX_URL}.")
+            _check_model_arrays(z, name)
         with contextlib.redirect_stdout(io.StringIO()):  # smplx prints warnings about the shape space size
             module = smplx.SMPLX(load_from, gender=gender.lower(), num_betas=int(num_betas),
                                  num_expression_coeffs=int(num_expression), use_pca=False, flat_hand_mean=False,

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...utils.errors import UnsafeCheckpointError, UnsupportedCheckpointError
+from ...utils.errors import UnsupportedCheckpointError
 from . import convert as conv
 from .configs import merge_configs
 
@@ -68,42 +65,49 @@ def _allow_list() -> list:
     return allowed
 
 
-def safe_torch_load(path: str):
-    """`torch.load` on CPU with weights_only=True and the allow-list; UnsafeCheckpointError names a foreign global."""
-    import torch
-    try:
-        with torch.serialization.safe_globals(_allow_list()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.findall(r"GLOBAL ([\w.]+)", str(exc)) or re.findall(r"global[^`]*`?([\w.]+\.[\w]+)", str(exc))
-        what = found[0] if found else "an object outside the allow-list"
-        raise UnsafeCheckpointError(
-            f"{os.path.basename(path)}: the pickle refers to {what}, which is not on the allow-list of safe "
-            f"globals; loading it would run code from the file, which HumanGen never does. Fix: get a .safetensors "
-            f"version, or re-save only its tensors (`state_dict`) with plain torch.save in an environment you trust."
-        ) from exc
+def safe_torch_load(path: str, *, node: str = "HumanGenHumanSDLoader", input_name: str = "ckpt_name"):
+    """`torch.load` on CPU with weights_only=True and the numpy allow-list (`utils.checkpoints.load_torch_file`):
+    UnsafeCheckpointError names a foreign global; a corrupt or truncated file gets UnsupportedCheckpointError."""
+    from ...utils.checkpoints import load_torch_file
+    return load_torch_file(path, allowed_globals=_allow_list(), what="HumanSD checkpoint", node=node,
+                           input_name=input_name)
 
 
 def read_state_dict(path: str) -> tuple[dict, dict | None]:
     """(flat state dict, config override from safetensors metadata or a `<stem>.config.json` sidecar)."""
     override = None
     if path.lower().endswith(".safetensors"):
-        from safetensors import safe_open
         from safetensors.torch import load_file
-        with safe_open(path, framework="pt") as fh:
-            meta = fh.metadata() or {}
-        if CONFIG_METADATA_KEY in meta:
-            override = json.loads(meta[CONFIG_METADATA_KEY])
-        sd = load_file(path, device="cpu")
+        try:
+            from safetensors import safe_open
+            with safe_open(path, framework="pt") as fh:
+                meta = fh.metadata() or {}
+            if CONFIG_METADATA_KEY in meta:
+                override = json.loads(meta[CONFIG_METADATA_KEY])
+            sd = load_file(path, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types; restated with the file name
+            raise UnsupportedCheckpointError(
+                f"{os.path.basename(path)}: not a readable .safetensors HumanSD checkpoint (truncated or corrupt: "
+                f"{type(exc).__name__}). Fix: download it again and check its size/hash.") from exc
     elif path.lower().endswith(PICKLE_EXTS):
-        sd = conv.unwrap_state_dict(safe_torch_load(path))
+        obj = safe_torch_load(path)
+        if not isinstance(obj, dict):
+            raise UnsupportedCheckpointError(f"{os.path.basename(path)}: holds a {type(obj).__name__}, not a "
+                                             f"checkpoint dict. Fix: use the humansd-v1 .ckpt release file.")
+        sd = conv.unwrap_state_dict(obj)
     else:
         raise UnsupportedCheckpointError(f"{os.path.basename(path)}: unknown checkpoint type; expected .ckpt, .pt, "
                                          ".pth, .safetensors or a diffusers folder")
     sidecar = os.path.splitext(path)[0] + SIDECAR_SUFFIX
     if os.path.isfile(sidecar):
-        with open(sidecar, encoding="utf-8") as fh:
-            override = json.load(fh)
+        try:
+            with open(sidecar, encoding="utf-8") as fh:
+                override = json.load(fh)
+        except (ValueError, OSError) as exc:
+            raise UnsupportedCheckpointError(f"{os.path.basename(sidecar)}: not valid JSON ({exc}). Fix: repair or "
+                                             f"delete this config file next to the checkpoint.") from exc
+        if not isinstance(override, dict):
+            raise UnsupportedCheckpointError(f"{os.path.basename(sidecar)}: must hold a JSON object of configs.")
     return sd, override
 
 
@@ -213,10 +217,11 @@ def load_humansd(path: str, *, configs: dict | None = None) -> HumanSDModel:
 
 
 # ---- converter -------------------------------------------------------------------------------------------------
-def convert_to_safetensors(src: str, dst: str, *, half: bool = False) -> dict:
+def convert_to_safetensors(src: str, dst: str, *, half: bool = False, overwrite: bool = False) -> dict:
     """Rewrite a HumanSD single-file checkpoint as `.safetensors` in the same (LDM) key layout, keeping only the
     UNet/VAE/text-tower weights (ComfyUI's stock loader reads it too). Validates the whole checkpoint first; writes
-    to a temporary file and renames, so nothing half-written is left behind. Returns a small report."""
+    with `utils.paths.exclusive_writer`, so nothing half-written is left behind and an existing `dst` is replaced
+    only with `overwrite`. Returns a small report."""
     import torch
     from safetensors.torch import save_file
     sd, override = read_state_dict(src)
@@ -237,14 +242,7 @@ def convert_to_safetensors(src: str, dst: str, *, half: bool = False) -> dict:
         keep[k] = v
     meta = {CONFIG_METADATA_KEY: json.dumps({k: cfgs[k] for k in ("unet", "vae", "text_encoder")}),
             "format": "pt", "humangen.source": source}
-    out_dir = os.path.dirname(os.path.abspath(dst)) or "."
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".humansd-", suffix=".safetensors.tmp", dir=out_dir)
-    os.close(fd)
-    try:
+    from ...utils.paths import exclusive_writer
+    with exclusive_writer(dst, node="HumanGenHumanSDConvert", overwrite=overwrite) as tmp:
         save_file(keep, tmp, metadata=meta)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return {"written": dst, "tensors": len(keep), "ignored": len(split.ignored)}

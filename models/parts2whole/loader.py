@@ -139,10 +139,8 @@ def read_safetensors_or_tensor_pickle(path: str) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError) as exc:
         if not zipfile.is_zipfile(path):
             raise HumanGenError(f"{path}: neither safetensors nor a torch zip archive ({exc})") from exc
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - weights_only refuses code-running pickles
-        raise UnsafeCheckpointError(f"{path}: refused to unpickle ({type(exc).__name__}: {exc})") from exc
+    from ...utils.checkpoints import load_torch_file
+    state = load_torch_file(path, what="Parts2Whole decoupled-attention file")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HumanGenError(f"{path}: expected a flat dict of tensors")
     return state
@@ -211,14 +209,26 @@ def load_parts2whole(folder: str, *, dtype: torch.dtype = torch.float32, device:
                 return dict(variant=variant, use_safetensors=use_safetensors)
         raise HumanGenError(f"{sub(name)}: no weights")  # unreachable after missing_components()
 
+    from ...utils.host import is_oom as host_oom
+
     def load(cls, name: str, table, **kw):
         try:
             return cls.from_pretrained(sub(name), local_files_only=True, **weights(name, table), **kw)
-        except Exception as exc:
-            if not _refused_pickle(exc):
+        except HumanGenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - diffusers/transformers raise many types; restated clearly
+            if _refused_pickle(exc):  # never pass on the library's text: it advises turning the safety off
+                raise UnsafeCheckpointError(
+                    f"{sub(name)}: refused to unpickle the weights: they need code execution to load, which "
+                    f"HumanGen never does. Fix: use the safetensors files of the original repository.") from exc
+            if host_oom(exc):
                 raise
-            raise UnsafeCheckpointError(f"{sub(name)}: refused to unpickle the weights ({exc}); use the "
-                                        f"safetensors files of the original repository") from exc
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            if "weights_only" in first:
+                first = "refused by the weights-only loader"
+            raise HumanGenError(f"{sub(name)}: the weights could not be loaded ({type(exc).__name__}: {first}); "
+                                f"the files are damaged or of another model. Fix: download the whole Parts2Whole "
+                                f"repository again.") from exc
 
     dif, tra = _WEIGHTS_DIFFUSERS, _WEIGHTS_TRANSFORMERS
     unet = load(UNet2DConditionModel, "unet", dif, torch_dtype=dtype)  # diffusers: torch_dtype; transformers: dtype

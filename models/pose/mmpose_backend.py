@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ...utils.errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError
+from ...utils.errors import HumanGenError, UnsupportedCheckpointError
 
 # name -> (mode, config path inside mmpose/.mim/configs). Any other wheel config path (".py") is accepted too.
 MMPOSE_CONFIGS: dict[str, tuple[str, str]] = {
@@ -54,8 +54,12 @@ def config_path(name: str) -> tuple[str, str]:
     else:
         raise ValueError(f"mmpose: unknown model config {name!r}; known: {sorted(MMPOSE_CONFIGS)} "
                          f"or a path under mmpose/.mim/configs")
-    path = os.path.normpath(os.path.join(root, rel))
-    if not path.startswith(root) or not os.path.isfile(path):
+    from ...utils.paths import PathOutsideFolderError, confine
+    try:
+        path = str(confine(root, rel, node="mmpose", input_name="mmpose_config"))  # config files run as Python
+    except PathOutsideFolderError:
+        path = ""
+    if not path or not os.path.isfile(path):
         raise ValueError(f"mmpose: config {rel!r} is not in the installed mmpose wheel ({root})")
     return mode, path
 
@@ -67,26 +71,17 @@ def load_checkpoint_state_dict(path: str) -> dict:
         from safetensors.torch import load_file
         obj = load_file(path, device="cpu")
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - retry with numpy arrays allowed (mmpose's meta.dataset_meta)
-            allowed = [np.ndarray, np.dtype]
-            for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
-                try:
-                    import importlib
-                    m = importlib.import_module(mod)
-                    allowed += [m._reconstruct, m.scalar]
-                except (ImportError, AttributeError):
-                    pass
-            allowed += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")]
+        from ...utils.checkpoints import load_torch_file
+        allowed = [np.ndarray, np.dtype]  # mmpose's meta.dataset_meta holds numpy arrays
+        for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
             try:
-                with torch.serialization.safe_globals(allowed):
-                    obj = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001
-                raise UnsafeCheckpointError(
-                    f"mmpose checkpoint {os.path.basename(path)} needs code execution to load ({exc}). Re-save "
-                    f"only its weights: torch.save(torch.load(p, weights_only=False)['state_dict'], out) in a "
-                    f"trusted environment, or convert it to .safetensors.") from None
+                import importlib
+                m = importlib.import_module(mod)
+                allowed += [m._reconstruct, m.scalar]
+            except (ImportError, AttributeError):
+                pass
+        allowed += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")]
+        obj = load_torch_file(path, allowed_globals=allowed, what="mmpose checkpoint")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):

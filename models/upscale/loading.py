@@ -16,11 +16,9 @@ The result is spandrel's `ImageModelDescriptor`, i.e. exactly ComfyUI's `UPSCALE
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from typing import Any, Iterable
 
-from ...utils.errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError
+from ...utils.errors import HumanGenError, UnsupportedCheckpointError
 
 SAFE_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 EXTRA_ARCHES_PACKAGE = "spandrel_extra_arches"
@@ -61,22 +59,8 @@ def load_state_dict(path: str) -> dict[str, Any]:
             raise UnsupportedCheckpointError(
                 f"{name}: not a readable safetensors file ({exc}); the file is probably corrupt or truncated, "
                 f"download it again.") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Unsupported global" in text or "weights_only" in text and "GLOBAL" in text:
-            raise UnsafeCheckpointError(
-                f"{name}: the file contains pickled Python objects outside the safe tensor allow-list, so loading it "
-                f"could execute code; it was not loaded. Convert it to .safetensors with a trusted tool, or use the "
-                f"official release file. ({text.splitlines()[-1] if text else ''})") from exc
-        raise UnsupportedCheckpointError(
-            f"{name}: could not be unpickled ({exc}); the file is probably corrupt or not a PyTorch checkpoint.") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        hint = " TorchScript archives are not supported (they contain code)." if "constants.pkl" in str(exc) else ""
-        raise UnsupportedCheckpointError(
-            f"{name}: could not be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}); the file is probably "
-            f"corrupt or truncated, download it again.{hint}") from exc
+    from ...utils.checkpoints import load_torch_file
+    obj = load_torch_file(path, what="upscaler checkpoint")
     if not isinstance(obj, dict):
         raise UnsupportedCheckpointError(
             f"{name}: holds a {type(obj).__name__}, not a state dict (a mapping of parameter names to tensors).")

@@ -1,0 +1,187 @@
+"""Truncated, empty and wrong-kind files for every loader of the pack, and files of the right kind holding the
+wrong network: each gives one clear HumanGenError naming the node and the input (never a raw numpy/torch/pickle
+error), runs no code and writes nothing outside the allowed folders."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from adversarial import pack_helpers as H
+from humangen import NODE_CLASS_MAPPINGS as N
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("one_torch_thread")]
+
+
+def _tiny_g():
+    from sg_helpers import TINY_SG2, tiny_generator
+    return tiny_generator(TINY_SG2)
+
+
+def _valid_bytes(kind: str, tmp_path) -> bytes:
+    """A small valid file of each kind (truncated by the tests)."""
+    p = tmp_path / f"valid.{kind}"
+    if kind == "pkl":
+        from sg_helpers import official_pickle_bytes
+        return official_pickle_bytes(_tiny_g(), "", keys=("G_ema",))
+    if kind in ("pt", "pth", "ckpt"):
+        torch.save({"state_dict": {f"w{i}": torch.randn(64, 64) for i in range(4)}}, p)
+    elif kind == "safetensors":
+        from safetensors.torch import save_file
+        save_file({"directions": torch.randn(8, 512)}, str(p))
+    elif kind == "npy":
+        np.save(p, np.random.RandomState(0).randn(4, 512).astype(np.float32))
+    elif kind == "npz":
+        np.savez(p, **{f"arr_{i}": np.random.RandomState(i).rand(1, 17, 3) for i in range(3)})
+    elif kind == "json":
+        from humangen.utils import pose as P
+        P.save_openpose_json([P.make_frame([np.ones((18, 3))], 64, 64)], str(p))
+    elif kind == "png":
+        from PIL import Image
+        Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64, 3), np.uint8)).save(p)
+    return p.read_bytes()
+
+
+# (node, folder or "input", file name, how to call the node, input name)
+LOADERS = [
+    ("HumanGenStyleGANLoader", "stylegan", "g.pkl", lambda n: N["HumanGenStyleGANLoader"]().load(n), "model_name"),
+    ("HumanGenStyleGANLoader", "stylegan", "g.pt", lambda n: N["HumanGenStyleGANLoader"]().load(n), "model_name"),
+    ("HumanGenStyleGANLoader", "stylegan", "g.safetensors", lambda n: N["HumanGenStyleGANLoader"]().load(n),
+     "model_name"),
+    ("HumanGenUnitedHumanLoader", "unitedhuman", "u.pkl", lambda n: N["HumanGenUnitedHumanLoader"]().load(n),
+     "model_name"),
+    ("HumanGenHumanSDLoader", "humansd", "h.ckpt", lambda n: N["HumanGenHumanSDLoader"]().load(n), "ckpt_name"),
+    ("HumanGenHumanSDLoader", "humansd", "h.safetensors", lambda n: N["HumanGenHumanSDLoader"]().load(n),
+     "ckpt_name"),
+    ("HumanGenHumanSDConvert", "humansd", "c.ckpt", lambda n: N["HumanGenHumanSDConvert"]().convert(n), "ckpt_name"),
+    ("HumanGenLoadDirections", "stylegan_directions", "d.pt", lambda n: N["HumanGenLoadDirections"]().load(n),
+     "file"),
+    ("HumanGenLoadDirections", "stylegan_directions", "d.npy", lambda n: N["HumanGenLoadDirections"]().load(n),
+     "file"),
+    ("HumanGenLoadDirections", "stylegan_directions", "d.safetensors",
+     lambda n: N["HumanGenLoadDirections"]().load(n), "file"),
+    ("HumanGenUpscaleModelLoader", "upscale_models", "x.pth", lambda n: N["HumanGenUpscaleModelLoader"]().load(n),
+     "model_name"),
+    ("HumanGenUpscaleModelLoader", "upscale_models", "x.safetensors",
+     lambda n: N["HumanGenUpscaleModelLoader"]().load(n), "model_name"),
+    ("HumanGenSMPLXLoader", "smplx", "SMPLX_NEUTRAL.npz", lambda n: N["HumanGenSMPLXLoader"]().load("neutral", 10, 10),
+     "gender"),
+    ("HumanGenLoadPose", "input", "p.json", lambda n: N["HumanGenLoadPose"]().load(n, 0, 0), "path"),
+    ("HumanGenLoadPose", "input", "p.npz", lambda n: N["HumanGenLoadPose"]().load(n, 0, 0), "path"),
+    ("HumanGenLoadLatentFromImage", "input", "l.png", lambda n: N["HumanGenLoadLatentFromImage"]().load(n),
+     "image"),
+]
+IDS = [f"{node[8:]}-{name}" for node, _, name, _, _ in LOADERS]
+
+
+def _place(e, folder, name, data: bytes):
+    d = e.input if folder == "input" else e.model_dir(folder)
+    (d / name).write_bytes(data)
+
+
+@pytest.mark.parametrize("node,folder,name,call,input_name", LOADERS, ids=IDS)
+@pytest.mark.parametrize("kind", ["empty", "text", "random", "bad_zip"])
+def test_wrong_kind_files(tmp_path, node, folder, name, call, input_name, kind):
+    e = H.env(tmp_path)
+    _place(e, folder, name, H.WRONG_KIND[kind])
+    H.refusal(lambda: call(name), node=node, input_name=input_name)
+    e.check_clean()
+
+
+@pytest.mark.parametrize("node,folder,name,call,input_name", LOADERS, ids=IDS)
+def test_truncated_files(tmp_path, node, folder, name, call, input_name):
+    e = H.env(tmp_path)
+    _place(e, folder, name, _valid_bytes(name.rsplit(".", 1)[1], tmp_path)[:-97])
+    H.refusal(lambda: call(name), node=node, input_name=input_name)
+    e.check_clean()
+
+
+def test_humansd_truncated_ckpt_says_truncated_not_errno(tmp_path):
+    e = H.env(tmp_path)
+    data = _valid_bytes("ckpt", tmp_path)
+    (e.model_dir("humansd") / "h.ckpt").write_bytes(data[: len(data) // 3])
+    err = H.refusal(lambda: N["HumanGenHumanSDLoader"]().load("h.ckpt"), node="HumanGenHumanSDLoader",
+                    input_name="ckpt_name", match="truncated or corrupt")
+    assert "Errno 22" not in str(err)
+
+
+def test_humansd_corrupt_pickle_is_not_called_unsafe(tmp_path):
+    e = H.env(tmp_path)
+    (e.model_dir("humansd") / "h.ckpt").write_bytes(b"\x80\x02garbage-garbage" * 30)
+    H.refusal(lambda: N["HumanGenHumanSDLoader"]().load("h.ckpt"), node="HumanGenHumanSDLoader",
+              input_name="ckpt_name", match="truncated or corrupt")
+
+
+def test_smplx_non_zip_is_called_corrupt_not_unsafe(tmp_path):
+    from humangen.utils.errors import UnsafeCheckpointError
+    e = H.env(tmp_path)
+    (e.model_dir("smplx") / "SMPLX_NEUTRAL.npz").write_bytes(b"not a zip at all")
+    err = H.refusal(lambda: N["HumanGenSMPLXLoader"]().load("neutral", 10, 10), node="HumanGenSMPLXLoader",
+                    input_name="gender", match="corrupt")
+    assert not isinstance(err, UnsafeCheckpointError)
+
+
+def test_smplx_wrong_shapes_fail_at_load_not_later(tmp_path):
+    from smplx_synth import build
+    e = H.env(tmp_path)
+    arrays = build()
+    arrays["kintree_table"] = arrays["kintree_table"][:, :10]
+    np.savez(e.model_dir("smplx") / "SMPLX_NEUTRAL.npz", **arrays)
+    H.refusal(lambda: N["HumanGenSMPLXLoader"]().load("neutral", 10, 10), node="HumanGenSMPLXLoader",
+              input_name="gender", match="kintree_table")
+
+
+def test_stylegan_state_dict_of_the_wrong_architecture(tmp_path):
+    e = H.env(tmp_path)
+    G = _tiny_g()
+    sd = {k: torch.zeros(3, 3) if k.endswith("conv1.weight") else v for k, v in G.state_dict().items()}
+    torch.save({"G_ema": sd, "init_kwargs": G.init_kwargs}, e.model_dir("stylegan") / "wrong.pt")
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load("wrong.pt"), node="HumanGenStyleGANLoader",
+              input_name="model_name", match="do not fit|does not match")
+    torch.save({"synthesis.b4.const": torch.zeros(2), "mapping.fc0.weight": torch.zeros(1)},
+               e.model_dir("stylegan") / "bare.pt")
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load("bare.pt"), node="HumanGenStyleGANLoader",
+              input_name="model_name")
+
+
+def test_stylegan_kwargs_asking_for_a_huge_network(tmp_path):
+    e = H.env(tmp_path)
+    G = _tiny_g()
+    torch.save({"G_ema": G.state_dict(), "init_kwargs": dict(G.init_kwargs, img_resolution=1 << 20)},
+               e.model_dir("stylegan") / "huge.pt")
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load("huge.pt"), node="HumanGenStyleGANLoader",
+              input_name="model_name", match="implausible.*img_resolution")
+
+
+@pytest.mark.parametrize("content", ["dict_of_strings", "scalar", "nan", "wrong_keys"])
+def test_lpips_backbone_wrong_content(tmp_path, content):
+    from humangen.models.lpips import load_lpips
+    from humangen.utils.errors import HumanGenError
+    e = H.env(tmp_path)
+    obj = {"dict_of_strings": {"features.0.weight": "x"}, "scalar": torch.tensor(1.0),
+           "nan": {"features.0.weight": torch.full((64, 3, 11, 11), float("nan")),
+                   "features.0.bias": torch.zeros(64)},
+           "wrong_keys": {"classifier.0.weight": torch.zeros(2)}}[content]
+    torch.save(obj, e.model_dir("lpips") / "alexnet-owt-7be5be79.pth")
+    with pytest.raises(HumanGenError, match="alexnet-owt-7be5be79.pth.*(not a torchvision|NaN|download)"):
+        load_lpips("alex", [str(e.models / "lpips")])
+
+
+@pytest.mark.parametrize("obj", ["string", "zero_dim", "empty", "ragged"])
+def test_direction_file_wrong_content(tmp_path, obj):
+    e = H.env(tmp_path)
+    value = {"string": {"names": "x"}, "zero_dim": torch.tensor(3.0), "empty": torch.zeros(0, 512),
+             "ragged": {"a": torch.zeros(1, 512), "b": torch.zeros(1, 256)}}[obj]
+    torch.save(value, e.model_dir("stylegan_directions") / "d.pt")
+    H.refusal(lambda: N["HumanGenLoadDirections"]().load("d.pt"), node="HumanGenLoadDirections", input_name="file")
+
+
+@pytest.mark.parametrize("payload", [{"people": "x"}, [{"people": [{"pose_keypoints_2d": ["a"] * 54}],
+                                                          "canvas_width": 8, "canvas_height": 8}],
+                                     [[[[[[[[[[]]]]]]]]]], "[" * 100_000 + "]" * 100_000])
+def test_pose_json_wrong_structure(tmp_path, payload):
+    e = H.env(tmp_path)
+    (e.input / "p.json").write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    H.refusal(lambda: N["HumanGenLoadPose"]().load("p.json", 0, 0), node="HumanGenLoadPose", input_name="path")

@@ -1,0 +1,143 @@
+"""The one place for input bounds: image/canvas sizes, numbers (NaN/inf), text, batch sizes and archives.
+
+Every check raises a NodeInputError / LimitExceededError that names the node, the input, what was wrong and the fix,
+*before* any memory is allocated or any archive member is inflated. Nodes and loaders call these helpers instead of
+writing their own tests, so one limit holds everywhere (e.g. a pose file cannot declare a canvas larger than what
+RenderPose would accept from its own widgets).
+"""
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from typing import Any
+
+from .errors import LimitExceededError, NodeInputError
+
+MAX_IMAGE_SIDE = 8192  # largest image side the pack renders or allocates (RenderPose's widget maximum)
+MAX_CANVAS_SIDE = 16384  # largest canvas a pose may declare (LoadPose's widget maximum); rendering still needs <= 8192
+MAX_TEXT_CHARS = 100_000  # any STRING input
+MAX_NAME_CHARS = 1024  # file names and prefixes
+# archives (.npz pose files, SMPL-X .npz, zip-based torch checkpoints)
+MAX_ARCHIVE_MEMBERS = 4096
+# A member this large that deflate shrank more than MAX_COMPRESSION_RATIO : 1 is a zip bomb: dense weights compress
+# little (small sparse arrays such as a joint regressor can reach 1000 : 1, hence the size threshold). Readers stop
+# at a member's declared size, so the total cap bounds the work even for archives that lie about their sizes.
+MAX_COMPRESSION_RATIO = 200
+RATIO_CHECK_BYTES = 64 << 20
+
+
+def check_image_size(width: Any, height: Any, node: str, input_name: str, *, max_side: int = MAX_IMAGE_SIDE,
+                     what: str = "image") -> tuple[int, int]:
+    """(width, height) as ints if both are whole numbers in 1..max_side; else a clear error."""
+    for label, v in (("width", width), ("height", height)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v or v < 1:
+            raise NodeInputError(node, input_name, f"the {what} {label} {v!r} is not a positive whole number.",
+                                 fix=f"give a {what} size between 1 and {max_side} pixels.")
+        if v > max_side:
+            raise LimitExceededError(
+                node, input_name, f"the {what} {label} {int(v)} is larger than the limit of {max_side} pixels.",
+                fix=f"use a smaller size (at most {max_side}x{max_side}), or set an explicit output size.")
+    return int(width), int(height)
+
+
+def _first_non_finite(value: Any):
+    """A description of the first NaN/inf in a float, tensor, numpy array or nested list/dict; None if all finite."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str, bytes)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else repr(value)
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        import numpy as np
+        if hasattr(value, "detach"):  # torch
+            import torch
+            if not (value.is_floating_point() or value.is_complex()):
+                return None
+            bad = ~torch.isfinite(value.detach())
+            if bool(bad.any()):
+                return f"{int(bad.sum())} NaN/inf value(s) in a tensor of shape {tuple(value.shape)}"
+            return None
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fc":
+            return None
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            return f"{int(bad.sum())} NaN/inf value(s) in an array of shape {arr.shape}"
+        return None
+    if isinstance(value, dict):
+        for v in value.values():
+            found = _first_non_finite(v)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            found = _first_non_finite(v)
+            if found:
+                return found
+    return None
+
+
+def check_finite(value: Any, node: str, input_name: str, what: str = "value") -> Any:
+    """`value` unchanged if it holds no NaN or infinity (floats, tensors, arrays, nested containers)."""
+    found = _first_non_finite(value)
+    if found:
+        raise NodeInputError(node, input_name, f"the {what} is not a finite number ({found}).",
+                             fix="give finite numbers (NaN and infinity are refused).")
+    return value
+
+
+def check_text(text: Any, node: str, input_name: str, *, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """A STRING input: text, no NUL byte, at most `max_chars` characters."""
+    if not isinstance(text, str):
+        raise NodeInputError(node, input_name, f"expected text, got {type(text).__name__}.")
+    if "\x00" in text:
+        raise NodeInputError(node, input_name, "the text contains a NUL byte.", fix="remove the NUL character.")
+    if len(text) > max_chars:
+        raise LimitExceededError(node, input_name, f"the text has {len(text)} characters, more than the limit of "
+                                 f"{max_chars}.", fix="shorten it.")
+    return text
+
+
+def check_count(value: Any, node: str, input_name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number in [minimum, maximum] (batch sizes, steps, frame counts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
+        raise NodeInputError(node, input_name, f"expected a whole number, got {value!r}.")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        raise NodeInputError(node, input_name, f"{int(value)} is out of range.",
+                             fix=f"use a value between {minimum}{upper}.")
+    return int(value)
+
+
+def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_bytes: int,
+                  max_members: int = MAX_ARCHIVE_MEMBERS, what: str = "archive") -> None:
+    """Refuse a zip archive (.npz, zip-based torch file) before anything in it is inflated: too many members, more
+    than `max_bytes` uncompressed in total, or a member compressed more than MAX_COMPRESSION_RATIO : 1 (a zip bomb).
+    The declared sizes are what Python's and numpy's readers stop at, so they bound the real work."""
+    name = os.path.basename(os.fspath(path))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise NodeInputError(node, input_name, f"{name} is not a readable {what} (corrupt or truncated: {exc}).",
+                             fix="download or export the file again.") from None
+    if len(infos) > max_members:
+        raise LimitExceededError(node, input_name, f"{name} has {len(infos)} members, more than the limit of "
+                                 f"{max_members}.", fix=f"use a genuine {what}.")
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if info.file_size > RATIO_CHECK_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise LimitExceededError(
+                node, input_name, f"{name} member {info.filename!r} would inflate from {info.compress_size} to "
+                f"{info.file_size} bytes (a zip bomb?); it was not opened.", fix=f"use a genuine {what}.")
+    if total > max_bytes:
+        raise LimitExceededError(node, input_name, f"{name} would inflate to {total} bytes, more than the limit of "
+                                 f"{max_bytes}; it was not opened.", fix=f"use a genuine {what}.")
+
+
+__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
+           "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "check_image_size", "check_finite", "check_text", "check_count",
+           "check_archive"]
