@@ -56,7 +56,10 @@ def _check_inputs(node_id: str, cls: type, arguments: dict) -> None:
     specs = _number_specs(cls)
     for name, value in arguments.items():
         if isinstance(value, str):
-            limits.check_text(value, node_id, name)
+            # TEXT_LIMITS {input: chars} lets a node bound one text input itself (a longer limit, its own message)
+            own_limit = getattr(cls, "TEXT_LIMITS", {}).get(name)
+            if own_limit is None:
+                limits.check_text(value, node_id, name)
         elif isinstance(value, float) and not math.isfinite(value):
             raise NodeInputError(node_id, name, f"{value!r} is not a finite number.",
                                  fix="give a finite number (NaN and infinity are refused).")

@@ -9,6 +9,7 @@ import io
 
 from ..utils import host
 from ..utils.errors import NodeInputError
+from ..utils.pose_edit import MAX_CHARS as MAX_EDIT_CHARS
 
 NODE = "HumanGenPoseEditor"
 MAX_CANVAS = 4096  # the width/height widgets
@@ -53,6 +54,7 @@ class HumanGenPoseEditor:
     RETURN_NAMES = ("pose", "skeleton")
     OUTPUT_TOOLTIPS = ("the edited pose (pixels; present keypoints have confidence 1.0, hidden ones 0, 0, 0)",
                        "the edited pose drawn as a skeleton on black")
+    TEXT_LIMITS = {"pose_edit": MAX_EDIT_CHARS}  # longer than other text inputs; utils.pose_edit checks it
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -37,10 +37,14 @@ class HumanGenSMPLXLoader:
         }, "hidden": {"prompt": "PROMPT"}}
 
     def load(self, gender, num_betas, num_expression, prompt=None):
-        from ..models.body.model import load_smplx
-        host.require_files("HumanGenSMPLXLoader", {"gender": gender}, prompt)
-        body = load_smplx(gender, host.model_dirs("smplx"), num_betas=num_betas, num_expression=num_expression,
-                          node="HumanGenSMPLXLoader", tmp_dir=None)
+        from ..models.body.model import SMPLXModelMissing, load_smplx
+        try:
+            body = load_smplx(gender, host.model_dirs("smplx"), num_betas=num_betas, num_expression=num_expression,
+                              node="HumanGenSMPLXLoader", tmp_dir=None)
+        except SMPLXModelMissing as exc:
+            if not exc.pkl_found:  # the one missing-model message: file, folder, link, what else the workflow needs
+                host.require_files("HumanGenSMPLXLoader", {"gender": gender}, prompt)
+            raise
         return (body,)
 
 

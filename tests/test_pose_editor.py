@@ -177,7 +177,7 @@ def test_invalid_stored_edit_is_a_clear_error_naming_node_and_input(standalone_h
 @pytest.mark.parametrize("width, height, name, problem", [
     (256, 0, "width", "set both width and height"),
     (8, 8, "width", "8 is outside 16..4096"),
-    (512, 5000, "height", "5000 is outside 16..4096"),
+    (512, 5000, "height", "5000 is out of range. Fix: use a value between 0 and 4096"),  # the declared range
 ])
 def test_canvas_limits(standalone_host, width, height, name, problem):
     with pytest.raises(NodeInputError) as info:

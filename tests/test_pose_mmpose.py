@@ -90,7 +90,7 @@ def test_checkpoint_errors(tmp_path, random_topdown):
 
     evil = str(tmp_path / "evil.pth")
     torch.save({"state_dict": {}, "x": Payload()}, evil)
-    with pytest.raises(UnsafeCheckpointError, match="needs code execution"):
+    with pytest.raises(UnsafeCheckpointError, match="could execute code"):
         MB.load_checkpoint_state_dict(evil)
 
 

@@ -32,7 +32,12 @@ FK_JOINTS = 25  # body chain, jaw, eyes
 
 
 class SMPLXModelMissing(HumanGenError):
-    """The SMPL-X model file for the requested gender is not in the model folder."""
+    """The SMPL-X model file for the requested gender is not in the model folder (`pkl_found`: the path of the
+    unusable .pkl release found instead, or None)."""
+
+    def __init__(self, message: str, pkl_found: str | None = None):
+        super().__init__(message)
+        self.pkl_found = pkl_found
 
 
 def model_filename(gender: str) -> str:
@@ -61,7 +66,7 @@ def find_model_file(gender: str, search_dirs, *, node: str = "HumanGenSMPLXLoade
     if pkl_found:
         msg += (f" Found {pkl_found}, but the .pkl release stores chumpy objects that cannot be loaded safely: "
                 f"use the .npz file of the same release.")
-    raise SMPLXModelMissing(msg)
+    raise SMPLXModelMissing(msg, pkl_found)
 
 
 def _object_members(path: str) -> list[str]:

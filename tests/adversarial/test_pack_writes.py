@@ -119,7 +119,7 @@ def test_pti_target_appearing_during_tuning_is_not_replaced(tmp_path, monkeypatc
     class _Dist(torch.nn.Module):
         def min_side(self):
             return 1
-    monkeypatch.setattr(editing_nodes, "_lpips", lambda node, net, generator=None: _Dist())
+    monkeypatch.setattr(editing_nodes, "_lpips", lambda node, net, generator=None, prompt=None: _Dist())
 
     def fake_tuning(G, ws, target, lp, cfg, callback=None):
         (folder / "tuned.safetensors").write_bytes(b"someone else's")
