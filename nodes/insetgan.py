@@ -91,8 +91,10 @@ class HumanGenInsetGAN:
     RETURN_TYPES = ("IMAGE", LAT, LAT, "HUMANGEN_FACE_BOX", "IMAGE")
     RETURN_NAMES = ("image", "body_latent", "face_latent", "face_box", "loss_curve")
     OUTPUT_TOOLTIPS = ("The body with the optimised face composited in.",
-                       "The optimised body latent (w+) of the returned state: rendering it gives the returned body.",
-                       "The optimised face latent (w+) of the returned state: rendering it gives the returned face.",
+                       "The optimised body latent (w+) of the returned state: rendering it (noise_mode const) gives "
+                       "the returned body.",
+                       "The optimised face latent (w+) of the returned state: rendering it (noise_mode const) gives "
+                       "the returned face.",
                        "The final paste box in body pixels.",
                        "Loss curves (log scale): per-side totals and the border L1 that picks the best state.")
 
