@@ -108,7 +108,7 @@ def scaled_schedule(schedule: Schedule, steps_scale: float = 1.0) -> Schedule:
     if steps_scale <= 0:
         raise HumanGenError(f"steps_scale must be > 0, got {steps_scale}")
     phases = tuple(replace(
-        p, steps=max(1, scaled_steps(p.steps, steps_scale)),
+        p, steps=scaled_steps(p.steps, steps_scale),
         switch_every=scaled_steps(p.switch_every, steps_scale),
         redetect_every=scaled_steps(p.redetect_every, steps_scale),
         redetect_until=p.redetect_until if p.redetect_until >= NEVER else scaled_steps(p.redetect_until, steps_scale))
@@ -344,7 +344,7 @@ def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, st
         other = "face" if side == "body" else "body"
         imgs[side] = render(side)  # with grad for the side being optimised
         shown[side] = lat[side]().detach().clone()
-        if stale[other]:  # its last turn ended with an update: show the loss the latents it has now
+        if stale[other]:  # its last turn ended with an update: re-render so the loss sees its current latents
             with torch.no_grad():
                 imgs[other] = render(other)
             shown[other], stale[other] = lat[other]().detach().clone(), False
