@@ -372,6 +372,42 @@ def test_sampler_node_renders_pose_keypoints(model):
     assert skeleton[0, 2, 2].sum() == 0
 
 
+def test_sampler_node_drops_low_score_people_like_the_demo(model):
+    """HumanSD's demo keeps a person only when its score > the detection threshold (0.05) before drawing."""
+    from humangen.utils import pose as PM
+    NH = _nodes()
+    real, ghost = [0.0] * 51, [0.0] * 51
+    for j, (x, y) in {5: (40, 30), 7: (40, 60), 9: (40, 90), 6: (80, 30)}.items():
+        real[3 * j:3 * j + 3] = [x, y, 0.9]
+    for j, (x, y) in {11: (100, 20), 13: (100, 110), 12: (120, 20), 14: (120, 110)}.items():
+        ghost[3 * j:3 * j + 3] = [x, y, 0.9]
+    pose = [{"people": [{"pose_keypoints_2d": real, "score": 0.8}, {"pose_keypoints_2d": ghost, "score": 0.03}],
+             "canvas_width": 128, "canvas_height": 128}]
+    inputs = NH.HumanGenSkeletonSDSampler.INPUT_TYPES()["optional"]
+    assert inputs["person_threshold"][1]["default"] == 0.05
+    _, skeleton = NH.HumanGenSkeletonSDSampler().sample(model, pose=pose, **_sample_kwargs())
+    alone = dict(pose[0], people=pose[0]["people"][:1])
+    expected = PM.render_skeleton([alone], "humansd", 64, 64, threshold=0.05)[0]
+    assert torch.equal((skeleton[0] * 255).round().byte(), torch.from_numpy(expected))
+    _, everyone = NH.HumanGenSkeletonSDSampler().sample(model, pose=pose, person_threshold=0.0,
+                                                        **_sample_kwargs())
+    ghost_px = int(((everyone[0] - skeleton[0]).abs().sum(-1) > 0).sum())
+    assert ghost_px > 100  # the ghost's legs are drawn only when everyone is kept
+    assert PM.person_score({"score": 0.25}) == 0.25 and PM.person_score({}) is None
+
+
+def test_sampler_tooltips_name_each_departure_from_the_demo():
+    NH = _nodes()
+    spec = NH.HumanGenSkeletonSDSampler.INPUT_TYPES()
+    desc = NH.HumanGenSkeletonSDSampler.DESCRIPTION
+    assert "bf16" in desc and "set precision fp32" in desc
+    assert "posterior mean" in desc and "watermark" in desc and "mmpose_bottomup" in desc
+    precision = spec["required"]["precision"][1]["tooltip"]
+    assert "fp32" in precision and "demo" in precision
+    assert "posterior mean" in spec["optional"]["pose"][1]["tooltip"]
+    assert "demo" in spec["optional"]["person_threshold"][1]["tooltip"]
+
+
 def test_sampler_node_errors_and_interrupt(model, standalone_host):
     NH = _nodes()
     node = NH.HumanGenSkeletonSDSampler()
