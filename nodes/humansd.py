@@ -170,7 +170,7 @@ class HumanGenSkeletonSDSampler:
                person_threshold=0.05):
         import torch
 
-        from ..models.humansd.pipeline import generate
+        from ..models.humansd.pipeline import InvalidInput, generate
         from ..utils.image import nchw_to_comfy
         node = "HumanGenSkeletonSDSampler"
         skel_u8 = _skeleton_uint8(node, pose, skeleton, short_side, detection_threshold, person_threshold)
@@ -196,10 +196,11 @@ class HumanGenSkeletonSDSampler:
                               added_prompt=added_prompt, steps=steps, guidance=guidance, eta=eta, scheduler=scheduler,
                               seed=seed, batch=batch, strength=strength, init_image=init, precision=precision,
                               offloader=_offloader(), callback=on_step)
-        except ValueError as exc:  # check_inputs names the argument first ("steps must be …", "pose: …")
-            name = str(exc).split(" ", 1)[0].rstrip(":")
-            raise NodeInputError(node, name if name in self.INPUT_TYPES()["required"] or name in
-                                 ("pose", "skeleton", "init_image") else "humansd", str(exc)) from exc
+        except InvalidInput as exc:  # the pipeline names the argument; the node's inputs carry the same names
+            inputs = self.INPUT_TYPES()
+            name = "skeleton" if exc.argument == "pose" and skeleton is not None else exc.argument
+            known = name in inputs["required"] or name in inputs.get("optional", {})
+            raise NodeInputError(node, name if known else "humansd", str(exc)) from exc
         return (nchw_to_comfy(result.images, signed=False), skel)
 
 

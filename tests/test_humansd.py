@@ -298,8 +298,12 @@ def test_strength_below_one_starts_from_the_noised_init_latent(model):
     torch.testing.assert_close(calls[0][0][:1, :4], expected, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="init image"):
         P.generate(model, pose, "a", "b", steps=2, strength=0.5)
-    with pytest.raises(ValueError, match="steps must be >= 2 for ddim"):
+    with pytest.raises(ValueError, match="steps must be >= 2 for ddim") as bad:
         P.generate(model, pose, "a", "b", steps=1)
+    assert bad.value.argument == "steps"  # the node reports the error on the input of that name
+    with pytest.raises(P.InvalidInput, match="eta must be >= 0") as bad:
+        P.generate(model, pose, "a", "b", steps=4, eta=-1.0)
+    assert bad.value.argument == "eta"
     calls.clear()
     P.generate(model, pose, "a", "b", steps=4, seed=9, on_unet_call=lambda inp, t: calls.append(inp.clone()))
     torch.testing.assert_close(calls[0][:1, :4], noise)  # strength 1: pure noise, as the demo
