@@ -13,12 +13,15 @@ perceptual_edge → border (LPIPS), selected_body(_L1) → body, mean_latent →
 terms are active from the first iteration (its warm-up multiplies them by max(j−300, 0)/300: zero until 300).
 
 Each side has its own Adam optimiser with a linear ramp-up over the first 5% and a cosine ramp-down over the last
-25% of that side's steps. The state with the lowest border L1 is returned. No graph is kept across steps.
+25% of that side's steps. The state with the lowest border L1 is returned: the latents together with the images
+they render (a step's loss is measured before its update, so the snapshot keeps the pre-update latents). No graph is
+kept across steps. `steps_scale` scales every step count of a schedule alike (`scaled_schedule`): phases, turns,
+re-detection and the steps at which the references are frozen.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -29,6 +32,7 @@ from ..utils.errors import HumanGenError
 from .inversion import autograd_ready, normal_tensor, optimisation_mode
 
 TERMS = ("coarse", "border", "border_l2", "body", "face", "reg")
+NEVER = 10 ** 9  # `redetect_until` default: re-detect for the whole phase
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class Phase:
     switch_every: int = 0  # alternate phases: steps per turn
     first: str = "face"
     redetect_every: int = 0  # body steps between face-box re-detections (0 = never)
-    redetect_until: int = 10 ** 9  # stop re-detecting after this many body steps
+    redetect_until: int = NEVER  # stop re-detecting after this many body steps
 
 
 @dataclass(frozen=True)
@@ -90,15 +94,43 @@ def lr_at(step: int, total: int, peak: float, rampdown: float = 0.25, rampup: fl
     return peak * ramp * min(1.0, t / rampup) if rampup > 0 else peak * ramp
 
 
+def scaled_steps(n: int, steps_scale: float) -> int:
+    """One step count of a schedule under `steps_scale`: 0 stays 0 (a switch that is off, or on from the start);
+    any other count becomes round(n * steps_scale), at least 1. Every count of a schedule goes through here."""
+    return 0 if n <= 0 else max(1, int(round(n * steps_scale)))
+
+
+def scaled_schedule(schedule: Schedule, steps_scale: float = 1.0) -> Schedule:
+    """The schedule a run with `steps_scale` follows: every step count scaled the same way (phase lengths, turn
+    length, re-detection interval and cut-off, the steps at which the body and face references are frozen), so a
+    short run keeps the full run's proportions: each term and reference switches on at the same fraction of the run.
+    A reference step is kept inside the run (at most its last step) so the term it enables always switches on."""
+    if steps_scale <= 0:
+        raise HumanGenError(f"steps_scale must be > 0, got {steps_scale}")
+    phases = tuple(replace(
+        p, steps=scaled_steps(p.steps, steps_scale),
+        switch_every=scaled_steps(p.switch_every, steps_scale),
+        redetect_every=scaled_steps(p.redetect_every, steps_scale),
+        redetect_until=p.redetect_until if p.redetect_until >= NEVER else scaled_steps(p.redetect_until, steps_scale))
+        for p in schedule.phases)
+    last = sum(p.steps for p in phases) - 1
+
+    def ref(n):
+        return min(scaled_steps(n, steps_scale), last)
+    return replace(schedule, phases=phases, body_ref_at=ref(schedule.body_ref_at),
+                   face_ref_at=ref(schedule.face_ref_at))
+
+
 def side_plan(schedule: Schedule, steps_scale: float = 1.0) -> list[tuple[str, int, int, int, Phase]]:
-    """Expand a schedule into steps: (side, phase index, this side's step within the phase, its total, phase)."""
+    """Expand a schedule (scaled by `steps_scale`, see `scaled_schedule`) into steps: (side, phase index, this side's
+    step within the phase, its total, the scaled phase)."""
     plan = []
-    for pi, phase in enumerate(schedule.phases):
-        steps = max(1, int(round(phase.steps * steps_scale)))
+    for pi, phase in enumerate(scaled_schedule(schedule, steps_scale).phases):
+        steps = phase.steps
         if phase.side in ("face", "body"):
             plan += [(phase.side, pi, i, steps, phase) for i in range(steps)]
             continue
-        turn = max(1, int(round(phase.switch_every * steps_scale)))
+        turn = max(1, phase.switch_every)
         sides = (phase.first, "body" if phase.first == "face" else "face")
         order = [sides[(i // turn) % 2] for i in range(steps)]
         totals = {s: order.count(s) for s in sides}
@@ -293,52 +325,64 @@ def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, st
 
     with torch.no_grad():
         imgs = {s: render(s) for s in lat}
+    # the latents each image in `imgs` was rendered from: a snapshot pairs these with the images, never the latents
+    # after the optimiser's update (which render something else)
+    shown = {s: lat[s]().detach().clone() for s in lat}
+    stale = {s: False for s in lat}  # the side's latents moved since its image was rendered
     body_hw = tuple(imgs["body"].shape[2:])
     box = paste_box(face_box, body_hw, box_scale)
     face_rect = face_rect or default_face_rect(imgs["face"].shape[2:])
-    refs = {"body": imgs["body"].clone() if schedule.body_ref_at == 0 else None,
-            "face": imgs["face"].clone() if schedule.face_ref_at == 0 else None}
+    run = scaled_schedule(schedule, steps_scale)  # reference steps and re-detection scale with the phases
+    refs = {"body": imgs["body"].clone() if run.body_ref_at == 0 else None,
+            "face": imgs["face"].clone() if run.face_ref_at == 0 else None}
 
     plan = side_plan(schedule, steps_scale)
     best = (float("inf"), -1, None)
     history = []
     body_steps = 0
     for step, (side, _, side_step, side_total, phase) in enumerate(plan):
-        if step == schedule.body_ref_at and refs["body"] is None:
+        other = "face" if side == "body" else "body"
+        imgs[side] = render(side)  # with grad for the side being optimised
+        shown[side] = lat[side]().detach().clone()
+        if stale[other]:  # its last turn ended with an update: re-render so the loss sees its current latents
+            with torch.no_grad():
+                imgs[other] = render(other)
+            shown[other], stale[other] = lat[other]().detach().clone(), False
+        if step == run.body_ref_at and refs["body"] is None:
             refs["body"] = imgs["body"].detach().clone()
-        if step == schedule.face_ref_at and refs["face"] is None:
+        if step == run.face_ref_at and refs["face"] is None:
             refs["face"] = imgs["face"].detach().clone()
         if side == "body" and redetect is not None and phase.redetect_every and body_steps \
                 and body_steps % phase.redetect_every == 0 and body_steps <= phase.redetect_until:
-            found = redetect(imgs["body"])
+            found = redetect(imgs["body"].detach())
             if found is not None:
                 box = recentre(box, found, body_hw, box_scale)
         for group in opts[side].param_groups:
             group["lr"] = lr_at(side_step, side_total, phase.lr[side])
-        imgs[side] = render(side)  # with grad for the side being optimised; the other side's image is reused
         w_body = lat["body"]() if side == "body" else lat["body"]().detach()
         loss, terms = compute_losses(phase.weights[side], imgs["face"], imgs["body"], box, face_rect, refs["body"],
                                      refs["face"], w_body, w_avg, lpips, border_px)
+        if terms["border_l1"] < best[0]:  # the state before this step's update: latents and images together
+            best = (terms["border_l1"], step, (shown["body"], shown["face"], box, imgs["body"].detach().clone(),
+                                               imgs["face"].detach().clone()))
         for opt in opts.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
         opts[side].step()
         imgs[side] = imgs[side].detach()
-        if terms["border_l1"] < best[0]:
-            best = (terms["border_l1"], step, (lat["body"]().detach().clone(), lat["face"]().detach().clone(), box,
-                                               imgs["body"].clone(), imgs["face"].clone()))
+        stale[side] = True
         history.append({"step": step, "side": side, "total": float(loss.detach()), **terms})
         body_steps += side == "body"
         if callback is not None:
             callback(step + 1, len(plan), history[-1])
-    # the images above were rendered before each step's update; render the final latents once for the last state
+    # every image above was rendered before its step's update; render the final latents once for the last state
     with torch.no_grad():
         final = {s: render(s) for s in lat}
-    from_last = compute_losses({}, final["face"], final["body"], box, face_rect, None, None, lat["body"](), w_avg,
+        final_ws = {s: lat[s]().detach().clone() for s in lat}
+    from_last = compute_losses({}, final["face"], final["body"], box, face_rect, None, None, final_ws["body"], w_avg,
                                lpips, border_px)[1]["border_l1"]
     if from_last < best[0]:
-        best = (from_last, len(plan), (lat["body"]().detach().clone(), lat["face"]().detach().clone(), box,
-                                       final["body"], final["face"]))
+        best = (from_last, len(plan), (final_ws["body"], final_ws["face"], box, final["body"], final["face"]))
     b_ws, f_ws, b_box, b_img, f_img = best[2]
     return InsetResult(b_ws.cpu(), f_ws.cpu(), b_box, b_img.cpu(), f_img.cpu(), history, best[1])
 

@@ -11,7 +11,8 @@ RESOLUTIONS = ["1024x512", "512x256"]
 class HumanGenAlignFullBody:
     DESCRIPTION = ("Align a full-body photo the way StyleGAN-Human's data was made: person composited on white, "
                    "5% + 5 px margin above the head and below the feet, horizontal centre = mean of the shoulder "
-                   "centre and hip centre, 2:1 crop (replicate padding), area resampling to 1024x512 or 512x256. "
+                   "centre and hip centre, 2:1 crop (white where it leaves the photo), area resampling to 1024x512 or "
+                   "512x256. "
                    "Also returns the mask and the keypoints moved into the aligned frame.")
     CATEGORY = "HumanGen/pose"
     FUNCTION = "align"
@@ -30,7 +31,9 @@ class HumanGenAlignFullBody:
                 "person_index": ("INT", {"default": -1, "min": -1, "max": 63, "step": 1,
                                          "tooltip": "person to centre on (pose input order); -1 = the only one"}),
                 "allow_partial": ("BOOLEAN", {"default": False, "tooltip": "align even when hips/ankles/shoulders "
-                                              "are not visible (otherwise that is an error)"}),
+                                              "are not visible (otherwise that is an error); the frame below a "
+                                              "photo cut at the waist or knees is white (mask 0), the person's "
+                                              "pixels are kept as they are"}),
                 "keypoint_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
                                                  "tooltip": "a joint counts as visible above this confidence"}),
                 "segmentation": (SEGMENT_METHODS, {"default": "mediapipe_pose", "tooltip": "person mask source "

@@ -96,7 +96,13 @@ class HumanGenSkeletonSDSampler:
                    "in HumanSD's style, or a ready skeleton image) is VAE-encoded and fed to the UNet next to the "
                    "noise; classifier-free guidance applies to the text only. Sizes follow HumanSD's demo: short "
                    "side scaled to `short_side`, both sides rounded to multiples of 64. With an init image and "
-                   "strength < 1 it works as img2img.")
+                   "strength < 1 it works as img2img. Departures from HumanSD's demo, on purpose: precision 'auto' "
+                   "runs the UNet in bf16 on a GPU (the demo: fp32; set precision fp32); the skeleton is encoded "
+                   "with the VAE's posterior mean, not a random sample (no setting: the demo's draw depends on its "
+                   "global RNG); no invisible 'HumanSD' watermark is added to the images (no setting); the pose "
+                   "detector HumanGenPoseDetect defaults to mediapipe at keypoint threshold 0.3 (the demo: "
+                   "HigherHRNet-W48 bottom-up, every person, thresholds 0.05; closest: backend mmpose_bottomup, "
+                   "keypoint_threshold 0.05, max_people 64).")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
     RETURN_TYPES = ("IMAGE", "IMAGE")
@@ -136,27 +142,38 @@ class HumanGenSkeletonSDSampler:
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
                              "1 = from pure noise. < 1 = img2img from init_image (required then)."}),
                 "precision": (["auto", "fp32", "bf16"], {"default": "auto", "tooltip":
-                              "UNet compute precision: auto = bf16 on capable GPUs, else fp32. fp16 is not offered "
-                              "(SD2's attention overflows in fp16)."}),
+                              "UNet compute precision: auto = bf16 on capable GPUs, else fp32 (HumanSD's demo runs "
+                              "fp32: choose fp32 to reproduce it). fp16 is not offered (SD2's attention overflows "
+                              "in fp16)."}),
             },
             "optional": {
-                "pose": ("POSE_KEYPOINT", {"tooltip": "Poses (OpenPose/COCO keypoints); rendered in HumanSD's style."}),
+                "pose": ("POSE_KEYPOINT", {"tooltip": "Poses (OpenPose/COCO keypoints); rendered in HumanSD's style "
+                         "and VAE-encoded with the posterior mean (the demo draws a posterior sample). From "
+                         "HumanGenPoseDetect: its defaults (mediapipe, threshold 0.3, one person) differ from the "
+                         "demo's HigherHRNet bottom-up at 0.05 (closest: mmpose_bottomup, keypoint_threshold 0.05)."}),
                 "skeleton": ("IMAGE", {"tooltip": "A ready HumanSD-style skeleton image (used when no pose is "
                                                   "connected)."}),
                 "init_image": ("IMAGE", {"tooltip": "Start image for img2img (strength < 1)."}),
                 "detection_threshold": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.01,
-                                        "tooltip": "Keypoints with confidence at or below this are not drawn."}),
+                                        "tooltip": "Keypoints with confidence at or below this are not drawn "
+                                        "(HumanSD's demo: 0.05)."}),
+                "person_threshold": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": "People whose detection score (the pose's per-person 'score') is at "
+                                     "or below this are not drawn, as HumanSD's demo drops them before drawing "
+                                     "(its default: 0.05, the same slider as the keypoints). People without a score "
+                                     "are always drawn; 0 draws everyone with a positive score."}),
             },
         }
 
     def sample(self, humansd, prompt, negative_prompt, added_prompt, steps, guidance, eta, scheduler, seed, batch,
-               short_side, strength, precision, pose=None, skeleton=None, init_image=None, detection_threshold=0.05):
+               short_side, strength, precision, pose=None, skeleton=None, init_image=None, detection_threshold=0.05,
+               person_threshold=0.05):
         import torch
 
-        from ..models.humansd.pipeline import generate
+        from ..models.humansd.pipeline import InvalidInput, generate
         from ..utils.image import nchw_to_comfy
         node = "HumanGenSkeletonSDSampler"
-        skel_u8 = _skeleton_uint8(node, pose, skeleton, short_side, detection_threshold)
+        skel_u8 = _skeleton_uint8(node, pose, skeleton, short_side, detection_threshold, person_threshold)
         h, w = skel_u8.shape[1:3]
         skel = torch.from_numpy(skel_u8).float().div(255.0)
         init = None
@@ -179,17 +196,19 @@ class HumanGenSkeletonSDSampler:
                               added_prompt=added_prompt, steps=steps, guidance=guidance, eta=eta, scheduler=scheduler,
                               seed=seed, batch=batch, strength=strength, init_image=init, precision=precision,
                               offloader=_offloader(), callback=on_step)
-        except ValueError as exc:  # check_inputs names the argument first ("steps must be …", "pose: …")
-            name = str(exc).split(" ", 1)[0].rstrip(":")
-            raise NodeInputError(node, name if name in self.INPUT_TYPES()["required"] or name in
-                                 ("pose", "skeleton", "init_image") else "humansd", str(exc)) from exc
+        except InvalidInput as exc:  # the pipeline names the argument; the node's inputs carry the same names
+            inputs = self.INPUT_TYPES()
+            name = "skeleton" if exc.argument == "pose" and skeleton is not None else exc.argument
+            known = name in inputs["required"] or name in inputs.get("optional", {})
+            raise NodeInputError(node, name if known else "humansd", str(exc)) from exc
         return (nchw_to_comfy(result.images, signed=False), skel)
 
 
 MAX_GENERATION_SIDE = 4096  # HumanSD was trained at 512; a very elongated pose canvas must not ask for more
 
 
-def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float):
+def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float,
+                    person_threshold: float = 0.05):
     """The conditioning skeleton(s) as uint8 [F, H, W, 3] at HumanSD's generation size."""
     from ..utils.limits import check_image_size
     if pose is not None and skeleton is not None:
@@ -205,7 +224,8 @@ def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float
         h, w = _target_size(h0, w0, short_side)
         check_image_size(w, h, node, "pose", max_side=MAX_GENERATION_SIDE, what="generation size (from the pose "
                          "canvas)")
-        return posemod.render_skeleton(frames, style="humansd", width=w, height=h, threshold=threshold)
+        return posemod.render_skeleton(frames, style="humansd", width=w, height=h, threshold=threshold,
+                                       person_threshold=person_threshold)
     if skeleton is not None:
         from ..utils.image import check_image
         img = check_image(skeleton, node, "skeleton")

@@ -90,8 +90,12 @@ class HumanGenInsetGAN:
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", LAT, LAT, "HUMANGEN_FACE_BOX", "IMAGE")
     RETURN_NAMES = ("image", "body_latent", "face_latent", "face_box", "loss_curve")
-    OUTPUT_TOOLTIPS = ("The body with the optimised face composited in.", "The optimised body latent (w+).",
-                       "The optimised face latent (w+).", "The final paste box in body pixels.",
+    OUTPUT_TOOLTIPS = ("The body with the optimised face composited in.",
+                       "The optimised body latent (w+) of the returned state: rendering it (noise_mode const) gives "
+                       "the returned body.",
+                       "The optimised face latent (w+) of the returned state: rendering it (noise_mode const) gives "
+                       "the returned face.",
+                       "The final paste box in body pixels.",
                        "Loss curves (log scale): per-side totals and the border L1 that picks the best state.")
 
     @classmethod
@@ -105,7 +109,12 @@ class HumanGenInsetGAN:
                          "body, 500 alternating steps; official-loose / official-inset: 400 iterations switching "
                          "every 40 (canvas in W, inset in W+)."}),
             "steps_scale": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 4.0, "step": 0.05,
-                                      "tooltip": "Multiply every phase's steps (0.1 for a quick preview)."}),
+                                      "tooltip": "Multiply every step count of the schedule alike (0.1 for a "
+                                      "quick preview): the phase lengths, the turn length, the face re-detection "
+                                      "interval and cut-off, and the steps at which the body / face references are "
+                                      "frozen (official-loose 75, official-inset 120). A short run keeps every loss "
+                                      "term and switches each reference on at the same fraction of the run, only "
+                                      "with fewer steps; its result is rougher."}),
             "truncation_psi": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                          "tooltip": "Truncate both latents toward w_avg first (NVIDIA ψ; 1 = as "
                                          "given). Upstream: 0.6 (StyleGAN-Human); official t = 0.5 is ψ = 0.5."}),

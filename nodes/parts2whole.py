@@ -88,7 +88,10 @@ def _one_mask(mask, image, node, invert):
 
 class HumanGenPartReference:
     DESCRIPTION = ("One reference part for Parts2Whole: an image of the garment/face/hair/shoes, its label and an "
-                   "optional mask (1 = the part). Chain up to 6 of these through the 'parts' input.")
+                   "optional mask (1 = the part). Chain up to 6 of these through the 'parts' input. An RGBA image "
+                   "is composited on white (upstream's parts are on white) and its alpha is the mask when none is "
+                   "connected; parts are resized to the generation size antialiased bicubic, as upstream's PIL "
+                   "pipeline.")
     CATEGORY = CATEGORY
     FUNCTION = "add"
     RETURN_TYPES = ("HUMANGEN_PARTS",)
@@ -98,22 +101,29 @@ class HumanGenPartReference:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "image": ("IMAGE", {"tooltip": "The reference image of this part (one image)."}),
+            "image": ("IMAGE", {"tooltip": "The reference image of this part (one image). With 4 channels (RGBA, "
+                                "e.g. from ComfyUI's Join Image with Alpha) the colour is composited on white by the "
+                                "alpha, so nothing under transparent pixels reaches the reference, and the alpha is "
+                                "the part mask unless a mask is connected."}),
             "label": (list(LABELS), {"default": "upper body clothes",
                                      "tooltip": "What the part is; Parts2Whole was trained with these six labels."}),
             "invert_mask": ("BOOLEAN", {"default": False, "tooltip":
                                         "Invert the mask. LoadImage's MASK of a transparent cut-out is 1 on the "
                                         "background: enable this to use it."}),
         }, "optional": {
-            "mask": ("MASK", {"tooltip": "Where the part is (1 = part). Unconnected: the whole image."}),
+            "mask": ("MASK", {"tooltip": "Where the part is (1 = part); it gates the reference attention only (the "
+                              "image is not composited with it). Unconnected: the alpha of an RGBA image, else the "
+                              "whole image."}),
             "parts": ("HUMANGEN_PARTS", {"tooltip": "Previous parts to append to (up to 6 in total)."}),
         }}
 
     def add(self, image, label, invert_mask=False, mask=None, parts=None):
-        from ..models.parts2whole.parts import MAX_PARTS, PartRef
+        import torch
+
+        from ..models.parts2whole.parts import MAX_PARTS, from_rgba
         from ..utils.image import check_image
         node = "HumanGenPartReference"
-        image = check_image(image, node)
+        check_image(image, node)
         if image.shape[0] != 1:
             raise NodeInputError(node, "image", f"got a batch of {image.shape[0]} images; a part is one image.",
                                  fix="use one HumanGenPartReference node per part image.")
@@ -124,8 +134,14 @@ class HumanGenPartReference:
             raise NodeInputError(node, "parts", f"already holds {len(parts)} parts; Parts2Whole takes at most "
                                  f"{MAX_PARTS}.", fix="remove a part from the chain.")
         img = image[0].float().cpu()
+        if img.shape[-1] == 3:  # an opaque part: alpha 1
+            img = torch.cat([img, torch.ones_like(img[..., :1])], -1)
         m = None if mask is None else _one_mask(mask.float().cpu(), img, node, invert_mask)
-        return (parts + (PartRef(img, label, m),),)
+        part = from_rgba(img, label, m)
+        if part.part_mask is not None and not bool((part.part_mask > 0.5).any()):
+            raise NodeInputError(node, "image", "the image is fully transparent (alpha 0 everywhere), so this part "
+                                 "would have no effect.", fix="use an image whose part is opaque, or connect a mask.")
+        return (parts + (part,),)
 
 
 class HumanGenPartsFromSegmentation:

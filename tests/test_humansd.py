@@ -298,8 +298,12 @@ def test_strength_below_one_starts_from_the_noised_init_latent(model):
     torch.testing.assert_close(calls[0][0][:1, :4], expected, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="init image"):
         P.generate(model, pose, "a", "b", steps=2, strength=0.5)
-    with pytest.raises(ValueError, match="steps must be >= 2 for ddim"):
+    with pytest.raises(ValueError, match="steps must be >= 2 for ddim") as bad:
         P.generate(model, pose, "a", "b", steps=1)
+    assert bad.value.argument == "steps"  # the node reports the error on the input of that name
+    with pytest.raises(P.InvalidInput, match="eta must be >= 0") as bad:
+        P.generate(model, pose, "a", "b", steps=4, eta=-1.0)
+    assert bad.value.argument == "eta"
     calls.clear()
     P.generate(model, pose, "a", "b", steps=4, seed=9, on_unet_call=lambda inp, t: calls.append(inp.clone()))
     torch.testing.assert_close(calls[0][:1, :4], noise)  # strength 1: pure noise, as the demo
@@ -370,6 +374,42 @@ def test_sampler_node_renders_pose_keypoints(model):
     # the left upper arm (5-7, limb 6) in HumanSD's colour (86, 219, 127), halfway down at x = 20
     assert torch.allclose(skeleton[0, 22, 20] * 255, torch.tensor([86.0, 219.0, 127.0]), atol=1)
     assert skeleton[0, 2, 2].sum() == 0
+
+
+def test_sampler_node_drops_low_score_people_like_the_demo(model):
+    """HumanSD's demo keeps a person only when its score > the detection threshold (0.05) before drawing."""
+    from humangen.utils import pose as PM
+    NH = _nodes()
+    real, ghost = [0.0] * 51, [0.0] * 51
+    for j, (x, y) in {5: (40, 30), 7: (40, 60), 9: (40, 90), 6: (80, 30)}.items():
+        real[3 * j:3 * j + 3] = [x, y, 0.9]
+    for j, (x, y) in {11: (100, 20), 13: (100, 110), 12: (120, 20), 14: (120, 110)}.items():
+        ghost[3 * j:3 * j + 3] = [x, y, 0.9]
+    pose = [{"people": [{"pose_keypoints_2d": real, "score": 0.8}, {"pose_keypoints_2d": ghost, "score": 0.03}],
+             "canvas_width": 128, "canvas_height": 128}]
+    inputs = NH.HumanGenSkeletonSDSampler.INPUT_TYPES()["optional"]
+    assert inputs["person_threshold"][1]["default"] == 0.05
+    _, skeleton = NH.HumanGenSkeletonSDSampler().sample(model, pose=pose, **_sample_kwargs())
+    alone = dict(pose[0], people=pose[0]["people"][:1])
+    expected = PM.render_skeleton([alone], "humansd", 64, 64, threshold=0.05)[0]
+    assert torch.equal((skeleton[0] * 255).round().byte(), torch.from_numpy(expected))
+    _, everyone = NH.HumanGenSkeletonSDSampler().sample(model, pose=pose, person_threshold=0.0,
+                                                        **_sample_kwargs())
+    ghost_px = int(((everyone[0] - skeleton[0]).abs().sum(-1) > 0).sum())
+    assert ghost_px > 100  # the ghost's legs are drawn only when everyone is kept
+    assert PM.person_score({"score": 0.25}) == 0.25 and PM.person_score({}) is None
+
+
+def test_sampler_tooltips_name_each_departure_from_the_demo():
+    NH = _nodes()
+    spec = NH.HumanGenSkeletonSDSampler.INPUT_TYPES()
+    desc = NH.HumanGenSkeletonSDSampler.DESCRIPTION
+    assert "bf16" in desc and "set precision fp32" in desc
+    assert "posterior mean" in desc and "watermark" in desc and "mmpose_bottomup" in desc
+    precision = spec["required"]["precision"][1]["tooltip"]
+    assert "fp32" in precision and "demo" in precision
+    assert "posterior mean" in spec["optional"]["pose"][1]["tooltip"]
+    assert "demo" in spec["optional"]["person_threshold"][1]["tooltip"]
 
 
 def test_sampler_node_errors_and_interrupt(model, standalone_host):

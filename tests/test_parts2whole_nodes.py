@@ -175,3 +175,66 @@ def test_sampler_node_batch_progress_and_interrupt(installed, standalone_host):
     with pytest.raises(HumanGenInterrupted):
         sampler.sample(model, parts, pose, batch_size=1, **args)
     assert not any(type(p).__name__.startswith("Bank") for p in model.unet.attn_processors.values())
+
+
+def _rgba_part(h=64, w=48):
+    """A part cut-out: opaque random colour in the middle, a half-transparent band, and pure red under alpha 0."""
+    rgba = torch.zeros(1, h, w, 4)
+    rgba[..., 0] = 1.0  # red everywhere, including under the transparent pixels
+    rgba[:, 16:48, 12:36, :3] = torch.rand(32, 24, 3, generator=torch.Generator().manual_seed(5))
+    rgba[:, 16:48, 12:36, 3] = 1.0
+    rgba[:, 16:24, 12:36, 3] = 0.5
+    return rgba
+
+
+def test_rgba_part_is_composited_on_white_and_its_alpha_is_the_mask():
+    rgba = _rgba_part()
+    (parts,) = node("HumanGenPartReference").add(rgba, "upper body clothes")
+    (part,) = parts
+    alpha = rgba[0, ..., 3]
+    assert torch.equal(part.part_mask, alpha)
+    outside = alpha == 0
+    assert torch.equal(part.image[outside], torch.ones(int(outside.sum()), 3))  # no red leaks in
+    assert torch.equal(part.image[24:48, 12:36], rgba[0, 24:48, 12:36, :3])  # the opaque part is unchanged
+    half = rgba[0, 16:24, 12:36, :3] * 0.5 + 0.5
+    assert torch.allclose(part.image[16:24, 12:36], half)
+    # a connected mask gates the attention; the alpha still composites
+    mask = torch.zeros(1, 64, 48)
+    mask[:, 30:40, 20:30] = 1
+    (parts,) = node("HumanGenPartReference").add(rgba, "face", mask=mask)
+    assert torch.equal(parts[0].part_mask, mask[0]) and torch.equal(parts[0].image, part.image)
+    # an opaque RGB image is an ordinary part (whole image, no alpha)
+    (parts,) = node("HumanGenPartReference").add(rgba[..., :3], "face")
+    assert parts[0].part_mask is None and torch.equal(parts[0].image, rgba[0, ..., :3])
+    clear = rgba.clone()
+    clear[..., 3] = 0
+    with pytest.raises(NodeInputError, match=r"HumanGenPartReference: input 'image': the image is fully transparent"):
+        node("HumanGenPartReference").add(clear, "face")
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (300, 200)])
+def test_references_are_resized_as_upstreams_pil_pipeline(size):
+    """Upstream: `Image.convert("RGBA").resize((W, H))` (bicubic, premultiplied alpha), then colour * a + white *
+    (1 - a); the alpha is the mask."""
+    import numpy as np
+    from PIL import Image
+
+    from humangen.models.parts2whole.parts import PartRef, from_rgba
+    from humangen.models.parts2whole.pipeline import prepare_references
+    h, w = size
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    rgba[..., 3] = 0
+    rgba[h // 4:3 * h // 4, w // 4:3 * w // 4, 3] = 255
+    rgba[h // 4:h // 2, w // 4:w // 2, 3] = 128
+    up = np.asarray(Image.fromarray(rgba, "RGBA").resize((512, 768))).astype(np.float32) / 255
+    expected = up[..., :3] * up[..., 3:] + (1 - up[..., 3:])
+    images, masks = prepare_references([from_rgba(torch.from_numpy(rgba.astype(np.float32) / 255), "face")], 768, 512)
+    ours = ((images[0] + 1) / 2).movedim(0, -1).numpy()
+    diff = np.abs(ours - expected) * 255
+    assert diff.max() <= 2.0 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    np.testing.assert_allclose(masks[0, 0].numpy(), up[..., 3], atol=1e-6)
+    grey = np.asarray(Image.fromarray(rgba[..., 3]).resize((512, 768))).astype(np.float32) / 255
+    mask = torch.from_numpy(rgba[..., 3] / 255.0).float()
+    _, given = prepare_references([PartRef(torch.rand(h, w, 3), "face", mask)], 768, 512)
+    np.testing.assert_allclose(given[0, 0].numpy(), grey, atol=1e-6)  # a mask: PIL's "L" resize

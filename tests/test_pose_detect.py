@@ -129,6 +129,64 @@ def test_align_geometry_exactly():
     assert tuple(res.image[256, 128]) == (200, 30, 30)
 
 
+def _outside_photo(res, photo_hw, out_hw):
+    """Output pixels whose whole area-resampling footprint lies outside the source photo."""
+    (s, _, tx), (_, _, ty) = res.matrix
+    h, w = photo_hw
+    v = np.arange(out_hw[0])[:, None]
+    u = np.arange(out_hw[1])[None, :]
+    return (v >= (h * s + ty)) | ((v + 1) <= ty) | (u >= (w * s + tx)) | ((u + 1) <= tx)
+
+
+def test_align_half_body_photo_pads_white(detections):
+    """The bundled astronaut (cut at the waist) aligned with allow_partial: white below the photo, person kept."""
+    import cv2
+    from PIL import Image
+    from hgtest import ROOT
+    img = np.asarray(Image.open(ROOT / "workflows" / "assets" / "astronaut.png").convert("RGB"))
+    det = detections["astronaut"]
+    assert np.array_equal(img, photo("astronaut"))  # the detections were made on these pixels
+    res = A.align_full_body(img, det.mask, det.coco17(), size=(256, 512), allow_partial=True)
+    outside = _outside_photo(res, img.shape[:2], (512, 256))
+    (s, _, _), (_, _, ty) = res.matrix
+    cut = int(np.ceil(img.shape[0] * s + ty))  # first output row entirely below the photo
+    assert 512 - cut > 512 // 10  # the frame reaches well below the waist
+    assert (res.image[outside] == 255).all() and (res.mask[outside] == 0).all()
+    assert (res.image[cut:] == 255).all() and (res.mask[cut:] == 0).all()  # no streaks of the last row
+    assert (res.mask[cut - 2] > 0.999).sum() > 40  # the person reaches the cut
+    # the person's pixels are the photo's, area-resampled (compared with a resize of the raw photo)
+    x0, y0, x1, y1 = res.box
+    pad = 1024
+    big = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    raw = cv2.resize(big[y0 + pad:y1 + pad, x0 + pad:x1 + pad], (256, 512), interpolation=cv2.INTER_AREA)
+    person = (res.mask > 0.999) & ~_outside_photo(res, (img.shape[0] - 1, img.shape[1] - 1), (512, 256))
+    assert person.sum() > 5000
+    assert int(np.abs(res.image[person].astype(int) - raw[person].astype(int)).max()) <= 1
+
+
+def test_align_knee_cut_photo_keeps_person_pixels_exactly():
+    """A textured body cut at the knees, sized so the crop is exactly 256 x 512 (no resampling): every person pixel is
+    copied unchanged, the background is white, the 28 rows below the photo are white with mask 0."""
+    rng = np.random.default_rng(0)
+    img = np.full((556, 600, 3), 90, np.uint8)
+    mask = np.zeros((556, 600), np.float32)
+    mask[100:, 200:280] = 1.0  # blob 100..556 (456 rows): crop 1.1 * 456 + 10 -> 256 x 512 px
+    img[100:, 200:280] = rng.integers(0, 256, (456, 80, 3), dtype=np.uint8)
+    k = np.zeros((17, 3))
+    for i, (x, y) in {0: (240, 120), 5: (260, 180), 6: (220, 180), 11: (256, 320), 12: (228, 320)}.items():
+        k[i] = (x, y, 0.9)
+    with pytest.raises(A.AlignmentError, match="no ankles"):
+        A.align_full_body(img, mask, [k], size=(256, 512))
+    res = A.align_full_body(img, mask, [k], size=(256, 512), allow_partial=True)
+    x0, y0, x1, y1 = res.box
+    assert (x1 - x0, y1 - y0) == (256, 512) and y1 - 556 == 28
+    np.testing.assert_array_equal(res.image[100 - y0:556 - y0, 200 - x0:280 - x0], img[100:, 200:280])
+    assert (res.mask[100 - y0:556 - y0, 200 - x0:280 - x0] == 1).all()
+    assert (res.image[556 - y0:] == 255).all() and (res.mask[556 - y0:] == 0).all()
+    background = res.mask == 0
+    assert (res.image[background] == 255).all()
+
+
 def test_align_uses_the_chosen_persons_joints():
     """Upstream took the body centre from the detection candidate list; we use the chosen person's joints."""
     img, mask, k0 = synthetic_person()

@@ -69,7 +69,8 @@ Public functions (all coordinates in pixels, keypoint arrays float64 [K, 3] = x,
   `scored_keypoints(person, key)` ([K,3] with raw scores), `aux_person(person)`, `aux_frame(frame)`,
   `as_pose(value)` (validate/normalise; a single frame becomes a list), `frame_size(frame)`,
   `frame_people(frame, layout="coco17")` (list of [K,3]), `people_array(frame, layout="coco17")` ([P,K,3]),
-  `person_keypoints(person, layout="coco17")` (one person, as stored), `pixel_frame(frame)` (normalised -> pixels),
+  `person_keypoints(person, layout="coco17")` (one person, as stored), `person_score(person)` (its detection score
+  or None), `pixel_frame(frame)` (normalised -> pixels),
   `transform_frame(frame, matrix, width, height)`, `scale_frame(frame, width, height)`.
 - files: `load_pose(path, canvas_size=None)`, `save_pose(pose, path, fmt=None)`, and per format
   `load_openpose_json/save_openpose_json`, `load_coco_json/save_coco_json`, `load_humansd_npz/save_humansd_npz`
@@ -799,6 +800,12 @@ def _draw_openpose(canvas: np.ndarray, people: list[np.ndarray], threshold: floa
     return canvas
 
 
+def person_score(person: dict) -> float | None:
+    """A person's detection score (the optional "score" key), or None when the pose carries none."""
+    score = person.get("score")
+    return None if score is None else float(score)
+
+
 def render_frame(frame: dict, style: str = "humansd", width: int | None = None, height: int | None = None,
                  threshold: float = 0.05, person_threshold: float = 0.0) -> np.ndarray:
     """Render one frame's skeletons -> uint8 RGB [H, W, 3] on black.
@@ -818,7 +825,7 @@ def render_frame(frame: dict, style: str = "humansd", width: int | None = None, 
                      what="skeleton image" if width else "pose canvas (rendered)")
     if (w, h) != (w0, h0):
         frame = scale_frame(frame, w, h)
-    persons = [p for p in frame["people"] if "score" not in p or float(p["score"]) > person_threshold]
+    persons = [p for p in frame["people"] if (score := person_score(p)) is None or score > person_threshold]
     canvas = np.zeros((h, w, 3), dtype=np.uint8)
     if style == "humansd":
         _draw_humansd(canvas, [person_keypoints(p, "coco17") for p in persons], threshold)

@@ -93,34 +93,44 @@ class GenerateResult:
     seeds: list[int]
 
 
+class InvalidInput(ValueError):
+    """A bad argument of `generate`; `argument` names it (the node reports it on the input of that name)."""
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(message)
+        self.argument = argument
+
+
 def check_inputs(model: HumanSDModel, pose: torch.Tensor, *, steps: int, guidance: float, eta: float, scheduler: str,
                  batch: int, strength: float, init_image: torch.Tensor | None) -> None:
     if pose.ndim != 4 or pose.shape[1] != 3:
-        raise ValueError(f"pose: expected skeleton images [N, 3, H, W] in [-1, 1], got {tuple(pose.shape)}")
+        raise InvalidInput("pose", f"pose: expected skeleton images [N, 3, H, W] in [-1, 1], got "
+                                   f"{tuple(pose.shape)}")
     mult = model.vae_scale * model.unet_multiple
     h, w = pose.shape[-2:]
     if h % mult or w % mult:
-        raise ValueError(f"pose: height and width must be multiples of {mult}, got {h}x{w}")
+        raise InvalidInput("pose", f"pose: height and width must be multiples of {mult}, got {h}x{w}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InvalidInput("steps", f"steps must be >= 1, got {steps}")
     if guidance < 0:
-        raise ValueError(f"guidance must be >= 0, got {guidance}")
+        raise InvalidInput("guidance", f"guidance must be >= 0, got {guidance}")
     if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+        raise InvalidInput("eta", f"eta must be >= 0, got {eta}")
     if scheduler not in S.SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {S.SCHEDULERS}, got {scheduler!r}")
+        raise InvalidInput("scheduler", f"scheduler must be one of {S.SCHEDULERS}, got {scheduler!r}")
     if scheduler == "ddim" and steps < 2:
-        raise ValueError("steps must be >= 2 for ddim: HumanSD's DDIM skips the first of its steps, so 1 step "
-                         "would return pure noise")
+        raise InvalidInput("steps", "steps must be >= 2 for ddim: HumanSD's DDIM skips the first of its steps, so "
+                                    "1 step would return pure noise")
     if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+        raise InvalidInput("batch", f"batch must be >= 1, got {batch}")
     if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
+        raise InvalidInput("strength", f"strength must be in (0, 1], got {strength}")
     if strength < 1.0 and init_image is None:
-        raise ValueError("strength < 1 needs an init image (img2img); connect one or set strength to 1")
+        raise InvalidInput("strength", "strength < 1 needs an init image (img2img); connect one or set strength to 1")
     if init_image is not None and (init_image.ndim != 4 or tuple(init_image.shape[-2:]) != (h, w)
                                    or init_image.shape[0] not in (1, pose.shape[0])):
-        raise ValueError(f"init_image: expected [1 or {pose.shape[0]}, 3, {h}, {w}], got {tuple(init_image.shape)}")
+        raise InvalidInput("init_image", f"init_image: expected [1 or {pose.shape[0]}, 3, {h}, {w}], got "
+                                         f"{tuple(init_image.shape)}")
 
 
 def generate(model: HumanSDModel, pose: torch.Tensor, prompt: str, negative_prompt: str = "", *,

@@ -2,6 +2,9 @@
 
 A part is one reference image, its text label (one of `LABELS`, the labels Parts2Whole was trained with) and an
 optional mask (1 = the part). Without a mask the whole image is the part (upstream's behaviour for JPEG references).
+An RGBA part (`from_rgba`) is composited on white, as upstream's pipeline does and as its training parts are, and its
+alpha is kept: it is the part's mask when none is given, and the reference is resized as upstream's PIL pipeline
+resizes an RGBA image (premultiplied alpha, see pipeline.prepare_references).
 """
 from __future__ import annotations
 
@@ -32,11 +35,13 @@ PART_CLASSES: dict[str, tuple[int, ...]] = {
 
 @dataclass(frozen=True)
 class PartRef:
-    """One reference part: image [H, W, 3] float in [0, 1], label from LABELS, mask [H, W] in [0, 1] or None."""
+    """One reference part: image [H, W, 3] float in [0, 1], label from LABELS, mask [H, W] in [0, 1] or None, and
+    for a part that came with transparency its alpha [H, W] (the image is then already composited on white)."""
 
     image: torch.Tensor
     label: str
     mask: torch.Tensor | None = None
+    alpha: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.label not in LABELS:
@@ -45,6 +50,27 @@ class PartRef:
             raise ValueError(f"part image must be [H, W, 3], got {tuple(self.image.shape)}")
         if self.mask is not None and tuple(self.mask.shape) != tuple(self.image.shape[:2]):
             raise ValueError(f"part mask {tuple(self.mask.shape)} does not match image {tuple(self.image.shape[:2])}")
+        if self.alpha is not None and tuple(self.alpha.shape) != tuple(self.image.shape[:2]):
+            raise ValueError(f"part alpha {tuple(self.alpha.shape)} does not match image {tuple(self.image.shape[:2])}")
+
+    @property
+    def part_mask(self) -> torch.Tensor | None:
+        """The mask the reference attention uses: the given mask, else the alpha (upstream's default), else None."""
+        return self.mask if self.mask is not None else self.alpha
+
+
+def from_rgba(image: torch.Tensor, label: str, mask: torch.Tensor | None = None) -> PartRef:
+    """A part from an RGBA image [H, W, 4] in [0, 1]: colour composited on white with the alpha (whatever colour lies
+    under transparent pixels is dropped), the alpha kept for the mask and the resize. An opaque image (alpha all 1)
+    is an ordinary RGB part."""
+    if image.ndim != 3 or image.shape[-1] != 4:
+        raise ValueError(f"expected an RGBA part image [H, W, 4], got {tuple(image.shape)}")
+    alpha = image[..., 3].float().clamp(0, 1)
+    rgb = image[..., :3].float().clamp(0, 1)
+    if bool((alpha >= 1).all()):
+        return PartRef(rgb.contiguous(), label, mask)
+    composite = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+    return PartRef(composite.contiguous(), label, mask, alpha.contiguous())
 
 
 def add_part(parts: tuple[PartRef, ...] | None, part: PartRef) -> tuple[PartRef, ...]:

@@ -52,8 +52,9 @@ def check_inputs(model, parts: Sequence[PartRef], pose: torch.Tensor, prompt: st
             raise ValueError(f"`parts[{i}]` must be a PartRef, got {type(p).__name__}")
         if p.label not in LABELS:
             raise ValueError(f"`parts[{i}].label` must be one of {list(LABELS)}, got {p.label!r}")
-        if p.mask is not None and not bool((p.mask > 0).any()):
-            raise ValueError(f"`parts[{i}].mask` ({p.label}) is empty: the part would have no effect")
+        if p.part_mask is not None and not bool((p.part_mask > 0).any()):
+            what = "mask" if p.mask is not None else "alpha"
+            raise ValueError(f"`parts[{i}].{what}` ({p.label}) is empty: the part would have no effect")
     if pose.ndim != 4 or pose.shape[1] != model.pose_guider.config.conditioning_channels:
         raise ValueError(f"`pose` must be [B, {model.pose_guider.config.conditioning_channels}, H, W] in [0, 1], "
                          f"got shape {tuple(pose.shape)}")
@@ -88,17 +89,48 @@ def _resize(x: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor
     return F.interpolate(x, size=(height, width), mode=mode, antialias=True, align_corners=False)
 
 
+def _resize_pil(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Antialiased bicubic in two passes, width then height, each clipped to [0, 1] and rounded to 8 bits, as PIL's
+    `resize` does on 8-bit images (a single float pass differs at hard edges, where the ringing PIL clips between
+    passes reaches the other pass)."""
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    x = _resize(x, x.shape[-2], width, "bicubic").clamp(0, 1).mul(255).round().div(255)
+    return _resize(x, height, width, "bicubic").clamp(0, 1).mul(255).round().div(255)
+
+
+def _resize_rgba(composite: torch.Tensor, alpha: torch.Tensor, height: int, width: int):
+    """Resize a part composited on white [1, 3, h, w] with its alpha [1, 1, h, w] the way upstream's
+    `Image.convert("RGBA").resize(...)` then white compositing does: PIL resamples RGBA premultiplied (bicubic,
+    antialiased), clips each channel, un-premultiplies; then colour * alpha + white * (1 - alpha).
+    Returns (composite, alpha) at the new size."""
+    premultiplied = (composite + alpha - 1).clamp(0, 1)  # = colour * alpha
+    premultiplied = premultiplied.mul(255).round().div(255)  # PIL's 8-bit "RGBa"
+    p, a = _resize_pil(premultiplied, height, width), _resize_pil(alpha, height, width)
+    colour = torch.where(a > 0, (p / a.clamp_min(1e-12)).clamp(0, 1), torch.zeros_like(p))
+    return colour * a + (1 - a), a
+
+
 def prepare_references(parts: Sequence[PartRef], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Parts -> images [K, 3, H, W] in [-1, 1] and masks [K, 1, H, W] in [0, 1] at the generation size (aspect not
-    kept, as upstream). A part without a mask is all part (mask of ones)."""
+    kept, as upstream). Images and masks are resized as upstream's PIL `resize` does (`_resize_pil`; an RGBA part
+    premultiplied): within 2/255 of upstream's preprocessing on 8-bit parts, masks exactly. A part without a mask
+    uses its alpha, else it is all part (mask of ones)."""
     if not parts:
         return torch.zeros(0, 3, height, width), torch.zeros(0, 1, height, width)
     images, masks = [], []
     for p in parts:
         img = p.image.detach().float().cpu().movedim(-1, 0)[None]
-        images.append(_resize(img, height, width, "bicubic").clamp(0, 1)[0] * 2 - 1)
-        m = torch.ones(p.image.shape[:2]) if p.mask is None else p.mask.detach().float().cpu()
-        masks.append(_resize(m[None, None], height, width, "bilinear").clamp(0, 1)[0])
+        if p.alpha is not None:
+            img, alpha = _resize_rgba(img, p.alpha.detach().float().cpu()[None, None], height, width)
+        else:
+            img, alpha = _resize_pil(img, height, width), None
+        images.append(img[0] * 2 - 1)
+        if p.mask is not None:
+            m = _resize_pil(p.mask.detach().float().cpu()[None, None], height, width)
+        else:
+            m = alpha if alpha is not None else torch.ones(1, 1, height, width)
+        masks.append(m[0])
     return torch.stack(images), torch.stack(masks)
 
 

@@ -7,9 +7,13 @@ Steps (gan.md §9.1):
 4. horizontal body centre = mean of the shoulder-centre x and the hip-centre x *of the chosen person* (upstream
    reads `keypoints[1]`, `[8]`, `[11]` from the detection candidate list, right only when every part was found
    once; we use the person's own joints);
-5. a 2:1 (H:W) box around that centre (wider when the body is wider than half the height, then taller to keep 2:1),
-   replicate-padded where it leaves the photo;
+5. a 2:1 (H:W) box around that centre (wider when the body is wider than half the height, then taller to keep 2:1);
+   where it leaves the photo the image is white and the mask 0 (StyleGAN-Human's aligner pads a person whose mask
+   reaches the photo's edge with pure white; repeating the edge row would smear the cut-off body and anything the
+   segmentation kept down the padding of a half-body photo);
 6. resize to W x H (512x1024 or 256x512) with area resampling.
+The mask edge is the segmenter's soft alpha, softened further only by the area resampling (upstream takes PP-HumanSeg's
+argmax mask, whose edge the same resize softens); the person's own pixels are never blended with anything.
 The keypoints are mapped into the aligned frame with the same transform (`x' = (x - x0) * s`).
 """
 from __future__ import annotations
@@ -165,19 +169,20 @@ def align_full_body(image: np.ndarray, mask: np.ndarray, people: list, *, size: 
     y0 = int(round(cy - hc / 2))
     x1, y1 = x0 + wc, y0 + hc
 
-    def crop(a: np.ndarray) -> np.ndarray:
+    def crop(a: np.ndarray, outside) -> np.ndarray:
         pl, pt = max(0, -x0), max(0, -y0)
         pr, pb = max(0, x1 - w), max(0, y1 - h)
         inner = a[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
         if inner.size == 0:
             raise AlignmentError("the crop box lies outside the photo.", "check the pose input matches the image.")
         if pl or pt or pr or pb:
-            inner = cv2.copyMakeBorder(np.ascontiguousarray(inner), pt, pb, pl, pr, cv2.BORDER_REPLICATE)
+            inner = cv2.copyMakeBorder(np.ascontiguousarray(inner), pt, pb, pl, pr, cv2.BORDER_CONSTANT,
+                                       value=outside)
         return inner
 
     # 6. area resampling to the output size
-    out_img = cv2.resize(crop(comp), (out_w, out_h), interpolation=cv2.INTER_AREA)
-    out_mask = cv2.resize(crop(alpha), (out_w, out_h), interpolation=cv2.INTER_AREA)
+    out_img = cv2.resize(crop(comp, (255, 255, 255)), (out_w, out_h), interpolation=cv2.INTER_AREA)
+    out_mask = cv2.resize(crop(alpha, 0.0), (out_w, out_h), interpolation=cv2.INTER_AREA)
     s = out_w / wc
     matrix = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]])
     mapped = []

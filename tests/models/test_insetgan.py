@@ -1,6 +1,8 @@
 """InsetGAN optimisation on tiny random generators: seams shrink, the body elsewhere stays, blends behave."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -96,6 +98,85 @@ def test_interrupt_stops_within_a_step(setup):
     with pytest.raises(HumanGenInterrupted):
         ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, QUICK, lpips, box_scale=1.25, callback=stop)
     assert seen == [1, 2, 3]
+
+
+# a high learning rate makes the border loss overshoot, so the best state is an intermediate step (step 9 of 12)
+OVERSHOOT = ig.Schedule("overshoot", (ig.Phase(
+    "alternate", 12, {"face": 1.0, "body": 1.0},
+    {"face": {"face": (50, 0), "coarse": (500, 0), "border": (25000, 0)},
+     "body": {"coarse": (500, 0), "border": (2500, 0), "body": (90, 0)}}, switch_every=3, first="body"),),
+    body_space="w+", face_space="w+", lpips_net="vgg")
+
+
+def test_returned_latents_render_the_returned_images(setup):
+    Gb, Gf, wb, wf, lpips = setup
+    res = ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, OVERSHOOT, lpips, box_scale=1.25, border_px=3)
+    assert 0 < res.best_step < len(res.history)  # an intermediate state, not the final render
+    with torch.no_grad():
+        body = Gb.synthesis(res.body_ws, noise_mode="const")
+        face = Gf.synthesis(res.face_ws, noise_mode="const")
+    assert float((body - res.body_img).abs().max()) < 1e-4
+    assert float((face - res.face_img).abs().max()) < 1e-4
+    # and the returned images have the border loss recorded for that step
+    seam = ig.compute_losses({}, face, body, res.box, (0, 0, 1, 1), None, None, torch.zeros(1), torch.zeros(1),
+                             None, 3)[1]["border_l1"]
+    assert seam == pytest.approx(res.history[res.best_step]["border_l1"], rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["stylegan-human", "official-loose", "official-inset"])
+@pytest.mark.parametrize("scale", [0.05, 0.1, 0.25, 0.5, 1.0, 2.0])
+def test_every_step_count_scales_alike(name, scale):
+    full, run = ig.SCHEDULES[name], ig.scaled_schedule(ig.SCHEDULES[name], scale)
+    expect = lambda n: max(1, round(n * scale))  # noqa: E731
+    total = sum(p.steps for p in run.phases)
+    assert total == len(ig.side_plan(full, scale)) == sum(expect(p.steps) for p in full.phases)
+    for p, q in zip(full.phases, run.phases):
+        assert q.steps == expect(p.steps)
+        assert q.switch_every == (expect(p.switch_every) if p.switch_every else 0)
+        assert q.redetect_every == (expect(p.redetect_every) if p.redetect_every else 0)
+        assert q.redetect_until == (expect(p.redetect_until) if p.redetect_until < ig.NEVER else ig.NEVER)
+    for ref in ("body_ref_at", "face_ref_at"):
+        n = getattr(full, ref)
+        assert getattr(run, ref) == (min(expect(n), total - 1) if n else 0)
+        assert getattr(run, ref) < total  # a reference is always frozen inside the run
+    assert ig.scaled_schedule(full, 1.0) == full
+
+
+def test_official_schedules_keep_their_reference_fraction():
+    loose = ig.scaled_schedule(ig.SCHEDULES["official-loose"], 0.1)
+    assert (loose.body_ref_at, loose.face_ref_at, loose.phases[0].switch_every) == (8, 0, 4)
+    inset = ig.scaled_schedule(ig.SCHEDULES["official-inset"], 0.25)
+    assert (inset.body_ref_at, inset.face_ref_at, inset.phases[0].redetect_every,
+            inset.phases[0].redetect_until) == (0, 30, 5, 25)
+    with pytest.raises(ig.HumanGenError, match="steps_scale must be > 0"):
+        ig.scaled_schedule(ig.SCHEDULES["official-loose"], 0)
+
+
+def _without_lpips(schedule):
+    """The same schedule with every LPIPS weight zeroed (fast on CPU; the step counts are what is tested)."""
+    return replace(schedule, phases=tuple(replace(p, weights={s: {k: (w1, 0) for k, (w1, _) in w.items()}
+                                                              for s, w in p.weights.items()})
+                                          for p in schedule.phases))
+
+
+def test_short_official_runs_freeze_the_references_and_redetect(setup):
+    Gb, Gf, wb, wf, lpips = setup
+    calls = []
+
+    def redetect(img):
+        calls.append(len(calls))
+        return None
+    loose = _without_lpips(ig.SCHEDULES["official-loose"])  # body reference at 75 of 400, re-detect every 20 to 100
+    res = ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, loose, lpips, steps_scale=0.1, box_scale=1.25, border_px=3,
+                      redetect=redetect)
+    assert len(res.history) == 40
+    with_body = [h["step"] for h in res.history if "body" in h]
+    assert with_body and with_body[0] == 8  # body turns are steps 0-3, 8-11, ...: the term is on from step 8
+    assert len(calls) == 5  # every 2 body steps until the 10th: at 2, 4, 6, 8, 10
+    inset = _without_lpips(ig.SCHEDULES["official-inset"])  # inset snapshot at 120 of 400
+    res = ig.optimise(Gb, Gf, wb, wf, TIGHT_BOX, inset, lpips, steps_scale=0.1, box_scale=1.25, border_px=3)
+    with_face = [h["step"] for h in res.history if "face" in h]
+    assert with_face and with_face[0] == 16  # face turns 0-3, 8-11, 16-19, ...; reference frozen at step 12
 
 
 def test_hard_blend_is_a_direct_paste():

@@ -72,3 +72,25 @@ def test_node_errors(gens, lpips_files):
         HumanGenInsetGAN().run(body, bl, face, fl, face_box_source="keypoints", pose=_pose(), lpips_net="alex")
     with pytest.raises(NodeInputError, match="input 'body_latent'"):
         HumanGenInsetGAN().run(body, fl, face, fl, face_box_source="keypoints", pose=_pose(), lpips_net="vgg")
+
+
+def test_steps_scale_tooltip_says_what_a_short_run_keeps():
+    tip = HumanGenInsetGAN.INPUT_TYPES()["required"]["steps_scale"][1]["tooltip"]
+    assert "every step count" in tip and "re-detection" in tip and "references are frozen" in tip
+    assert "same fraction of the run" in tip
+
+
+def test_node_returns_latents_that_render_its_image(gens, lpips_files):
+    body, face = gens
+    bl, fl = gl.latent_from_seeds(body, [1]), gl.latent_from_seeds(face, [2])
+    image, bo, fo, box, _ = HumanGenInsetGAN().run(
+        body, bl, face, fl, schedule="official-loose", steps_scale=0.02, face_box_source="keypoints",
+        box_scale=1.5, blend="hard", lpips_net="vgg", pose=_openpose18(_pose()))
+    from humangen.models import insetgan as ig
+    from humangen.utils.image import gan_to_comfy
+    with torch.no_grad():
+        b = body.model.synthesis(bo["tensor"], noise_mode="const")
+        f = face.model.synthesis(fo["tensor"], noise_mode="const")
+    (x0, y0, x1, y1, _), = box["boxes"][0]
+    again = gan_to_comfy(ig.composite(b, f, tuple(int(v) for v in (x0, y0, x1, y1)), "hard"))
+    assert float((again - image).abs().max()) < 2e-3
