@@ -4,7 +4,7 @@ Starts `main.py --cpu --listen 127.0.0.1` on a free port with a throw-away `--ba
 holds only a link to this checkout, then checks: no IMPORT FAILED for the pack, /object_info lists every node id,
 the runner's core-compatible nodes declare exactly what the host's do, and every workflow that needs no model
 files runs through the runner's --server mode. COMFYUI_PYTHON selects the host's interpreter (default: this one);
-see ../shared/docs/comfyui-host.md for a CPU set-up. When that interpreter's torchvision cannot import (a CUDA
+see docs/comfyui-host.md for a CPU set-up. When that interpreter's torchvision cannot import (a CUDA
 build on CPU torch), the host process gets the pack's own torchvision fix (utils/compat.py) via sitecustomize.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from comfy_server import COMFYUI, comfyui_server
+from hgtest import COMFYUI_SKIP_REASON
 from hgtoys import ASSETS, WORKFLOWS
 from humangen import NODE_CLASS_MAPPINGS
 from humangen.runner.cli import main
@@ -23,7 +24,7 @@ from humangen.runner.core_nodes import NODE_CLASS_MAPPINGS as CORE
 from humangen.runner.workflow import needs_models_of
 
 pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
+              pytest.mark.skipif(not COMFYUI, reason=COMFYUI_SKIP_REASON)]
 
 
 @pytest.fixture(scope="module")
