@@ -372,7 +372,7 @@ class HumanGenSavePose:
         return {"required": {
             "pose": ("POSE_KEYPOINT",),
             "filename_prefix": ("STRING", {"default": "humangen/pose", "tooltip": "file name prefix inside the "
-                                           "output folder; a counter is added"}),
+                                           "output folder; a counter is added (prefix_00001_.json)"}),
             "format": (POSE_FORMATS, {"default": "openpose_json", "tooltip": "openpose_json (ControlNet/DWPose "
                                       "tools), coco_json, humansd_npz (HumanSD's --pose_file)"}),
         }}
@@ -386,10 +386,10 @@ class HumanGenSavePose:
             raise NodeInputError(node, "filename_prefix", f"{filename_prefix!r} leaves the output folder.",
                                  fix="use a relative prefix such as 'humangen/pose'.")
         os.makedirs(os.path.dirname(base), exist_ok=True)
-        counter = 1
-        while os.path.exists(f"{base}_{counter:05d}{_EXT[format]}"):
+        counter = 1  # ComfyUI's SaveImage pattern (prefix_00001_.png), so one save's image and pose names match
+        while os.path.exists(f"{base}_{counter:05d}_{_EXT[format]}"):
             counter += 1
-        path = f"{base}_{counter:05d}{_EXT[format]}"
+        path = f"{base}_{counter:05d}_{_EXT[format]}"
         try:
             P.save_pose(pose, path, format)
         except ValueError as exc:

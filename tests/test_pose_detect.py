@@ -211,9 +211,12 @@ def test_face_boxes(photos, detections):
 
 def test_load_save_pose_nodes(standalone_host, detections):
     frames = [detections["camera"].frame(512, 512)]
-    for fmt in ("openpose_json", "coco_json", "humansd_npz"):
+    # ComfyUI's SaveImage naming (prefix_00001_.png), counted per file name: the second .json takes 00002
+    for fmt, name in (("openpose_json", "cam_00001_.json"), ("coco_json", "cam_00002_.json"),
+                      ("humansd_npz", "cam_00001_.npz")):
         out = N["HumanGenSavePose"]().save(frames, "poses/cam", fmt)
         path = out["result"][0]
+        assert os.path.basename(path) == name
         assert path.startswith(standalone_host.output_dir())
         (entry,) = out["ui"]["files"]  # what /view needs to serve it to API clients
         assert entry["type"] == "output" and entry["subfolder"] == "poses"
@@ -225,7 +228,7 @@ def test_load_save_pose_nodes(standalone_host, detections):
     with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no pose file 'missing.json'"):
         N["HumanGenLoadPose"]().load("missing.json", 0, 0)
     with pytest.raises(NodeInputError, match="no pose file"):
-        N["HumanGenLoadPose"]().load("../output/poses/cam_00001.json", 0, 0)  # exists, but outside input/
+        N["HumanGenLoadPose"]().load("../output/poses/cam_00001_.json", 0, 0)  # exists, but outside input/
 
 
 def test_mediapipe_version_is_checked(monkeypatch):
