@@ -19,3 +19,12 @@ def requires_cuda(test):
     import pytest
     import torch
     return pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON)(test)
+
+
+def root_script(name: str):
+    """A script at the repository root (`install.py`, `launch.py`) imported as a module, without running it."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"humangen_root_{name}", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
