@@ -15,7 +15,7 @@ from humangen.utils import image as I
 from humangen.utils import pose as P
 from humangen.utils.errors import NodeInputError
 
-skimage_data = pytest.importorskip("skimage.data")
+skimage_data = pytest.importorskip("skimage.data", reason="part of the project's requirements: run `python3 launch.py setup` (or `python install.py --dev`)")
 
 
 def photo(name):
