@@ -379,7 +379,7 @@ class HumanGenSavePose:
             "pose": ("POSE_KEYPOINT", {"tooltip": "The keypoints to write (any POSE_KEYPOINT: HumanGen or "
                                                   "comfyui_controlnet_aux)."}),
             "filename_prefix": ("STRING", {"default": "humangen/pose", "tooltip": "file name prefix inside the "
-                                           "output folder; a counter is added"}),
+                                           "output folder; a counter is added (prefix_00001_.json)"}),
             "format": (POSE_FORMATS, {"default": "openpose_json", "tooltip": "openpose_json (ControlNet/DWPose "
                                       "tools), coco_json, humansd_npz (HumanSD's --pose_file)"}),
         }}
@@ -391,9 +391,9 @@ class HumanGenSavePose:
         root = os.path.realpath(host.output_dir())
         base = str(confine(root, (filename_prefix or "pose").strip(), node=node, input_name="filename_prefix"))
         os.makedirs(os.path.dirname(base), exist_ok=True)
-        counter = 1
+        counter = 1  # ComfyUI's SaveImage pattern (prefix_00001_.png), so one save's image and pose names match
         while True:  # the first free counter; a file another run creates meanwhile is never replaced
-            path = f"{base}_{counter:05d}{_EXT[format]}"
+            path = f"{base}_{counter:05d}_{_EXT[format]}"
             if os.path.exists(path):
                 counter += 1
                 continue

@@ -375,7 +375,8 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     out_dir = os.path.abspath(args.out)
     input_dir = os.path.abspath(args.input_dir)
     standalone = host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None,
-                                     output_root=out_dir, input_root=input_dir, device=args.device)
+                                     output_root=out_dir, input_root=input_dir, device=args.device,
+                                     quiet=_quiet(args))
     host.use(standalone)
     for text in args.sets:  # a model path typed on the command line is the user's own choice (workflows' are not)
         value = text.split("=", 1)[-1].strip()
@@ -424,7 +425,7 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
 
 def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     from .engine import NodeExecutionError
-    quiet = args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"
+    quiet = _quiet(args)
     bars = _Bars(len(jobs), enabled=not quiet)
     current = {"job": 0}
     engine.on_node = lambda nid, ctype, i, total: bars.node(nid, ctype, i, total, current["job"])
@@ -493,14 +494,24 @@ def _run_keyed(args, engine, jobs, wf, out_dir, input_dir, extra_pnginfo, standa
                                                    log)
     _summary(written, len(jobs), failures, time.perf_counter() - t0)
     return status
+# The "ui" keys under which output nodes report the files they wrote (as ComfyUI's /history shows them): images,
+# and other files such as HumanGenSavePose's pose JSON.
+FILE_KEYS = ("images", "files")
+
+
+def _quiet(args) -> bool:
+    return bool(getattr(args, "quiet", False)) or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"
 
 
 def _files_of(outputs: dict, out_dir: str) -> list[str]:
+    """Every file the job's output nodes report: saved ("output", under --out) and previews ("temp")."""
+    folders = {"output": out_dir, "temp": host.temp_dir()}
     files = []
     for ui in outputs.values():
-        for item in ui.get("images", []) or []:
-            if isinstance(item, dict) and item.get("type") == "output":
-                files.append(os.path.join(out_dir, item.get("subfolder") or "", item["filename"]))
+        for key in FILE_KEYS:
+            for item in ui.get(key, []) or []:
+                if isinstance(item, dict) and item.get("type") in folders and item.get("filename"):
+                    files.append(os.path.join(folders[item["type"]], item.get("subfolder") or "", item["filename"]))
     return files
 
 
@@ -509,7 +520,7 @@ def _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo) -> int:
     servers = [Server(u) for u in args.servers]
     total = len(jobs)
     stop = threading.Event()
-    bars = _Bars(total, enabled=not (args.quiet or os.environ.get("HUMANGEN_NO_PROGRESS") == "1"))
+    bars = _Bars(len(jobs), enabled=not _quiet(args))
 
     def done(job: RemoteJob) -> None:
         bars.job_done()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hgtest import FIXTURES
+from hgtest import FIXTURES, requires_cuda
 from humangen.models import build_generator, continuous as C, render_canvas, render_patch
 
 CFG = FIXTURES / "anyres" / "e_anyres_patch_positive_64"
@@ -114,7 +114,7 @@ def test_official_pickle_loads_safely_with_source_hash(G, fx, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@requires_cuda
 def test_canvas_on_gpu_matches_cpu(G, fx):
     import copy
     _, _, io = fx

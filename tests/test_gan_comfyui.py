@@ -22,8 +22,9 @@ import pytest
 import torch
 
 from comfy_server import COMFYUI as COMFY, comfyui_server  # noqa: E402
+from hgtest import COMFYUI_SKIP_REASON
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow,
-              pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
+              pytest.mark.skipif(not COMFY, reason=COMFYUI_SKIP_REASON)]
 
 SMALL = {  # per workflow: node id -> inputs to override so that it finishes in seconds on the stand-ins
     "editing_invert_then_edit": {"4": {"steps": 3}, "5": {"steps": 2}},

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from hgtest import COMFYUI_SKIP_REASON
+
 COMFY = os.environ.get("COMFYUI_PATH")
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow,
-              pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
+              pytest.mark.skipif(not COMFY, reason=COMFYUI_SKIP_REASON)]
 
 
 def test_apply_pose_makes_the_stock_sampler_run_humansd():

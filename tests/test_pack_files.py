@@ -54,9 +54,9 @@ def test_no_pack_source_is_git_ignored():
         out = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "--directory"],
                              cwd=ROOT, capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
-        pytest.skip("git not available")
+        pytest.skip("needs git on PATH")
     if out.returncode != 0:
-        pytest.skip("not a git checkout")
+        pytest.skip("not a git checkout: run the tests from a git clone")
     ignored = [line for line in out.stdout.splitlines()
                if not any(part in line for part in ("__pycache__", ".pytest_cache", "egg-info"))
                and not line.startswith(".")]  # dot folders such as the virtual environment .ci/run makes
@@ -71,5 +71,5 @@ def test_gitignore_keeps_code_packages_that_share_a_model_folder_name():
         probe = pkg.relative_to(ROOT) / "__init__.py"
         out = subprocess.run(["git", "check-ignore", "-q", "--no-index", str(probe)], cwd=ROOT, timeout=30)
         if out.returncode == 128:
-            pytest.skip("not a git checkout")
+            pytest.skip("not a git checkout: run the tests from a git clone")
         assert out.returncode == 1, f"{probe} is git-ignored"

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import p2w_tiny
+from hgtest import requires_cuda
 from humangen.utils.errors import HumanGenError
 
 P2W = "humangen.models.parts2whole"
@@ -411,7 +412,7 @@ def test_check_inputs_names_argument_and_value(model):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires_cuda
 def test_fp16_generation_on_cuda_matches_fp32_cpu_roughly(tiny_folder, model):
     from humangen.models.parts2whole.loader import load_parts2whole
     gpu = load_parts2whole(tiny_folder, dtype=torch.float16, device="cuda")

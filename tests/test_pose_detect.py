@@ -15,7 +15,7 @@ from humangen.utils import image as I
 from humangen.utils import pose as P
 from humangen.utils.errors import HumanGenError, NodeInputError
 
-skimage_data = pytest.importorskip("skimage.data")
+skimage_data = pytest.importorskip("skimage.data", reason="part of the project's requirements: run `python3 launch.py setup` (or `python install.py --dev`)")
 
 
 def photo(name):
@@ -269,9 +269,12 @@ def test_face_boxes(photos, detections):
 
 def test_load_save_pose_nodes(standalone_host, detections):
     frames = [detections["camera"].frame(512, 512)]
-    for fmt in ("openpose_json", "coco_json", "humansd_npz"):
+    # ComfyUI's SaveImage naming (prefix_00001_.png), counted per file name: the second .json takes 00002
+    for fmt, name in (("openpose_json", "cam_00001_.json"), ("coco_json", "cam_00002_.json"),
+                      ("humansd_npz", "cam_00001_.npz")):
         out = N["HumanGenSavePose"]().save(frames, "poses/cam", fmt)
         path = out["result"][0]
+        assert os.path.basename(path) == name
         assert path.startswith(standalone_host.output_dir())
         (entry,) = out["ui"]["files"]  # what /view needs to serve it to API clients
         assert entry["type"] == "output" and entry["subfolder"] == "poses"
@@ -283,7 +286,7 @@ def test_load_save_pose_nodes(standalone_host, detections):
     with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no pose file 'missing.json'"):
         N["HumanGenLoadPose"]().load("missing.json", 0, 0)
     with pytest.raises(HumanGenError, match="HumanGenLoadPose: input 'path'.*outside its folder"):
-        N["HumanGenLoadPose"]().load("../output/poses/cam_00001.json", 0, 0)  # exists, but outside input/
+        N["HumanGenLoadPose"]().load("../output/poses/cam_00001_.json", 0, 0)  # exists, but outside input/
     with pytest.raises(HumanGenError, match="HumanGenLoadPose: input 'path': absolute paths are not allowed"):
         N["HumanGenLoadPose"]().load(path, 0, 0)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("mmpose")
-skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("mmpose", reason="part of the project's requirements: run `python3 launch.py setup` (or `python install.py --dev`)")
+skimage_data = pytest.importorskip("skimage.data", reason="part of the project's requirements: run `python3 launch.py setup` (or `python install.py --dev`)")
 
 from humangen import NODE_CLASS_MAPPINGS as N  # noqa: E402
 from humangen.models import pose as M  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import smplx_synth
-from hgtest import FIXTURES
+from hgtest import FIXTURES, requires_cuda
 from humangen.models.body import keypoints as kp
 from humangen.models.body import placement
 from humangen.models.body.fit import FitError, FitSettings, SMPLXFit, fit_smplx, prior_mean_pose, project
@@ -418,7 +418,7 @@ def test_part_to_canvas_batch_from_keypoints_gives_a_transform_list(standalone_h
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires_cuda
 def test_warp_on_cuda_matches_cpu():
     img = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0))
     tr = PatchTransform(0.61, (13.3, -4.2), (64, 48), (80, 80))

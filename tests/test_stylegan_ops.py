@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from hgtest import FIXTURES
+from hgtest import FIXTURES, requires_cuda
 
 from humangen.models import ops
 from humangen.models.ops import bias_act, conv2d_resample, filtered_lrelu, modulated_conv2d, \
@@ -206,7 +206,7 @@ def test_sg3_explicit_transform_and_styles():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires_cuda
 @pytest.mark.parametrize("cfg", ["a_sg2_paper256_small_64", "c_human_sg3_r_rect_64x32"])
 def test_cuda_fast_path_matches_fixtures(cfg):
     G, io = _fixture_generator(cfg)

@@ -1,4 +1,4 @@
-"""Golden parity against the official StyleGAN2-ADA / StyleGAN3 / StyleGAN-Human code (shared/fixtures/stylegan),
+"""Golden parity against the official StyleGAN2-ADA / StyleGAN3 / StyleGAN-Human code (tests/fixtures/stylegan),
 on the reference and the fast ops paths, through the public `build_generator`."""
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from hgtest import ROOT
+from hgtest import COMFYUI_SKIP_REASON, ROOT
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ SCRIPT = textwrap.dedent('''
 def test_upscale_nodes_inside_comfyui(tmp_path):
     comfy_path = os.environ.get("COMFYUI_PATH")
     if not comfy_path or not os.path.isfile(os.path.join(comfy_path, "nodes.py")):
-        pytest.skip("set COMFYUI_PATH to a ComfyUI checkout")
+        pytest.skip(COMFYUI_SKIP_REASON)
     pack = tmp_path / "custom_nodes" / "HumanGenPack"
     shutil.copytree(ROOT, pack, ignore=shutil.ignore_patterns(".git", "tests", "__pycache__", "bench", "workflows"))
     models = tmp_path / "upscale_models"

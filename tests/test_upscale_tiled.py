@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import hg_upscale as H
+from hgtest import requires_cuda
 from humangen.models.upscale import (TilePlan, axis_weights, load_descriptor, pick_dtype, tile_spans, tiled_apply,
                                      upscale, with_tile_backoff)
 from humangen.nodes.upscale import HumanGenTiledUpscale
@@ -227,7 +228,7 @@ def test_bf16_runs_close_to_fp32_and_restores_the_model(x4):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires_cuda
 def test_gpu_fp16_tiled_matches_cpu(x4):
     x = _image(1, 64, 80)
     ref = upscale(x4, x, tile=0).image

@@ -74,9 +74,7 @@ def test_upscale_face_refine_runs_with_stand_in_models(standalone_host):
 
 
 def test_upscale_4x_through_the_runner(standalone_host):
-    engine = pytest.importorskip("humangen.runner.engine", reason="headless runner not merged yet")
-    if not hasattr(engine, "Engine"):
-        pytest.skip("headless runner not merged yet")
+    from humangen.runner import engine
     from PIL import Image
     ui, api = _load("upscale_4x")
     _stand_in_models(standalone_host, ui)

@@ -96,6 +96,8 @@ class StandaloneHost:
     output_root: str | None = None
     input_root: str | None = None
     device: str | None = None
+    # The runner's --quiet: native libraries' log lines are held back too (see `quiet_native_logs`).
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         self.interrupt_event = threading.Event()
@@ -500,6 +502,40 @@ def input_dir() -> str:
 
 def temp_dir() -> str:
     return get().temp_dir()
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """While the active host is quiet (the runner's --quiet), hold back what native code writes straight to file
+    descriptor 2 (mediapipe's absl and TensorFlow Lite C++ logging: neither reads an environment variable nor
+    Python's logging). The lines go to a temporary file and are replayed only if the block fails, so an error
+    keeps its context. Does nothing otherwise: inside ComfyUI other threads share file descriptor 2."""
+    if not get().quiet:
+        yield
+        return
+    import sys
+    import tempfile
+    with contextlib.suppress(ImportError):  # mediapipe's Python side logs through absl
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode("utf-8", "replace"))
+                sys.stderr.flush()
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from ...utils.errors import HumanGenError
+from ...utils.host import quiet_native_logs
 
 REQUIRED_VERSION = "0.10.21"
 _BUNDLED = {
@@ -50,7 +51,8 @@ def mediapipe_module(what: str = "pose"):
     if missing:
         raise MediapipeUnavailable(f"mediapipe {version} lacks its bundled model files {missing}; reinstall "
                                    f"mediapipe=={REQUIRED_VERSION}.")
-    from mediapipe.python import solutions
+    with quiet_native_logs():
+        from mediapipe.python import solutions
     return solutions
 
 
@@ -70,8 +72,9 @@ def detect_pose(image: np.ndarray, *, min_detection_confidence: float = 0.5, seg
     solutions = mediapipe_module("pose")
     img = _rgb(image)
     h, w = img.shape[:2]
-    with solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=segmentation,
-                             min_detection_confidence=float(min_detection_confidence)) as model:
+    with quiet_native_logs(), solutions.pose.Pose(
+            static_image_mode=True, model_complexity=1, enable_segmentation=segmentation,
+            min_detection_confidence=float(min_detection_confidence)) as model:
         result = model.process(img)
     mask = np.zeros((h, w), np.float32)
     if result.pose_landmarks is None:
@@ -91,7 +94,8 @@ def segment(image: np.ndarray, method: str = "selfie") -> np.ndarray:
         raise ValueError(f"mediapipe: unknown segmentation method {method!r}")
     solutions = mediapipe_module(method)
     img = _rgb(image)
-    with solutions.selfie_segmentation.SelfieSegmentation(model_selection=0 if method == "selfie" else 1) as model:
+    with quiet_native_logs(), solutions.selfie_segmentation.SelfieSegmentation(
+            model_selection=0 if method == "selfie" else 1) as model:
         result = model.process(img)
     return np.clip(np.asarray(result.segmentation_mask, np.float32), 0.0, 1.0)
 
@@ -101,8 +105,8 @@ def detect_faces(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
     solutions = mediapipe_module("face")
     img = _rgb(image)
     h, w = img.shape[:2]
-    with solutions.face_detection.FaceDetection(model_selection=1,
-                                                min_detection_confidence=float(min_confidence)) as model:
+    with quiet_native_logs(), solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=float(min_confidence)) as model:
         result = model.process(img)
     boxes = []
     for det in result.detections or []:

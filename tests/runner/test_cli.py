@@ -270,3 +270,64 @@ def test_python_pack_dir_entry_point(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "out" / "image_scale_00001_.png")
+
+
+def test_summary_lists_every_file_written_and_one_save_shares_one_name_pattern(tmp_path, capsys):
+    """photo_to_skeleton saves a skeleton PNG and the pose JSON: both are listed and counted, both named like
+    ComfyUI's SaveImage (prefix_00001_.ext), and a second run numbers both 00002."""
+    wf = str(WORKFLOWS / "photo_to_skeleton.json")
+    for n in (1, 2):
+        assert _run(tmp_path, wf) == 0
+        out = capsys.readouterr()
+        expected = [str(tmp_path / "out" / f"photo_to_skeleton_{n:05d}_.png"),
+                    str(tmp_path / "out" / f"photo_to_skeleton_pose_{n:05d}_.json")]
+        assert out.out.split() == expected
+        assert all(os.path.isfile(p) for p in expected)
+        assert "1/1 job(s) ok, 2 file(s) written" in out.err
+    assert len(list((tmp_path / "out").iterdir())) == 4
+
+
+def test_summary_lists_previews(tmp_path, write_json, capsys):
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "astronaut.png"}},
+              "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact",
+                                                           "width": 8, "height": 8, "crop": "disabled"}},
+              "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "kept"}},
+              "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    assert _run(tmp_path, write_json(prompt)) == 0
+    out = capsys.readouterr()
+    listed = out.out.split()
+    assert listed[0] == str(tmp_path / "out" / "kept_00001_.png")
+    assert len(listed) == 2 and os.path.dirname(listed[1]) == str(tmp_path / "out" / "temp")
+    assert os.path.isfile(listed[1]) and os.path.basename(listed[1]).endswith("_00001_.png")
+    assert "1/1 job(s) ok, 2 file(s) written" in out.err
+
+
+def test_quiet_run_prints_only_the_job_line_and_the_summary(tmp_path):
+    """--quiet holds back mediapipe's absl/TensorFlow Lite lines, which native code writes straight to fd 2."""
+    env = {k: v for k, v in os.environ.items() if k != "HUMANGEN_NO_PROGRESS"}
+    proc = subprocess.run([sys.executable, str(ROOT), "run", str(WORKFLOWS / "photo_to_skeleton.json"),
+                           "--input-dir", str(ASSETS), "--out", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith("job 1/1: 5 ran, 0 cached, 2 file(s), ")
+    assert lines[1].startswith("1/1 job(s) ok, 2 file(s) written in ")
+    assert len(proc.stdout.split()) == 2
+
+
+def test_quiet_native_logs_holds_fd2_back_and_replays_it_on_error(capfd):
+    from humangen.utils import host
+    with host.quiet_native_logs():  # the active host is not quiet: nothing is held back
+        os.write(2, b"loud\n")
+    assert capfd.readouterr().err == "loud\n"
+    host.use(host.StandaloneHost(quiet=True))
+    with host.quiet_native_logs():
+        os.write(2, b"native noise\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError), host.quiet_native_logs():
+        os.write(2, b"context of the failure\n")
+        raise RuntimeError("boom")
+    assert capfd.readouterr().err == "context of the failure\n"
+    os.write(2, b"after\n")  # fd 2 is restored
+    assert capfd.readouterr().err == "after\n"

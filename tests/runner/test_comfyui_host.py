@@ -7,7 +7,7 @@ through the runner's --server mode, HumanGen Pose Detect's POSE_KEYPOINT keeps e
 comfyui_controlnet_aux's decoder (aux's own RenderPeopleKps draws it when aux is installed in the host's
 custom_nodes, else aux's rules from tests/aux_rules.py read the saved pose), and HumanGen's upscale loader feeds the
 core ImageUpscaleWithModel (a tiny spandrel-format RRDBNet x4 written into the throw-away models folder).
-COMFYUI_PYTHON selects the host's interpreter (default: this one); see ../shared/docs/comfyui-host.md for a CPU
+COMFYUI_PYTHON selects the host's interpreter (default: this one); see docs/comfyui-host.md for a CPU
 set-up. When that interpreter's torchvision cannot import (a CUDA build on CPU torch), the host process gets the
 pack's own torchvision fix (utils/compat.py) via sitecustomize.
 """
@@ -23,6 +23,7 @@ from PIL import Image
 
 from aux_rules import aux_decode
 from comfy_server import COMFYUI, comfyui_server
+from hgtest import COMFYUI_SKIP_REASON
 from hgtoys import ASSETS, WORKFLOWS
 from humangen import NODE_CLASS_MAPPINGS
 from humangen.runner.cli import main
@@ -31,7 +32,7 @@ from humangen.runner.remote import Server
 from humangen.utils.pose import OPENPOSE_COLORS
 
 pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run")]
+              pytest.mark.skipif(not COMFYUI, reason=COMFYUI_SKIP_REASON)]
 
 
 @pytest.fixture(scope="module")
