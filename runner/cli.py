@@ -390,7 +390,8 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     wf = load_workflow(args.workflow, specs)
     jobs = make_jobs(wf.prompt, specs, args.sets, args.batches)
     model_prompts = [job for _, _, job in jobs.representatives()]
-    if not args.servers and args.engine != "ray":  # Ray workers check on their own nodes
+    remote_cluster = args.engine == "ray" and (args.address or os.environ.get("RAY_ADDRESS"))
+    if not args.servers and not remote_cluster:  # a cluster's workers check on their own nodes (a local Ray's too)
         missing = missing_models(model_prompts, wf.declared_models)
         if missing:
             log(f"error: {os.path.basename(args.workflow)}: {len(missing)} model file(s) missing, nothing was run. "

@@ -38,7 +38,7 @@ def test_second_install_with_if_needed_skips_pip(install, capsys):
     first = len(install.pip_calls)
     assert first >= 3 and any("requirements-dev.txt" in " ".join(c) for c in install.pip_calls)
     stamp = json.loads(open(install.stamp_path()).read())
-    assert stamp == {"hash": install.install_hash(), "dev": True}
+    assert stamp == {"hash": install.install_hash(), "dev": True, "ray": False}
     capsys.readouterr()
     assert install.main(["--dev", "--if-needed"]) == 0
     assert len(install.pip_calls) == first  # nothing installed the second time

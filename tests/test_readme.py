@@ -20,7 +20,7 @@ import pytest
 
 from hgtest import ROOT, root_script
 from humangen.runner.cli import build_parser, make_jobs
-from humangen.runner.workflow import WorkflowError, load_workflow, needs_models_of
+from humangen.runner.workflow import WorkflowError, declared_models_of, load_workflow
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 launch = root_script("launch")
@@ -84,8 +84,8 @@ def test_the_runner_section_has_examples_and_the_setup_command_is_one_of_them():
     examples = run_examples()
     assert len(fenced_commands(sections()["Headless runner"])) >= 3
     assert ["workflows/photo_to_skeleton.json", "--input-dir", "workflows/assets", "--out", "output"] in examples
-    assert any(not needs_models_of(json.loads((ROOT / _workflow_of(a)).read_text())) for a in examples)
-    assert any(needs_models_of(json.loads((ROOT / _workflow_of(a)).read_text())) for a in examples)
+    assert any(not declared_models_of(json.loads((ROOT / _workflow_of(a)).read_text())) for a in examples)
+    assert any(declared_models_of(json.loads((ROOT / _workflow_of(a)).read_text())) for a in examples)
 
 
 def test_every_concrete_set_and_batch_belongs_to_a_checked_command():
@@ -166,7 +166,7 @@ def clone(tmp_path_factory):
 @pytest.mark.parametrize("args", run_examples(), ids=lambda a: " ".join(a)[:60])
 def test_run_example_runs_in_a_fresh_clone(clone, args):
     workflow = json.loads((clone / _workflow_of(args)).read_text())
-    needs = needs_models_of(workflow)
+    needs = declared_models_of(workflow)
     proc = subprocess.run([sys.executable, ".", "run", *args], cwd=clone, env=_clean_env(), capture_output=True,
                           text=True, timeout=600)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -179,7 +179,7 @@ def test_run_example_runs_in_a_fresh_clone(clone, args):
         assert proc.returncode == 2, proc.stderr
         assert proc.stdout == ""
         for need in needs:
-            assert need["file"] in proc.stderr, (need, proc.stderr)
+            assert need["name"] in proc.stderr, (need, proc.stderr)
 
 
 @pytest.mark.slow

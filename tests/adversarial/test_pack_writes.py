@@ -47,10 +47,10 @@ def test_save_pose_skips_existing_and_racing_names(tmp_path, monkeypatch):
 
     from humangen.utils import pose as P
     e = H.env(tmp_path)
-    (e.output / "p_00001.json").write_text("mine")
+    (e.output / "p_00001_.json").write_text("mine")
     frame = [P.make_frame([[[4.0, 4.0, 1.0]] * 18], 16, 16)]
     real_exists = os.path.exists
-    racing = e.output / "p_00002.json"
+    racing = e.output / "p_00002_.json"
 
     def exists(path):  # another run creates p_00002 between our check and our write
         if str(path) == str(racing) and not real_exists(racing):
@@ -60,9 +60,9 @@ def test_save_pose_skips_existing_and_racing_names(tmp_path, monkeypatch):
     monkeypatch.setattr(os.path, "exists", exists)
     out = N["HumanGenSavePose"]().save(frame, "p", "openpose_json")
     monkeypatch.undo()
-    assert out["result"][0].endswith("p_00003.json")
-    assert (e.output / "p_00001.json").read_text() == "mine" and racing.read_text() == "theirs"
-    assert _files(e.output) == ["p_00001.json", "p_00002.json", "p_00003.json"]
+    assert out["result"][0].endswith("p_00003_.json")
+    assert (e.output / "p_00001_.json").read_text() == "mine" and racing.read_text() == "theirs"
+    assert _files(e.output) == ["p_00001_.json", "p_00002_.json", "p_00003_.json"]
 
 
 def test_pose_writer_refuses_an_existing_file(tmp_path):
