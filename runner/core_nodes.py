@@ -71,7 +71,17 @@ class LoadImage:
         import torch
         from PIL import Image, ImageOps, ImageSequence
 
-        img = Image.open(annotated_path(image))
+        from ..utils.limits import MAX_CANVAS_SIDE, MAX_IMAGE_FRAMES, LimitExceededError, check_image_size
+        try:
+            img = Image.open(annotated_path(image))
+        except Image.DecompressionBombError as exc:  # Pillow's own bound, checked from the header at open
+            raise LimitExceededError("LoadImage", "image", f"{image!r} declares too many pixels ({exc}).",
+                                     fix=f"use an image of at most {MAX_CANVAS_SIDE} pixels a side.") from None
+        # the header is read, no pixel yet: an untrusted file's declared size and frame count are bounded first
+        check_image_size(*img.size, "LoadImage", "image", max_side=MAX_CANVAS_SIDE)
+        if getattr(img, "n_frames", 1) > MAX_IMAGE_FRAMES:
+            raise LimitExceededError("LoadImage", "image", f"{image!r} has {img.n_frames} frames, more than the limit "
+                                     f"of {MAX_IMAGE_FRAMES}.", fix="split the animation into shorter files.")
         frames, masks = [], []
         size = None
         for frame in ImageSequence.Iterator(img):

@@ -17,6 +17,7 @@ from .errors import LimitExceededError, NodeInputError
 MAX_IMAGE_SIDE = 8192  # largest image side the pack renders or allocates (RenderPose's widget maximum)
 MAX_CANVAS_SIDE = 16384  # largest canvas a pose may declare (LoadPose's widget maximum); rendering still needs <= 8192
 MAX_TEXT_CHARS = 100_000  # any STRING input
+MAX_IMAGE_FRAMES = 4096  # frames of one loaded image file (an animated GIF/WebP becomes a batch)
 MAX_NAME_CHARS = 1024  # file names and prefixes
 # archives (.npz pose files, SMPL-X .npz, zip-based torch checkpoints)
 MAX_ARCHIVE_MEMBERS = 4096
@@ -138,6 +139,6 @@ def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_by
                                  f"{max_bytes}; it was not opened.", fix=f"use a genuine {what}.")
 
 
-__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
+__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
            "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "check_image_size", "check_finite", "check_text", "check_count",
            "check_archive"]

@@ -46,6 +46,29 @@ def test_load_image_outside_its_folder_is_refused(capsys, box, name, expected):
     os.unlink(box.input / "link.png")
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height (no pixel data): what a size bomb looks like before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width,height,expected", [
+    (20000, 100, "the image width 20000 is larger than the limit of 16384 pixels"),
+    (100000, 100000, "declares too many pixels"),  # refused by Pillow's bound at open, reported the same way
+])
+def test_load_image_declaring_a_huge_size_is_refused_before_decoding(capsys, box, width, height, expected):
+    (box.input / "huge.png").write_bytes(_png_header(width, height))
+    code, _, err = _run(capsys, box, scale_prompt(image="huge.png"))
+    assert code == 1, err
+    assert "LoadImage: input 'image':" in err and expected in err and "Traceback" not in err
+    assert box.out_files() == []
+
+
 @pytest.mark.parametrize("name,folder", [("x.png", "input"), ("x.png [input]", "input"), ("o.png [output]", "out"),
                                          ("t.png [temp]", "out/temp"), ("sub/s.png", "input")])
 def test_load_image_annotated_names_mean_comfyui_folders(capsys, box, name, folder):
