@@ -389,9 +389,11 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     specs = _specs(args, engine)
     wf = load_workflow(args.workflow, specs)
     jobs = make_jobs(wf.prompt, specs, args.sets, args.batches)
-    model_prompts = [job for _, _, job in jobs.representatives()]
+    representatives = list(jobs.representatives())  # every listed value and both ends of each range
+    model_prompts = [job for _, _, job in representatives]
     remote_cluster = args.engine == "ray" and (args.address or os.environ.get("RAY_ADDRESS"))
-    if not args.servers and not remote_cluster:  # a cluster's workers check on their own nodes (a local Ray's too)
+    # servers have their own model folders, a cluster's workers check theirs on start; a local run checks here
+    if not args.servers and not remote_cluster:
         missing = missing_models(model_prompts, wf.declared_models)
         if missing:
             log(f"error: {os.path.basename(args.workflow)}: {len(missing)} model file(s) missing, nothing was run. "
@@ -400,7 +402,7 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
                 log(f"  {i}. {m}")
             return EXIT_INVALID
     if engine is not None:
-        for k, label, job in jobs.representatives():
+        for k, label, job in representatives:
             try:
                 engine.validate(job)
             except WorkflowError as exc:
@@ -416,7 +418,8 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
         return EXIT_OK
     extra_pnginfo = {"workflow": wf.ui} if wf.ui is not None else None
     if args.engine == "ray" or args.resume:
-        return _run_keyed(args, engine, jobs, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes)
+        return _run_keyed(args, engine, jobs, wf, model_prompts, out_dir, input_dir, extra_pnginfo, standalone,
+                          extra_nodes)
     from .manifest import refuse_manifest
     refuse_manifest(out_dir)
     if args.servers:
@@ -474,7 +477,8 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     return status
 
 
-def _run_keyed(args, engine, jobs, wf, out_dir, input_dir, extra_pnginfo, standalone, extra_nodes) -> int:
+def _run_keyed(args, engine, jobs, wf, model_prompts, out_dir, input_dir, extra_pnginfo, standalone,
+               extra_nodes) -> int:
     """--engine ray, or --resume in-process: outputs named after job keys, manifest.jsonl, resumable."""
     if args.servers:
         raise WorkflowError("--engine ray and --resume do not combine with --server")
@@ -487,7 +491,7 @@ def _run_keyed(args, engine, jobs, wf, out_dir, input_dir, extra_pnginfo, standa
             args, jobs, out_dir=out_dir, input_dir=input_dir,
             models_dir=os.path.abspath(args.models_dir) if args.models_dir else None, extra_nodes=extra_nodes,
             extra_pnginfo=extra_pnginfo,
-            needs_models={"prompts": [job for _, _, job in jobs.representatives()], "declared": wf.declared_models},
+            needs_models={"prompts": model_prompts, "declared": wf.declared_models},
             log=log)
     else:
         from .manifest import run_in_process

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.slow,
 
 def test_apply_pose_makes_the_stock_sampler_run_humansd():
     script = Path(__file__).resolve().parent / "humansd_comfy_check.py"
-    out = subprocess.run([sys.executable, str(script), COMFY], capture_output=True, text=True, timeout=1800)
+    python = os.environ.get("COMFYUI_PYTHON") or sys.executable  # the host's interpreter, as the server tests use
+    out = subprocess.run([python, str(script), COMFY], capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["registered"]  # HumanGenHumanSDApplyPose appears only with the host present
