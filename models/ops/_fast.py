@@ -164,8 +164,15 @@ def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
     cols = nT * T + M - 1
     xh = x.permute(0, 2, 3, 1)  # NHWC view
     z = _padded_slab(xh, 2, c_min, cols)
-    win = z.as_strided([n, h, nT, T + M - 1, c], [z.stride(0), z.stride(1), T * c, c, 1], z.storage_offset())
-    y = torch.matmul(band, win).reshape(n, h, nT * T * u, c)
+    # one batched GEMM per image row: the overlapping windows of a row are a valid strided batch, while batching
+    # rows and windows together would make matmul copy every window out first
+    y = x.new_empty([n, h, nT, T * u, c])
+    for i in range(n):
+        for r in range(h):
+            zr = z[i, r]
+            win = zr.as_strided([nT, T + M - 1, c], [T * c, c, 1], zr.storage_offset())
+            torch.matmul(band, win, out=y[i, r])
+    y = y.view(n, h, nT * T * u, c)
     return y.permute(0, 3, 1, 2) if full_width else y[:, :, :L_out].permute(0, 3, 1, 2)
 
 
