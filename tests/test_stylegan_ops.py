@@ -123,6 +123,28 @@ def test_sg2_modulated_conv_fast_matches_ref(up, demod, noise):
         _close(ga, gb)
 
 
+@pytest.mark.parametrize("sg3", [False, True])
+def test_frozen_weight_modulated_conv_backward_needs_no_weight_gradient(sg3):
+    """Projection/InsetGAN learn only latents: with a frozen weight the fast backward is the input-gradient
+    convolution alone (about the forward's FLOPs), not also a weight-gradient one, and its gradients match the ref."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x, s, w = rnd(1, 8, 32, 32, grad=True), rnd(1, 8, grad=True), rnd(8, 8, 3, 3)  # high resolution, w frozen
+
+    def run(impl):
+        if sg3:
+            return lambda xx, ss: modulated_conv2d_sg3(xx, w, ss, True, 1, torch.tensor(0.7), impl=impl)
+        return lambda xx, ss: modulated_conv2d(xx, w, ss, padding=1, impl=impl)
+    ref, fast = _grads(run("ref"), [x, s]), _grads(run("fast"), [x, s])
+    _close(ref[0], fast[0])
+    for ga, gb in zip(ref[1], fast[1]):
+        _close(ga, gb)
+    with FlopCounterMode(display=False) as fwd:
+        run("fast")(x.detach(), s.detach())
+    with FlopCounterMode(display=False) as both:
+        _grads(run("fast"), [x, s])
+    assert both.get_total_flops() <= 2.1 * fwd.get_total_flops(), (both.get_total_flops(), fwd.get_total_flops())
+
+
 @pytest.mark.parametrize("k,demod", [(3, True), (1, True), (1, False)])
 def test_sg3_modulated_conv_fast_matches_ref(k, demod):
     x, w, s = rnd(2, 6, 8, 7, grad=True), rnd(5, 6, k, k, grad=True), rnd(2, 6, grad=True)

@@ -176,21 +176,21 @@ def make_eps_fn(unet, pose_latent: torch.Tensor, cond: torch.Tensor, uncond: tor
         raise ValueError(f"pose latent has {pose_latent.shape[1]} channels; the UNet takes "
                          f"{unet.config.in_channels} = 4 + pose channels")
     guided = uncond is not None and guidance != 1.0
+    # built once per generation, not per step: the pose half of the UNet input and the text context, both
+    # already doubled for the batched classifier-free-guidance call
+    ctx = (torch.cat([uncond, cond]) if guided else cond).to(dtype=torch.float32)
+    pose_rows = torch.cat([pose_latent, pose_latent]) if guided else pose_latent
 
     def eps_fn(x: torch.Tensor, t) -> torch.Tensor:
         b = x.shape[0]
         if pose_latent.shape[0] != b or pose_latent.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"pose latent {tuple(pose_latent.shape)} does not match the latent {tuple(x.shape)}")
-        inp = torch.cat([x, pose_latent.to(x)], dim=1)
-        ctx = cond
-        if guided:
-            inp = torch.cat([inp, inp])
-            ctx = torch.cat([uncond, cond])
+        inp = torch.cat([torch.cat([x, x]) if guided else x, pose_rows.to(x)], dim=1)
         tt = torch.as_tensor(t, device=x.device).reshape(-1)
         tt = tt.expand(inp.shape[0]) if tt.numel() == 1 else tt
         if on_call is not None:
             on_call(inp, tt)
-        ctx_ = ctx.to(device=x.device, dtype=torch.float32)
+        ctx_ = ctx.to(device=x.device)
         if dtype == torch.float32:
             out = unet(inp, tt, encoder_hidden_states=ctx_).sample.float()
         else:  # bf16 compute on fp32 weights; softmax/norms stay fp32 under autocast

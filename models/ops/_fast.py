@@ -106,10 +106,11 @@ def _upsampling_band(g: torch.Tensor, u: int, p0: int, p1: int, L: int, dtype, d
     return band, L_out, c_min, M, T, nT
 
 
-def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) -> torch.Tensor:
+def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, out=None) -> torch.Tensor:
     """Vertical (H) upsampling pass as GEMMs: in channels-last memory every image row is one contiguous [W*C]
     vector, so a tile of T*u output rows (all u phases, already interleaved) is a [T*u, T+M-1] banded matrix times
-    the T+M-1 input rows it reads. One batched GEMM over tiles; no per-channel filtering, no interleave copy."""
+    the T+M-1 input rows it reads. One batched GEMM over tiles; no per-channel filtering, no interleave copy.
+    `out`: an NHWC tensor [N, >= tiles*T*u, W, C] with contiguous rows that the GEMMs write into directly."""
     n, c, L, w = x.shape
     band, L_out, c_min, M, T, nT = _upsampling_band(g, u, p0, p1, L, x.dtype, x.device)
     rows = nT * T + M - 1  # padded input rows [c_min, c_min + rows)
@@ -120,9 +121,19 @@ def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int) ->
     for i in range(n):
         zi = z[i]
         win = zi.as_strided([nT, T + M - 1, wc], [T * wc, wc, 1], zi.storage_offset())
-        outs.append(torch.matmul(band, win).reshape(nT * T * u, w, c)[:L_out])
+        if out is not None:
+            torch.matmul(band, win, out=out[i].narrow(0, 0, nT * T * u).view(nT, T * u, wc))
+        else:
+            outs.append(torch.matmul(band, win).reshape(nT * T * u, w, c)[:L_out])
+    if out is not None:
+        return out.narrow(1, 0, L_out).permute(0, 3, 1, 2)
     y = torch.stack(outs) if n > 1 else outs[0].unsqueeze(0)
     return y.permute(0, 3, 1, 2)
+
+
+def _up_rows_tiles(L_out: int, u: int) -> int:
+    """Rows that _up_rows_gemm writes (whole tiles) for L_out output rows."""
+    return _ceil_div(_ceil_div(L_out, u), ROW_TILE) * ROW_TILE * u
 
 
 def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
@@ -153,8 +164,15 @@ def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
     cols = nT * T + M - 1
     xh = x.permute(0, 2, 3, 1)  # NHWC view
     z = _padded_slab(xh, 2, c_min, cols)
-    win = z.as_strided([n, h, nT, T + M - 1, c], [z.stride(0), z.stride(1), T * c, c, 1], z.storage_offset())
-    y = torch.matmul(band, win).reshape(n, h, nT * T * u, c)
+    # one batched GEMM per image row: the overlapping windows of a row are a valid strided batch, while batching
+    # rows and windows together would make matmul copy every window out first
+    y = x.new_empty([n, h, nT, T * u, c])
+    for i in range(n):
+        for r in range(h):
+            zr = z[i, r]
+            win = zr.as_strided([nT, T + M - 1, c], [T * c, c, 1], zr.storage_offset())
+            torch.matmul(band, win, out=y[i, r])
+    y = y.view(n, h, nT * T * u, c)
     return y.permute(0, 3, 1, 2) if full_width else y[:, :, :L_out].permute(0, 3, 1, 2)
 
 
@@ -264,6 +282,9 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
     tmp_w = w * up + px0 + px1 - fu_w + 1
     rows = max(1, CHUNK_ELEMS // max(1, n * c * tmp_w * down))  # output rows per band
     crop = grad_mode  # inference: keep the up pass's extra right columns, crop after the down pass (smaller)
+    if rows < out_h and not grad_mode and fu is not None and fu.ndim == 1 and up > 1 and fd_h > down:
+        return _filtered_lrelu_rolling(x, fu, fd, up, down, (px0, px1, py0, py1), g_up, gain, slope, clamp, folded,
+                                       flip_filter, out_w, out_h, fu_h, fd_h, rows)
     if rows >= out_h or grad_mode:
         y = upfirdn2d_fast(x, fu, up=up, padding=[px0, px1, py0, py1], gain=g_up, flip_filter=flip_filter,
                            crop_w=crop)
@@ -283,4 +304,51 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
                            crop_w=False)
         y = _act_(y, gain, slope, clamp, grad_mode, folded)
         out[:, :, j0:j1] = upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
+    return out
+
+
+def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, folded, flip_filter, out_w, out_h,
+                            fu_h, fd_h, rows):
+    """Inference band loop for a separable up filter: consecutive bands of output rows share fd_h - down activated
+    rows of the upsampled intermediate; they are carried over (copied to the head of the next band's buffer)
+    instead of being upsampled and activated again, and each band's new rows are a whole number of GEMM tiles
+    written straight into the buffer by the vertical pass (no copy)."""
+    n, c, h, w = x.shape
+    px0, px1, py0, py1 = pad
+    overlap = fd_h - down
+    tile_rows = ROW_TILE * up  # upsampled rows per GEMM tile
+    rows = max(1, (rows * down) // tile_rows) * tile_rows // down if (tile_rows % down == 0) else rows
+    kx = _corr_taps(fu, g_up, flip_filter)[0]  # (1, K) horizontal taps
+    ky = _corr_taps(fu, g_up, flip_filter)[1]  # (K, 1) vertical taps (carry the gain)
+    xc = x.contiguous(memory_format=CL)
+    wfull = _ceil_div(_ceil_div(w * up + px0 + px1 - kx.shape[1] + 1, up), ROW_TILE) * ROW_TILE * up  # cols W'
+    first = (min(rows, out_h) - 1) * down + fd_h
+    alloc = max(_up_rows_tiles(first, up), overlap + _up_rows_tiles(rows * down, up))
+    bufs = [torch.empty([n, alloc, wfull, c], dtype=x.dtype, device=x.device) for _ in range(2)]
+    out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device, memory_format=CL)
+    done = 0  # upsampled rows [t0, done) are activated in the current buffer
+    prev = None
+    for k, j0 in enumerate(range(0, out_h, rows)):
+        j1 = min(out_h, j0 + rows)
+        t0, t1 = j0 * down, (j1 - 1) * down + fd_h
+        buf = bufs[k % 2]
+        keep = 0
+        if prev is not None:
+            keep = done - t0  # == overlap
+            buf.narrow(1, 0, keep).copy_(prev.narrow(1, prev_len - keep, keep))
+        s0 = t0 + keep  # first new row
+        i0 = max(0, _ceil_div(s0 - py0, up))
+        i1 = min(h, (t1 + fu_h - 2 - py0) // up + 1)
+        if i1 <= i0:
+            i0, i1 = min(i0, h - 1), min(i0, h - 1) + 1
+        q0 = i0 * up + py0 - s0
+        q1 = (t1 - s0) - 1 + fu_h - (i1 - i0) * up - q0
+        cols = _up_cols_gemm(xc[:, :, i0:i1], kx[0], up, px0, px1, full_width=True)  # [N, C, i1 - i0, W']
+        assert cols.shape[3] == wfull, (cols.shape, wfull)
+        new = _up_rows_gemm(cols, ky[:, 0], up, q0, q1, out=buf.narrow(1, keep, alloc - keep))
+        assert new.shape[2] == t1 - s0, (new.shape, t1, s0)
+        _act_(new, gain, slope, clamp, False, folded)
+        band = buf.narrow(1, 0, t1 - t0).permute(0, 3, 1, 2)
+        out[:, :, j0:j1] = upfirdn2d_fast(band, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
+        prev, prev_len, done = buf, t1 - t0, t1
     return out

@@ -45,9 +45,15 @@ def modulated_conv2d_ref(x, weight, styles, noise=None, up=1, down=1, padding=0,
     return x
 
 
-def _per_sample_weights_cheaper(x, weight, up=1) -> bool:
+def _per_sample_weights_cheaper(x, weight, up=1, styles=None) -> bool:
     """Folding styles into per-sample weights costs O*I*k*k per sample; scaling input and output costs
-    (I + O) * H * W. Pick the cheaper (high-resolution layers: fold; low-resolution wide layers: scale)."""
+    (I + O) * H * W. Pick the cheaper (high-resolution layers: fold; low-resolution wide layers: scale).
+    Under autograd with a frozen weight (projection, InsetGAN: only latents learn) always scale: the convolution's
+    backward then needs only the input gradient, while per-sample weights need the weight gradient too (a second
+    GEMM as large as the forward one) just to reach the styles."""
+    if styles is not None and torch.is_grad_enabled() and not weight.requires_grad \
+            and (x.requires_grad or styles.requires_grad):
+        return False
     o, i, kh, kw = weight.shape
     h, w = x.shape[2] * up, x.shape[3] * up
     return o * i * kh * kw <= (i + o) * h * w
@@ -64,7 +70,7 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
     weight, styles = _fp16_prenorm(x, weight, styles, demodulate)
     dtype = x.dtype
     inplace = not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or styles.requires_grad))
-    if _per_sample_weights_cheaper(x, weight, up):
+    if _per_sample_weights_cheaper(x, weight, up, styles):
         w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
         if demodulate:
             w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
@@ -147,7 +153,7 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
     assert styles.shape == (n, i), (styles.shape, (n, i))
     weight, styles = _sg3_weights(weight, styles, demodulate, input_gain)
     dtype = x.dtype
-    if _per_sample_weights_cheaper(x, weight):
+    if _per_sample_weights_cheaper(x, weight, 1, styles):
         w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
         if demodulate:
             w = w * _sg3_demod(weight, styles).reshape(n, o, 1, 1, 1)
