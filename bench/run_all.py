@@ -389,7 +389,7 @@ def main(argv=None) -> int:
                     print(p.stderr[-3000:], file=sys.stderr)
                     raise SystemExit(f"bench {name}/{side} failed")
                 res[side] = json.loads(p.stdout.strip().splitlines()[-1])
-                res[side]["out"] = torch.load(out) if os.path.exists(out) else None
+                res[side]["out"] = torch.load(out, weights_only=True) if os.path.exists(out) else None
                 print(f"# {name} {side}: {res[side]['ms']:.1f} ms", file=sys.stderr, flush=True)
             ref, fast = (res[s] for s in wl.sides)
             diff = ((fast["out"] - ref["out"]).abs().max().item()

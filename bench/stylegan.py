@@ -107,7 +107,7 @@ def main() -> None:
                     print(p.stderr[-2000:], file=sys.stderr)
                     raise SystemExit(f"worker {cfg}/{mode} failed")
                 res[mode] = json.loads(p.stdout.strip().splitlines()[-1])
-                res[mode]["img"] = torch.load(out)
+                res[mode]["img"] = torch.load(out, weights_only=True)
                 print(f"# {cfg} {mode}: {res[mode]['ms']:.0f} ms", file=sys.stderr, flush=True)
             ref = res.get("ref")
             fast = res.get("fast")
