@@ -452,6 +452,7 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
                     result = engine.run(job, extra_pnginfo=extra_pnginfo)
                 except (NodeExecutionError, WorkflowError) as exc:
                     failures += 1
+                    written.extend(_files_of(getattr(exc, "outputs", {}), out_dir))  # saved before the failure
                     bars.close_node()
                     log(f"error: {where}: {exc}")
                     if not args.keep_going:

@@ -26,8 +26,9 @@ from .workflow import WorkflowError, _id_key, check_prompt, graph_order, is_link
 class NodeExecutionError(RuntimeError):
     """A node raised while running; names node id and class and keeps the original exception as __cause__."""
 
-    def __init__(self, node_id: str, class_type: str, exc: BaseException):
+    def __init__(self, node_id: str, class_type: str, exc: BaseException, outputs: dict | None = None):
         self.node_id, self.class_type, self.original = node_id, class_type, exc
+        self.outputs = dict(outputs or {})  # UI outputs of the nodes that ran before: files they saved are kept
         super().__init__(f"node {node_id} ({class_type}) failed: {type(exc).__name__}: {exc}")
 
 
@@ -212,7 +213,7 @@ class Engine:
             except HumanGenInterrupted:
                 raise
             except Exception as exc:  # noqa: BLE001 - IS_CHANGED failing is this node's failure
-                raise NodeExecutionError(nid, ctype, exc) from exc
+                raise NodeExecutionError(nid, ctype, exc, result.outputs) from exc
             signatures[nid] = signature
             cached = self._cache.get(nid)
             if cached is not None and signature is not None and cached[0] == signature:
@@ -229,7 +230,7 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - reported with node id and class
                 if type(exc).__name__ == "InterruptProcessingException":
                     raise HumanGenInterrupted("processing interrupted") from exc
-                raise NodeExecutionError(nid, ctype, exc) from exc
+                raise NodeExecutionError(nid, ctype, exc, result.outputs) from exc
             values[nid] = outputs
             result.executed.append(nid)
             if ui:

@@ -287,6 +287,18 @@ def test_summary_lists_every_file_written_and_one_save_shares_one_name_pattern(t
     assert len(list((tmp_path / "out").iterdir())) == 4
 
 
+def test_summary_counts_files_a_failing_job_saved_before_it_failed(tmp_path, capsys):
+    """The skeleton PNG is saved, then SavePose fails on its prefix: the PNG is kept, listed and counted."""
+    wf = str(WORKFLOWS / "photo_to_skeleton.json")
+    assert _run(tmp_path, wf, "--set", "5.filename_prefix=../escape") == 1
+    out = capsys.readouterr()
+    png = str(tmp_path / "out" / "photo_to_skeleton_00001_.png")
+    assert out.out.split() == [png] and os.path.isfile(png)
+    assert "HumanGenSavePose: input 'filename_prefix'" in out.err
+    assert "0/1 job(s) ok, 1 file(s) written" in out.err
+    assert sorted(os.listdir(tmp_path / "out")) == ["photo_to_skeleton_00001_.png"]
+
+
 def test_summary_lists_previews(tmp_path, write_json, capsys):
     prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "astronaut.png"}},
               "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact",
