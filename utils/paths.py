@@ -36,10 +36,6 @@ class FileExistsRefusedError(HumanGenError, FileExistsError):
     """A write that would replace an existing file."""
 
 
-def _describe(node: str, input_name: str) -> str:
-    return f"{node}: input '{input_name}'" if input_name else node
-
-
 def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "HumanGen", input_name: str = "",
             allow_root: bool = False, follow_links: bool = True) -> Path:
     """`root / name`, resolved, if it stays inside `root` (also resolved); else a PathOutsideFolderError that names
@@ -59,17 +55,15 @@ def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "Hu
         raise PathOutsideFolderError(
             node, input_name, f"absolute paths are not allowed ({text!r}).",
             fix=f"put the file in {root} and give its name relative to that folder.")
-    outside = ("points outside its folder {base}.", "use a name inside that folder (subfolders are fine, '..' is not).")
-    if not follow_links:
+    if follow_links:
+        base = Path(root).resolve()
+        target = (base / text).resolve()
+    else:  # the name alone: '..' is normalised away against the unresolved folder
         base = Path(os.path.abspath(root))
         target = Path(os.path.normpath(base / text))
-        if not target.is_relative_to(base) or (target == base and not allow_root):
-            raise PathOutsideFolderError(node, input_name, f"{text!r} " + outside[0].format(base=base), outside[1])
-        return target
-    base = Path(root).resolve()
-    target = (base / text).resolve()
     if not target.is_relative_to(base) or (target == base and not allow_root):
-        raise PathOutsideFolderError(node, input_name, f"{text!r} " + outside[0].format(base=base), outside[1])
+        raise PathOutsideFolderError(node, input_name, f"{text!r} points outside its folder {base}.",
+                                     "use a name inside that folder (subfolders are fine, '..' is not).")
     return target
 
 
@@ -78,34 +72,65 @@ def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _current_umask()  # read once, at import: setting it to read it is not safe while other threads create files
+
+
+@contextlib.contextmanager
+def _temporary_file(folder: Path, prefix: str) -> Iterator[str]:
+    """A temporary file in `folder` (the final name's file system, so linking it is atomic), removed on exit
+    whatever happens."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _write(tmp: str, data: bytes | Callable[[str], None]) -> None:
+    if callable(data):
+        data(tmp)
+    else:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def _finish(tmp: str) -> None:
+    """Before the file gets its name: on disk (fsync), with the permissions a new file gets (mkstemp makes 0600)."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_UMASK)
+
+
 @contextlib.contextmanager
 def exclusive_writer(final: str | os.PathLike, *, node: str = "HumanGen", overwrite: bool = False) -> Iterator[str]:
     """Yield a temporary path in `final`'s folder; write the file there. On a clean exit the file is fsync'd and
     linked to `final` without replacing an existing file (unless `overwrite`, which replaces it atomically). On any
     error, nothing is left behind under either name."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists() and not overwrite:
         raise FileExistsRefusedError(f"{node}: {final.name} already exists in {final.parent}; it is never replaced. "
                                      f"Fix: choose another name, or set overwrite where the node offers it.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    try:
+    with _temporary_file(final.parent, f".{final.name}.") as tmp:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        _finish(tmp)
         if overwrite:
             os.replace(tmp, final)
-        else:
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                raise FileExistsRefusedError(
-                    f"{node}: {final.name} appeared in {final.parent} while it was being written (another run?); "
-                    f"it was not replaced.") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            return
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            raise FileExistsRefusedError(
+                f"{node}: {final.name} appeared in {final.parent} while it was being written (another run?); "
+                f"it was not replaced.") from None
 
 
 def write_exclusive(final: str | os.PathLike, data: bytes | Callable[[str], None], *, node: str = "HumanGen",
@@ -113,11 +138,7 @@ def write_exclusive(final: str | os.PathLike, data: bytes | Callable[[str], None
     """Write `data` (bytes, or a function that writes the file at the path it is given) to `final` with
     `exclusive_writer`'s guarantees. Returns the final path."""
     with exclusive_writer(final, node=node, overwrite=overwrite) as tmp:
-        if callable(data):
-            data(tmp)
-        else:
-            with open(tmp, "wb") as f:
-                f.write(data)
+        _write(tmp, data)
     return Path(final)
 
 
@@ -128,20 +149,9 @@ def write_next_free(folder: str | os.PathLike, name_for: Callable[[int], str], s
     another writer takes a name first, the next one is tried. Counters never wrap, so nothing is overwritten, and
     on any error (also an interrupt while writing) nothing is left behind."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".humangen.", suffix=".part", dir=folder)
-    os.close(fd)
-    try:
-        if callable(data):
-            data(tmp)
-        else:
-            with open(tmp, "wb") as f:
-                f.write(data)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
+    with _temporary_file(folder, ".humangen.") as tmp:
+        _write(tmp, data)
+        _finish(tmp)
         for i in range(start, start + limit):
             path = folder / name_for(i)
             try:
@@ -150,6 +160,3 @@ def write_next_free(folder: str | os.PathLike, name_for: Callable[[int], str], s
             except FileExistsError:
                 continue
         raise HumanGenError(f"{node}: no free file name in {folder} after {limit} tries.")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
