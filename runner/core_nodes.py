@@ -20,28 +20,14 @@ import random
 import time
 
 from ..utils import host
-from ..utils.paths import PathOutsideFolderError, confine, write_next_free
+from ..utils.paths import confine, write_next_free
 
 MAX_RESOLUTION = 16384
 
 
-def _annotated(name: str) -> tuple[str, str]:
-    """ComfyUI's annotated names: `x.png [output]`, `[input]`, `[temp]` name a file in that folder; a plain name
-    is in the input folder."""
-    for suffix, base in ((" [output]", host.output_dir), (" [input]", host.input_dir), (" [temp]", host.temp_dir)):
-        if name.endswith(suffix) or name.endswith(suffix.strip()):
-            cut = suffix if name.endswith(suffix) else suffix.strip()
-            return name[: -len(cut)], base()
-    return name, host.input_dir()
-
-
 def annotated_path(name: str) -> str:
-    """Path of a LoadImage value (`name`, `name [output]`, ...), confined to its folder (utils.paths.confine:
-    `..`, absolute names and symlinks out are refused with a PathOutsideFolderError)."""
-    if not isinstance(name, str):
-        raise PathOutsideFolderError(f"LoadImage: input 'image': expects a file name, got {type(name).__name__}.")
-    name, base = _annotated(name)
-    return str(confine(base, name, node="LoadImage", input_name="image"))
+    """Path of a LoadImage value (`name`, `name [output]`, ...), confined to its folder (`host.annotated_path`)."""
+    return str(host.annotated_path(name, node="LoadImage", input_name="image"))
 
 
 def _image_files(folder: str) -> list[str]:

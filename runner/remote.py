@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..utils import host
 from ..utils.errors import HumanGenError
 from ..utils.paths import PathOutsideFolderError, confine, write_next_free
 from .specs import NodeSpec, spec_from_object_info
@@ -488,9 +489,6 @@ def _execution_error(status: dict) -> str:
     return "the job failed on the server (see its log)"
 
 
-_ANNOTATIONS = (" [output]", " [temp]", " [input]")
-
-
 def upload_inputs(server: Server, prompt: dict, specs: dict[str, NodeSpec], input_dir: str,
                   uploaded: dict[str, str], budget: Budget | None = None) -> dict:
     """Upload LoadImage-style files that exist in `input_dir` and point the prompt at the uploaded names. A name
@@ -506,11 +504,9 @@ def upload_inputs(server: Server, prompt: dict, specs: dict[str, NodeSpec], inpu
             value = node["inputs"].get(inp.name)
             if not (inp.options.get("image_upload") and isinstance(value, str)):
                 continue
-            name = value
-            if name.endswith((" [output]", " [temp]")):
-                continue
-            if name.endswith(" [input]"):
-                name = name[: -len(" [input]")]
+            folder, name = host.split_annotation(value)
+            if folder != "input":
+                continue  # the server's own output/temp file
             try:
                 local = confine(input_dir, name, node=f"node {nid} ({node['class_type']})", input_name=inp.name)
             except PathOutsideFolderError:

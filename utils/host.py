@@ -440,7 +440,17 @@ def missing_model_error(kind: str, name: str, *, node: str, input_name: str, pro
     return NodeInputError(node, input_name, problem, fix=fix)
 
 
-ANNOTATIONS = {" [input]": "input", " [output]": "output", " [temp]": "temp"}
+ANNOTATIONS = {"[input]": "input", "[output]": "output", "[temp]": "temp"}
+
+
+def split_annotation(name: str, default: str = "input") -> tuple[str, str]:
+    """ComfyUI's annotated file names: 'x.png [output]' (also without the space) -> ('output', 'x.png'); a plain
+    name -> (`default`, name). Folders: 'input', 'output', 'temp'."""
+    for tag, folder in ANNOTATIONS.items():
+        for suffix in (" " + tag, tag):
+            if name.endswith(suffix):
+                return folder, name[:-len(suffix)]
+    return default, name
 
 
 def annotated_path(name: str, *, node: str = "HumanGen", input_name: str = "image", default: str = "input"):
@@ -449,12 +459,8 @@ def annotated_path(name: str, *, node: str = "HumanGen", input_name: str = "imag
     (`utils.paths.confine`): absolute paths, '..' and links out are refused."""
     from .paths import confine
     if not isinstance(name, str):
-        raise HumanGenError(f"{node}: input '{input_name}': expected a file name, got {type(name).__name__}.")
-    folder, text = default, name
-    for tag, which in ANNOTATIONS.items():
-        if text.endswith(tag):
-            folder, text = which, text[:-len(tag)]
-            break
+        raise NodeInputError(node, input_name, f"expects a file name, got {type(name).__name__}.")
+    folder, text = split_annotation(name, default)
     root = {"input": input_dir, "output": output_dir, "temp": temp_dir}[folder]()
     return confine(root, text, node=node, input_name=input_name)
 
@@ -586,6 +592,6 @@ def interrupt_on_sigint():
 
 __all__: Iterable[str] = [
     "MODEL_FOLDERS", "Progress", "StandaloneHost", "ComfyHost", "get", "use", "reset", "in_comfyui", "model_dirs",
-    "list_models", "model_path", "trust_file", "annotated_path", "progress", "check_interrupt", "torch_device", "offload_device", "load_model",
+    "list_models", "model_path", "trust_file", "split_annotation", "annotated_path", "progress", "check_interrupt", "torch_device", "offload_device", "load_model",
     "free_memory", "output_dir", "input_dir", "temp_dir", "is_oom", "run_with_oom_backoff", "interrupt_on_sigint",
 ]
