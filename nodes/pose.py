@@ -386,24 +386,19 @@ class HumanGenSavePose:
 
     def save(self, pose, filename_prefix, format):
         from ..utils import pose as P
-        from ..utils.paths import FileExistsRefusedError, confine
+        from ..utils.paths import confine, write_next_free
         node = "HumanGenSavePose"
         root = os.path.realpath(host.output_dir())
         base = str(confine(root, (filename_prefix or "pose").strip(), node=node, input_name="filename_prefix"))
-        os.makedirs(os.path.dirname(base), exist_ok=True)
-        counter = 1  # ComfyUI's SaveImage pattern (prefix_00001_.png), so one save's image and pose names match
-        while True:  # the first free counter; a file another run creates meanwhile is never replaced
-            path = f"{base}_{counter:05d}_{_EXT[format]}"
-            if os.path.exists(path):
-                counter += 1
-                continue
-            try:
-                P.save_pose(pose, path, format)
-                break
-            except FileExistsRefusedError:
-                counter += 1
-            except ValueError as exc:
-                raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
+        try:
+            data = P.encode_pose(pose, format)
+        except ValueError as exc:
+            raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
+        # ComfyUI's SaveImage pattern (prefix_00001_.png), so one save's image and pose names match; the first free
+        # counter, and a name another run takes meanwhile is skipped, never replaced
+        stem = os.path.basename(base)
+        path = str(write_next_free(os.path.dirname(base), lambda i: f"{stem}_{i:05d}_{_EXT[format]}", data=data,
+                                   node=node))
         rel = os.path.relpath(path, root)
         # "files" entries (like "images") let API clients, e.g. the runner's --server mode, fetch it via /view
         entry = {"filename": os.path.basename(rel), "subfolder": os.path.dirname(rel), "type": "output"}

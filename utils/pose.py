@@ -73,7 +73,8 @@ Public functions (all coordinates in pixels, keypoint arrays float64 [K, 3] = x,
   or None), `pixel_frame(frame)` (normalised -> pixels),
   `transform_frame(frame, matrix, width, height)`, `scale_frame(frame, width, height)`.
 - files: `load_pose(path, canvas_size=None)`, `save_pose(pose, path, fmt=None)`, and per format
-  `load_openpose_json/save_openpose_json`, `load_coco_json/save_coco_json`, `load_humansd_npz/save_humansd_npz`
+  `load_openpose_json/save_openpose_json`, `load_coco_json/save_coco_json`, `load_humansd_npz/save_humansd_npz`,
+  `encode_pose(pose, fmt)` (the bytes of a pose file, for writers that choose the name themselves)
   (the npz loader never runs pickle code: only plain dicts, numbers and numpy arrays are accepted).
 - rendering: `render_skeleton(pose, style="humansd"|"openpose", width=None, height=None, threshold=0.05,
   person_threshold=0.0)` -> uint8 [F, H, W, 3]; `render_frame(frame, ...)` -> uint8 [H, W, 3];
@@ -458,11 +459,14 @@ def load_openpose_json(path: str, canvas_size: tuple[int, int] | None = None) ->
     return [aux_frame(f) for f in as_pose(out)]
 
 
+def openpose_json_bytes(pose) -> bytes:
+    """POSE_KEYPOINT as a JSON list of frames (comfyui_controlnet_aux layout and confidences; raw scores under
+    "humangen_scores", so the file loads back exactly)."""
+    return json.dumps([aux_frame(f) for f in as_pose(pose)], indent=1).encode("utf-8")
+
+
 def save_openpose_json(pose, path: str) -> str:
-    """Write POSE_KEYPOINT as a JSON list of frames (comfyui_controlnet_aux layout and confidences; raw scores
-    under "humangen_scores", so the file loads back exactly)."""
-    frames = [aux_frame(f) for f in as_pose(pose)]
-    _atomic_write(path, json.dumps(frames, indent=1).encode("utf-8"))
+    _atomic_write(path, openpose_json_bytes(pose))
     return path
 
 
@@ -516,9 +520,9 @@ def load_coco_json(path: str, canvas_size: tuple[int, int] | None = None) -> lis
     return as_pose(frames)
 
 
-def save_coco_json(pose, path: str) -> str:
-    """Write POSE_KEYPOINT as a COCO keypoints dataset (one image per frame; v = 2 where confidence > 0, the
-    confidences themselves in `keypoint_scores`, so the file loads back exactly)."""
+def coco_json_bytes(pose) -> bytes:
+    """POSE_KEYPOINT as a COCO keypoints dataset (one image per frame; v = 2 where confidence > 0, the confidences
+    themselves in `keypoint_scores`, so the file loads back exactly)."""
     frames = as_pose(pose)
     images, anns = [], []
     for f, frame in enumerate(frames):
@@ -545,7 +549,11 @@ def save_coco_json(pose, path: str) -> str:
     data = {"images": images, "annotations": anns,
             "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO17),
                             "skeleton": [[a + 1, b + 1] for _, a, b in HUMANSD_LIMBS]}]}
-    _atomic_write(path, json.dumps(data, indent=1).encode("utf-8"))
+    return json.dumps(data, indent=1).encode("utf-8")
+
+
+def save_coco_json(pose, path: str) -> str:
+    _atomic_write(path, coco_json_bytes(pose))
     return path
 
 
@@ -661,8 +669,8 @@ def _load_humansd_npz(path: str, canvas_size: tuple[int, int] | None) -> list[di
     return as_pose(frames)
 
 
-def save_humansd_npz(pose, path: str) -> str:
-    """Write POSE_KEYPOINT as HumanSD's `.npz` (`arr_0` = object array of {"keypoints": float32 [17,3], "score",
+def humansd_npz_bytes(pose) -> bytes:
+    """POSE_KEYPOINT as HumanSD's `.npz` (`arr_0` = object array of {"keypoints": float32 [17,3], "score",
     "area"}; frame i in `arr_i`; canvas sizes in `canvas_sizes`). Missing points are written (-1, -1, 0) as in
     HumanSD's data; keypoints are float32 as HumanSD expects (exact for float32 values)."""
     frames = as_pose(pose)
@@ -687,9 +695,13 @@ def save_humansd_npz(pose, path: str) -> str:
     arrays["canvas_sizes"] = np.asarray([frame_size(fr) for fr in frames], dtype=np.int64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def save_humansd_npz(pose, path: str) -> str:
     if not path.endswith(".npz"):
         path += ".npz"
-    _atomic_write(path, buf.getvalue())
+    _atomic_write(path, humansd_npz_bytes(pose))
     return path
 
 
@@ -721,14 +733,22 @@ def load_pose(path: str, canvas_size: tuple[int, int] | None = None, fmt: str | 
                          f"({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
+def encode_pose(pose, fmt: str) -> bytes:
+    """The bytes of a pose file in format `fmt` (one of POSE_FORMATS)."""
+    encoder = {"openpose_json": openpose_json_bytes, "coco_json": coco_json_bytes,
+               "humansd_npz": humansd_npz_bytes}.get(fmt)
+    if encoder is None:
+        raise ValueError(f"pose: unknown pose format {fmt!r}; known: {POSE_FORMATS}")
+    return encoder(pose)
+
+
 def save_pose(pose, path: str, fmt: str | None = None) -> str:
     """Save POSE_KEYPOINT; format from `fmt` or the file ending (.npz -> HumanSD, else OpenPose JSON)."""
     fmt = fmt or ("humansd_npz" if path.lower().endswith(".npz") else "openpose_json")
-    saver = {"openpose_json": save_openpose_json, "coco_json": save_coco_json,
-             "humansd_npz": save_humansd_npz}.get(fmt)
-    if saver is None:
-        raise ValueError(f"pose: unknown pose format {fmt!r}; known: {POSE_FORMATS}")
-    return saver(pose, path)
+    if fmt == "humansd_npz" and not path.endswith(".npz"):
+        path += ".npz"
+    _atomic_write(path, encode_pose(pose, fmt))
+    return path
 
 
 # ---- rendering ---------------------------------------------------------------------------------------------------
@@ -874,6 +894,6 @@ __all__ = [
     "frame_people", "people_array", "pixel_frame", "transform_frame", "scale_frame", "POSE_FORMATS", "load_pose",
     "save_pose",
     "load_openpose_json", "save_openpose_json", "load_coco_json", "save_coco_json", "load_humansd_npz",
-    "save_humansd_npz", "hls_palette", "HUMANSD_LIMBS", "HUMANSD_COLORS", "HUMANSD_LINE_WIDTH", "OPENPOSE_LIMBS",
+    "save_humansd_npz", "encode_pose", "hls_palette", "HUMANSD_LIMBS", "HUMANSD_COLORS", "HUMANSD_LINE_WIDTH", "OPENPOSE_LIMBS",
     "OPENPOSE_COLORS", "RENDER_STYLES", "render_frame", "render_skeleton", "face_box_from_keypoints",
 ]

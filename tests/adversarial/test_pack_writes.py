@@ -49,15 +49,14 @@ def test_save_pose_skips_existing_and_racing_names(tmp_path, monkeypatch):
     e = H.env(tmp_path)
     (e.output / "p_00001_.json").write_text("mine")
     frame = [P.make_frame([[[4.0, 4.0, 1.0]] * 18], 16, 16)]
-    real_exists = os.path.exists
+    real_link = os.link
     racing = e.output / "p_00002_.json"
 
-    def exists(path):  # another run creates p_00002 between our check and our write
-        if str(path) == str(racing) and not real_exists(racing):
+    def link(src, dst, *a, **k):  # another run creates p_00002 just before our file gets that name
+        if str(dst) == str(racing) and not racing.exists():
             racing.write_text("theirs")
-            return False
-        return real_exists(path)
-    monkeypatch.setattr(os.path, "exists", exists)
+        return real_link(src, dst, *a, **k)
+    monkeypatch.setattr(os, "link", link)
     out = N["HumanGenSavePose"]().save(frame, "p", "openpose_json")
     monkeypatch.undo()
     assert out["result"][0].endswith("p_00003_.json")
