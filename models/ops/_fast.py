@@ -117,10 +117,11 @@ def _up_rows_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, ou
     xh = x.permute(0, 2, 3, 1)  # NHWC view (contiguous for channels-last x)
     z = _padded_slab(xh, 1, c_min, rows)
     wc = w * c
+    rs = z.stride(1)  # >= wc when the rows are padded
     outs = []
     for i in range(n):
         zi = z[i]
-        win = zi.as_strided([nT, T + M - 1, wc], [T * wc, wc, 1], zi.storage_offset())
+        win = zi.as_strided([nT, T + M - 1, wc], [T * rs, rs, 1], zi.storage_offset())
         if out is not None:
             torch.matmul(band, win, out=out[i].narrow(0, 0, nT * T * u).view(nT, T * u, wc))
         else:
@@ -141,8 +142,8 @@ def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int) -> torch.T
     when nothing is outside (and the slab is contiguous in the trailing dims), else a copy with zeroed borders."""
     L = xh.shape[dim]
     lo, hi = max(start, 0), min(start + length, L)
-    if lo == start and hi == start + length and xh.is_contiguous():
-        return xh.narrow(dim, start, length)
+    if lo == start and hi == start + length and xh.stride(-1) == 1 and xh.stride(-2) == xh.shape[-1]:
+        return xh.narrow(dim, start, length)  # rows may be padded (row stride > W*C): the GEMMs take a leading dim
     shape = list(xh.shape)
     shape[dim] = length
     z = xh.new_empty(shape)
@@ -158,22 +159,32 @@ def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int) -> torch.T
 def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
                   full_width: bool = False) -> torch.Tensor:
     """Horizontal (W) upsampling pass as GEMMs over channels-last pixels: a tile of T*u output pixels of one row
-    (all phases, interleaved) = [T*u, T+M-1] banded matrix @ the T+M-1 input pixels ([*, C] rows) it reads."""
+    (all phases, interleaved) = [T*u, T+M-1] banded matrix @ the T+M-1 input pixels ([*, C] rows) it reads.
+    The input rows are copied into rows of P pixels, P a whole number of tiles, plus one zero row: the windows of
+    all rows of an image are then one strided batch (windows that straddle two rows only feed output columns past
+    the row's end, which are dropped), so each image is one batched GEMM. The result's rows keep that padding
+    (row stride P*u pixels); W and C are contiguous."""
     n, c, h, L = x.shape
     band, L_out, c_min, M, T, nT = _upsampling_band(g, u, p0, p1, L, x.dtype, x.device)
-    cols = nT * T + M - 1
+    P = _ceil_div(nT * T + M - 1, T) * T
     xh = x.permute(0, 2, 3, 1)  # NHWC view
-    z = _padded_slab(xh, 2, c_min, cols)
-    # one batched GEMM per image row: the overlapping windows of a row are a valid strided batch, while batching
-    # rows and windows together would make matmul copy every window out first
-    y = x.new_empty([n, h, nT, T * u, c])
+    z = x.new_empty([n, h + 1, P, c])
+    lo, hi = max(c_min, 0), min(c_min + P, L)
+    z[:, h].zero_()
+    if lo - c_min > 0:
+        z[:, :h, : lo - c_min].zero_()
+    if hi - c_min < P:
+        z[:, :h, max(hi - c_min, 0):].zero_()
+    if hi > lo:
+        z[:, :h, lo - c_min: hi - c_min].copy_(xh[:, :, lo:hi])
+    windows = h * P // T
+    y = x.new_empty([n, h, P * u, c])
     for i in range(n):
-        for r in range(h):
-            zr = z[i, r]
-            win = zr.as_strided([nT, T + M - 1, c], [T * c, c, 1], zr.storage_offset())
-            torch.matmul(band, win, out=y[i, r])
-    y = y.view(n, h, nT * T * u, c)
-    return y.permute(0, 3, 1, 2) if full_width else y[:, :, :L_out].permute(0, 3, 1, 2)
+        zi = z[i]
+        win = zi.as_strided([windows, T + M - 1, c], [T * c, c, 1], zi.storage_offset())
+        torch.matmul(band, win, out=y[i].view(windows, T * u, c))
+    y = y.narrow(2, 0, nT * T * u if full_width else L_out)
+    return y.permute(0, 3, 1, 2)
 
 
 def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple) -> torch.Tensor:
@@ -195,7 +206,7 @@ def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple
     nograd = not (torch.is_grad_enabled() and x.requires_grad)
     if kh == 1 and upy == 1 and downx == 1 and downy == 1 and py0 == 0 and py1 == 0:
         if nograd:
-            return _up_cols_gemm(x, f2d[0], upx, px0, px1)
+            return _up_cols_gemm(x, f2d[0], upx, px0, px1).contiguous(memory_format=CL)
         return _up_polyphase(x, f2d[0], upx, px0, px1, 3)
     if kw == 1 and upx == 1 and downx == 1 and downy == 1 and px0 == 0 and px1 == 0:
         if nograd:
