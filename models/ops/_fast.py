@@ -137,23 +137,26 @@ def _up_rows_tiles(L_out: int, u: int) -> int:
     return _ceil_div(_ceil_div(L_out, u), ROW_TILE) * ROW_TILE * u
 
 
-def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
+def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """NHWC tensor -> entries [start, start + length) along dim (1 = H, 2 = W), zeros outside the tensor; a view
-    when nothing is outside (and the slab is contiguous in the trailing dims), else a copy with zeroed borders."""
+    when nothing is outside (and the slab is contiguous in the trailing dims), else a copy with zeroed borders
+    (written into `out` when given: a tensor of the slab's shape)."""
     L = xh.shape[dim]
     lo, hi = max(start, 0), min(start + length, L)
-    if lo == start and hi == start + length and xh.stride(-1) == 1 and xh.stride(-2) == xh.shape[-1]:
+    if out is None and lo == start and hi == start + length and xh.stride(-1) == 1 \
+            and xh.stride(-2) == xh.shape[-1]:
         return xh.narrow(dim, start, length)  # rows may be padded (row stride > W*C): the GEMMs take a leading dim
-    shape = list(xh.shape)
-    shape[dim] = length
-    z = xh.new_empty(shape)
+    if out is None:
+        shape = list(xh.shape)
+        shape[dim] = length
+        out = xh.new_empty(shape)
     if lo - start > 0:
-        z.narrow(dim, 0, lo - start).zero_()
+        out.narrow(dim, 0, lo - start).zero_()
     if start + length - hi > 0:
-        z.narrow(dim, max(hi - start, 0), start + length - max(hi, start)).zero_()
+        out.narrow(dim, max(hi - start, 0), start + length - max(hi, start)).zero_()
     if hi > lo:
-        z.narrow(dim, lo - start, hi - lo).copy_(xh.narrow(dim, lo, hi - lo))
-    return z
+        out.narrow(dim, lo - start, hi - lo).copy_(xh.narrow(dim, lo, hi - lo))
+    return out
 
 
 def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
@@ -169,14 +172,8 @@ def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
     P = _ceil_div(nT * T + M - 1, T) * T
     xh = x.permute(0, 2, 3, 1)  # NHWC view
     z = x.new_empty([n, h + 1, P, c])
-    lo, hi = max(c_min, 0), min(c_min + P, L)
     z[:, h].zero_()
-    if lo - c_min > 0:
-        z[:, :h, : lo - c_min].zero_()
-    if hi - c_min < P:
-        z[:, :h, max(hi - c_min, 0):].zero_()
-    if hi > lo:
-        z[:, :h, lo - c_min: hi - c_min].copy_(xh[:, :, lo:hi])
+    _padded_slab(xh, 2, c_min, P, out=z[:, :h])
     windows = h * P // T
     y = x.new_empty([n, h, P * u, c])
     for i in range(n):
