@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ops import filtered_lrelu, modulated_conv2d_sg3, resolve_impl
+from .ops import filtered_lrelu, modulated_conv2d_sg3, resolve_impl, workspace
 from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, SynthesisSize, resolve_dtype
 
 
@@ -189,9 +189,11 @@ class SynthesisLayer(nn.Module):
         slope = 1 if self.is_torgb else 0.2
         fu = self.up_filter.to(x.dtype) if self.up_filter is not None else None
         fd = self.down_filter.to(x.dtype) if self.down_filter is not None else None
-        x = filtered_lrelu(x, fu=fu, fd=fd, b=None if fold_bias else self.bias.to(x.dtype), up=self.up_factor,
+        y = filtered_lrelu(x, fu=fu, fd=fd, b=None if fold_bias else self.bias.to(x.dtype), up=self.up_factor,
                            down=self.down_factor,
                            padding=self.padding, gain=gain, slope=slope, clamp=self.conv_clamp, impl=impl)
+        workspace.recycle(x)  # the convolution's output is read only by filtered_lrelu
+        x = y
         assert x.shape[1:] == (self.out_channels, int(self.out_size[1]), int(self.out_size[0])), (x.shape, self.out_size)
         return x
 
@@ -313,15 +315,18 @@ class SynthesisNetwork(SynthesisSize, nn.Module):
         dt = resolve_dtype(dtype)
         ws = ws.to(torch.float32).unbind(dim=1)
         x = self.input(ws[0], transform=transform)
-        for idx, name in enumerate(self.layer_names):
-            layer = getattr(self, name)
-            if styles is not None and name in styles:
-                s = styles[name].to(torch.float32)
-            else:
-                s = self.layer_styles(idx, name, layer, ws[idx + 1], **kw)
-            if style_offsets is not None and name in style_offsets:
-                s = s + style_offsets[name].to(s.dtype)
-            x = layer(x, styles=s, dtype=dt, impl=impl, update_emas=update_emas)
+        with workspace.workspace(self):  # layer outputs reuse the blocks of the layers before them
+            for idx, name in enumerate(self.layer_names):
+                layer = getattr(self, name)
+                if styles is not None and name in styles:
+                    s = styles[name].to(torch.float32)
+                else:
+                    s = self.layer_styles(idx, name, layer, ws[idx + 1], **kw)
+                if style_offsets is not None and name in style_offsets:
+                    s = s + style_offsets[name].to(s.dtype)
+                y = layer(x, styles=s, dtype=dt, impl=impl, update_emas=update_emas)
+                workspace.recycle(x)  # read by this layer only
+                x = y
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)

@@ -7,9 +7,10 @@ from .conv2d_resample import conv2d_resample
 from .filtered_lrelu import filtered_lrelu
 from .modulated_conv import modulated_conv2d, modulated_conv2d_bias_act, modulated_conv2d_sg3
 from .upfirdn2d import downsample2d, filter2d, upfirdn2d, upsample2d
+from . import _workspace as workspace
 
 __all__ = [
     "ACTIVATIONS", "IMPLS", "bias_act", "conv2d_resample", "downsample2d", "filter2d", "filter_size",
     "filtered_lrelu", "modulated_conv2d", "modulated_conv2d_bias_act", "modulated_conv2d_sg3", "parse_padding", "parse_scaling", "resolve_impl",
-    "setup_filter", "upfirdn2d", "upsample2d",
+    "setup_filter", "upfirdn2d", "upsample2d", "workspace",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import _workspace as workspace
 from ._spec import parse_padding, parse_scaling
 
 CHUNK_ELEMS = 1 << 22  # ~16 MB (fp32) of upsampled intermediate per band in filtered_lrelu
@@ -298,7 +299,7 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
                            crop_w=crop)
         y = _act_(y, gain, slope, clamp, grad_mode, folded)
         return upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
-    out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device, memory_format=CL)
+    out = workspace.empty([n, c, out_h, out_w], x.dtype, x.device, channels_last=True)
     for j0 in range(0, out_h, rows):
         j1 = min(out_h, j0 + rows)
         t0, t1 = j0 * down, (j1 - 1) * down + fd_h  # rows of the upsampled intermediate this band needs
@@ -332,8 +333,8 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
     wfull = _ceil_div(_ceil_div(w * up + px0 + px1 - kx.shape[1] + 1, up), ROW_TILE) * ROW_TILE * up  # cols W'
     first = (min(rows, out_h) - 1) * down + fd_h
     alloc = max(_up_rows_tiles(first, up), overlap + _up_rows_tiles(rows * down, up))
-    bufs = [torch.empty([n, alloc, wfull, c], dtype=x.dtype, device=x.device) for _ in range(2)]
-    out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device, memory_format=CL)
+    bufs = [workspace.empty([n, alloc, wfull, c], x.dtype, x.device) for _ in range(2)]
+    out = workspace.empty([n, c, out_h, out_w], x.dtype, x.device, channels_last=True)
     done = 0  # upsampled rows [t0, done) are activated in the current buffer
     prev = None
     for k, j0 in enumerate(range(0, out_h, rows)):
@@ -359,4 +360,5 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
         band = buf.narrow(1, 0, t1 - t0).permute(0, 3, 1, 2)
         out[:, :, j0:j1] = upfirdn2d_fast(band, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
         prev, prev_len, done = buf, t1 - t0, t1
+    workspace.recycle(*bufs)
     return out
