@@ -167,9 +167,15 @@ class SynthesisLayer(nn.Module):
         pad_hi = pad_total - pad_lo
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
-    def forward(self, x, w=None, styles=None, dtype=torch.float32, impl="auto", update_emas=False, **_ignored):
-        """x [N, I, H_in, W_in], w [N, w_dim] (or `styles` [N, I]) -> [N, O, H_out, W_out]."""
-        assert x.shape[1:] == (self.in_channels, int(self.in_size[1]), int(self.in_size[0])), (x.shape, self.in_size)
+    def forward(self, x, w=None, styles=None, dtype=torch.float32, impl="auto", update_emas=False,
+                channel_multiple=1, **_ignored):
+        """x [N, I, H_in, W_in], w [N, w_dim] (or `styles` [N, I]) -> [N, O, H_out, W_out].
+        channel_multiple > 1 (fast inference inside the synthesis loop): the output carries zero channels up to a
+        multiple of it (not for ToRGB), and x may carry them (see `modulated_conv2d_sg3_fast`)."""
+        assert x.shape[1] in (self.in_channels, _round_up(self.in_channels, channel_multiple)), \
+            (x.shape, self.in_channels)
+        assert x.shape[2:] == (int(self.in_size[1]), int(self.in_size[0])), (x.shape, self.in_size)
+        assert not (update_emas and x.shape[1] != self.in_channels), "magnitude EMA of channel-padded input"
         if update_emas:
             with torch.no_grad():
                 self.magnitude_ema.copy_(x.detach().float().square().mean().lerp(self.magnitude_ema,
@@ -182,9 +188,10 @@ class SynthesisLayer(nn.Module):
         # fast inference: the bias goes into the convolution (filtered_lrelu adds it first anyway: same math)
         fold_bias = resolve_impl(impl) == "fast" and not (torch.is_grad_enabled() and (
             x.requires_grad or self.weight.requires_grad or styles.requires_grad or self.bias.requires_grad))
+        out_multiple = channel_multiple if fold_bias and not self.is_torgb else 1
         x = modulated_conv2d_sg3(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
                                  padding=self.conv_kernel - 1, input_gain=input_gain, impl=impl,
-                                 bias=self.bias if fold_bias else None)
+                                 bias=self.bias if fold_bias else None, channel_multiple=out_multiple)
         gain = 1 if self.is_torgb else np.sqrt(2)
         slope = 1 if self.is_torgb else 0.2
         fu = self.up_filter.to(x.dtype) if self.up_filter is not None else None
@@ -194,7 +201,8 @@ class SynthesisLayer(nn.Module):
                            padding=self.padding, gain=gain, slope=slope, clamp=self.conv_clamp, impl=impl)
         workspace.recycle(x)  # the convolution's output is read only by filtered_lrelu
         x = y
-        assert x.shape[1:] == (self.out_channels, int(self.out_size[1]), int(self.out_size[0])), (x.shape, self.out_size)
+        assert x.shape[1:] == (_round_up(self.out_channels, out_multiple), int(self.out_size[1]),
+                               int(self.out_size[0])), (x.shape, self.out_size)
         return x
 
     @property
@@ -225,6 +233,13 @@ def layer_schedule(img_resolution: int, channel_base: int, channel_max: int, num
     channels[-1] = img_channels
     return dict(cutoffs=cutoffs, stopbands=stopbands, sampling_rates=sampling_rates, half_widths=half_widths,
                 sizes=sizes, channels=channels)
+
+
+CHANNEL_MULTIPLE = 16  # fast CPU/GPU inference pads layer channels to this (zeros); see modulated_conv2d_sg3_fast
+
+
+def _round_up(c: int, multiple: int) -> int:
+    return -(-int(c) // multiple) * multiple
 
 
 class SynthesisNetwork(SynthesisSize, nn.Module):
@@ -315,6 +330,11 @@ class SynthesisNetwork(SynthesisSize, nn.Module):
         dt = resolve_dtype(dtype)
         ws = ws.to(torch.float32).unbind(dim=1)
         x = self.input(ws[0], transform=transform)
+        # fast inference: layers pass zero-padded channel counts (a multiple of CHANNEL_MULTIPLE) between them;
+        # hooks see the layers' own shapes
+        fast = resolve_impl(impl) == "fast" and not torch.is_grad_enabled() and not update_emas \
+            and not workspace.observed(self)
+        multiple = CHANNEL_MULTIPLE if fast else 1
         with workspace.workspace(self):  # layer outputs reuse the blocks of the layers before them
             for idx, name in enumerate(self.layer_names):
                 layer = getattr(self, name)
@@ -324,7 +344,7 @@ class SynthesisNetwork(SynthesisSize, nn.Module):
                     s = self.layer_styles(idx, name, layer, ws[idx + 1], **kw)
                 if style_offsets is not None and name in style_offsets:
                     s = s + style_offsets[name].to(s.dtype)
-                y = layer(x, styles=s, dtype=dt, impl=impl, update_emas=update_emas)
+                y = layer(x, styles=s, dtype=dt, impl=impl, update_emas=update_emas, channel_multiple=multiple)
                 workspace.recycle(x)  # read by this layer only
                 x = y
         if self.output_scale != 1:

@@ -156,6 +156,55 @@ def test_sg3_modulated_conv_fast_matches_ref(k, demod):
         _close(ga, gb)
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 24, 20), (2, 40, 3, 2)], ids=["per-sample", "shared-weight"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_sg3_modulated_conv_channel_padding(shape, k):
+    """Inference layout: input with trailing zero channels (their weights are zero), output zero-padded to a
+    multiple of 16; the real channels equal the reference on both fast paths."""
+    n, i, h, w_ = shape
+    o = 37 if i == 40 else 5
+    x, w, s, b = rnd(n, i, h, w_), rnd(o, i, k, k), rnd(n, i), rnd(o)
+    gain = torch.tensor(0.7)
+    with torch.no_grad():
+        ref = modulated_conv2d_sg3(x, w, s, True, k - 1, gain, impl="ref", bias=b)
+        padded_in = torch.cat([x, torch.zeros(n, 11, h, w_)], 1)
+        got = modulated_conv2d_sg3(padded_in, w, s, True, k - 1, gain, impl="fast", bias=b, channel_multiple=16)
+    assert got.shape == (n, 48 if o == 37 else 16, *ref.shape[2:])
+    _close(ref, got[:, :o])
+    assert torch.count_nonzero(got[:, o:]) == 0
+    with pytest.raises(AssertionError, match="fast-path layout"):
+        modulated_conv2d_sg3(padded_in, w, s, True, k - 1, gain, impl="ref", channel_multiple=16)
+
+
+def test_sg3_synthesis_pads_channels_between_layers_only_when_unobserved(monkeypatch):
+    """Fast inference passes channel counts rounded up to 16 between layers (oneDNN's depthwise filters run up to
+    2x faster per channel on them); the image is the unpadded one, and hooked layers keep their own shapes."""
+    from sg_helpers import TINY_SG3, tiny_generator
+    from humangen.models import stylegan3
+    G = tiny_generator(dict(TINY_SG3, img_resolution=32, square=False, conv_kernel=1, use_radial_filters=True))
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None)
+    seen = []
+    real = stylegan3.filtered_lrelu
+    monkeypatch.setattr(stylegan3, "filtered_lrelu", lambda x, **kw: seen.append(x.shape[1]) or real(x, **kw))
+    layers = [getattr(G.synthesis, n) for n in G.synthesis.layer_names]
+    with torch.no_grad():
+        padded = G.synthesis(ws, impl="fast")
+        assert seen == [-(-m.out_channels // 16) * 16 if not m.is_torgb else m.out_channels for m in layers]
+        assert any(m.out_channels % 16 for m in layers[:-1])  # the tiny model has channel counts to pad
+        monkeypatch.setattr(stylegan3, "CHANNEL_MULTIPLE", 1)
+        plain = G.synthesis(ws, impl="fast")
+        monkeypatch.setattr(stylegan3, "CHANNEL_MULTIPLE", 16)
+        seen.clear()
+        handle = layers[0].register_forward_hook(lambda *a: None)
+        try:
+            hooked = G.synthesis(ws, impl="fast")
+        finally:
+            handle.remove()
+        assert seen == [m.out_channels for m in layers]
+    _close(padded, plain)
+    assert torch.equal(hooked, plain)
+
+
 @pytest.mark.parametrize("k,up,down", [(3, 1, 2), (1, 1, 2), (1, 2, 1), (3, 2, 1), (3, 1, 1)])
 def test_conv2d_resample_paths(k, up, down):
     x, w = rnd(2, 4, 12, 10), rnd(5, 4, k, k)

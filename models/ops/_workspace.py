@@ -87,7 +87,7 @@ def _make_plan(call: _Call) -> _Plan | None:
     return _Plan(list(call.sizes), offsets, arena)
 
 
-def _observed(module) -> bool:
+def observed(module) -> bool:
     """Forward hooks see (and may keep) the intermediates that the arena reuses."""
     hooks = torch.nn.modules.module
     if hooks._global_forward_hooks:
@@ -100,7 +100,7 @@ def workspace(owner):
     """Scope of one inference call of `owner`, whose large intermediates come from the owner's planned arena.
     Nested scopes belong to the outermost one. A module owner with forward hooks (on it or any submodule) gets
     no arena: the hooks may keep the intermediates."""
-    if _current.get() is not None or (isinstance(owner, torch.nn.Module) and _observed(owner)):
+    if _current.get() is not None or (isinstance(owner, torch.nn.Module) and observed(owner)):
         yield
         return
     with _lock:

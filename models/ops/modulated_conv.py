@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ._spec import resolve_impl
 from .conv2d_resample import conv2d_resample
@@ -145,12 +146,19 @@ def modulated_conv2d_sg3_ref(x, weight, styles, demodulate=True, padding=0, inpu
     return x.reshape(n, -1, *x.shape[2:])
 
 
-def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, input_gain=None, bias=None):
+def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, input_gain=None, bias=None,
+                              channel_multiple=1):
     """StyleGAN3 modulated conv, fast: per-sample weights for high-resolution layers, otherwise styles*input_gain
-    folded into the input and demodulation into the output (one shared-weight conv)."""
+    folded into the input and demodulation into the output (one shared-weight conv).
+
+    Channel padding (inference): x may carry zero channels after its I real ones (a padded layer's output; their
+    weights are zero), and with channel_multiple > 1 the output channels are zero-padded up to a multiple of it:
+    oneDNN's depthwise filters in filtered_lrelu run up to 2x faster per channel on such counts (287 -> 288)."""
     n = x.shape[0]
     o, i, kh, kw = weight.shape
     assert styles.shape == (n, i), (styles.shape, (n, i))
+    pad_in, pad_out = x.shape[1] - i, -(-o // channel_multiple) * channel_multiple - o
+    assert pad_in >= 0, (x.shape, weight.shape)
     weight, styles = _sg3_weights(weight, styles, demodulate, input_gain)
     dtype = x.dtype
     if _per_sample_weights_cheaper(x, weight, 1, styles):
@@ -159,31 +167,35 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
             w = w * _sg3_demod(weight, styles).reshape(n, o, 1, 1, 1)
         if input_gain is not None:
             w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
-        b = None if bias is None else bias.to(dtype)
-        return _per_sample(x, w.to(dtype), lambda xi, wi: torch.nn.functional.conv2d(xi, wi, bias=b, padding=padding))
+        w = F.pad(w, [0, 0, 0, 0, 0, pad_in, 0, pad_out]) if pad_in or pad_out else w
+        b = None if bias is None else F.pad(bias.to(dtype), [0, pad_out])
+        return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
-    x = x.contiguous(memory_format=CL) * scale.to(dtype).reshape(n, i, 1, 1)
-    x = torch.nn.functional.conv2d(x, weight.to(dtype), padding=padding)
+    x = x.contiguous(memory_format=CL) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
+    x = F.conv2d(x, F.pad(weight.to(dtype), [0, 0, 0, 0, 0, pad_in, 0, pad_out]), padding=padding)
     if demodulate:
-        d = _sg3_demod(weight, styles).to(dtype).reshape(n, o, 1, 1)
+        d = F.pad(_sg3_demod(weight, styles).to(dtype), [0, pad_out]).reshape(n, o + pad_out, 1, 1)
         if bias is not None:
-            return torch.addcmul(bias.to(dtype).reshape(1, -1, 1, 1), x, d)
+            return torch.addcmul(F.pad(bias.to(dtype), [0, pad_out]).reshape(1, -1, 1, 1), x, d)
         return x.mul_(d) if not (torch.is_grad_enabled() and x.requires_grad) else x * d
-    return x if bias is None else x + bias.to(dtype).reshape(1, -1, 1, 1)
+    return x if bias is None else x + F.pad(bias.to(dtype), [0, pad_out]).reshape(1, -1, 1, 1)
 
 
 def _sg3_demod(weight, styles):
     return (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
 
 
-def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None, impl="auto", bias=None):
+def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None, impl="auto", bias=None,
+                         channel_multiple=1):
     """StyleGAN3 modulated convolution. demodulate (default: True); padding (default: 0); input_gain [] or [I]
     or None (default: None); impl 'ref' | 'fast' | 'auto' (default: 'auto'); bias [O] added to the output
-    (default: None; the fast path folds it into the convolution)."""
+    (default: None; the fast path folds it into the convolution); channel_multiple: the fast path zero-pads the
+    output channels to a multiple of it and takes inputs with trailing zero channels (default: 1, none)."""
     if resolve_impl(impl) == "ref":
+        assert channel_multiple == 1 and x.shape[1] == weight.shape[1], "channel padding is a fast-path layout"
         y = modulated_conv2d_sg3_ref(x, weight, styles, demodulate, padding, input_gain)
         return y if bias is None else y + bias.to(y.dtype).reshape(1, -1, 1, 1)
-    return modulated_conv2d_sg3_fast(x, weight, styles, demodulate, padding, input_gain, bias)
+    return modulated_conv2d_sg3_fast(x, weight, styles, demodulate, padding, input_gain, bias, channel_multiple)
 
 
 def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding=0, resample_filter=None,
