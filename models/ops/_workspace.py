@@ -148,7 +148,7 @@ def empty(shape, dtype=torch.float32, device="cpu", channels_last: bool = False)
     numel = 1
     for s in shape:
         numel *= int(s)
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if call is None or device.type != "cpu" or nbytes < MIN_BYTES or torch.is_grad_enabled():
         return torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
