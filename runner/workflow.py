@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..utils import limits
 from .specs import SEED_CONTROL_VALUES, NodeSpec
 
 MODE_MUTED = 2
@@ -32,7 +33,6 @@ PRIMITIVE = "PrimitiveNode"
 
 # Limits for untrusted workflow files (README: Headless runner > Limits). Real workflows stay far below them.
 MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
-MAX_JSON_DEPTH = 64  # nesting of objects/arrays; UI workflows use about 6
 MAX_NODES = 5000
 MAX_TEXT_CHARS = 1_000_000  # one text input (prompts, pose JSON pasted into a STRING widget)
 MAX_NODE_ID_CHARS = 256
@@ -74,7 +74,7 @@ def is_ui_format(data: Any) -> bool:
 
 
 def load_json(path: str) -> Any:
-    """Parse a workflow file, refusing files over MAX_WORKFLOW_BYTES and nesting deeper than MAX_JSON_DEPTH."""
+    """Parse a workflow file, refusing files over MAX_WORKFLOW_BYTES and nesting deeper than limits.MAX_JSON_DEPTH."""
     name = os.path.basename(path)
     try:
         chunks, size = [], 0
@@ -98,36 +98,12 @@ def load_json(path: str) -> Any:
 
 
 def parse_json(raw: bytes | str, name: str) -> Any:
-    """JSON text -> data with the workflow limits; any failure is one WorkflowError naming `name`."""
+    """JSON text -> data with the pack's JSON limits (`utils.limits.parse_json`); any failure is one WorkflowError
+    naming `name`."""
     try:
-        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
-    except UnicodeDecodeError as exc:
-        raise WorkflowError(f"{name}: not valid JSON (not UTF-8 text: byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except RecursionError:  # the parser itself recurses per nesting level
-        raise WorkflowError(f"{name}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
-    except json.JSONDecodeError as exc:
-        raise WorkflowError(f"{name}: not valid JSON ({exc})") from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        raise WorkflowError(f"{name}: not valid JSON ({exc})") from None
-    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise WorkflowError(f"{name}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
-    return data
-
-
-def json_depth(data: Any, stop_at: int) -> int:
-    """Nesting depth of objects/arrays (a scalar is 0), computed without recursion; stops counting past `stop_at`."""
-    deepest = 0
-    stack = [(data, 1)] if isinstance(data, (dict, list)) else []
-    while stack:
-        value, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > stop_at:
-            return depth
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
+        return limits.parse_json(raw, name)
+    except ValueError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def declared_models_of(data: Any) -> list[dict]:

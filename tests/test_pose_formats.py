@@ -253,3 +253,22 @@ def test_normalised_frames_are_read_as_pixels():
     moved = P.transform_frame(norm, [[1, 0, 5], [0, 1, 0]], 640, 480)
     np.testing.assert_allclose(P.people_array(moved)[0][k[:, 2] > 0, 0], k[k[:, 2] > 0, 0] + 5, atol=1e-9)
     assert P.pixel_frame(frame) is frame
+
+
+@pytest.mark.parametrize("text,message", [
+    (b"[" * 100 + b"]" * 100, "pose: deep.json: JSON nested too deeply (more than 64 levels)"),
+    (b"[" * 100_000 + b"]" * 100_000, "pose: deep.json: JSON nested too deeply (more than 64 levels)"),
+    (b'{"people": [\xff]}', "pose: deep.json: not valid JSON (not UTF-8 text: byte 12)"),
+    (b'{"people": [', "pose: deep.json: not valid JSON"),
+])
+def test_pose_json_has_the_workflow_reader_limits(tmp_path, text, message):
+    """Pose files and workflows go through one bounded JSON reader (`utils.limits.parse_json`)."""
+    from humangen.runner.workflow import WorkflowError, parse_json
+    path = tmp_path / "deep.json"
+    path.write_bytes(text)
+    with pytest.raises(ValueError) as pose_error:
+        P.load_openpose_json(str(path))
+    assert str(pose_error.value).startswith(message)
+    with pytest.raises(WorkflowError) as workflow_error:
+        parse_json(text, "pose: deep.json")
+    assert str(workflow_error.value) == str(pose_error.value)

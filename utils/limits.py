@@ -7,6 +7,7 @@ RenderPose would accept from its own widgets).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import zipfile
@@ -19,6 +20,7 @@ MAX_CANVAS_SIDE = 16384  # largest canvas a pose may declare (LoadPose's widget 
 MAX_TEXT_CHARS = 100_000  # any STRING input
 MAX_IMAGE_FRAMES = 4096  # frames of one loaded image file (an animated GIF/WebP becomes a batch)
 MAX_NAME_CHARS = 1024  # file names and prefixes
+MAX_JSON_DEPTH = 64  # nesting of objects/arrays in any JSON the pack reads (UI workflows use about 6)
 # archives (.npz pose files, SMPL-X .npz, zip-based torch checkpoints)
 MAX_ARCHIVE_MEMBERS = 4096
 # A member this large that deflate shrank more than MAX_COMPRESSION_RATIO : 1 is a zip bomb: dense weights compress
@@ -142,3 +144,35 @@ def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_by
 __all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
            "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "check_image_size", "check_finite", "check_text", "check_count",
            "check_archive"]
+
+
+def parse_json(raw: bytes | str, what: str) -> Any:
+    """JSON text (bytes: UTF-8, with or without a BOM) -> data, nested at most MAX_JSON_DEPTH levels. Any failure is
+    one ValueError that starts with `what` (a file or input name) and says what was wrong."""
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what}: not valid JSON (not UTF-8 text: byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:  # the parser itself recurses per nesting level
+        raise ValueError(f"{what}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer with more digits than Python converts
+        raise ValueError(f"{what}: not valid JSON ({exc})") from None
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValueError(f"{what}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return data
+
+
+def json_depth(data: Any, stop_at: int) -> int:
+    """Nesting depth of objects/arrays (a scalar is 0), computed without recursion; stops counting past `stop_at`."""
+    deepest = 0
+    stack = [(data, 1)] if isinstance(data, (dict, list)) else []
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > stop_at:
+            return depth
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest

@@ -98,7 +98,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .limits import MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_image_size
+from .limits import MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_image_size, parse_json
 
 # bounds on what a pose (from a file, a workflow or another node) may hold; see utils/limits.py
 MAX_FRAMES = 10_000
@@ -410,18 +410,13 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _read_json(path: str):
-    """A pose JSON file, bounded in size, with decoding errors and absurd nesting as ValueError."""
+    """A pose JSON file, bounded in size and nesting (`limits.parse_json`); any failure is a ValueError."""
     size = os.path.getsize(path)
     if size > MAX_POSE_FILE_BYTES:
         raise ValueError(f"pose: {os.path.basename(path)} is {size} bytes, more than the limit of "
                          f"{MAX_POSE_FILE_BYTES} for a pose file")
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            return json.load(fh)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"pose: {os.path.basename(path)} is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise ValueError(f"pose: {os.path.basename(path)} is nested too deeply to be a pose file") from None
+    with open(path, "rb") as fh:
+        return parse_json(fh.read(size + 1), f"pose: {os.path.basename(path)}")  # size: bounded above
 
 
 def _infer_canvas(people_kps: list[np.ndarray]) -> tuple[int, int]:
