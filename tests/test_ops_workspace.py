@@ -52,17 +52,21 @@ def test_repeated_calls_share_one_arena_and_keep_every_result(banded):
     assert torch.equal(outs[0], outs[3])  # the arena call gives the recording call's image bit for bit
 
 
-def test_forward_hooks_keep_what_they_saw(banded):
+@pytest.mark.parametrize("kind", ["forward", "pre"])
+def test_forward_hooks_keep_what_they_saw(banded, kind):
     G = tiny_generator(TINY_SG3R_RECT)
     _synth(G, _ws(G, 1))
     _synth(G, _ws(G, 1))  # the plan and its arena exist
     seen = {}
 
     def keep(name):
-        def hook(module, args, out):
-            seen[name] = (out, out.clone())
+        def hook(module, args, out=None):
+            t = out if kind == "forward" else args[0]
+            seen[name] = (t, t.clone())
         return hook
-    handles = [getattr(G.synthesis, n).register_forward_hook(keep(n)) for n in G.synthesis.layer_names]
+    layers = [getattr(G.synthesis, n) for n in G.synthesis.layer_names]
+    handles = [m.register_forward_hook(keep(n)) if kind == "forward" else m.register_forward_pre_hook(keep(n))
+               for n, m in zip(G.synthesis.layer_names, layers)]
     try:
         _synth(G, _ws(G, 2))
         seen_first = dict(seen)
@@ -72,7 +76,7 @@ def test_forward_hooks_keep_what_they_saw(banded):
         for h in handles:
             h.remove()
     for name, (out, copy) in seen_first.items():
-        assert torch.equal(out, copy), f"{name}'s output, kept by a hook, was overwritten"
+        assert torch.equal(out, copy), f"{name}'s {kind}-hooked tensor, kept by the hook, was overwritten"
 
 
 def test_other_shapes_replan_and_stay_exact(banded):

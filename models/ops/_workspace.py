@@ -88,18 +88,18 @@ def _make_plan(call: _Call) -> _Plan | None:
 
 
 def observed(module) -> bool:
-    """Forward hooks see (and may keep) the intermediates that the arena reuses."""
+    """Forward hooks and pre-hooks see (and may keep) the intermediates that the arena reuses."""
     hooks = torch.nn.modules.module
-    if hooks._global_forward_hooks:
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks for m in module.modules())
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 @contextlib.contextmanager
 def workspace(owner):
     """Scope of one inference call of `owner`, whose large intermediates come from the owner's planned arena.
-    Nested scopes belong to the outermost one. A module owner with forward hooks (on it or any submodule) gets
-    no arena: the hooks may keep the intermediates."""
+    Nested scopes belong to the outermost one. A module owner with forward hooks or pre-hooks (on it or any
+    submodule) gets no arena: the hooks may keep the intermediates."""
     if _current.get() is not None or (isinstance(owner, torch.nn.Module) and observed(owner)):
         yield
         return
