@@ -141,11 +141,6 @@ def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_by
                                  f"{max_bytes}; it was not opened.", fix=f"use a genuine {what}.")
 
 
-__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
-           "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "check_image_size", "check_finite", "check_text", "check_count",
-           "check_archive"]
-
-
 def parse_json(raw: bytes | str, what: str) -> Any:
     """JSON text (bytes: UTF-8, with or without a BOM) -> data, nested at most MAX_JSON_DEPTH levels. Any failure is
     one ValueError that starts with `what` (a file or input name) and says what was wrong."""
@@ -176,3 +171,9 @@ def json_depth(data: Any, stop_at: int) -> int:
         children = value.values() if isinstance(value, dict) else value
         stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
     return deepest
+
+
+__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
+           "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "check_image_size", "check_finite", "check_text", "check_count",
+           "check_archive", "MAX_JSON_DEPTH", "parse_json", "json_depth"]
+

@@ -65,15 +65,14 @@ def _round(nbytes: int) -> int:
 def _make_plan(call: _Call) -> _Plan | None:
     """Greedy-by-size placement: the largest requests first, each at the lowest offset where it overlaps no placed
     request whose lifetime overlaps its own."""
-    ends = call.ends
     offsets: list[int | None] = [None] * len(call.sizes)
     placed: list[int] = []
     for k in sorted(range(len(call.sizes)), key=lambda k: -call.sizes[k]):
-        if ends[k] is None:
+        if call.ends[k] is None:
             continue  # never handed back: a result, allocated fresh every call
         size = _round(call.sizes[k])
         busy = sorted((offsets[j], offsets[j] + _round(call.sizes[j])) for j in placed
-                      if call.starts[j] < ends[k] and call.starts[k] < ends[j])
+                      if call.starts[j] < call.ends[k] and call.starts[k] < call.ends[j])
         offset = 0
         for lo, hi in busy:
             if offset + size <= lo:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._fast import _ceil_div
 from ._spec import resolve_impl
 from .conv2d_resample import conv2d_resample
 
@@ -157,10 +158,11 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
     n = x.shape[0]
     o, i, kh, kw = weight.shape
     assert styles.shape == (n, i), (styles.shape, (n, i))
-    pad_in, pad_out = x.shape[1] - i, -(-o // channel_multiple) * channel_multiple - o
+    pad_in, pad_out = x.shape[1] - i, _ceil_div(o, channel_multiple) * channel_multiple - o
     assert pad_in >= 0, (x.shape, weight.shape)
     weight, styles = _sg3_weights(weight, styles, demodulate, input_gain)
     dtype = x.dtype
+    b = None if bias is None else F.pad(bias.to(dtype), [0, pad_out])
     if _per_sample_weights_cheaper(x, weight, 1, styles):
         w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
         if demodulate:
@@ -168,17 +170,16 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         if input_gain is not None:
             w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
         w = F.pad(w, [0, 0, 0, 0, 0, pad_in, 0, pad_out]) if pad_in or pad_out else w
-        b = None if bias is None else F.pad(bias.to(dtype), [0, pad_out])
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
     x = x.contiguous(memory_format=CL) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
     x = F.conv2d(x, F.pad(weight.to(dtype), [0, 0, 0, 0, 0, pad_in, 0, pad_out]), padding=padding)
     if demodulate:
         d = F.pad(_sg3_demod(weight, styles).to(dtype), [0, pad_out]).reshape(n, o + pad_out, 1, 1)
-        if bias is not None:
-            return torch.addcmul(F.pad(bias.to(dtype), [0, pad_out]).reshape(1, -1, 1, 1), x, d)
+        if b is not None:
+            return torch.addcmul(b.reshape(1, -1, 1, 1), x, d)
         return x.mul_(d) if not (torch.is_grad_enabled() and x.requires_grad) else x * d
-    return x if bias is None else x + F.pad(bias.to(dtype), [0, pad_out]).reshape(1, -1, 1, 1)
+    return x if b is None else x + b.reshape(1, -1, 1, 1)
 
 
 def _sg3_demod(weight, styles):
