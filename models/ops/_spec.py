@@ -22,12 +22,17 @@ class ActSpec:
     def_alpha: float  # default slope/alpha (default: 0)
     def_gain: float  # default output gain (default: 1)
     inplace: Callable | None = None  # in-place variant used by the fast path when no grad is needed
+    # (grad, y, alpha) -> grad * act'(x), read from the output y = act(x) (or any positive multiple of it): lets the
+    # fast path keep only its output for backward, as NVIDIA's bias_act kernel does
+    grad_from_output: Callable | None = None
 
 
 ACTIVATIONS: dict[str, ActSpec] = {
-    "linear": ActSpec(lambda x, a: x, 0.0, 1.0, lambda x, a: x),
-    "relu": ActSpec(lambda x, a: F.relu(x), 0.0, math.sqrt(2), lambda x, a: F.relu_(x)),
-    "lrelu": ActSpec(lambda x, a: F.leaky_relu(x, a), 0.2, math.sqrt(2), lambda x, a: F.leaky_relu_(x, a)),
+    "linear": ActSpec(lambda x, a: x, 0.0, 1.0, lambda x, a: x, lambda g, y, a: g),
+    "relu": ActSpec(lambda x, a: F.relu(x), 0.0, math.sqrt(2), lambda x, a: F.relu_(x),
+                    lambda g, y, a: torch.ops.aten.threshold_backward(g, y, 0)),
+    "lrelu": ActSpec(lambda x, a: F.leaky_relu(x, a), 0.2, math.sqrt(2), lambda x, a: F.leaky_relu_(x, a),
+                     lambda g, y, a: torch.ops.aten.leaky_relu_backward(g, y, a, True)),
     "tanh": ActSpec(lambda x, a: torch.tanh(x), 0.0, 1.0, lambda x, a: x.tanh_()),
     "sigmoid": ActSpec(lambda x, a: torch.sigmoid(x), 0.0, 1.0, lambda x, a: x.sigmoid_()),
     "elu": ActSpec(lambda x, a: F.elu(x), 0.0, 1.0, lambda x, a: F.elu_(x)),

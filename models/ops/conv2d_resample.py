@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from ._frozen import derived
 from ._spec import filter_size, parse_padding
 from .upfirdn2d import upfirdn2d
 
 
+def _oriented(w, flip_weight):
+    """w as a correlation kernel (flip_weight=False: a convolution kernel, flipped)."""
+    return w.flip([2, 3]) if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1) else w
+
+
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
-    kh, kw = w.shape[2], w.shape[3]
-    if not flip_weight and (kw > 1 or kh > 1):
-        w = w.flip([2, 3])
+    w = _oriented(w, flip_weight)
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
@@ -54,18 +58,21 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter, impl=impl)
         return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
     if up > 1:  # transposed strided conv, then filter
+        # the transposed conv correlates with the flipped kernel; a frozen weight is transposed and flipped once
+        # per `frozen_weights()` scope
         if groups == 1:
-            w = w.transpose(0, 1)
+            w = derived(w, ("transposed", flip_weight),
+                        lambda t: _oriented(t.transpose(0, 1), not flip_weight))
         else:
             w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
-            w = w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
+            w = _oriented(w.reshape(groups * in_per_group, out_channels // groups, kh, kw), not flip_weight)
         px0 -= kw - 1
         px1 -= kw - up
         py0 -= kh - 1
         py1 -= kh - up
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
-        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True)
         x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2,
                       flip_filter=flip_filter, impl=impl)
         if down > 1:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ._fast import _ceil_div
+from ._frozen import derived
 from ._spec import resolve_impl
 from .conv2d_resample import conv2d_resample
 
@@ -82,7 +83,7 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
             y = y.add_(noise.to(dtype)) if inplace else y + noise.to(dtype)
         return y
     x = x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1)
-    x = conv2d_resample(x, weight.to(dtype), f=resample_filter, up=up, down=down, padding=padding,
+    x = conv2d_resample(x, _cast(weight, dtype), f=resample_filter, up=up, down=down, padding=padding,
                         flip_weight=flip_weight, impl="fast")
     if demodulate:
         d = (styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt()  # [N, O]
@@ -108,9 +109,13 @@ def _per_sample(x, w, fn):
 
 
 def _sq_sum(weight) -> torch.Tensor:
-    """sum over the kernel of weight^2 -> [O, I] float32 (cheap next to the convolution: not cached, so in-place
-    weight updates and inference tensors, which carry no version counter, are always right)."""
-    return weight.float().square().sum(dim=[2, 3])
+    """sum over the kernel of weight^2 -> [O, I] float32 (once per frozen weight inside `frozen_weights()`)."""
+    return derived(weight, "sq_sum", lambda w: w.float().square().sum(dim=[2, 3]))
+
+
+def _cast(weight, dtype) -> torch.Tensor:
+    """weight in the compute dtype (once per frozen weight inside `frozen_weights()`)."""
+    return weight if weight.dtype == dtype else derived(weight, dtype, lambda w: w.to(dtype))
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
@@ -125,7 +130,7 @@ def _sg3_weights(weight, styles, demodulate, input_gain):
     n = styles.shape[0]
     o, i, kh, kw = weight.shape
     if demodulate:
-        weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
+        weight = derived(weight, "sg3_rms", lambda w: w * w.square().mean([1, 2, 3], keepdim=True).rsqrt())
         styles = styles * styles.square().mean().rsqrt()  # global RMS over batch and channels (official)
     return weight, styles
 
@@ -173,7 +178,8 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
     x = x.contiguous(memory_format=CL) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
-    x = F.conv2d(x, F.pad(weight.to(dtype), [0, 0, 0, 0, 0, pad_in, 0, pad_out]), padding=padding)
+    x = F.conv2d(x, derived(weight, ("pad", dtype, pad_in, pad_out),
+                            lambda w: F.pad(w.to(dtype), [0, 0, 0, 0, 0, pad_in, 0, pad_out])), padding=padding)
     if demodulate:
         d = F.pad(_sg3_demod(weight, styles).to(dtype), [0, pad_out]).reshape(n, o + pad_out, 1, 1)
         if b is not None:
@@ -183,7 +189,7 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
 
 
 def _sg3_demod(weight, styles):
-    return (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+    return (styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt()  # [N, O]
 
 
 def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None, impl="auto", bias=None,
@@ -233,9 +239,9 @@ def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding
         if noise is not None:
             y.add_((noise.float() * g).to(dtype))
     else:
-        y = conv2d_resample(x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1), weight.to(dtype),
-                            f=resample_filter, up=up,
-                            padding=padding, flip_weight=flip_weight, impl="fast")
+        y = conv2d_resample(x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1),
+                            _cast(weight, dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight,
+                            impl="fast")
         d = ((styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt() * g).to(dtype).reshape(n, -1, 1, 1)
         add = bg.reshape(1, -1, 1, 1)
         if noise is not None:
