@@ -153,21 +153,34 @@ def _step_timer(runner: Callable[[Callable], None], steps: int) -> float:
     return 1000 * min(timed)
 
 
-def _with_impl(side: str):
-    os.environ["HUMANGEN_OPS_IMPL"] = side  # the optimisation loops call synthesis with impl='auto'
+def _with_impl(side: str) -> str:
+    """Set the ops path for a side ('ref', 'fast', or 'bf16': the fast ops at bf16 precision) and return the
+    optimisation's precision."""
+    os.environ["HUMANGEN_OPS_IMPL"] = "fast" if side == "bf16" else side  # the loops call synthesis with impl='auto'
+    return "bf16" if side == "bf16" else "fp32"
 
 
-@register("projection", lambda q: f"projection step (SG2 {'256x128' if q else '512x256'} W+ and noise, LPIPS vgg, "
-                                  f"fwd+bwd)")
+def register_optimisation(name: str, describe):
+    """An optimisation row (reference ops against the nodes' fp32 path) and its '<name>-bf16' row (reference fp32
+    against the fast ops at precision bf16: convolutions and LPIPS in bfloat16, latents and losses in float32)."""
+    def wrap(fn):
+        register(name, describe)(fn)
+        register(f"{name}-bf16", lambda q: describe(q) + ", fast side bf16", sides=("ref", "bf16"))(fn)
+        return fn
+    return wrap
+
+
+@register_optimisation("projection", lambda q: f"projection step (SG2 {'256x128' if q else '512x256'} W+ and noise, "
+                                               f"LPIPS vgg, fwd+bwd)")
 def _projection(side, quick, device, runs):
     import torch
     from humangen.models import inversion
     from humangen.models.lpips import LPIPS
-    _with_impl(side)
+    precision = _with_impl(side)
     G, ws = _generator(sg2_kwargs(256 if quick else 512, False, fp16_res=0), device)
     target = torch.rand(1, 3, G.img_height, G.img_width, device=device) * 2 - 1
     lpips = LPIPS("vgg").to(device)
-    cfg = inversion.ProjectionConfig(num_steps=runs + 1, w_avg_samples=200)
+    cfg = inversion.ProjectionConfig(num_steps=runs + 1, w_avg_samples=200, precision=precision)
     out = {}
 
     def go(tick):
@@ -176,16 +189,17 @@ def _projection(side, quick, device, runs):
     return {"ms": ms, "out": out["r"].ws}
 
 
-@register("pti", lambda q: f"PTI step (SG2 {'256x128' if q else '512x256'}, all weights, MSE + LPIPS alex, fwd+bwd)")
+@register_optimisation("pti", lambda q: f"PTI step (SG2 {'256x128' if q else '512x256'}, all weights, "
+                                        f"MSE + LPIPS alex, fwd+bwd)")
 def _pti(side, quick, device, runs):
     import torch
     from humangen.models import inversion
     from humangen.models.lpips import LPIPS
-    _with_impl(side)
+    precision = _with_impl(side)
     G, ws = _generator(sg2_kwargs(256 if quick else 512, False, fp16_res=0), device)
     target = torch.rand(1, 3, G.img_height, G.img_width, device=device) * 2 - 1
     lpips = LPIPS("alex").to(device)
-    cfg = inversion.PTIConfig(max_steps=runs + 1, lpips_threshold=-1.0)
+    cfg = inversion.PTIConfig(max_steps=runs + 1, lpips_threshold=-1.0, precision=precision)
     out = {}
 
     def go(tick):
@@ -206,20 +220,24 @@ def _insetgan(side, res, device, runs):
     phase = ig.Phase("alternate", runs + 1, joint.lr, joint.weights, switch_every=1, first="body")
     schedule = ig.Schedule("bench", (phase,), "w+", "w+", "alex")
     box = (res * 0.23 / 2, res * 0.05, res * 0.30 / 2, res * 0.12)  # a face-sized box near the top of the body
+    precision = _with_impl(side)
     out = {}
 
     def go(tick):
-        out["r"] = ig.optimise(G_body, G_face, wb, wf, box, schedule, lpips, impl=side, callback=tick)
+        out["r"] = ig.optimise(G_body, G_face, wb, wf, box, schedule, lpips, impl=os.environ["HUMANGEN_OPS_IMPL"],
+                               precision=precision, callback=tick)
     ms = _step_timer(go, runs + 1)
     return {"ms": ms, "out": out["r"].body_ws}
 
 
-@register("insetgan256", lambda q: "InsetGAN step, body 256x128 + face 128 (SG2, LPIPS alex, fwd+bwd)")
+@register_optimisation("insetgan256",
+                       lambda q: "InsetGAN step, body 256x128 + face 128 (SG2, LPIPS alex, fwd+bwd)")
 def _insetgan256(side, quick, device, runs):
     return _insetgan(side, 256, device, runs)
 
 
-@register("insetgan512", lambda q: "InsetGAN step, body 512x256 + face 256 (SG2, LPIPS alex, fwd+bwd)")
+@register_optimisation("insetgan512",
+                       lambda q: "InsetGAN step, body 512x256 + face 256 (SG2, LPIPS alex, fwd+bwd)")
 def _insetgan512(side, quick, device, runs):
     return _insetgan(side, 512, device, runs)
 
@@ -380,10 +398,10 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
-    if not args.quick:
-        names = [n for n in names if n != "insetgan256" or args.only]  # the full run reports 512 (256 is --quick)
+    if not args.quick:  # the full run reports InsetGAN at 512 (256 is --quick)
+        names = [n for n in names if not n.startswith("insetgan256") or args.only]
     elif not args.only:
-        names = [n for n in names if n != "insetgan512"]
+        names = [n for n in names if not n.startswith("insetgan512")]
     import torch
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

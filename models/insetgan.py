@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.errors import HumanGenError
-from .inversion import autograd_ready, normal_tensor, optimisation_mode
+from .inversion import autograd_ready, normal_tensor, optimisation_mode, perceptual_scope, synthesis_dtype
+from .ops import frozen_weights
 
 TERMS = ("coarse", "border", "border_l2", "body", "face", "reg")
 NEVER = 10 ** 9  # `redetect_until` default: re-detect for the whole phase
@@ -293,20 +294,24 @@ class _Latent(torch.nn.Module):
 def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_box, schedule: Schedule, lpips, *,
              steps_scale: float = 1.0, box_scale: float = 2.0, face_rect=None,
              redetect: Callable[[torch.Tensor], object] | None = None, noise_mode: str = "const",
-             noise_seed: int = 0, border_px: int = 8, impl: str = "auto", callback: Callable[[int, int, dict], None] | None = None) -> InsetResult:
+             noise_seed: int = 0, border_px: int = 8, impl: str = "auto", precision: str = "fp32",
+             callback: Callable[[int, int, dict], None] | None = None) -> InsetResult:
     """Run `schedule`. `face_box` is a tight face box (x0,y0,x1,y1[,score]) in body pixels; `redetect(body_img)`
-    returns a new tight box or None; `callback(step, total, info)` reports progress and may raise to stop."""
+    returns a new tight box or None; `precision` in `inversion.PRECISIONS` ('bf16': both generators and LPIPS in
+    bfloat16, latents and losses in float32); `callback(step, total, info)` reports progress and may raise to stop."""
     if body_ws.ndim != 3 or face_ws.ndim != 3 or body_ws.shape[0] != 1 or face_ws.shape[0] != 1:
         raise HumanGenError("InsetGAN optimises one body and one face latent ([1, num_ws, w_dim] each)")
-    with optimisation_mode():
+    dtype = synthesis_dtype(precision)
+    with optimisation_mode(), frozen_weights():  # both generators are frozen: weight-derived tensors are reused
         return _optimise(autograd_ready(G_body), autograd_ready(G_face), normal_tensor(body_ws),
                          normal_tensor(face_ws), face_box, schedule, autograd_ready(lpips), steps_scale=steps_scale,
                          box_scale=box_scale, face_rect=face_rect, redetect=redetect, noise_mode=noise_mode,
-                         noise_seed=noise_seed, border_px=border_px, impl=impl, callback=callback)
+                         noise_seed=noise_seed, border_px=border_px, impl=impl, precision=precision, dtype=dtype,
+                         callback=callback)
 
 
 def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, steps_scale, box_scale, face_rect,
-              redetect, noise_mode, noise_seed, border_px, impl, callback) -> InsetResult:
+              redetect, noise_mode, noise_seed, border_px, impl, precision, dtype, callback) -> InsetResult:
     device = next(G_body.parameters()).device
     G_body = G_body.eval().requires_grad_(False)
     G_face = G_face.eval().requires_grad_(False)
@@ -316,7 +321,7 @@ def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, st
     opts = {s: torch.optim.Adam(lat[s].parameters(), betas=(0.9, 0.999), lr=0.0) for s in lat}
     w_avg = getattr(G_body.mapping, "w_avg", body_ws.mean(1)).detach().to(device).view(1, 1, -1)
 
-    noise = {"noise_mode": noise_mode, "impl": impl}
+    noise = {"noise_mode": noise_mode, "impl": impl, "dtype": dtype}
     if noise_mode == "random":  # a local generator: the same seed gives the same result
         noise["generator"] = torch.Generator(device=device).manual_seed(noise_seed)
 
@@ -360,8 +365,9 @@ def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, st
         for group in opts[side].param_groups:
             group["lr"] = lr_at(side_step, side_total, phase.lr[side])
         w_body = lat["body"]() if side == "body" else lat["body"]().detach()
-        loss, terms = compute_losses(phase.weights[side], imgs["face"], imgs["body"], box, face_rect, refs["body"],
-                                     refs["face"], w_body, w_avg, lpips, border_px)
+        with perceptual_scope(precision, device):
+            loss, terms = compute_losses(phase.weights[side], imgs["face"], imgs["body"], box, face_rect,
+                                         refs["body"], refs["face"], w_body, w_avg, lpips, border_px)
         if terms["border_l1"] < best[0]:  # the state before this step's update: latents and images together
             best = (terms["border_l1"], step, (shown["body"], shown["face"], box, imgs["body"].detach().clone(),
                                                imgs["face"].detach().clone()))

@@ -8,9 +8,15 @@ Follows StyleGAN-Human's `pti/` (gan.md §9.2–§9.3) with two deliberate diffe
 
 Both loops take a `callback(step, total, info)` that may raise to stop (progress and interrupt), and a seed:
 the same seed gives the same result.
+
+Precision (`PRECISIONS`, shared with InsetGAN): 'fp32' is exact (gradients match the reference ops); 'bf16' runs
+the generator's convolutions and the LPIPS network in bfloat16 while latents, weights, optimiser state and losses
+stay float32. On CPUs with AMX or AVX512-BF16 and on GPUs a step is 3-4x faster; gradients agree with fp32 to about
+2 % (cosine ≥ 0.999), so the optimisation follows a slightly different path. On CPUs without bf16 units it is slower.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
@@ -20,6 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.errors import HumanGenError
+from .ops import frozen_weights
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -36,6 +45,7 @@ class ProjectionConfig:
     regularize_noise_weight: float = 1e5
     optimize_noise: bool = True
     seed: int = 0
+    precision: str = "fp32"  # see PRECISIONS
 
 
 @dataclass
@@ -65,6 +75,21 @@ def optimisation_mode():
     stack.enter_context(torch.inference_mode(False))
     stack.enter_context(torch.enable_grad())
     return stack
+
+
+def synthesis_dtype(precision: str) -> str | None:
+    """The synthesis `dtype` for a precision in PRECISIONS (None: float32)."""
+    if precision not in PRECISIONS:
+        raise HumanGenError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return None if precision == "fp32" else precision
+
+
+def perceptual_scope(precision: str, device: torch.device):
+    """Where the LPIPS distance runs: under bf16 autocast for 'bf16' (its convolutions in bfloat16), else as is.
+    The generator is not run under autocast: it casts for itself and keeps its demodulation in float32."""
+    if synthesis_dtype(precision) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def learning_rate_at(step: int, num_steps: int, peak: float, rampdown: float, rampup: float) -> float:
@@ -124,13 +149,14 @@ def project(G, target: torch.Tensor, distance, config: ProjectionConfig = Projec
 
     `distance(a, b)` compares two [1,3,256,256] images (LPIPS). G is not modified (a copy's noise is optimised).
     """
-    with optimisation_mode():
+    with optimisation_mode(), frozen_weights():  # the generator is frozen: its weight-derived tensors are reused
         return _project(G, normal_tensor(target), autograd_ready(distance), config, callback)
 
 
 def _project(G, target, distance, config, callback):
     if config.space not in ("w", "w+"):
         raise HumanGenError(f"projection space must be 'w' or 'w+', got {config.space!r}")
+    dtype = synthesis_dtype(config.precision)
     target = _check_target(G, target)
     G = copy.deepcopy(G).eval().requires_grad_(False)
     device = next(G.parameters()).device
@@ -159,11 +185,12 @@ def _project(G, target, distance, config, callback):
         ws = w_opt + w_noise
         if config.space == "w":
             ws = ws.repeat(1, G.num_ws, 1)
-        synth = G.synthesis(ws, noise_mode="const")
+        synth = G.synthesis(ws, noise_mode="const", dtype=dtype)
         if synth.shape[2:] != target.shape[2:]:  # any image size: compare at the generator's size
             target = F.interpolate(target, size=synth.shape[2:], mode="area")
             target_small = resize_for_distance(target)
-        dist = distance(resize_for_distance(synth), target_small).sum()
+        with perceptual_scope(config.precision, device):
+            dist = distance(resize_for_distance(synth), target_small).sum().float()
         loss = dist + noise_regularization(list(noise_bufs.values())) * config.regularize_noise_weight
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -189,6 +216,7 @@ class PTIConfig:
     lpips_threshold: float = 0.04
     mse_weight: float = 1.0
     lpips_weight: float = 1.0
+    precision: str = "fp32"  # see PRECISIONS
 
 
 @dataclass
@@ -211,6 +239,7 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, lpips, confi
 
 
 def _pivotal_tuning(G, ws_pivot, target, lpips, config, callback):
+    dtype = synthesis_dtype(config.precision)
     target = _check_target(G, target)
     tuned = copy.deepcopy(G).train().requires_grad_(True)
     device = next(tuned.parameters()).device
@@ -222,11 +251,12 @@ def _pivotal_tuning(G, ws_pivot, target, lpips, config, callback):
     losses, lpips_values = [], []
     steps = 0
     for step in range(config.max_steps):
-        synth = tuned.synthesis(ws_pivot, noise_mode="const")
+        synth = tuned.synthesis(ws_pivot, noise_mode="const", dtype=dtype)
         if synth.shape != target.shape:
             target = F.interpolate(target, size=synth.shape[2:], mode="area")
         mse = F.mse_loss(synth, target)
-        lp = lpips(resize_for_distance(synth), resize_for_distance(target)).mean()
+        with perceptual_scope(config.precision, device):
+            lp = lpips(resize_for_distance(synth), resize_for_distance(target)).mean().float()
         lpips_values.append(float(lp.detach()))
         if lpips_values[-1] <= config.lpips_threshold:
             break

@@ -2,6 +2,8 @@
 Logic lives in models/insetgan.py; this node resolves the face box, runs the optimiser and composites."""
 from __future__ import annotations
 
+from .editing import PRECISION_INPUT  # one precision widget for every optimisation node
+
 CATEGORY = "HumanGen/insetgan"
 GEN = "HUMANGEN_GENERATOR"
 LAT = "HUMANGEN_LATENT"
@@ -135,11 +137,13 @@ class HumanGenInsetGAN:
         }, "optional": {
             "pose": ("POSE_KEYPOINT", {"tooltip": "Body-image keypoints for face_box_source 'keypoints'."}),
             "face_box": ("HUMANGEN_FACE_BOX", {"tooltip": "A face box on the body image (HumanGenFaceBox)."}),
+            "precision": PRECISION_INPUT,
         }, "hidden": {"prompt": "PROMPT"}}
 
     def run(self, body_generator, body_latent, face_generator, face_latent, schedule="stylegan-human",
             steps_scale=1.0, truncation_psi=1.0, face_box_source="detector", box_scale=2.0, blend="feather",
-            feather_radius=8, lpips_net="auto", noise_mode="const", seed=0, pose=None, face_box=None, prompt=None):
+            feather_radius=8, lpips_net="auto", noise_mode="const", seed=0, pose=None, face_box=None,
+            precision="fp32", prompt=None):
         import torch
 
         from ..models import gan_latents as gl
@@ -148,6 +152,8 @@ class HumanGenInsetGAN:
         from ..utils import host
         from ..utils.errors import HumanGenError
         from ..utils.image import gan_to_comfy, uint8_to_comfy
+        if precision not in PRECISION_INPUT[0]:
+            raise _err("precision", f"unknown precision {precision!r}.", fix=f"use one of {PRECISION_INPUT[0]}.")
         sched = ig.SCHEDULES[schedule]
         body_ws = _truncate(body_generator, _one_wplus(body_generator, body_latent, "body_latent"), truncation_psi)
         face_ws = _truncate(face_generator, _one_wplus(face_generator, face_latent, "face_latent"), truncation_psi)
@@ -176,7 +182,7 @@ class HumanGenInsetGAN:
                 bar.update_absolute(step)
             result = ig.optimise(body_generator.model, face_generator.model, body_ws, face_ws, tight, sched, lpips,
                                  steps_scale=steps_scale, box_scale=box_scale, face_rect=rect, redetect=redetect,
-                                 noise_mode=noise_mode, noise_seed=int(seed), callback=callback)
+                                 noise_mode=noise_mode, noise_seed=int(seed), precision=precision, callback=callback)
         image = gan_to_comfy(ig.composite(result.body_img, result.face_img, result.box, blend, feather_radius))
         h, w = result.body_img.shape[2:]
         box_out = {"boxes": [[[*map(float, result.box), 1.0]]], "canvas_width": int(w), "canvas_height": int(h),

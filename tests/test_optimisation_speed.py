@@ -1,14 +1,19 @@
 """The optimisation loops' fast paths: bias_act's backward from its output, weight-derived tensors reused while the
-generator is frozen."""
+generator is frozen, and the bf16 precision of projection / PTI / InsetGAN."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
+from humangen.models.inversion import (PRECISIONS, PTIConfig, ProjectionConfig, perceptual_scope, pivotal_tuning,
+                                       project, synthesis_dtype)
 from humangen.models.ops import bias_act, frozen_weights, modulated_conv2d
 from humangen.models.ops._frozen import derived
-from sg_helpers import TINY_SG2_RECT, tiny_generator
+from humangen.utils.errors import HumanGenError
+from sg_helpers import TINY_SG2_RECT, TINY_SG3, tiny_generator
 
 
 def _rnd(*shape, seed=0, grad=False):
@@ -129,3 +134,59 @@ def test_frozen_weight_cast_is_reused_in_reduced_precision():
         assert derived(w, torch.bfloat16, lambda t: t.to(torch.bfloat16)) is cast
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(a, modulated_conv2d(x.bfloat16(), w, s, padding=1, impl="fast"), rtol=0, atol=0)
+
+
+# ---- precision -------------------------------------------------------------------------------------------------
+def test_precision_names():
+    from humangen.nodes.editing import PRECISION_INPUT
+    assert tuple(PRECISION_INPUT[0]) == PRECISIONS and PRECISION_INPUT[1]["default"] == "fp32"
+    assert synthesis_dtype("fp32") is None and synthesis_dtype("bf16") == "bf16"
+    with pytest.raises(HumanGenError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        synthesis_dtype("fp16")
+    with perceptual_scope("bf16", torch.device("cpu")):
+        assert torch.nn.functional.conv2d(_rnd(1, 2, 4, 4), _rnd(2, 2, 1, 1)).dtype == torch.bfloat16
+    with perceptual_scope("fp32", torch.device("cpu")):
+        assert torch.nn.functional.conv2d(_rnd(1, 2, 4, 4), _rnd(2, 2, 1, 1)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("kwargs", [TINY_SG2_RECT, TINY_SG3], ids=["sg2", "sg3"])
+def test_bf16_gradients_follow_fp32(kwargs):
+    """bf16 is an approximation: the latent gradient points the same way as fp32's (cosine), within a few %."""
+    G = tiny_generator(kwargs).eval().requires_grad_(False)
+    ws = G.mapping(torch.from_numpy(np.random.RandomState(3).randn(1, G.z_dim)).float(), None).detach()
+    target = _rnd(1, 3, G.img_height, G.img_width, seed=4).clamp(-1, 1)
+    grads = {}
+    for dtype in (None, "bf16"):
+        w = ws.clone().requires_grad_()
+        with frozen_weights():
+            img = G.synthesis(w, noise_mode="const", dtype=dtype)
+        assert img.dtype == torch.float32
+        (img - target).square().mean().backward()
+        grads[dtype] = w.grad.flatten()
+    cos = torch.nn.functional.cosine_similarity(grads[None], grads["bf16"], dim=0).item()
+    rel = ((grads[None] - grads["bf16"]).norm() / grads[None].norm()).item()
+    assert cos > 0.995 and rel < 0.1, (cos, rel)
+
+
+def _mse(a, b):
+    return (a - b).square().mean(dim=(1, 2, 3))
+
+
+def test_projection_and_pti_in_bf16_converge_like_fp32():
+    G = tiny_generator(TINY_SG2_RECT).eval()
+    w_true = G.mapping(torch.from_numpy(np.random.RandomState(5).randn(1, G.z_dim)).float(), None).detach()
+    with torch.no_grad():
+        target = G.synthesis(w_true, noise_mode="const")
+    runs = {}
+    for precision in PRECISIONS:
+        cfg = ProjectionConfig(num_steps=60, space="w+", w_avg_samples=100, optimize_noise=False, seed=1,
+                               learning_rate=0.05, precision=precision)
+        runs[precision] = project(G, target, _mse, cfg)
+    fp32, bf16 = runs["fp32"].distances, runs["bf16"].distances
+    assert bf16[-1] < bf16[0] / 5 and bf16[-1] < 2 * fp32[-1] + 1e-4, (fp32[0], fp32[-1], bf16[0], bf16[-1])
+    assert torch.equal(project(G, target, _mse, cfg).ws, runs["bf16"].ws)  # deterministic in bf16 too
+    pti = {p: pivotal_tuning(G, w_true, target * 0.5, _mse, PTIConfig(max_steps=20, learning_rate=5e-3,
+                                                                     lpips_threshold=0.0, precision=p))
+           for p in PRECISIONS}
+    assert pti["bf16"].losses[-1] < 0.5 * pti["bf16"].losses[0]
+    assert math.isclose(pti["bf16"].losses[-1], pti["fp32"].losses[-1], rel_tol=0.25)

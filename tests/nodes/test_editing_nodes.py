@@ -147,3 +147,20 @@ def test_inversion_input_errors(gen, standalone_host):
         HumanGenProjectImage().project(gen, photo, "w", 2, 0.01, 1e5, "vgg", 0)
     with pytest.raises(NodeInputError, match="vgg16-397923af.pth"):
         HumanGenProjectImage().project(gen, torch.rand(1, 32, 16, 3), "w", 2, 0.01, 1e5, "vgg", 0)
+
+
+def test_projection_and_pti_precision(gen, standalone_host):
+    _ship_lpips(standalone_host.models_root)
+    photo = _render(gen, gl.latent_from_seeds(gen, [7]))
+    for cls in (HumanGenProjectImage, HumanGenPTI):
+        assert cls.INPUT_TYPES()["optional"]["precision"][1]["default"] == "fp32"
+    (lat, recon) = HumanGenProjectImage().project(gen, photo, "w+", 6, 0.05, 1e5, "vgg", 3)
+    (lat16, recon16) = HumanGenProjectImage().project(gen, photo, "w+", 6, 0.05, 1e5, "vgg", 3, precision="bf16")
+    assert not torch.equal(lat["tensor"], lat16["tensor"])
+    assert (recon16 - recon).abs().mean() < 0.05
+    tuned, _ = HumanGenPTI().tune(gen, lat, photo, 3, 5e-3, 0.0, "vgg", "", precision="bf16")
+    assert tuned.model is not gen.model
+    with pytest.raises(NodeInputError, match="HumanGenProjectImage: input 'precision'.*fp16"):
+        HumanGenProjectImage().project(gen, photo, "w", 2, 0.01, 1e5, "vgg", 0, precision="fp16")
+    with pytest.raises(NodeInputError, match="HumanGenPTI: input 'precision'"):
+        HumanGenPTI().tune(gen, lat, photo, 1, 5e-3, 0.0, "vgg", "", precision="half")

@@ -94,3 +94,18 @@ def test_node_returns_latents_that_render_its_image(gens, lpips_files):
     (x0, y0, x1, y1, _), = box["boxes"][0]
     again = gan_to_comfy(ig.composite(b, f, tuple(int(v) for v in (x0, y0, x1, y1)), "hard"))
     assert float((again - image).abs().max()) < 2e-3
+
+
+def test_node_precision_bf16_runs_and_bad_precision_is_named(gens, lpips_files):
+    body, face = gens
+    bl, fl = gl.latent_from_seeds(body, [1]), gl.latent_from_seeds(face, [2])
+    args = dict(schedule="official-inset", steps_scale=0.01, truncation_psi=0.7, face_box_source="keypoints",
+                box_scale=1.5, blend="feather", feather_radius=2, lpips_net="vgg", noise_mode="const", seed=0,
+                pose=_openpose18(_pose()))
+    assert HumanGenInsetGAN.INPUT_TYPES()["optional"]["precision"][1]["default"] == "fp32"
+    fp32 = HumanGenInsetGAN().run(body, bl, face, fl, **args)
+    bf16 = HumanGenInsetGAN().run(body, bl, face, fl, precision="bf16", **args)
+    assert bf16[0].shape == fp32[0].shape and not torch.equal(bf16[1]["tensor"], fp32[1]["tensor"])
+    assert (bf16[0] - fp32[0]).abs().mean() < 0.05  # an approximation of the fp32 run, not another result
+    with pytest.raises(NodeInputError, match="HumanGenInsetGAN: input 'precision'.*fp16.*fp32"):
+        HumanGenInsetGAN().run(body, bl, face, fl, precision="fp16", **args)
