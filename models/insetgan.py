@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.errors import HumanGenError
-from .inversion import autograd_ready, normal_tensor, optimisation_mode, perceptual_scope, synthesis_dtype
+from .inversion import adam, autograd_ready, normal_tensor, optimisation_mode, perceptual_scope, synthesis_dtype
 from .ops import frozen_weights
 
 TERMS = ("coarse", "border", "border_l2", "body", "face", "reg")
@@ -318,7 +318,7 @@ def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, st
     lat = {"body": _Latent(body_ws.to(device).float(), schedule.body_space),
            "face": _Latent(face_ws.to(device).float(), schedule.face_space)}
     gens = {"body": G_body, "face": G_face}
-    opts = {s: torch.optim.Adam(lat[s].parameters(), betas=(0.9, 0.999), lr=0.0) for s in lat}
+    opts = {s: adam(lat[s].parameters(), lr=0.0) for s in lat}
     w_avg = getattr(G_body.mapping, "w_avg", body_ws.mean(1)).detach().to(device).view(1, 1, -1)
 
     noise = {"noise_mode": noise_mode, "impl": impl, "dtype": dtype}

@@ -92,6 +92,15 @@ def perceptual_scope(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam (betas 0.9, 0.999, as upstream) as one fused kernel per tensor where PyTorch has one (CPU and CUDA
+    floats): the per-tensor default makes five temporaries per weight per step, a fifth of a PTI step on a CPU.
+    Same update rule; results agree with the default to float rounding."""
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=fused or None)
+
+
 def learning_rate_at(step: int, num_steps: int, peak: float, rampdown: float, rampup: float) -> float:
     """Linear ramp-up over the first `rampup` fraction, cosine ramp-down over the last `rampdown` fraction."""
     t = step / num_steps
@@ -170,7 +179,7 @@ def _project(G, target, distance, config, callback):
         buf[:] = torch.randn(buf.shape, generator=gen).to(buf)
         buf.requires_grad = True
     w_opt = (w_avg.repeat(1, G.num_ws, 1) if config.space == "w+" else w_avg.clone()).requires_grad_(True)
-    optimizer = torch.optim.Adam([w_opt, *noise_bufs.values()], betas=(0.9, 0.999), lr=config.learning_rate)
+    optimizer = adam([w_opt, *noise_bufs.values()], lr=config.learning_rate)
 
     target_small = resize_for_distance(target)
     distances = []
@@ -247,7 +256,7 @@ def _pivotal_tuning(G, ws_pivot, target, lpips, config, callback):
     ws_pivot = ws_pivot.to(device, torch.float32).detach()
     if ws_pivot.ndim != 3 or ws_pivot.shape[1:] != (G.num_ws, G.w_dim):
         raise HumanGenError(f"PTI pivot must be [1, {G.num_ws}, {G.w_dim}], got {tuple(ws_pivot.shape)}")
-    optimizer = torch.optim.Adam(tuned.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
+    optimizer = adam(tuned.parameters(), lr=config.learning_rate)
     losses, lpips_values = [], []
     steps = 0
     for step in range(config.max_steps):

@@ -190,3 +190,20 @@ def test_projection_and_pti_in_bf16_converge_like_fp32():
            for p in PRECISIONS}
     assert pti["bf16"].losses[-1] < 0.5 * pti["bf16"].losses[0]
     assert math.isclose(pti["bf16"].losses[-1], pti["fp32"].losses[-1], rel_tol=0.25)
+
+
+def test_adam_is_fused_and_follows_the_default_rule():
+    from humangen.models.inversion import adam
+    start = [_rnd(64, 8, seed=1), _rnd(8, seed=2)]
+    results = []
+    for make in (adam, lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=(0.9, 0.999))):
+        ps = [t.clone().requires_grad_() for t in start]
+        opt = make(ps, 0.01)
+        for step in range(5):
+            opt.zero_grad(set_to_none=True)
+            sum(((p - step) ** 2).sum() for p in ps).backward()
+            opt.step()
+        results.append((opt, ps))
+    assert results[0][0].defaults["fused"] is True
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -108,9 +108,26 @@ def _per_sample(x, w, fn):
     return torch.cat([fn(x[j:j + 1], w[j]) for j in range(x.shape[0])])
 
 
+class _KernelEnergy(torch.autograd.Function):
+    """sum over the kernel of w^2 -> [O, I] float32 in one reduction; backward one product, 2 w g. Autograd's
+    square-then-sum keeps a squared copy and makes three weight-sized temporaries in its backward: with PTI's
+    learned weights that was a fifth of a bf16 step on a CPU."""
+
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return torch.linalg.vector_norm(w.float(), dim=(2, 3)).square()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return w * (2 * g).to(w.dtype)[:, :, None, None]
+
+
 def _sq_sum(weight) -> torch.Tensor:
     """sum over the kernel of weight^2 -> [O, I] float32 (once per frozen weight inside `frozen_weights()`)."""
-    return derived(weight, "sq_sum", lambda w: w.float().square().sum(dim=[2, 3]))
+    return derived(weight, "sq_sum", _KernelEnergy.apply)
 
 
 def _cast(weight, dtype) -> torch.Tensor:
