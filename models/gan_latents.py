@@ -356,8 +356,8 @@ def latent_to_json(latent: dict, index: int | None = None) -> str:
 
 def latent_from_json(text: str) -> dict:
     import base64
-    import json
-    d = json.loads(text)
+    from ..utils.limits import parse_json
+    d = parse_json(text, "stored latent")
 
     def dec(e):
         if e is None:

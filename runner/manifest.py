@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable
 
+from ..utils import limits
 from ..utils.paths import FileExistsRefusedError, confine, write_exclusive
 from .workflow import WorkflowError
 
@@ -114,7 +115,7 @@ class RunFolder:
             if not raw.strip():
                 continue
             try:
-                entry = json.loads(raw)
+                entry = limits.parse_json(raw, f"line {number}")
                 key = entry["key"]
             except (ValueError, KeyError, TypeError):
                 raise RunFolderError(f"{self.manifest_path}: line {number} is not a manifest entry; fix or remove "
@@ -141,10 +142,9 @@ class RunFolder:
                 continue
             path = os.path.join(pending_dir, name)
             try:
-                with open(path, encoding="utf-8") as f:
-                    record = json.load(f)
+                record = limits.read_json_file(path)
                 files, shas = list(record["files"]), list(record["sha256"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):
                 files, shas = [], []
             present = [f for f in files if os.path.isfile(os.path.join(self.out, f))]
             if key not in self.entries and files and len(present) == len(files) and all(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..utils import host
+from ..utils import host, limits
 from ..utils.errors import HumanGenError
 from ..utils.paths import PathOutsideFolderError, confine, write_next_free
 from .specs import NodeSpec, spec_from_object_info
@@ -250,8 +250,8 @@ class Server:
         if not text.strip():
             return None
         try:
-            return json.loads(text)
-        except (ValueError, RecursionError):
+            return limits.parse_json(text, what)
+        except ValueError:  # malformed or nested deeper than the pack's JSON limit
             raise RemoteError(f"{self.url}: {what}: the answer is not JSON{_quote(answer.body)}") from None
 
     def get_json(self, path: str, *, budget: Budget | None = None, stop: threading.Event | None = None) -> Any:
@@ -447,8 +447,8 @@ def _quote(body: bytes) -> str:
 
 def _validation_error(url: str, raw: bytes, prompt: dict) -> WorkflowError:
     try:
-        body = json.loads(raw.decode("utf-8", errors="replace"))
-    except (ValueError, RecursionError):
+        body = limits.parse_json(raw.decode("utf-8", errors="replace"), "POST /prompt")
+    except ValueError:
         return WorkflowError(f"{url}: POST /prompt failed with HTTP 400{_quote(raw)}")
     if not isinstance(body, dict):
         return WorkflowError(f"{url}: POST /prompt failed with HTTP 400{_quote(raw)}")

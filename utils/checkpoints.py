@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UnsafeCheckpointError, UnsupportedCheckpointError
+from .limits import parse_json
 
 log = logging.getLogger("humangen")
 
@@ -289,7 +290,14 @@ def read_safetensors(path: str) -> Checkpoint:
         raise UnsupportedCheckpointError(
             f"{os.path.basename(path)}: not a readable .safetensors file (truncated or corrupt: "
             f"{type(exc).__name__}: {str(exc)[:200]}).") from exc
-    kw = json.loads(meta["init_kwargs"]) if "init_kwargs" in meta else {}
+    try:
+        kw = parse_json(meta["init_kwargs"], f"{os.path.basename(path)}: init_kwargs metadata") \
+            if "init_kwargs" in meta else {}
+    except ValueError as exc:
+        raise UnsupportedCheckpointError(f"{exc}. Fix: save the generator again.") from None
+    if not isinstance(kw, dict):
+        raise UnsupportedCheckpointError(f"{os.path.basename(path)}: init_kwargs metadata must be a JSON object. "
+                                         f"Fix: save the generator again.")
     info = {k: v for k, v in meta.items() if k != "init_kwargs"}
     return Checkpoint(sd, kw, "safetensors", path, info)
 

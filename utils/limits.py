@@ -21,6 +21,7 @@ MAX_TEXT_CHARS = 100_000  # any STRING input
 MAX_IMAGE_FRAMES = 4096  # frames of one loaded image file (an animated GIF/WebP becomes a batch)
 MAX_NAME_CHARS = 1024  # file names and prefixes
 MAX_JSON_DEPTH = 64  # nesting of objects/arrays in any JSON the pack reads (UI workflows use about 6)
+MAX_JSON_FILE_BYTES = 64 << 20  # a JSON file the pack reads (configs, fits, manifests; workflows have their own)
 # archives (.npz pose files, SMPL-X .npz, zip-based torch checkpoints)
 MAX_ARCHIVE_MEMBERS = 4096
 # A member this large that deflate shrank more than MAX_COMPRESSION_RATIO : 1 is a zip bomb: dense weights compress
@@ -159,6 +160,21 @@ def parse_json(raw: bytes | str, what: str) -> Any:
     return data
 
 
+def read_json_file(path: str, what: str | None = None, max_bytes: int = MAX_JSON_FILE_BYTES) -> Any:
+    """A JSON file, bounded in size (`max_bytes`) and nesting (`parse_json`). Any failure, including an unreadable
+    file, is one ValueError that starts with `what` (default: the file's name)."""
+    what = what or os.path.basename(path)
+    try:
+        with open(path, "rb") as fh:
+            # read(n) reserves n bytes up front: ask for the file's size (+1 to see growth), never more than the limit
+            raw = fh.read(min(os.fstat(fh.fileno()).st_size, max_bytes) + 1)
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > max_bytes:
+        raise ValueError(f"{what}: more than {max_bytes} bytes, the limit for a JSON file")
+    return parse_json(raw, what)
+
+
 def json_depth(data: Any, stop_at: int) -> int:
     """Nesting depth of objects/arrays (a scalar is 0), computed without recursion; stops counting past `stop_at`."""
     deepest = 0
@@ -175,5 +191,5 @@ def json_depth(data: Any, stop_at: int) -> int:
 
 __all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
            "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "check_image_size", "check_finite", "check_text", "check_count",
-           "check_archive", "MAX_JSON_DEPTH", "parse_json", "json_depth"]
+           "check_archive", "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES", "parse_json", "read_json_file", "json_depth"]
 

@@ -98,7 +98,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .limits import MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_image_size, parse_json
+from .limits import MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_image_size, read_json_file
 
 # bounds on what a pose (from a file, a workflow or another node) may hold; see utils/limits.py
 MAX_FRAMES = 10_000
@@ -410,13 +410,8 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _read_json(path: str):
-    """A pose JSON file, bounded in size and nesting (`limits.parse_json`); any failure is a ValueError."""
-    size = os.path.getsize(path)
-    if size > MAX_POSE_FILE_BYTES:
-        raise ValueError(f"pose: {os.path.basename(path)} is {size} bytes, more than the limit of "
-                         f"{MAX_POSE_FILE_BYTES} for a pose file")
-    with open(path, "rb") as fh:
-        return parse_json(fh.read(size + 1), f"pose: {os.path.basename(path)}")  # size: bounded above
+    """A pose JSON file, bounded in size and nesting (`limits.read_json_file`); any failure is a ValueError."""
+    return read_json_file(path, f"pose: {os.path.basename(path)}", MAX_POSE_FILE_BYTES)
 
 
 def _infer_canvas(people_kps: list[np.ndarray]) -> tuple[int, int]:

@@ -22,10 +22,11 @@ and dropped.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from .limits import parse_json
 
 EDIT_FORMAT = "humangen_pose_edit"
 EDIT_VERSION = 1
@@ -63,10 +64,7 @@ def parse_edit(value: Any) -> dict | None:
     if isinstance(value, str):
         if len(value) > MAX_CHARS:
             raise ValueError(f"the stored edit is {len(value)} characters; at most {MAX_CHARS}")
-        try:
-            edit = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"the stored edit is not JSON ({exc.msg} at character {exc.pos})") from None
+        edit = parse_json(value, "the stored edit")  # bounded nesting; one message for any malformed text
     if not isinstance(edit, dict) or edit.get("format") != EDIT_FORMAT:
         raise ValueError(f"the stored edit is not a {EDIT_FORMAT} object")
     if edit.get("version") != EDIT_VERSION:

@@ -141,8 +141,8 @@ class SMPLXFit:
 
     @classmethod
     def load(cls, path: str) -> "SMPLXFit":
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
+        from ...utils.limits import read_json_file
+        return cls.from_dict(read_json_file(path))
 
 
 def project(joints, s, t):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...utils.errors import UnsupportedCheckpointError
+from ...utils.limits import parse_json, read_json_file
 from . import convert as conv
 from .configs import merge_configs
 
@@ -83,7 +84,7 @@ def read_state_dict(path: str) -> tuple[dict, dict | None]:
             with safe_open(path, framework="pt") as fh:
                 meta = fh.metadata() or {}
             if CONFIG_METADATA_KEY in meta:
-                override = json.loads(meta[CONFIG_METADATA_KEY])
+                override = parse_json(meta[CONFIG_METADATA_KEY], f"{CONFIG_METADATA_KEY} metadata")
             sd = load_file(path, device="cpu")
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own types; restated with the file name
             raise UnsupportedCheckpointError(
@@ -101,11 +102,10 @@ def read_state_dict(path: str) -> tuple[dict, dict | None]:
     sidecar = os.path.splitext(path)[0] + SIDECAR_SUFFIX
     if os.path.isfile(sidecar):
         try:
-            with open(sidecar, encoding="utf-8") as fh:
-                override = json.load(fh)
-        except (ValueError, OSError) as exc:
-            raise UnsupportedCheckpointError(f"{os.path.basename(sidecar)}: not valid JSON ({exc}). Fix: repair or "
-                                             f"delete this config file next to the checkpoint.") from exc
+            override = read_json_file(sidecar)
+        except ValueError as exc:
+            raise UnsupportedCheckpointError(f"{exc}. Fix: repair or delete this config file next to the "
+                                             f"checkpoint.") from None
         if not isinstance(override, dict):
             raise UnsupportedCheckpointError(f"{os.path.basename(sidecar)}: must hold a JSON object of configs.")
     return sd, override
@@ -193,8 +193,11 @@ def load_diffusers_folder(path: str) -> HumanSDModel:
     for sub in ("unet", "vae", "text_encoder"):
         if not os.path.isfile(os.path.join(path, sub, "config.json")):
             raise UnsupportedCheckpointError(f"{source}: diffusers folder without {sub}/config.json")
-    with open(os.path.join(path, "unet", "config.json"), encoding="utf-8") as fh:
-        in_ch = int(json.load(fh).get("in_channels", 4))
+    try:
+        unet_config = read_json_file(os.path.join(path, "unet", "config.json"), f"{source}: unet/config.json")
+        in_ch = int(unet_config.get("in_channels", 4))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UnsupportedCheckpointError(f"{exc}. Fix: use the folder as diffusers saved it.") from None
     _check_channels(in_ch, 8, source)
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)

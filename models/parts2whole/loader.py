@@ -22,7 +22,6 @@ they stay unused, because the write pass stops as soon as the last self-attentio
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from ...utils.errors import HumanGenError, UnsafeCheckpointError
+from ...utils.limits import read_json_file
 from .attention import decoupled_processors
 
 log = logging.getLogger("humangen")
@@ -239,8 +239,14 @@ def load_parts2whole(folder: str, *, dtype: torch.dtype = torch.float32, device:
     image_encoder = load(CLIPVisionModelWithProjection, "image_encoder", tra, dtype=dtype)
     tokenizer = CLIPTokenizer.from_pretrained(sub("tokenizer"), local_files_only=True)
     feature_extractor = CLIPImageProcessor.from_pretrained(sub("feature_extractor"), local_files_only=True)
-    with open(os.path.join(sub("scheduler"), "scheduler_config.json"), encoding="utf-8") as f:
-        scheduler_config = json.load(f)
+    try:
+        scheduler_config = read_json_file(os.path.join(sub("scheduler"), "scheduler_config.json"),
+                                          "scheduler/scheduler_config.json")
+    except ValueError as exc:
+        raise HumanGenError(f"Parts2Whole: {exc}. Fix: use the folder as released.") from None
+    if not isinstance(scheduler_config, dict):
+        raise HumanGenError("Parts2Whole: scheduler/scheduler_config.json must hold a JSON object. "
+                                         "Fix: use the folder as released.")
     scheduler_class = scheduler_config.get("_class_name", "DDIMScheduler")
     if scheduler_class not in SCHEDULERS:
         log.warning("Parts2Whole: scheduler %s is not supported; using DDIMScheduler", scheduler_class)
