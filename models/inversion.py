@@ -259,13 +259,15 @@ def _pivotal_tuning(G, ws_pivot, target, lpips, config, callback):
     optimizer = adam(tuned.parameters(), lr=config.learning_rate)
     losses, lpips_values = [], []
     steps = 0
+    target_small = resize_for_distance(target)  # one tensor for every step: LPIPS keeps its features
     for step in range(config.max_steps):
         synth = tuned.synthesis(ws_pivot, noise_mode="const", dtype=dtype)
         if synth.shape != target.shape:
             target = F.interpolate(target, size=synth.shape[2:], mode="area")
+            target_small = resize_for_distance(target)
         mse = F.mse_loss(synth, target)
         with perceptual_scope(config.precision, device):
-            lp = lpips(resize_for_distance(synth), resize_for_distance(target)).mean().float()
+            lp = lpips(resize_for_distance(synth), target_small).mean().float()
         lpips_values.append(float(lp.detach()))
         if lpips_values[-1] <= config.lpips_threshold:
             break

@@ -11,6 +11,11 @@ user puts in the `lpips` model folder:
 | vgg  | `vgg16-397923af.pth`                | https://download.pytorch.org/models/vgg16-397923af.pth |
 
 Inputs are images in [-1, 1], [B, 3, H, W]; the result is [B] (or [B,1,H,W] with `spatial=True` before averaging).
+
+An optimisation compares a changing image with the same target every step (projection, PTI): the second image's
+features are kept between calls while it is the same unchanged tensor (identity, version counter), needs no grad,
+and the network, its weights and the autocast state are unchanged, as NVIDIA's projector computes its target
+features once. That is a third of an LPIPS step.
 """
 from __future__ import annotations
 
@@ -120,16 +125,34 @@ class LPIPS(nn.Module):
             raise HumanGenError(f"LPIPS ({self.net_name}) needs images at least {self.min_side()} pixels on each "
                                 f"side, got {x.shape[3]}x{x.shape[2]}. Fix: use the vgg backbone or a larger "
                                 f"generator/image.")
-        fx = self.net((x - self.shift) / self.scale)
-        fy = self.net((y - self.shift) / self.scale)
+        fx = self._features(x)
+        fy = self._constant_features(y)
         total = 0
         for a, b, lin in zip(fx, fy, self.lins):
-            a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             d = lin((a - b) ** 2)
             total = total + (F.interpolate(d, size=x.shape[2:], mode="bilinear", align_corners=False)
                              if spatial else d.mean((2, 3)))
         return total if spatial else total.view(-1)
+
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in self.net((x - self.shift) / self.scale)]
+
+    def _constant_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """`_features(y)`, reused while y, the weights and the autocast state are what they were (module docstring)."""
+        tensors = [y, *self.parameters(), *self.buffers()]
+        if any(t.requires_grad or t.is_inference() for t in tensors):
+            return self._features(y)
+        device = y.device.type
+        autocast = torch.is_autocast_enabled(device)
+        key = (tuple((t._version, t.data_ptr(), t.dtype) for t in tensors), autocast,
+               torch.get_autocast_dtype(device) if autocast else None)
+        kept = getattr(self, "_kept", None)
+        if kept is not None and kept[0] is y and kept[1] == key:
+            return kept[2]
+        features = self._features(y)
+        self._kept = (y, key, features)  # holding y keeps its id from being reused by another tensor
+        return features
 
 
 def linear_heads_path(net: str) -> str:

@@ -57,3 +57,48 @@ def test_gradients_flow_to_inputs(tmp_path):
     ours(x, torch.ones(1, 3, 32, 32) * 0.5).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in ours.parameters())
+
+
+def test_constant_second_image_features_are_kept_while_unchanged():
+    """An optimisation's target goes through the backbone once; anything that would change its features (an
+    in-place edit, a grad-requiring target, other weights, autocast) computes them again, and the distance is
+    always the uncached one."""
+    from humangen.models.lpips import LPIPS
+    torch.manual_seed(0)
+    lp = LPIPS("alex")
+    calls = []
+    lp.net.register_forward_hook(lambda *_: calls.append(1))
+    x, y = torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64) * 2 - 1
+
+    def fresh(a, b):
+        return LPIPS.forward(_uncached(lp), a, b)
+    first = lp(x, y)
+    assert len(calls) == 2
+    assert torch.equal(lp(x * 0.5, y), fresh(x * 0.5, y)) and len(calls) == 2 + 1 + 2  # y kept; fresh() runs both
+    calls.clear()
+    lp(x, y)
+    assert len(calls) == 1  # only x
+    y.mul_(0.5)  # in place: a new version
+    assert torch.equal(lp(x, y), fresh(x, y))
+    calls.clear()
+    lp(x, y.clone())  # another tensor with the same values: computed
+    assert len(calls) == 2
+    yg = y.clone().requires_grad_()
+    lp(x, yg).sum().backward()
+    assert yg.grad is not None and yg.grad.abs().sum() > 0
+    with torch.no_grad():
+        lp.lins[0].weight.mul_(2.0)  # other weights
+    assert torch.equal(lp(x, y), fresh(x, y))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        calls.clear()
+        lp(x, y)
+        assert len(calls) == 2  # features of the fp32 call are not reused under bf16
+    assert not torch.equal(first, lp(x, y))
+
+
+def _uncached(lp):
+    """A view of `lp` whose second image is never looked up (the reference computation)."""
+    import copy
+    other = copy.copy(lp)
+    other._constant_features = other._features
+    return other
