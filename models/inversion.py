@@ -84,6 +84,28 @@ def synthesis_dtype(precision: str) -> str | None:
     return None if precision == "fp32" else precision
 
 
+def native_bf16(device) -> bool:
+    """Whether bf16 convolutions run on bf16 hardware here: a CUDA GPU that supports bf16, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere they are emulated and slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        return any(bool(getattr(cpu, probe, lambda: False)())
+                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
+def warn_if_emulated(precision: str, device, node: str) -> None:
+    """Log (once per run: the nodes call it before their loop) that bf16 was asked for where it is slower than fp32 (the run still goes ahead)."""
+    if synthesis_dtype(precision) is not None and not native_bf16(device):
+        import logging
+        logging.getLogger("humangen").warning(
+            "%s: precision bf16 on %s without bf16 units is emulated and slower than fp32; choose fp32 here",
+            node, torch.device(device).type)
+
+
 def perceptual_scope(precision: str, device: torch.device):
     """Where the LPIPS distance runs: under bf16 autocast for 'bf16' (its convolutions in bfloat16), else as is.
     The generator is not run under autocast: it casts for itself and keeps its demodulation in float32."""

@@ -351,7 +351,7 @@ class HumanGenProjectImage:
 
     def project(self, generator, image, space="w", steps=450, learning_rate=0.01, noise_regularization=1e5,
                 lpips_net="vgg", seed=0, precision="fp32", prompt=None):
-        from ..models.inversion import ProjectionConfig, project
+        from ..models.inversion import ProjectionConfig, project, warn_if_emulated
         from ..utils import host
         from ..utils.image import gan_to_comfy
         node = "HumanGenProjectImage"
@@ -362,6 +362,7 @@ class HumanGenProjectImage:
                                precision=_precision(node, precision))
         device = host.load_model(generator.model)
         distance.to(device)
+        warn_if_emulated(cfg.precision, device, node)
         with host.progress(cfg.num_steps, desc="Projecting") as bar:
             result = project(generator.model, target.to(device), distance, cfg, callback=_optimisation_callback(bar))
         latent = _edited(generator, {"labels": ["projected"]}, result.ws)
@@ -399,7 +400,7 @@ class HumanGenPTI:
         import os
 
         from ..models import gan_latents as gl
-        from ..models.inversion import PTIConfig, pivotal_tuning
+        from ..models.inversion import PTIConfig, pivotal_tuning, warn_if_emulated
         from ..utils import checkpoints, host
         from ..utils.image import gan_to_comfy
         node = "HumanGenPTI"
@@ -420,6 +421,7 @@ class HumanGenPTI:
         lp.to(device)
         cfg = PTIConfig(max_steps=int(steps), learning_rate=float(learning_rate),
                         lpips_threshold=float(lpips_threshold), precision=_precision(node, precision))
+        warn_if_emulated(cfg.precision, device, node)
         with host.progress(cfg.max_steps, desc="Pivotal tuning") as bar:
             result = pivotal_tuning(generator.model, ws, target.to(device), lp, cfg,
                                     callback=_optimisation_callback(bar))

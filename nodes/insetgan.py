@@ -148,6 +148,7 @@ class HumanGenInsetGAN:
 
         from ..models import gan_latents as gl
         from ..models import insetgan as ig
+        from ..models.inversion import warn_if_emulated
         from ..models.lpips import load_lpips
         from ..utils import host
         from ..utils.errors import HumanGenError
@@ -169,6 +170,7 @@ class HumanGenInsetGAN:
         device = host.load_model(body_generator.model)
         host.load_model(face_generator.model)
         lpips.to(device)
+        warn_if_emulated(precision, device, NODE)
         with torch.no_grad():
             body0 = body_generator.model.synthesis(body_ws.to(device), noise_mode="const")
             face0 = face_generator.model.synthesis(face_ws.to(device), noise_mode="const")

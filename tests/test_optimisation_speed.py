@@ -207,3 +207,15 @@ def test_adam_is_fused_and_follows_the_default_rule():
     assert results[0][0].defaults["fused"] is True
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_bf16_where_it_is_emulated_is_logged(monkeypatch, caplog):
+    from humangen.models import inversion
+    monkeypatch.setattr(inversion, "native_bf16", lambda device: False)
+    with caplog.at_level("WARNING", logger="humangen"):
+        inversion.warn_if_emulated("fp32", "cpu", "HumanGenPTI")
+        assert not caplog.records
+        inversion.warn_if_emulated("bf16", "cpu", "HumanGenPTI")
+    assert "HumanGenPTI: precision bf16 on cpu without bf16 units is emulated and slower than fp32" in caplog.text
+    monkeypatch.undo()
+    assert inversion.native_bf16("meta") is False  # neither a CPU nor a GPU: no bf16 units assumed
