@@ -189,7 +189,7 @@ def json_depth(data: Any, stop_at: int) -> int:
     return deepest
 
 
-__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS",
-           "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "check_image_size", "check_finite", "check_text", "check_count",
-           "check_archive", "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES", "parse_json", "read_json_file", "json_depth"]
-
+__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS",
+           "MAX_ARCHIVE_MEMBERS", "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES",
+           "check_image_size", "check_finite", "check_text", "check_count", "check_archive", "parse_json",
+           "read_json_file", "json_depth"]
