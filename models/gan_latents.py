@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-SPACES = ("z", "w", "w+")
+from ..utils.latent_png import SPACES, check_latent_structure, latent_from_json, latent_to_json  # noqa: F401
 
 
 @dataclass
@@ -184,15 +184,8 @@ def to_wplus(gen: GeneratorDescriptor, latent: dict) -> torch.Tensor:
 
 
 def check_latent(latent: dict, gen: GeneratorDescriptor | None = None) -> None:
-    if not isinstance(latent, dict) or latent.get("space") not in SPACES or not isinstance(latent.get("tensor"),
-                                                                                          torch.Tensor):
-        raise ValueError("expected a HUMANGEN_LATENT (dict with space z/w/w+ and tensor)")
-    ndim = {"z": 2, "w": 2, "w+": 3}[latent["space"]]
-    if latent["tensor"].ndim != ndim or latent["tensor"].shape[0] == 0:
-        raise ValueError(f"a {latent['space']} latent must be a non-empty tensor with {ndim} dimensions, got shape "
-                         f"{tuple(latent['tensor'].shape)}")
-    if not bool(torch.isfinite(latent["tensor"]).all()):
-        raise ValueError("the latent holds NaN or infinite values (refused: they render as black images)")
+    """A usable HUMANGEN_LATENT (`check_latent_structure`), shaped for `gen` when given; ValueError otherwise."""
+    check_latent_structure(latent)
     if gen is None:
         return
     t = latent["tensor"]
@@ -328,48 +321,7 @@ def mixing_grid(row_imgs: np.ndarray, col_imgs: np.ndarray, mixed: np.ndarray, r
     return canvas
 
 
-# ---- latents in PNG metadata -----------------------------------------------------------------------------------
-PNG_KEY = "humangen_latent"
-
-
-def latent_to_json(latent: dict, index: int | None = None) -> str:
-    """Serialise a latent (or item `index` of it) as JSON: space, generator_id, shape, base64 float32 data."""
-    import base64
-    import json
-    t = latent["tensor"] if index is None else latent["tensor"][index:index + 1]
-    z = latent.get("z")
-    if z is not None and index is not None:
-        z = z[index:index + 1] if z.shape[0] == latent["tensor"].shape[0] else None
-    tr = dict(latent.get("truncation") or {})
-    center = tr.pop("center", None)
-
-    def enc(x):
-        return None if x is None else {"shape": list(x.shape), "dtype": "float32",
-                                       "data": base64.b64encode(x.float().contiguous().numpy().tobytes()).decode()}
-    seeds = latent.get("seeds")
-    if seeds is not None and index is not None and len(seeds) == latent["tensor"].shape[0]:
-        seeds = [seeds[index]]
-    return json.dumps({"version": 1, "space": latent["space"], "generator_id": latent.get("generator_id"),
-                       "num_ws": latent.get("num_ws"), "seeds": seeds, "tensor": enc(t), "z": enc(z),
-                       "truncation": {**tr, "center": enc(center)}})
-
-
-def latent_from_json(text: str) -> dict:
-    import base64
-    from ..utils.limits import parse_json
-    d = parse_json(text, "stored latent")
-
-    def dec(e):
-        if e is None:
-            return None
-        arr = np.frombuffer(base64.b64decode(e["data"]), dtype=np.float32).reshape(e["shape"])
-        return torch.from_numpy(arr.copy())
-    tr = dict(d.get("truncation") or {})
-    tr["center"] = dec(tr.get("center"))
-    seeds = d.get("seeds")
-    return {"space": d["space"], "tensor": dec(d["tensor"]), "generator_id": d.get("generator_id"),
-            "num_ws": d.get("num_ws"), "seeds": seeds, "labels": [str(s) for s in seeds] if seeds else None,
-            "z": dec(d.get("z")), "truncation": tr}
+# ---- latents in PNG metadata: the codec lives with the PNG format (utils/latent_png.py) ----------------------
 
 
 def concat_latents(latents: list[dict]) -> dict:

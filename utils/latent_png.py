@@ -8,6 +8,66 @@ import re
 
 LATENT_KEY = "humangen_latent"
 GENERATOR_KEY = "humangen_generator"
+SPACES = ("z", "w", "w+")  # of a HUMANGEN_LATENT: {"space", "tensor" [N, w_dim] or [N, num_ws, w_dim], ...}
+
+
+def check_latent_structure(latent) -> None:
+    """A HUMANGEN_LATENT dict: a known space, a non-empty tensor of that space's rank, finite. ValueError otherwise
+    (`models.gan_latents.check_latent` adds the generator's shape)."""
+    import torch
+    if not isinstance(latent, dict) or latent.get("space") not in SPACES or not isinstance(latent.get("tensor"),
+                                                                                          torch.Tensor):
+        raise ValueError("expected a HUMANGEN_LATENT (dict with space z/w/w+ and tensor)")
+    ndim = {"z": 2, "w": 2, "w+": 3}[latent["space"]]
+    if latent["tensor"].ndim != ndim or latent["tensor"].shape[0] == 0:
+        raise ValueError(f"a {latent['space']} latent must be a non-empty tensor with {ndim} dimensions, got shape "
+                         f"{tuple(latent['tensor'].shape)}")
+    if not bool(torch.isfinite(latent["tensor"]).all()):
+        raise ValueError("the latent holds NaN or infinite values (refused: they render as black images)")
+
+
+def latent_to_json(latent: dict, index: int | None = None) -> str:
+    """Serialise a latent (or item `index` of it) as JSON: space, generator_id, shape, base64 float32 data."""
+    import base64
+    t = latent["tensor"] if index is None else latent["tensor"][index:index + 1]
+    z = latent.get("z")
+    if z is not None and index is not None:
+        z = z[index:index + 1] if z.shape[0] == latent["tensor"].shape[0] else None
+    tr = dict(latent.get("truncation") or {})
+    center = tr.pop("center", None)
+
+    def enc(x):
+        return None if x is None else {"shape": list(x.shape), "dtype": "float32",
+                                       "data": base64.b64encode(x.float().contiguous().numpy().tobytes()).decode()}
+    seeds = latent.get("seeds")
+    if seeds is not None and index is not None and len(seeds) == latent["tensor"].shape[0]:
+        seeds = [seeds[index]]
+    return json.dumps({"version": 1, "space": latent["space"], "generator_id": latent.get("generator_id"),
+                       "num_ws": latent.get("num_ws"), "seeds": seeds, "tensor": enc(t), "z": enc(z),
+                       "truncation": {**tr, "center": enc(center)}})
+
+
+def latent_from_json(text: str) -> dict:
+    """The latent `latent_to_json` wrote (bounded JSON; malformed text raises ValueError, KeyError or TypeError)."""
+    import base64
+
+    import numpy as np
+    import torch
+
+    from .limits import parse_json
+    d = parse_json(text, "stored latent")
+
+    def dec(e):
+        if e is None:
+            return None
+        arr = np.frombuffer(base64.b64decode(e["data"]), dtype=np.float32).reshape(e["shape"])
+        return torch.from_numpy(arr.copy())
+    tr = dict(d.get("truncation") or {})
+    tr["center"] = dec(tr.get("center"))
+    seeds = d.get("seeds")
+    return {"space": d["space"], "tensor": dec(d["tensor"]), "generator_id": d.get("generator_id"),
+            "num_ws": d.get("num_ws"), "seeds": seeds, "labels": [str(s) for s in seeds] if seeds else None,
+            "z": dec(d.get("z")), "truncation": tr}
 
 
 def _next_counter(folder: str, base: str) -> int:
@@ -27,13 +87,12 @@ def save_pngs_with_latent(images, latent: dict, output_dir: str, prefix: str, pr
     the input at fault."""
     from PIL.PngImagePlugin import PngInfo
 
-    from ..models.gan_latents import check_latent, latent_to_json
     from .errors import NodeInputError
     from .image import check_image, comfy_to_uint8
     from .limits import check_finite
     from .paths import confine, write_next_free
     try:
-        check_latent(latent)
+        check_latent_structure(latent)
     except ValueError as exc:
         raise NodeInputError(node, "latent", str(exc), fix="connect a HUMANGEN_LATENT output.") from None
     check_finite(latent["tensor"], node, "latent", "latent")
@@ -93,7 +152,6 @@ def read_png_latent(path: str, *, node: str = "HumanGenLoadLatentFromImage", inp
 
 
 def _latent_and_image(im, name: str, node: str, input_name: str):
-    from ..models.gan_latents import check_latent, latent_from_json
     from .errors import NodeInputError
     from .image import pil_to_comfy
     from .limits import check_finite
@@ -107,7 +165,7 @@ def _latent_and_image(im, name: str, node: str, input_name: str):
         raise NodeInputError(node, input_name, f"{name}: the stored latent is damaged ({type(exc).__name__}: "
                              f"{str(exc)[:200]}).", fix="save the image again.") from None
     try:
-        check_latent(latent)
+        check_latent_structure(latent)
     except ValueError as exc:
         raise NodeInputError(node, input_name, f"{name}: the stored latent is not usable ({exc}).",
                              fix="use a PNG saved by HumanGen Save Image With Latent.") from None
