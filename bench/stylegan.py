@@ -1,13 +1,15 @@
 """StyleGAN synthesis speed/memory: reference ops vs fast ops (fp32) vs fast ops in reduced precision (bf16 on CPU,
 fp16 on CUDA), for StyleGAN-Human-shaped SG2 1024x512 and SG3-R 512x256 generators with random weights.
 
-Each (config, mode) runs in its own subprocess so peak RSS is per configuration. Batch 1, `--threads` threads
-(default 2). Wall time is the minimum over runs; CPU time (process time of all threads) is reported too because
-on a shared machine it is far less sensitive to other processes than wall time. Warm-up: one untimed run for the fast modes (the reference SG3-R run is long, so it is timed once
-without warm-up). Prints one markdown table: ms/image, peak RSS, max |diff| vs the reference output, PSNR of
-the [0,1] image vs the fast fp32 output, and the speedup over the reference.
+Each (config, mode) runs in its own subprocess so peak RSS is per configuration. `--batch` images per call (default
+1; times are per image), `--threads` threads (default 2). Wall time is the minimum over runs; CPU time (process time
+of all threads) is reported too because on a shared machine it is far less sensitive to other processes than wall
+time. Warm-up: one untimed run for the fast modes (the reference SG3-R run is long, so it is timed once without
+warm-up). Prints one markdown table: ms/image, peak RSS, max |diff| vs the reference output, PSNR of the [0,1] image
+vs the fast fp32 output, and the speedup over the reference.
 
     python bench/stylegan.py [--threads 2] [--configs sg2_1024x512,sg3r_512x256] [--device cpu] [--runs 3]
+                             [--batch 1]
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def _load_pack():
     return load_pack()
 
 
-def worker(cfg: str, mode: str, threads: int, device: str, runs: int, out_path: str) -> None:
+def worker(cfg: str, mode: str, threads: int, device: str, runs: int, out_path: str, batch: int = 1) -> None:
     import torch
     torch.set_num_threads(threads)
     _load_pack()
@@ -50,7 +52,7 @@ def worker(cfg: str, mode: str, threads: int, device: str, runs: int, out_path: 
     torch.manual_seed(0)
     G = build_generator(CONFIGS[cfg]).to(device)
     dtype = None if prec is None else (torch.float16 if device.startswith("cuda") else torch.bfloat16)
-    z = torch.from_numpy(__import__("numpy").random.RandomState(1).randn(1, G.z_dim)).float().to(device)
+    z = torch.from_numpy(__import__("numpy").random.RandomState(1).randn(batch, G.z_dim)).float().to(device)
     with torch.no_grad():
         ws = G.mapping(z, None, truncation_psi=0.7)
         slow = impl == "ref" and cfg.startswith("sg3")
@@ -69,7 +71,8 @@ def worker(cfg: str, mode: str, threads: int, device: str, runs: int, out_path: 
     torch.save(img.float().cpu(), out_path)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_mb = torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda") else None
-    print(json.dumps({"ms": 1000 * min(times), "cpu_ms": 1000 * min(cpu), "rss_mb": rss_mb, "gpu_mb": gpu_mb}))
+    print(json.dumps({"ms": 1000 * min(times) / batch, "cpu_ms": 1000 * min(cpu) / batch, "rss_mb": rss_mb,
+                      "gpu_mb": gpu_mb}))
 
 
 def psnr(a, b) -> float:
@@ -87,11 +90,12 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=1, help="images per synthesis call (times are per image)")
     ap.add_argument("--worker", nargs=3, metavar=("CFG", "MODE", "OUT"))
     args = ap.parse_args()
     if args.worker:
         cfg, mode, out = args.worker
-        worker(cfg, mode, args.threads, args.device, args.runs, out)
+        worker(cfg, mode, args.threads, args.device, args.runs, out, args.batch)
         return
     import torch
     rows = []
@@ -101,7 +105,7 @@ def main() -> None:
             for mode in args.modes.split(","):
                 out = os.path.join(tmp, f"{cfg}-{mode}.pt")
                 p = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--device", args.device,
-                                    "--runs", str(args.runs), "--worker", cfg, mode, out],
+                                    "--runs", str(args.runs), "--batch", str(args.batch), "--worker", cfg, mode, out],
                                    capture_output=True, text=True)
                 if p.returncode != 0:
                     print(p.stderr[-2000:], file=sys.stderr)
@@ -117,7 +121,7 @@ def main() -> None:
                 speed = ref["ms"] / r["ms"] if ref else float("nan")
                 speed_cpu = ref["cpu_ms"] / r["cpu_ms"] if ref else float("nan")
                 rows.append((cfg, mode, r["ms"], r["cpu_ms"], r["rss_mb"], r["gpu_mb"], diff, p_db, speed, speed_cpu))
-    print(f"\ndevice={args.device} threads={args.threads} batch=1 torch={torch.__version__} "
+    print(f"\ndevice={args.device} threads={args.threads} batch={args.batch} torch={torch.__version__} "
           f"(random weights, psi 0.7, noise const)\n")
     print("| config | mode | wall ms/image | CPU ms/image | peak RSS MB | GPU MB | max abs diff vs ref | "
           "PSNR vs fast fp32 (dB) | speedup (wall) | speedup (CPU time) |")

@@ -11,7 +11,7 @@ from hgtest import FIXTURES, requires_cuda
 
 from humangen.models import ops
 from humangen.models.ops import bias_act, conv2d_resample, filtered_lrelu, modulated_conv2d, \
-    modulated_conv2d_sg3, setup_filter, upfirdn2d
+    modulated_conv2d_bias_act, modulated_conv2d_sg3, setup_filter, upfirdn2d
 from humangen.models.stylegan3 import design_lowpass_filter
 
 G0 = torch.Generator().manual_seed(0)
@@ -299,3 +299,51 @@ def test_reduced_precision_mode_is_close_to_fp32(cfg):
     a, b = ((ref + 1) / 2).clamp(0, 1), ((low + 1) / 2).clamp(0, 1)
     psnr = 10 * torch.log10(1 / ((a - b) ** 2).mean()).item()
     assert psnr > 30, psnr
+
+
+def _op_cases():
+    """One call per op and path kind, as fn(impl, *inputs) with its float32 inputs (grad where the op learns)."""
+    radial = design_lowpass_filter(12, 3, 4, 32, radial=True)
+    fu = design_lowpass_filter(12, 3, 4, 32)
+    sg2f = setup_filter([1, 3, 3, 1])
+    x, w, s, b = rnd(2, 6, 22, 18, grad=True), rnd(5, 6, 3, 3, grad=True), rnd(2, 6, grad=True), rnd(5, grad=True)
+    return {
+        "upfirdn2d": (lambda impl, t: upfirdn2d(t, FILTERS["random3x5"], 2, 2, [1, 0, 2, 3], gain=2.0, impl=impl),
+                      [x]),
+        "bias_act": (lambda impl, t, bb: bias_act(t, bb, act="lrelu", clamp=0.8, impl=impl), [x, rnd(6, grad=True)]),
+        "filtered_lrelu": (lambda impl, t, bb: filtered_lrelu(t, fu, radial, bb, 2, 2, [11, 10, 11, 10], 2 ** 0.5,
+                                                              0.2, clamp=1.5, impl=impl), [x, rnd(6, grad=True)]),
+        "conv2d_resample": (lambda impl, t, ww: conv2d_resample(t, ww, sg2f, 2, 1, padding=1, impl=impl), [x, w]),
+        "modulated_conv2d_up": (lambda impl, t, ww, ss: modulated_conv2d(t, ww, ss, up=2, padding=1,
+                                                                        resample_filter=sg2f, flip_weight=False,
+                                                                        impl=impl), [x, w, s]),
+        "modulated_conv2d_bias_act": (lambda impl, t, ww, ss, bb: modulated_conv2d_bias_act(
+            t, ww, ss, bb, padding=1, clamp=256, impl=impl), [x, w, s, b]),
+        "modulated_conv2d_sg3": (lambda impl, t, ww, ss: modulated_conv2d_sg3(t, ww, ss, True, 1, torch.tensor(0.7),
+                                                                             impl=impl), [x, w, s]),
+    }
+
+
+def _compare_ops_on(device: str, tol: float = 1e-4):
+    """Every op's fast path on `device` against its reference path on the CPU: values and gradients (fp32)."""
+    for name, (fn, inputs) in _op_cases().items():
+        ref = _grads(lambda *t: fn("ref", *t), inputs)
+        moved = [t.detach().to(device).requires_grad_(t.requires_grad) for t in inputs]
+        out = fn("fast", *moved)
+        probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(device)
+        grads = torch.autograd.grad((out * probe).sum(), [t for t in moved if t.requires_grad])
+        assert out.device.type == torch.device(device).type, name
+        _close(ref[0], out.detach().cpu(), tol)
+        for ga, gb in zip(ref[1], grads):
+            _close(ga, gb.cpu(), tol)
+
+
+def test_every_op_fast_path_matches_ref_across_devices_on_cpu():
+    """The cross-device comparison itself, run where CI can: CPU fast against CPU reference."""
+    _compare_ops_on("cpu")
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_every_op_on_cuda_matches_the_cpu_reference():
+    _compare_ops_on("cuda")
