@@ -133,9 +133,10 @@ def _sg2(side, quick, device, runs):
     return _synthesis_row(sg2_kwargs(512 if quick else 1024, False), side, device, runs, slow_ref=False)
 
 
-@register("sg3r", lambda q: f"StyleGAN3-R synthesis {'256x128' if q else '512x256'}, batch 1, fp32")
+@register("sg3r", lambda q: "StyleGAN3-R synthesis 512x256, batch 1, fp32")
 def _sg3r(side, quick, device, runs):
-    return _synthesis_row(sg3r_kwargs(256 if quick else 512), side, device, runs, slow_ref=True)
+    # 512x256 in both modes: the ≥10x target is set at this size, and at 256x128 fixed per-layer work weighs more
+    return _synthesis_row(sg3r_kwargs(512), side, device, runs, slow_ref=True)
 
 
 # ---- optimisation workloads: one forward + backward + Adam step ------------------------------------------------
