@@ -154,7 +154,7 @@ def test_only_the_first_frame_of_a_batch_is_edited(standalone_host):
 
 
 @pytest.mark.parametrize("value, problem", [
-    ("{not json", "the stored edit: not valid JSON"),
+    ("{not json", "the stored edit is not JSON"),
     ("[" * 70 + "]" * 70, "the stored edit: JSON nested too deeply (more than 64 levels)"),
     ("[1, 2]", "is not a humangen_pose_edit object"),
     (json.dumps({"format": "humangen_pose_edit", "version": 2}), "stored edit version 2 is not supported"),

@@ -142,21 +142,33 @@ def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_by
                                  f"{max_bytes}; it was not opened.", fix=f"use a genuine {what}.")
 
 
+class JSONTextError(ValueError):
+    """Unusable JSON text: "<what>: <problem> (<detail>)". `problem` is NOT_JSON or TOO_DEEP, so a caller with its
+    own wording (the pose editor shares its message with the browser) can restate it."""
+    NOT_JSON = "not valid JSON"
+    TOO_DEEP = "JSON nested too deeply"
+
+    def __init__(self, what: str, problem: str, detail: str):
+        super().__init__(f"{what}: {problem} ({detail})")
+        self.what, self.problem, self.detail = what, problem, detail
+
+
 def parse_json(raw: bytes | str, what: str) -> Any:
     """JSON text (bytes: UTF-8, with or without a BOM) -> data, nested at most MAX_JSON_DEPTH levels. Any failure is
-    one ValueError that starts with `what` (a file or input name) and says what was wrong."""
+    one JSONTextError (a ValueError) that starts with `what` (a file or input name) and says what was wrong."""
+    too_deep = (what, JSONTextError.TOO_DEEP, f"more than {MAX_JSON_DEPTH} levels")
     try:
         text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{what}: not valid JSON (not UTF-8 text: byte {exc.start})") from None
+        raise JSONTextError(what, JSONTextError.NOT_JSON, f"not UTF-8 text: byte {exc.start}") from None
     try:
         data = json.loads(text)
     except RecursionError:  # the parser itself recurses per nesting level
-        raise ValueError(f"{what}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+        raise JSONTextError(*too_deep) from None
     except ValueError as exc:  # JSONDecodeError, or an integer with more digits than Python converts
-        raise ValueError(f"{what}: not valid JSON ({exc})") from None
+        raise JSONTextError(what, JSONTextError.NOT_JSON, str(exc)) from None
     if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise ValueError(f"{what}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+        raise JSONTextError(*too_deep)
     return data
 
 
@@ -191,5 +203,5 @@ def json_depth(data: Any, stop_at: int) -> int:
 
 __all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS",
            "MAX_ARCHIVE_MEMBERS", "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES",
-           "check_image_size", "check_finite", "check_text", "check_count", "check_archive", "parse_json",
-           "read_json_file", "json_depth"]
+           "check_image_size", "check_finite", "check_text", "check_count", "check_archive", "JSONTextError",
+           "parse_json", "read_json_file", "json_depth"]

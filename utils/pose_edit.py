@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .limits import parse_json
+from .limits import JSONTextError, parse_json
 
 EDIT_FORMAT = "humangen_pose_edit"
 EDIT_VERSION = 1
@@ -64,7 +64,12 @@ def parse_edit(value: Any) -> dict | None:
     if isinstance(value, str):
         if len(value) > MAX_CHARS:
             raise ValueError(f"the stored edit is {len(value)} characters; at most {MAX_CHARS}")
-        edit = parse_json(value, "the stored edit")  # bounded nesting; one message for any malformed text
+        try:
+            edit = parse_json(value, "the stored edit")  # bounded nesting
+        except JSONTextError as exc:  # worded as the browser's editor words it (web/pose_editor/pose_state.js)
+            if exc.problem == JSONTextError.NOT_JSON:
+                raise ValueError(f"the stored edit is not JSON ({exc.detail})") from None
+            raise
     if not isinstance(edit, dict) or edit.get("format") != EDIT_FORMAT:
         raise ValueError(f"the stored edit is not a {EDIT_FORMAT} object")
     if edit.get("version") != EDIT_VERSION:
