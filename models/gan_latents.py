@@ -321,9 +321,6 @@ def mixing_grid(row_imgs: np.ndarray, col_imgs: np.ndarray, mixed: np.ndarray, r
     return canvas
 
 
-# ---- latents in PNG metadata: the codec lives with the PNG format (utils/latent_png.py) ----------------------
-
-
 def concat_latents(latents: list[dict]) -> dict:
     """Stack latents of the same space along the batch dim (metadata from the first)."""
     first = dict(latents[0])

@@ -301,17 +301,17 @@ def optimise(G_body, G_face, body_ws: torch.Tensor, face_ws: torch.Tensor, face_
     bfloat16, latents and losses in float32); `callback(step, total, info)` reports progress and may raise to stop."""
     if body_ws.ndim != 3 or face_ws.ndim != 3 or body_ws.shape[0] != 1 or face_ws.shape[0] != 1:
         raise HumanGenError("InsetGAN optimises one body and one face latent ([1, num_ws, w_dim] each)")
-    dtype = synthesis_dtype(precision)
+    synthesis_dtype(precision)  # an unknown precision fails before anything is copied
     with optimisation_mode(), frozen_weights():  # both generators are frozen: weight-derived tensors are reused
         return _optimise(autograd_ready(G_body), autograd_ready(G_face), normal_tensor(body_ws),
                          normal_tensor(face_ws), face_box, schedule, autograd_ready(lpips), steps_scale=steps_scale,
                          box_scale=box_scale, face_rect=face_rect, redetect=redetect, noise_mode=noise_mode,
-                         noise_seed=noise_seed, border_px=border_px, impl=impl, precision=precision, dtype=dtype,
+                         noise_seed=noise_seed, border_px=border_px, impl=impl, precision=precision,
                          callback=callback)
 
 
 def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, steps_scale, box_scale, face_rect,
-              redetect, noise_mode, noise_seed, border_px, impl, precision, dtype, callback) -> InsetResult:
+              redetect, noise_mode, noise_seed, border_px, impl, precision, callback) -> InsetResult:
     device = next(G_body.parameters()).device
     G_body = G_body.eval().requires_grad_(False)
     G_face = G_face.eval().requires_grad_(False)
@@ -321,7 +321,7 @@ def _optimise(G_body, G_face, body_ws, face_ws, face_box, schedule, lpips, *, st
     opts = {s: adam(lat[s].parameters(), lr=0.0) for s in lat}
     w_avg = getattr(G_body.mapping, "w_avg", body_ws.mean(1)).detach().to(device).view(1, 1, -1)
 
-    noise = {"noise_mode": noise_mode, "impl": impl, "dtype": dtype}
+    noise = {"noise_mode": noise_mode, "impl": impl, "dtype": synthesis_dtype(precision)}
     if noise_mode == "random":  # a local generator: the same seed gives the same result
         noise["generator"] = torch.Generator(device=device).manual_seed(noise_seed)
 

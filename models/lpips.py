@@ -134,7 +134,6 @@ class LPIPS(nn.Module):
                              if spatial else d.mean((2, 3)))
         return total if spatial else total.view(-1)
 
-
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in self.net((x - self.shift) / self.scale)]
 

@@ -92,7 +92,8 @@ def _target(node, generator, image):
     return x
 
 
-def _precision(node, precision):
+def checked_precision(node, precision):
+    """`precision` if it is a choice of PRECISION_INPUT, else a NodeInputError naming the node's input."""
     if precision not in PRECISION_INPUT[0]:
         raise _err(node, "precision", f"unknown precision {precision!r}.", fix=f"use one of {PRECISION_INPUT[0]}.")
     return precision
@@ -359,7 +360,7 @@ class HumanGenProjectImage:
         distance = _lpips(node, lpips_net, generator, prompt)
         cfg = ProjectionConfig(num_steps=int(steps), space=space, learning_rate=float(learning_rate),
                                regularize_noise_weight=float(noise_regularization), seed=int(seed),
-                               precision=_precision(node, precision))
+                               precision=checked_precision(node, precision))
         device = host.load_model(generator.model)
         distance.to(device)
         warn_if_emulated(cfg.precision, device, node)
@@ -420,7 +421,8 @@ class HumanGenPTI:
         device = host.load_model(generator.model)
         lp.to(device)
         cfg = PTIConfig(max_steps=int(steps), learning_rate=float(learning_rate),
-                        lpips_threshold=float(lpips_threshold), precision=_precision(node, precision))
+                        lpips_threshold=float(lpips_threshold),
+                        precision=checked_precision(node, precision))
         warn_if_emulated(cfg.precision, device, node)
         with host.progress(cfg.max_steps, desc="Pivotal tuning") as bar:
             result = pivotal_tuning(generator.model, ws, target.to(device), lp, cfg,

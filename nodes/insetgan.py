@@ -2,7 +2,7 @@
 Logic lives in models/insetgan.py; this node resolves the face box, runs the optimiser and composites."""
 from __future__ import annotations
 
-from .editing import PRECISION_INPUT  # one precision widget for every optimisation node
+from .editing import PRECISION_INPUT, checked_precision  # one precision widget and check for all optimisation nodes
 
 CATEGORY = "HumanGen/insetgan"
 GEN = "HUMANGEN_GENERATOR"
@@ -153,8 +153,7 @@ class HumanGenInsetGAN:
         from ..utils import host
         from ..utils.errors import HumanGenError
         from ..utils.image import gan_to_comfy, uint8_to_comfy
-        if precision not in PRECISION_INPUT[0]:
-            raise _err("precision", f"unknown precision {precision!r}.", fix=f"use one of {PRECISION_INPUT[0]}.")
+        precision = checked_precision(NODE, precision)
         sched = ig.SCHEDULES[schedule]
         body_ws = _truncate(body_generator, _one_wplus(body_generator, body_latent, "body_latent"), truncation_psi)
         face_ws = _truncate(face_generator, _one_wplus(face_generator, face_latent, "face_latent"), truncation_psi)

@@ -195,8 +195,10 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
     x = x.contiguous(memory_format=CL) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
-    x = F.conv2d(x, derived(weight, ("pad", dtype, pad_in, pad_out),
-                            lambda w: F.pad(w.to(dtype), [0, 0, 0, 0, 0, pad_in, 0, pad_out])), padding=padding)
+    w = _cast(weight, dtype)
+    if pad_in or pad_out:
+        w = derived(w, ("pad", pad_in, pad_out), lambda t: F.pad(t, [0, 0, 0, 0, 0, pad_in, 0, pad_out]))
+    x = F.conv2d(x, w, padding=padding)
     if demodulate:
         d = F.pad(_sg3_demod(weight, styles).to(dtype), [0, pad_out]).reshape(n, o + pad_out, 1, 1)
         if b is not None:
