@@ -11,8 +11,8 @@ def build_generator(init_kwargs, state_dict=None, **kw):
 
 
 def load_generator(path, **kw):
-    """Load a generator from a .pkl (NVIDIA, safely), .safetensors or .pt/.pth file. See utils/checkpoints.py."""
-    from ..utils.checkpoints import load_generator as _l
+    """Load a generator from a .pkl (NVIDIA, safely), .safetensors or .pt/.pth file. See models/gan_registry.py."""
+    from .gan_registry import load_generator as _l
     return _l(path, **kw)
 
 

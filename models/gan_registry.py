@@ -3,16 +3,22 @@
 continuous/AnyRes generator) register their entry with `register(..., before="stylegan3")`.
 
 `build_generator(init_kwargs, state_dict)` picks the first entry that detects, builds it and loads the weights
-with strict=True. `load_generator(path)` reads any supported checkpoint (see utils/checkpoints.py) first.
+with strict=True. `load_generator(path)` reads any supported checkpoint first (utils/checkpoints.py: the safe
+readers and the conversion cache) and builds what it holds.
 """
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ..utils import checkpoints
 from ..utils.errors import UnsupportedCheckpointError
+
+log = logging.getLogger("humangen")
 
 
 @dataclass
@@ -151,3 +157,43 @@ def _plain(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return obj
+
+
+def load_generator(path, *, use_cache: bool = True, device=None):
+    """Any supported checkpoint -> our generator module (eval, no grad). NVIDIA pickles are converted once and
+    cached as safetensors in `checkpoints.cache_dir()`, keyed on the file's content."""
+    path = os.fspath(path)
+    ck = None
+    cached = checkpoints.conversion_cache_path(path) if use_cache else None
+    stale = False  # an unreadable cache entry of ours, replaced below
+    if cached is not None and os.path.isfile(cached):
+        try:
+            ck = checkpoints.read_safetensors(cached)
+        except UnsupportedCheckpointError:
+            log.warning("HumanGen: ignoring unreadable cache file %s", cached)
+            ck, stale = None, True
+    if ck is None:
+        ck = checkpoints.read_checkpoint(path)
+    name = os.path.basename(path)
+    try:
+        G = build_generator(checkpoints.generator_kwargs(ck, name), ck.state_dict)
+    except UnsupportedCheckpointError:
+        raise
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError,
+            OverflowError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UnsupportedCheckpointError(
+            f"{name}: its tensors do not fit a StyleGAN2/StyleGAN3 generator (wrong architecture or damaged file: "
+            f"{type(exc).__name__}: {first}).") from exc
+    G.source_path = path
+    G.source_info = dict(ck.info, format=ck.source_format)
+    if cached is not None and ck.source_format == "nvidia-pkl":
+        try:
+            checkpoints.save_generator(G, cached, {"source": name, **ck.info}, overwrite=stale)
+        except FileExistsError:
+            pass  # another process converted the same file at the same time: its copy is identical
+        except OSError as exc:
+            log.warning("HumanGen: could not write the conversion cache %s (%s)", cached, exc)
+    if device is not None:
+        G.to(device)
+    return G

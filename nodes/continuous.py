@@ -115,8 +115,8 @@ class HumanGenUnitedHumanLoader:
         }, "hidden": {"prompt": "PROMPT"}}
 
     def load(self, model_name, precision="fp32", ops_impl="auto", prompt=None):
-        from ..models import gan_latents as gl
-        from ..utils import checkpoints, host
+        from ..models import gan_latents as gl, load_generator
+        from ..utils import host
         node = "HumanGenUnitedHumanLoader"
         if model_name == _NO_MODELS:
             raise host.missing_model_error("unitedhuman", "network-snapshot-v1.pkl", node=node,
@@ -124,7 +124,7 @@ class HumanGenUnitedHumanLoader:
         from ..utils.errors import HumanGenError, for_input
         path = host.model_path("unitedhuman", model_name, node=node, input_name="model_name", prompt=prompt)
         try:
-            G = checkpoints.load_generator(path)
+            G = load_generator(path)
         except HumanGenError as exc:
             raise for_input(exc, node, "model_name", "use UnitedHuman's network-snapshot .pkl.") from exc
         if getattr(G, "arch", "") != "anyres":

@@ -1,5 +1,5 @@
 """StyleGAN sampling nodes: load a generator, latents from seeds, synthesize, style mixing, interpolation, and PNGs
-that carry their latent. Logic lives in models/gan_latents.py and utils/checkpoints.py; torch/numpy load lazily."""
+that carry their latent. Logic lives in models/gan_latents.py, models/gan_registry.py and utils/checkpoints.py; torch/numpy load lazily."""
 from __future__ import annotations
 
 CATEGORY = "HumanGen/stylegan"
@@ -70,8 +70,8 @@ class HumanGenStyleGANLoader:
         }, "hidden": {"prompt": "PROMPT"}}
 
     def load(self, model_name, precision="fp32", ops_impl="auto", prompt=None):
-        from ..models import gan_latents as gl
-        from ..utils import checkpoints, host
+        from ..models import gan_latents as gl, load_generator
+        from ..utils import host
         node = "HumanGenStyleGANLoader"
         if model_name == _NO_MODELS:
             raise host.missing_model_error("stylegan", "stylegan_human_v2_1024.pkl", node=node, input_name="model_name",
@@ -79,7 +79,7 @@ class HumanGenStyleGANLoader:
         from ..utils.errors import HumanGenError, for_input
         path = host.model_path("stylegan", model_name, node=node, input_name="model_name", prompt=prompt)
         try:
-            G = checkpoints.load_generator(path)
+            G = load_generator(path)
         except HumanGenError as exc:
             raise for_input(exc, node, "model_name", "use a StyleGAN2/StyleGAN3 generator file (StyleGAN-Human "
                             "v2/v3 .pkl, or a .safetensors saved by HumanGen).") from exc

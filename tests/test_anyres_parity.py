@@ -100,12 +100,12 @@ def _assert_uint8_close(ours, official_float, official_uint8):
 
 def test_official_pickle_loads_safely_with_source_hash(G, fx, tmp_path):
     import sg_helpers
-    from humangen.utils import checkpoints
+    from humangen.models import load_generator
     marker = tmp_path / "executed.txt"
     src = sg_helpers.MARKER_SRC.format(marker=str(marker))
     pkl = tmp_path / "network-snapshot-v1.pkl"
     pkl.write_bytes(sg_helpers.official_pickle_bytes(G, src, keys=("G_ema",)))
-    G2 = checkpoints.load_generator(str(pkl), use_cache=False)
+    G2 = load_generator(str(pkl), use_cache=False)
     assert not marker.exists()
     assert G2.arch == "anyres" and G2.scale_mapping_kwargs == fx[0]["init_kwargs"]["scale_mapping_kwargs"]
     assert G2.source_sha1 == hashlib.sha1(src.encode()).hexdigest()

@@ -11,6 +11,7 @@ import torch
 from sg_helpers import MARKER_SRC, TINY_SG2, TINY_SG2_RECT, TINY_SG3, exec_like_official_loader, \
     official_pickle_bytes, tiny_generator
 
+from humangen.models import load_generator
 from humangen.utils import checkpoints as ck
 from humangen.utils.errors import UnsafeCheckpointError, UnsupportedCheckpointError
 
@@ -34,7 +35,7 @@ def test_official_pickle_loads_without_executing_embedded_source(kwargs, tmp_pat
     path = tmp_path / "models" / "network-snapshot-000100.pkl"
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
-    G2 = ck.load_generator(str(path))
+    G2 = load_generator(str(path))
     assert not marker.exists(), "the embedded module source was executed"
     assert G2.arch == G.arch and (G2.img_height, G2.img_width) == (G.img_height, G.img_width)
     for k, v in G.state_dict().items():
@@ -50,7 +51,7 @@ def test_cache_is_written_outside_the_model_folder_and_reused(tmp_path, monkeypa
     path = tmp_path / "models" / "g.pkl"
     path.parent.mkdir(parents=True)
     path.write_bytes(official_pickle_bytes(G, "raise SystemExit"))
-    ck.load_generator(str(path))
+    load_generator(str(path))
     assert sorted(os.listdir(path.parent)) == ["g.pkl"]  # nothing written next to the user's model
     cached = os.listdir(tmp_path / "cache" / "converted")
     assert len(cached) == 1 and cached[0].endswith(".safetensors")
@@ -58,7 +59,7 @@ def test_cache_is_written_outside_the_model_folder_and_reused(tmp_path, monkeypa
     def boom(p):
         raise AssertionError("pickle re-read although a cache exists")
     monkeypatch.setattr(ck, "read_nvidia_pickle", boom)
-    G3 = ck.load_generator(str(path))
+    G3 = load_generator(str(path))
     assert _same_output(G, G3)
 
 
@@ -67,7 +68,7 @@ def test_pickles_with_only_some_networks(keys, tmp_path):
     G = tiny_generator(TINY_SG2)
     path = tmp_path / "pti.pkl"
     path.write_bytes(official_pickle_bytes(G, "", keys=keys))
-    assert _same_output(G, ck.load_generator(str(path), use_cache=False))
+    assert _same_output(G, load_generator(str(path), use_cache=False))
 
 
 def test_numpy1_module_names_are_accepted(tmp_path):
@@ -79,7 +80,7 @@ def test_numpy1_module_names_are_accepted(tmp_path):
     path.write_bytes(data)
     cp = ck.read_checkpoint(str(path))
     assert cp.source_format == "nvidia-pkl" and cp.info["class_name"] == "Generator"
-    assert _same_output(G, ck.load_generator(str(path), use_cache=False))
+    assert _same_output(G, load_generator(str(path), use_cache=False))
 
 
 def test_legacy_storage_bytes_load_under_weights_only():
@@ -106,7 +107,7 @@ def test_os_system_payload_is_refused_naming_the_global(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"G_ema": _Evil(f"touch {marker}")}))
     with pytest.raises(UnsafeCheckpointError, match=r"(posix|os|nt)\.system"):
-        ck.load_generator(str(path))
+        load_generator(str(path))
     assert not marker.exists()
 
 
@@ -130,26 +131,26 @@ def test_truncated_pickle_gives_a_clear_error(cut, tmp_path):
     path = tmp_path / "cut.pkl"
     path.write_bytes(data[: int(len(data) * cut)])
     with pytest.raises(UnsupportedCheckpointError, match="truncated or corrupt"):
-        ck.load_generator(str(path))
+        load_generator(str(path))
 
 
 def test_empty_and_garbage_files(tmp_path):
     (tmp_path / "empty.pkl").write_bytes(b"")
     with pytest.raises(UnsupportedCheckpointError, match="empty"):
-        ck.load_generator(str(tmp_path / "empty.pkl"))
+        load_generator(str(tmp_path / "empty.pkl"))
     (tmp_path / "junk.pkl").write_bytes(b"\x80\x04garbage" * 10)
     with pytest.raises(UnsupportedCheckpointError, match="truncated or corrupt"):
-        ck.load_generator(str(tmp_path / "junk.pkl"))
+        load_generator(str(tmp_path / "junk.pkl"))
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(UnsupportedCheckpointError, match="safetensors"):
-        ck.load_generator(str(tmp_path / "bad.safetensors"))
+        load_generator(str(tmp_path / "bad.safetensors"))
 
 
 def test_safetensors_round_trip_with_kwargs_in_metadata(tmp_path):
     G = tiny_generator(TINY_SG3)
     path = tmp_path / "g.safetensors"
     ck.save_generator(G, str(path))
-    G2 = ck.load_generator(str(path))
+    G2 = load_generator(str(path))
     assert G2.arch == "stylegan3" and _same_output(G, G2)
 
 
@@ -157,19 +158,19 @@ def test_torch_file_round_trip_and_weights_only(tmp_path):
     G = tiny_generator(TINY_SG2_RECT)
     path = tmp_path / "g.pt"
     torch.save({"G_ema": G.state_dict(), "init_kwargs": G.init_kwargs}, path)
-    assert _same_output(G, ck.load_generator(str(path)))
+    assert _same_output(G, load_generator(str(path)))
     # bare state dict: kwargs inferred from shapes
     torch.save(G.state_dict(), tmp_path / "bare.pth")
-    G3 = ck.load_generator(str(tmp_path / "bare.pth"))
+    G3 = load_generator(str(tmp_path / "bare.pth"))
     assert (G3.img_height, G3.img_width) == (16, 8) and _same_output(G, G3)
     # a .pt that needs code execution is refused by weights_only
     torch.save({"x": _Evil("true")}, tmp_path / "evil.pt")
     with pytest.raises(UnsafeCheckpointError, match="refused to load.*could execute code"):
-        ck.load_generator(str(tmp_path / "evil.pt"))
+        load_generator(str(tmp_path / "evil.pt"))
     data = (tmp_path / "g.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(UnsupportedCheckpointError, match="truncated or corrupt"):
-        ck.load_generator(str(tmp_path / "cut.pt"))
+        load_generator(str(tmp_path / "cut.pt"))
 
 
 def test_unknown_architecture_lists_what_was_looked_for():

@@ -11,8 +11,9 @@ Formats:
 A converted pickle is cached as safetensors under `cache_dir()` (`$HUMANGEN_CACHE_DIR`, else the user cache
 folder), never next to the user's file.
 
-Public API: `read_checkpoint(path) -> Checkpoint`, `load_generator(path)`, `save_generator(G, path)`,
-`safe_load_pickle(fileobj)`, `load_torch_file(path)`, `cache_dir()`.
+Public API: `read_checkpoint(path) -> Checkpoint`, `generator_kwargs(ck, name)`, `save_generator(G, path)`,
+`safe_load_pickle(fileobj)`, `load_torch_file(path)`, `cache_dir()`, `conversion_cache_path(path)`.
+Building the generator a checkpoint holds is `models.load_generator(path)` (utils/ never imports models/).
 """
 from __future__ import annotations
 
@@ -430,6 +431,20 @@ def infer_stylegan2_kwargs(sd: dict) -> dict:
 _KWARG_LIMITS = {"img_resolution": 8192, "z_dim": 8192, "w_dim": 8192, "c_dim": 8192, "img_channels": 4}
 
 
+def generator_kwargs(ck: Checkpoint, name: str) -> dict:
+    """The checked constructor kwargs of the generator in `ck`: its own, else inferred from a StyleGAN2 state dict's
+    shapes. Raises UnsupportedCheckpointError for files that carry neither or that ask for an absurd network."""
+    kw = ck.init_kwargs
+    if not kw:
+        if "synthesis.b4.const" not in ck.state_dict:
+            raise UnsupportedCheckpointError(
+                f"{name}: the file carries no constructor kwargs (init_kwargs) and the architecture cannot be "
+                f"inferred from tensor shapes; re-save it with HumanGen (save_generator) or use the .pkl.")
+        kw = infer_stylegan2_kwargs(ck.state_dict)
+    _check_generator_kwargs(kw, name)
+    return kw
+
+
 def _check_generator_kwargs(kw: dict, name: str) -> None:
     """Refuse constructor kwargs that would build an absurdly large network (a hostile file's way to eat memory)."""
     if not isinstance(kw, dict):
@@ -484,6 +499,14 @@ def _cache_key(path: str) -> str:
     return hashlib.sha256(f"{CACHE_VERSION}|{content_hash(path)}".encode()).hexdigest()[:32]
 
 
+def conversion_cache_path(path: str) -> str | None:
+    """Where the safetensors conversion of an NVIDIA pickle at `path` lives (None for other formats, empty or
+    missing files: only pickles are converted)."""
+    if not (path.lower().endswith(PICKLE_EXTS) and os.path.isfile(path) and os.path.getsize(path) > 0):
+        return None
+    return os.path.join(cache_dir(), _cache_key(path) + ".safetensors")
+
+
 def write_safetensors_atomic(path: str, tensors: dict, metadata: dict, *, overwrite: bool = False,
                              node: str = "HumanGen") -> None:
     """Write through `utils.paths.exclusive_writer`: temp file in the same folder, then an exclusive link, so no
@@ -504,56 +527,3 @@ def save_generator(G, path: str, extra_metadata: dict | None = None, *, node: st
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     write_safetensors_atomic(path, {k: v.detach().cpu() for k, v in G.state_dict().items()}, meta, node=node,
                              overwrite=overwrite)
-
-
-def load_generator(path: str, *, use_cache: bool = True, device=None):
-    """Any supported checkpoint -> our generator module (eval, no grad). NVIDIA pickles are converted once and
-    cached as safetensors in `cache_dir()`."""
-    from ..models.gan_registry import build_generator
-    path = os.fspath(path)
-    ck = None
-    cached = None
-    stale = False  # an unreadable cache entry of ours, replaced below
-    if use_cache and path.lower().endswith(PICKLE_EXTS) and os.path.isfile(path) and os.path.getsize(path) > 0:
-        cached = os.path.join(cache_dir(), _cache_key(path) + ".safetensors")
-        if os.path.isfile(cached):
-            try:
-                ck = read_safetensors(cached)
-            except UnsupportedCheckpointError:
-                log.warning("HumanGen: ignoring unreadable cache file %s", cached)
-                ck, stale = None, True
-    if ck is None:
-        ck = read_checkpoint(path)
-    kw = ck.init_kwargs
-    name = os.path.basename(path)
-    try:
-        if not kw:
-            if "synthesis.b4.const" in ck.state_dict:
-                kw = infer_stylegan2_kwargs(ck.state_dict)
-            else:
-                raise UnsupportedCheckpointError(
-                    f"{name}: the file carries no constructor kwargs (init_kwargs) and the architecture cannot be "
-                    f"inferred from tensor shapes; re-save it with HumanGen (save_generator) or use the .pkl.")
-        _check_generator_kwargs(kw, name)
-        G = build_generator(kw, ck.state_dict)
-    except UnsupportedCheckpointError:
-        raise
-    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError,
-            OverflowError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise UnsupportedCheckpointError(
-            f"{name}: its tensors do not fit a StyleGAN2/StyleGAN3 generator (wrong architecture or damaged file: "
-            f"{type(exc).__name__}: {first}).") from exc
-    G.source_path = path
-    G.source_info = dict(ck.info, format=ck.source_format)
-    if cached is not None and ck.source_format == "nvidia-pkl":
-        try:
-            save_generator(G, cached, {"source": os.path.basename(path), **{k: v for k, v in ck.info.items()}},
-                           overwrite=stale)
-        except FileExistsError:
-            pass  # another process converted the same file at the same time: its copy is identical
-        except OSError as exc:
-            log.warning("HumanGen: could not write the conversion cache %s (%s)", cached, exc)
-    if device is not None:
-        G.to(device)
-    return G

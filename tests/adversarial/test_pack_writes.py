@@ -2,6 +2,8 @@
 existing conversion targets, PTI targets that appear during tuning, failed and interrupted writes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -184,9 +186,11 @@ def test_conversion_cache_replaces_only_its_own_unreadable_entry(tmp_path, monke
     monkeypatch.setenv("HUMANGEN_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "g.pkl"
     src.write_bytes(official_pickle_bytes(tiny_generator(TINY_SG2), "", keys=("G_ema",)))
-    cached = tmp_path / "cache" / "converted" / (checkpoints._cache_key(str(src)) + ".safetensors")
+    from humangen.models import load_generator
+    cached = Path(checkpoints.conversion_cache_path(str(src)))
+    assert cached.parent == tmp_path / "cache" / "converted"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"damaged cache entry")
-    checkpoints.load_generator(str(src))
+    load_generator(str(src))
     assert checkpoints.read_safetensors(str(cached)).state_dict  # rewritten, readable
     assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]  # no temporary file left

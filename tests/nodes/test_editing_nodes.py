@@ -133,7 +133,7 @@ def test_projection_and_pti_nodes(gen, standalone_host):
     assert all(torch.equal(v, before[k]) for k, v in gen.model.state_dict().items())
     assert tuned.generator_id != gen.generator_id and tuned.model is not gen.model
     saved = os.path.join(standalone_host.models_root, "stylegan", "tuned.safetensors")
-    from humangen.utils.checkpoints import load_generator
+    from humangen.models import load_generator
     again = load_generator(saved, use_cache=False)
     for k, v in tuned.model.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v)
