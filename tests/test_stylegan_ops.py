@@ -105,13 +105,16 @@ def test_bias_act_fast_matches_ref(act):
         _close(ref[0], bias_act(x, b, act=act, clamp=0.8, impl="fast"), 1e-6)
 
 
+@pytest.mark.parametrize("shape", [(3, 6, 5, 9, 7), (2, 40, 36, 3, 2)], ids=["per-sample", "shared-weight"])
 @pytest.mark.parametrize("up,demod,noise", [(1, True, True), (2, True, True), (1, False, False), (2, True, False)])
-def test_sg2_modulated_conv_fast_matches_ref(up, demod, noise):
-    n, i, o = 3, 6, 5
-    x = rnd(n, i, 9, 7, grad=True)
+def test_sg2_modulated_conv_fast_matches_ref(up, demod, noise, shape):
+    """Every input learns (PTI learns the weights too), on both fast paths: per-sample weights (high resolution) and
+    one shared-weight convolution with the demodulation outside it (wide layers at low resolution)."""
+    n, i, o, h, w_ = shape
+    x = rnd(n, i, h, w_, grad=True)
     w = rnd(o, i, 3, 3, grad=True)
     s = rnd(n, i, grad=True)
-    nz = rnd(1, 1, 9 * up, 7 * up) if noise else None
+    nz = rnd(1, 1, h * up, w_ * up) if noise else None
     f = setup_filter([1, 3, 3, 1])
 
     def run(impl):
@@ -121,6 +124,23 @@ def test_sg2_modulated_conv_fast_matches_ref(up, demod, noise):
     _close(ref[0], fast[0])
     for ga, gb in zip(ref[1], fast[1]):
         _close(ga, gb)
+
+
+def test_learned_weight_gradient_in_bf16_follows_fp32():
+    """bf16 (precision=bf16 in PTI), an upsampling layer on the shared-weight path: the learned float32 weight
+    gets a float32 gradient close to the fp32 path's."""
+    x, s = rnd(2, 40, 4, 3, grad=True), rnd(2, 40, grad=True)
+    w = torch.nn.Parameter(rnd(36, 40, 3, 3))
+    f = setup_filter([1, 3, 3, 1])
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        y = modulated_conv2d(x.to(dtype), w, s, up=2, padding=1, resample_filter=f, flip_weight=False, impl="fast")
+        assert y.dtype == dtype
+        probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+        grads[dtype] = torch.autograd.grad((y.float() * probe).sum(), [w])[0]
+    g32, g16 = grads[torch.float32], grads[torch.bfloat16]
+    assert g16.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0) > 0.995
 
 
 @pytest.mark.parametrize("sg3", [False, True])
