@@ -21,6 +21,7 @@ from .workflow import (MAX_TEXT_CHARS, WorkflowError, check_prompt, coerce, expa
                        parse_assignment, targets)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+SERVER_TIMEOUT_S = 3600.0  # --timeout of a job on a server or a Ray worker when none is given
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,9 +83,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                      help="root of the model folders (<dir>/<kind>; default $HUMANGEN_MODELS_DIR or ./models)")
     run.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
                      help="run on a ComfyUI server instead of in-process (repeatable: jobs are spread over them)")
-    run.add_argument("--timeout", type=_seconds, default=3600.0,
-                     help="wall-clock limit in seconds for one job on a server: upload, run, and download "
-                          "(default 3600)")
+    run.add_argument("--timeout", type=_seconds, default=None,
+                     help="wall-clock limit in seconds for one job: on a server, upload, run and download (default "
+                          f"{SERVER_TIMEOUT_S:g}); in-process, the job stops at its next interrupt check and fails "
+                          "(default: no limit)")
     run.add_argument("--deadline", type=_seconds, default=None,
                      help="wall-clock limit in seconds for the whole run; jobs not finished by then fail")
     run.add_argument("--max-download-mb", type=_positive("MiB"), default=1024.0,
@@ -315,7 +317,7 @@ def log(text: str, *, verbose_only: bool = False) -> None:
 def _specs(args, engine=None):
     if args.servers:
         from .remote import OBJECT_INFO_SECONDS, Budget, Server
-        seconds = min(OBJECT_INFO_SECONDS, getattr(args, "timeout", OBJECT_INFO_SECONDS))
+        seconds = min(OBJECT_INFO_SECONDS, getattr(args, "timeout", None) or OBJECT_INFO_SECONDS)
         budget = Budget.after(seconds, f"{seconds:g} s").sooner(getattr(args, "run_budget", None))
         return Server(args.servers[0]).object_info(budget)
     return engine.specs()
@@ -369,6 +371,8 @@ def _models(args) -> int:
 
 
 def _run(args, extra_nodes: dict[str, type] | None) -> int:
+    if args.timeout is None and (args.servers or args.engine == "ray"):
+        args.timeout = SERVER_TIMEOUT_S
     if args.deadline is not None:
         from .remote import Budget
         args.run_budget = Budget.after(args.deadline, f"the run's --deadline of {args.deadline:g} s")
@@ -428,7 +432,7 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
 
 
 def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
-    from .engine import NodeExecutionError
+    from .engine import JobTimedOut, NodeExecutionError, job_budget, time_limit
     quiet = _quiet(args)
     bars = _Bars(len(jobs), enabled=not quiet)
     current = {"job": 0}
@@ -449,8 +453,9 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
                     failures += len(jobs) - i
                     break
                 try:
-                    result = engine.run(job, extra_pnginfo=extra_pnginfo)
-                except (NodeExecutionError, WorkflowError) as exc:
+                    with time_limit(standalone, job_budget(args)):
+                        result = engine.run(job, extra_pnginfo=extra_pnginfo)
+                except (NodeExecutionError, WorkflowError, JobTimedOut) as exc:
                     failures += 1
                     written.extend(_files_of(getattr(exc, "outputs", {}), out_dir))  # saved before the failure
                     bars.close_node()

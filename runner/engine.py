@@ -7,20 +7,27 @@ image nodes when the ComfyUI host is absent), like ComfyUI's own executor does:
 - outputs are lists (OUTPUT_IS_LIST / INPUT_IS_LIST semantics of the host: a node is mapped over list inputs);
 - results of unchanged nodes are reused across the jobs of a batch (same class, constants, upstream signature
   and IS_CHANGED value), except NOT_IDEMPOTENT nodes; entries of nodes absent from the latest job are dropped;
-- `host.check_interrupt()` runs between nodes; HumanGenInterrupted stops the job.
+- `host.check_interrupt()` runs between nodes; HumanGenInterrupted stops the job;
+- `time_limit(...)` stops a job that runs past its time at the next such check (every progress step of a long
+  node, and between nodes), as JobTimedOut.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..utils import host
 from ..utils.errors import HumanGenInterrupted
 from .specs import NodeSpec, spec_from_class, types_match
 from .workflow import WorkflowError, _id_key, check_prompt, graph_order, is_link
+
+if TYPE_CHECKING:
+    from .remote import Budget
 
 
 class NodeExecutionError(RuntimeError):
@@ -30,6 +37,58 @@ class NodeExecutionError(RuntimeError):
         self.node_id, self.class_type, self.original = node_id, class_type, exc
         self.outputs = dict(outputs or {})  # UI outputs of the nodes that ran before: files they saved are kept
         super().__init__(f"node {node_id} ({class_type}) failed: {type(exc).__name__}: {exc}")
+
+
+class JobTimedOut(RuntimeError):
+    """A job ran past its time limit and was stopped; names what set the limit and the node that was running, and
+    keeps the UI outputs of the nodes that ran before (files they saved stay)."""
+
+    def __init__(self, reason: str, node: tuple[str, str] | None, outputs: dict | None = None):
+        self.outputs = dict(outputs or {})
+        where = f"in node {node[0]} ({node[1]})" if node else "between nodes"
+        super().__init__(f"stopped {where}: {reason} has passed (files saved before are kept)")
+
+
+def job_budget(args) -> "Budget | None":
+    """The time a job of the run may take from now: the run's --timeout, cut short by its --deadline (None: no
+    limit)."""
+    from .remote import Budget
+    run_budget = getattr(args, "run_budget", None)
+    if getattr(args, "timeout", None) is None:
+        return run_budget
+    return Budget.after(args.timeout, f"the job's --timeout of {args.timeout:g} s").sooner(run_budget)
+
+
+@contextlib.contextmanager
+def time_limit(standalone: host.StandaloneHost, budget: "Budget | None"):
+    """Within the block, raise the standalone host's interrupt flag when `budget` (runner/remote.py; None: no limit)
+    runs out, so the running node stops at its next interrupt check; the interruption leaves the block as
+    JobTimedOut naming the budget's reason, and the flag is lowered again for the next job. A node that never
+    checks (one long library call) finishes first."""
+    if budget is None:
+        yield
+        return
+    expired = threading.Event()
+
+    def expire():
+        if not standalone.interrupt_event.is_set():  # a Ctrl-C already raised it: that one wins
+            expired.set()
+            standalone.interrupt_event.set()
+
+    timer = threading.Timer(max(budget.remaining(), 0.0), expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except HumanGenInterrupted as exc:
+        if not expired.is_set():
+            raise
+        raise JobTimedOut(budget.reason, getattr(exc, "node", None), getattr(exc, "outputs", None)) from None
+    finally:
+        timer.cancel()
+        timer.join()  # an expiry in progress finishes before the flag is lowered
+        if expired.is_set():
+            standalone.interrupt_event.clear()
 
 
 def registry(extra: dict[str, type] | None = None) -> dict[str, type]:
@@ -65,6 +124,7 @@ class Engine:
         self._cache: dict[str, tuple[Any, list]] = {}  # node id -> (signature, outputs)
         self._instances: dict[tuple[str, str], Any] = {}
         self.on_node: Callable[[str, str, int, int], None] | None = None  # (node id, class, index, total)
+        self.running: tuple[str, str] | None = None  # (node id, class) of the node executing now
 
     # ---- definitions -----------------------------------------------------------------------------------------
     def spec(self, class_type: str) -> NodeSpec:
@@ -198,12 +258,27 @@ class Engine:
         t0 = time.perf_counter()
         order = order or self.validate(prompt)
         result = JobResult()
+        try:
+            self._execute(prompt, order, result, extra_pnginfo)
+        except HumanGenInterrupted as exc:
+            exc.outputs = dict(result.outputs)  # files saved before the interruption are kept and reported
+            exc.node = self.running
+            raise
+        finally:
+            self.running = None
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _execute(self, prompt: dict[str, dict], order: list[str], result: JobResult,
+                 extra_pnginfo: dict | None) -> None:
         values: dict[str, list] = {}  # node id -> list of output lists
         signatures: dict[str, Any] = {}
         for index, nid in enumerate(order):
+            self.running = None
             host.check_interrupt()
             node = prompt[nid]
             ctype = node["class_type"]
+            self.running = (nid, ctype)
             cls = self.classes[ctype]
             spec = self.spec(ctype)
             if self.on_node is not None:
@@ -239,8 +314,6 @@ class Engine:
                 self._cache[nid] = (signature, outputs)
         for nid in set(self._cache) - set(order):  # keep the cache to the nodes of the latest job
             del self._cache[nid]
-        result.seconds = time.perf_counter() - t0
-        return result
 
     def _signature(self, prompt, nid, signatures, cls):
         """What decides whether a cached output is still valid; None = never cache."""

@@ -285,7 +285,7 @@ def run_in_process(args, engine, jobs, out_dir: str, extra_pnginfo, standalone,
     Returns (exit status, files written, jobs not done)."""
     from ..utils import host
     from ..utils.errors import HumanGenError, HumanGenInterrupted
-    from .engine import NodeExecutionError
+    from .engine import JobTimedOut, NodeExecutionError, job_budget, time_limit
 
     folder = RunFolder(out_dir, resume=True)
     todo = keyed_jobs(jobs)
@@ -304,13 +304,15 @@ def run_in_process(args, engine, jobs, out_dir: str, extra_pnginfo, standalone,
             for key, label, prompt, index in left:
                 staging = folder.staging(key)
                 try:
-                    files, result = render_into(engine, standalone, prompt, staging, extra_pnginfo=extra_pnginfo)
+                    with time_limit(standalone, job_budget(args)):
+                        files, result = render_into(engine, standalone, prompt, staging,
+                                                    extra_pnginfo=extra_pnginfo)
                     written += folder.commit(key, label, [{"rel": f, "staged": os.path.join(staging, f)}
                                                           for f in files],
                                              seconds=result.seconds, node="local", attempt=1)
                 except HumanGenInterrupted:
                     raise
-                except (NodeExecutionError, HumanGenError) as exc:  # HumanGenError: the commit was refused
+                except (NodeExecutionError, JobTimedOut, HumanGenError) as exc:  # HumanGenError: commit refused
                     failures += 1
                     folder.fail(key, label, attempts=1, error=str(exc), node="local")
                     log(f"error: job {index + 1}/{len(jobs)}{' (' + label + ')' if label else ''}: {exc}")

@@ -95,6 +95,31 @@ class ToyInterrupt:
         return (x,)
 
 
+class ToySlow:
+    """A long node that checks for interruption at every progress step, as the pack's loops do (0.01 s a step)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"x": ("NUMBER",), "steps": ("INT", {"default": 10, "min": 1, "max": 100000,
+                                                                 "tooltip": "steps"})}}
+
+    RETURN_TYPES = ("NUMBER",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    def run(self, x, steps):
+        import time
+
+        from humangen.utils import host
+        bar = host.progress(steps)
+        for i in range(steps):
+            time.sleep(0.01)
+            host.check_interrupt()
+            bar.update(1)
+        Calls.log.append(("slow", steps))
+        return (x,)
+
+
 class ToyList:
     @classmethod
     def INPUT_TYPES(cls):
@@ -124,7 +149,7 @@ class ToySum:
 
 
 TOYS = {"ToyConst": ToyConst, "ToyAdd": ToyAdd, "ToySink": ToySink, "ToyFail": ToyFail,
-        "ToyInterrupt": ToyInterrupt, "ToyList": ToyList, "ToySum": ToySum}
+        "ToyInterrupt": ToyInterrupt, "ToySlow": ToySlow, "ToyList": ToyList, "ToySum": ToySum}
 
 
 def toy_prompt(a=2, b=3):

@@ -202,6 +202,53 @@ def test_interrupt_exit_130_and_stops_the_batch(tmp_path, toys, write_json, caps
     assert "interrupted: stopped cleanly" in capsys.readouterr().err
 
 
+def _slow_prompt():
+    """const -> ToySlow (node 5, 10 ms a step) -> sink."""
+    prompt = toy_prompt()
+    prompt["5"] = {"class_type": "ToySlow", "inputs": {"x": ["3", 0], "steps": 3000}}
+    prompt["4"]["inputs"]["x"] = ["5", 0]
+    return prompt
+
+
+def test_timeout_stops_a_running_in_process_job_and_the_next_job_still_runs(tmp_path, toys, write_json, capsys):
+    """--timeout in-process: a 30 s job stops at its next progress step once its time is up, and fails naming the
+    node and the limit; the interrupt flag is lowered again, so with --keep-going the next job runs (and times out
+    on its own) instead of stopping the run as an interruption would (status 130)."""
+    wf = write_json(_slow_prompt())
+    t0 = time.monotonic()
+    assert _run(tmp_path, wf, "--timeout", "0.4", "--batch", "5.steps=3000,3001", "--keep-going",
+                extra_nodes=toys) == 1
+    assert time.monotonic() - t0 < 15
+    err = capsys.readouterr().err
+    for label in ("job 1/2 (5.steps=3000)", "job 2/2 (5.steps=3001)"):
+        assert f"error: {label}: stopped in node 5 (ToySlow): the job's --timeout of 0.4 s has passed" in err
+    assert [k for k, _ in Calls.log if k == "slow"] == []  # neither finished
+    assert "0/2 job(s) ok" in err
+
+
+def test_a_job_within_its_timeout_and_the_deadline_of_a_running_job(tmp_path, toys, write_json, capsys):
+    prompt = _slow_prompt()
+    prompt["5"]["inputs"]["steps"] = 3
+    assert _run(tmp_path, write_json(prompt), "--timeout", "30", extra_nodes=toys) == 0
+    assert ("slow", 3) in Calls.log
+    t0 = time.monotonic()
+    assert _run(tmp_path, write_json(_slow_prompt()), "--deadline", "0.4", "--batch", "5.steps=3000,3001",
+                "--keep-going", extra_nodes=toys) == 1
+    assert time.monotonic() - t0 < 15
+    err = capsys.readouterr().err
+    assert "error: job 1/2 (5.steps=3000): stopped in node 5 (ToySlow): the run's --deadline of 0.4 s has passed" \
+        in err
+    assert "error: job 2/2 (5.steps=3001): not started, the run's --deadline of 0.4 s has passed" in err
+
+
+def test_timeout_in_a_resumable_run_records_the_failure(tmp_path, toys, write_json, capsys):
+    import json
+    assert _run(tmp_path, write_json(_slow_prompt()), "--resume", "--timeout", "0.4", extra_nodes=toys) == 1
+    failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert len(failures) == 1 and "the job's --timeout of 0.4 s has passed" in failures[0]["error"]
+    assert "stopped in node 5 (ToySlow)" in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["run"]) == 2
     assert main(["frobnicate"]) == 2
