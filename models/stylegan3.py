@@ -332,10 +332,10 @@ class SynthesisNetwork(SynthesisSize, nn.Module):
         x = self.input(ws[0], transform=transform)
         # fast inference: layers pass zero-padded channel counts (a multiple of CHANNEL_MULTIPLE) between them;
         # hooks see the layers' own shapes
-        fast = resolve_impl(impl) == "fast" and not torch.is_grad_enabled() and not update_emas \
-            and not workspace.observed(self)
+        hooked = workspace.observed(self)
+        fast = resolve_impl(impl) == "fast" and not torch.is_grad_enabled() and not update_emas and not hooked
         multiple = CHANNEL_MULTIPLE if fast else 1
-        with workspace.workspace(self):  # layer outputs reuse the blocks of the layers before them
+        with workspace.workspace(self, hooked):  # layer outputs reuse the blocks of the layers before them
             for idx, name in enumerate(self.layer_names):
                 layer = getattr(self, name)
                 if styles is not None and name in styles:

@@ -95,11 +95,14 @@ def observed(module) -> bool:
 
 
 @contextlib.contextmanager
-def workspace(owner):
+def workspace(owner, hooked: bool | None = None):
     """Scope of one inference call of `owner`, whose large intermediates come from the owner's planned arena.
     Nested scopes belong to the outermost one. A module owner with forward hooks or pre-hooks (on it or any
-    submodule) gets no arena: the hooks may keep the intermediates."""
-    if _current.get() is not None or (isinstance(owner, torch.nn.Module) and observed(owner)):
+    submodule) gets no arena: the hooks may keep the intermediates. `hooked`: `observed(owner)` when the caller
+    has just computed it (None: computed here)."""
+    if hooked is None:
+        hooked = isinstance(owner, torch.nn.Module) and observed(owner)
+    if _current.get() is not None or hooked:
         yield
         return
     with _lock:
