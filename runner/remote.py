@@ -534,7 +534,9 @@ def run_remote(servers: list[Server], jobs: Iterable[RemoteJob], *, specs: dict[
     source_lock = threading.Lock()
     started: list[RemoteJob] = []
     uploaded: dict[str, str] = {}
-    lock = threading.Lock()
+    # one upload of a file per server: workers of different servers upload at the same time, two workers of one
+    # server (its URL given twice) take turns
+    upload_locks = {s.url: threading.Lock() for s in servers}
     busy: dict[str, bool] = {}
 
     def next_job() -> RemoteJob | None:
@@ -556,7 +558,7 @@ def run_remote(servers: list[Server], jobs: Iterable[RemoteJob], *, specs: dict[
             busy[server.url] = True
             budget = Budget.after(timeout, f"the job's --timeout of {timeout:g} s").sooner(deadline)
             try:
-                with lock:
+                with upload_locks[server.url]:
                     prompt = upload_inputs(server, job.prompt, specs, input_dir, uploaded, budget)
                 job.prompt_id = server.submit(prompt, extra_data, budget)
                 entry = server.wait(job.prompt_id, budget=budget, stop=stop)

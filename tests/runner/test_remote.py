@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import threading
+import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,8 @@ class StandIn:
         self.files: dict[str, bytes] = {}
         self.interrupted = 0
         self.counter = 0
+        self.upload_seconds = 0.0  # how long each upload takes to answer
+        self.upload_times: list[tuple[float, float]] = []  # (start, end) of each upload, time.monotonic()
 
     def object_info(self):
         info = {}
@@ -137,6 +140,9 @@ def _handler(state: StandIn):
                 state.interrupted += 1
                 return self._send(200, {})
             if self.path == "/upload/image":
+                start = time.monotonic()
+                time.sleep(state.upload_seconds)
+                state.upload_times.append((start, time.monotonic()))
                 msg = email.parser.BytesParser().parsebytes(
                     b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
                 for part in msg.get_payload():
@@ -192,6 +198,20 @@ def test_batch_spread_over_two_servers_without_overwriting(tmp_path, servers, ca
     assert not any("preview" in f.name for f in files)  # only type=output images are downloaded
     out = capsys.readouterr()
     assert sorted(out.out.split()) == sorted(str(f) for f in files)
+
+
+def test_uploads_to_different_servers_run_at_the_same_time_and_once_per_server(tmp_path, servers, capsys):
+    (url_a, a), (url_b, b) = servers("a"), servers("b")
+    a.upload_seconds = b.upload_seconds = 0.5
+    code = _remote(tmp_path, [url_a, url_b], str(WORKFLOWS / "image_scale.json"), "--batch", "2.width=20-21",
+                   "--set", "2.height=10")
+    assert code == 0, capsys.readouterr().err
+    (start_a, end_a), (start_b, end_b) = a.upload_times[0], b.upload_times[0]
+    assert start_a < end_b and start_b < end_a  # they overlapped: one upload did not wait for the other
+    url_c, c = servers("c")  # one server named twice: two workers, the file still goes up once
+    assert _remote(tmp_path, [url_c, url_c], str(WORKFLOWS / "image_scale.json"), "--batch", "2.width=20-23",
+                   "--set", "2.height=10") == 0
+    assert len(c.upload_times) == 1 and len(c.prompts) == 4
 
 
 def test_non_image_files_reported_by_output_nodes_are_downloaded(tmp_path, servers, capsys):
