@@ -103,7 +103,7 @@ def _batch_options(run: argparse.ArgumentParser) -> None:
     """Keyed, resumable runs (runner/manifest.py) and the Ray engine (runner/ray_engine.py)."""
     run.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: in-process (default); ray: spread the jobs over a Ray cluster (pip install "
-                          "'ray==2.60.*'); outputs are named after each job's key and listed in manifest.jsonl")
+                          "'ray[client]==2.60.*'); outputs are named after each job's key and listed in manifest.jsonl")
     run.add_argument("--resume", action="store_true",
                      help="continue a keyed run in --out: jobs listed in its manifest.jsonl are skipped (with the "
                           "local engine, --resume also starts such a run)")

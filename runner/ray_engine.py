@@ -7,7 +7,7 @@ Ray is imported here only, when this engine runs; never when the pack or the run
 - On start a worker loads the pack from the driver's pack folder path, compares every pack source file with the
   driver's and checks the workflow's model files on its node: a mismatch stops the run (exit 2) naming node and file.
 - The driver keeps at most one job per live worker, collects with `ray.wait`, requeues a job lost to a dead worker,
-  counts an attempt only when a worker reported that it started the job (the first item the job streams back), and
+  counts an attempt only when a worker reported that it started the job (its begin() call answered), and
   after --max-attempts writes the job to failures.jsonl and goes on. A job that raises in a node fails at once (a
   Python error repeats). Jobs that name the same model files go to the worker that last ran such a job.
 - Only the driver commits outputs (runner/manifest.py): workers send the file bytes back (works over ray:// without
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -58,7 +59,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise WorkflowError("--engine ray needs Ray: pip install 'ray==2.60.*' (or python install.py --ray); "
+        raise WorkflowError("--engine ray needs Ray: pip install 'ray[client]==2.60.*' (or python install.py --ray); "
                             "see the README, 'Run on a cluster'") from None
     return ray
 
@@ -138,12 +139,17 @@ def worker_class(ray):
             return {"node": self.node, "pid": self.pid, "problem": self.problem,
                     "cuda_visible_devices": _os.environ.get("CUDA_VISIBLE_DEVICES")}
 
-        def run(self, key: str, prompt: dict, attempt: int):
-            """Streams {"started"} first (the driver counts the attempt only then), then the job's outcome."""
+        def begin(self, key: str, attempt: int) -> dict:
+            """Answers as this worker takes up the job: the driver submits begin() and run() together (an actor
+            runs its calls in order) and counts the attempt once begin() has answered. (Not a generator that
+            streams "started" first: Ray Client, for ray:// addresses, has no streaming generators.)"""
+            return {"started": True, "pid": self.pid}
+
+        def run(self, key: str, prompt: dict, attempt: int) -> dict:
+            """The job's outcome: {"error", "node"} or {"files", "seconds", "node", "folder"}."""
             import os as _os
             import shutil as _shutil
             import tempfile as _tempfile
-            yield {"started": True, "pid": self.pid}
             staging_root = self.config["staging_root"]
             if staging_root:
                 folder = _os.path.join(staging_root, f"{key}-{attempt}-{self.pid}")
@@ -154,8 +160,7 @@ def worker_class(ray):
                                                  extra_pnginfo=self.config["extra_pnginfo"])
             except self.NodeExecutionError as exc:
                 _shutil.rmtree(folder, ignore_errors=True)
-                yield {"error": str(exc), "node": self.node}
-                return
+                return {"error": str(exc), "node": self.node}
             except BaseException:
                 _shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -167,7 +172,7 @@ def worker_class(ray):
                     with open(_os.path.join(folder, f), "rb") as handle:
                         out.append({"rel": f, "data": handle.read()})
                 _shutil.rmtree(folder, ignore_errors=True)
-            yield {"files": out, "seconds": result.seconds, "node": self.node, "folder": folder}
+            return {"files": out, "seconds": result.seconds, "node": self.node, "folder": folder}
 
     return HumanGenWorker
 
@@ -188,7 +193,8 @@ class _Worker:
     actor: Any
     number: int
     state: str = "starting"  # starting, idle, busy, restarting, dead
-    ref: Any = None  # ready() while starting/restarting, the job's stream while busy
+    ref: Any = None  # ready() while starting/restarting; begin(), then run() while busy
+    outcome: Any = None  # run() while busy and not yet started
     job: _Job | None = None
     started: bool = False
     since: float = field(default_factory=time.monotonic)
@@ -236,6 +242,9 @@ def run(args, jobs: list[tuple[str, dict]], *, out_dir: str, input_dir: str, mod
         return 0, [], 0
     ray = import_ray()
     address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise WorkflowError(f"--address {address} is a Ray Client address, which needs pip install "
+                            "'ray[client]==2.60.*' (python install.py --ray installs it)")
     own_tmp = None
     status = 1
     try:
@@ -313,7 +322,7 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                 log(f"ray: worker {w.number} on {w.node or '?'} lost ({why}); job {job.index + 1} goes back to the "
                     "queue")
                 pending.appendleft(job)
-        w.state, w.ref, w.started, w.retry_at = "restarting", None, False, time.monotonic()
+        w.state, w.ref, w.outcome, w.started, w.retry_at = "restarting", None, None, False, time.monotonic()
 
     try:
         while pending or any(w.state == "busy" for w in workers):
@@ -323,7 +332,8 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                     job = next((j for j in pending if j.models == w.models), pending[0])
                     pending.remove(job)
                     w.job, w.started, w.since, w.models = job, False, now, job.models
-                    w.ref, w.state = w.actor.run.remote(job.key, job.prompt, job.attempts + 1), "busy"
+                    w.ref = w.actor.begin.remote(job.key, job.attempts + 1)
+                    w.outcome, w.state = w.actor.run.remote(job.key, job.prompt, job.attempts + 1), "busy"
                 elif w.state == "restarting" and w.ref is None and now >= w.retry_at:
                     w.ref = w.actor.ready.remote()
             if stopping and not any(w.state == "busy" for w in workers):
@@ -342,7 +352,7 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
             refs = [w.ref for w in workers if w.ref is not None]
             ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_S) if refs else ([], [])
             for w in workers:
-                if w.ref is None or not any(w.ref is r for r in ready):
+                if w.ref is None or w.ref not in ready:
                     continue
                 if w.state in ("starting", "restarting"):
                     try:
@@ -360,20 +370,16 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                         raise _Stop(2)
                     w.state, w.ref, w.models = "idle", None, frozenset()
                     continue
-                try:  # busy: the job's stream has an item
-                    item = ray.get(next(w.ref))
-                except StopIteration:
-                    item = {"error": "the worker ended the job without a result"}
-                except ray.exceptions.RayActorError as exc:
+                try:  # busy: begin() or run() answered
+                    item = ray.get(w.ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                     lost(w, type(exc).__name__)
                     continue
-                except ray.exceptions.WorkerCrashedError as exc:
-                    lost(w, type(exc).__name__)
-                    continue
-                if item.get("started"):
+                if not w.started:
                     w.started = True
                     w.job.attempts += 1
                     w.pid = item.get("pid", w.pid)
+                    w.ref, w.outcome = w.outcome, None
                     continue
                 job, w.job, w.state, w.ref = w.job, None, "idle", None
                 if "error" in item:

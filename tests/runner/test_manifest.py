@@ -137,10 +137,21 @@ def test_in_process_resume_skips_recovers_and_cleans(tmp_path, capsys):
     assert not (out / ".humangen").exists()
 
 
+def test_ray_client_address_without_the_client_extra_exits_2(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ray")
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else find_spec(name, *a))
+    assert _local(tmp_path, "--engine", "ray", "--address", "ray://127.0.0.1:10001", "--batch", "2.seed=1-2") == 2
+    err = capsys.readouterr().err
+    assert "--address ray://127.0.0.1:10001 is a Ray Client address, which needs pip install " \
+           "'ray[client]==2.60.*'" in err
+
+
 def test_engine_ray_without_ray_installed_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert _local(tmp_path, "--engine", "ray", "--batch", "2.seed=1-2") == 2
-    assert "--engine ray needs Ray: pip install 'ray==2.60.*'" in capsys.readouterr().err
+    assert "--engine ray needs Ray: pip install 'ray[client]==2.60.*'" in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("*.png"))
 
 

@@ -1,6 +1,7 @@
 """--engine ray on one Ray cluster for the module, kept on 127.0.0.1 (checked before every test): outputs exactly once
-with 2 workers, after a worker is SIGKILLed, with a job that kills its worker every time, after the driver is
-SIGKILLed and the run resumed; a fake-GPU node gets CUDA_VISIBLE_DEVICES; GPUs asked where none are -> exit 2.
+with 2 workers, over a ray:// (Ray Client) address, after a worker is SIGKILLed, with a job that kills its worker
+every time, after the driver is SIGKILLed and the run resumed; a fake-GPU node gets CUDA_VISIBLE_DEVICES; GPUs asked
+where none are -> exit 2.
 
 The test nodes (tests/hgraynode.py) count model loads in a file (with the loading pid) and write an 8x8 PNG."""
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from hgraynode import RAY_TOYS, ray_toy_prompt
 
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                 reason="Ray is not installed (pip install 'ray==2.60.*' or install.py --ray)"),
+                                 reason="Ray is not installed (pip install 'ray[client]==2.60.*' or install.py --ray)"),
               pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and Ray's loopback cluster")]
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -179,6 +180,21 @@ def test_two_workers_twenty_jobs_each_output_once_and_two_model_loads(ray_cluste
     assert "20/20 done" in err and "20/20 job(s) ok, 20 file(s) written" in err
     assert _ray(ray_cluster, tmp_path, wf, "--batch", "2.seed=1-20") == 2  # a manifest there, no --resume
     assert "already holds a batch run (manifest.jsonl); add --resume" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(150)
+def test_ray_client_address_each_output_once(ray_cluster, tmp_path, capsys):
+    """`--address ray://HOST:PORT`: the driver is a Ray Client of the cluster (what `install.py --ray` installs
+    `ray[client]` for); the workers send the files back, the driver commits them."""
+    from humangen.runner.cli import main
+    wf, count = _workflow(tmp_path)
+    address = ray_cluster.state["client_address"]
+    assert address.startswith("ray://127.0.0.1:")
+    assert main(["run", wf, "--out", str(tmp_path / "out"), "--quiet", "--engine", "ray", "--address", address,
+                 "--workers", "2", "--batch", "2.seed=1-4"], extra_nodes=RAY_TOYS) == 0, capsys.readouterr().err
+    _assert_exactly_once(tmp_path / "out", _keys(wf, range(1, 5)))
+    assert len(_loads(count)) == 2
+    assert "4/4 job(s) ok, 4 file(s) written" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(150)
