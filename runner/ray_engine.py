@@ -375,6 +375,14 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                     lost(w, type(exc).__name__)
                     continue
+                except ray.exceptions.RayTaskError as exc:  # raised outside the job's nodes: it would repeat
+                    cause = getattr(exc, "cause", None) or exc
+                    item = {"error": f"the job failed on the worker: {type(cause).__name__}: "
+                                     f"{(str(cause).strip().splitlines() or [''])[0][:300]}", "node": w.node}
+                    if not w.started:
+                        w.started = True
+                        w.job.attempts += 1
+                    w.outcome = None
                 if not w.started:
                     w.started = True
                     w.job.attempts += 1

@@ -30,8 +30,9 @@ class CountedModel:
 
 class ToyRender:
     """An 8x8 image whose colour is the seed. `kill_seed`: at that seed the node SIGKILLs its own process, every
-    time, or only while `kill_once_file` does not exist yet (it is created first). `pid_file`: each run appends
-    its process id (so a test can find and kill the workers)."""
+    time, or only while `kill_once_file` does not exist yet (it is created first). `interrupt_seed`: at that seed
+    the node raises HumanGenInterrupted, which the runner's engine passes through rather than reporting as the
+    node's failure (an error outside any node, for the Ray driver)."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -39,14 +40,18 @@ class ToyRender:
                              "seed": ("INT", {"default": 0, "min": 0, "max": 1 << 30}),
                              "sleep": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 60.0}),
                              "kill_seed": ("INT", {"default": -1, "min": -1, "max": 1 << 30}),
-                             "kill_once_file": ("STRING", {"default": ""})}}
+                             "kill_once_file": ("STRING", {"default": ""}),
+                             "interrupt_seed": ("INT", {"default": -1, "min": -1, "max": 1 << 30})}}
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "render"
     CATEGORY = "test"
 
-    def render(self, model, seed, sleep, kill_seed, kill_once_file):
+    def render(self, model, seed, sleep, kill_seed, kill_once_file, interrupt_seed=-1):
         import torch
+        if seed == interrupt_seed:
+            import sys
+            raise sys.modules["humangen.utils.errors"].HumanGenInterrupted("processing interrupted")
         if seed == kill_seed:
             if not kill_once_file:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -63,11 +68,13 @@ class ToyRender:
 RAY_TOYS = {"CountedModel": CountedModel, "ToyRender": ToyRender}
 
 
-def ray_toy_prompt(count_file: str, *, sleep: float = 0.0, kill_seed: int = -1, kill_once_file: str = "") -> dict:
+def ray_toy_prompt(count_file: str, *, sleep: float = 0.0, kill_seed: int = -1, kill_once_file: str = "",
+                   interrupt_seed: int = -1) -> dict:
     return {
         "1": {"class_type": "CountedModel", "inputs": {"count_file": count_file}},
         "2": {"class_type": "ToyRender", "inputs": {"model": ["1", 0], "seed": 0, "sleep": sleep,
-                                                    "kill_seed": kill_seed, "kill_once_file": kill_once_file}},
+                                                    "kill_seed": kill_seed, "kill_once_file": kill_once_file,
+                                                    "interrupt_seed": interrupt_seed}},
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "toy"}},
     }
 

@@ -226,6 +226,20 @@ def test_job_killing_its_worker_every_time_ends_with_exit_1(ray_cluster, tmp_pat
     _loads(count)
 
 
+@pytest.mark.timeout(150)
+def test_job_raising_outside_its_nodes_fails_once_and_the_run_goes_on(ray_cluster, tmp_path, capsys):
+    wf, count = _workflow(tmp_path, interrupt_seed=2)
+    assert _ray(ray_cluster, tmp_path, wf, "--workers", "1", "--batch", "2.seed=1-3", "--keep-going") == 1
+    keys = _keys(wf, range(1, 4))
+    failures = [json.loads(x) for x in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert [(f["key"], f["attempts"]) for f in failures] == [(keys[2], 1)]  # not retried: a Python error repeats
+    assert "the job failed on the worker: HumanGenInterrupted: processing interrupted" in failures[0]["error"]
+    del keys[2]
+    _assert_exactly_once(tmp_path / "out", keys)
+    assert "error: job 2 (2.seed=2): the job failed on the worker" in capsys.readouterr().err
+    _loads(count)
+
+
 @pytest.mark.timeout(180)
 def test_driver_sigkilled_then_resume_exactly_once_and_nothing_left(ray_cluster, tmp_path, capsys):
     wf, count = _workflow(tmp_path, sleep=0.3)
