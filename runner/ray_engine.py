@@ -240,16 +240,16 @@ def run(args, jobs: list[tuple[str, dict]], *, out_dir: str, input_dir: str, mod
         log(f"resume: {len(todo) - len(left)} of {len(todo)} job(s) already done")
     if not left:
         return 0, [], 0
-    ray = import_ray()
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if address and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
         raise WorkflowError(f"--address {address} is a Ray Client address, which needs pip install "
                             "'ray[client]==2.60.*' (python install.py --ray installs it)")
+    ray = import_ray()
     own_tmp = None
     status = 1
     try:
         if address:
-            ray.init(address=address, logging_level="WARNING")
+            _connect(ray, address, log)
         else:  # a local Ray for this run only: loopback, no dashboard, a small object store, its own temp folder
             own_tmp = tempfile.mkdtemp(prefix="hgray-", dir=os.environ.get("RAY_TMPDIR") or None)
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, object_store_memory=256 << 20,
@@ -266,6 +266,26 @@ def run(args, jobs: list[tuple[str, dict]], *, out_dir: str, input_dir: str, mod
                 log(f"ray: the local Ray's logs are in {own_tmp}")
             else:
                 shutil.rmtree(own_tmp, ignore_errors=True)
+
+
+CLIENT_CONNECT_TRIES, CLIENT_RETRY_S = 3, 2.0
+
+
+def _connect(ray, address: str, log) -> None:
+    """ray.init on an existing cluster. A ray:// connection is retried (3 tries, 2 s apart): the cluster's client
+    server starts a process per connection, which can fail on a busy head (each try gets a new one)."""
+    for attempt in range(1, CLIENT_CONNECT_TRIES + 1):
+        try:
+            ray.init(address=address, logging_level="WARNING")
+            return
+        except ConnectionError as exc:
+            if not address.startswith("ray://") or attempt == CLIENT_CONNECT_TRIES:
+                raise
+            log(f"ray: connecting to {address} failed ({type(exc).__name__}: "
+                f"{(str(exc).strip().splitlines() or [''])[0][:200]}); trying again")
+            if ray.is_initialized():
+                ray.shutdown()
+            time.sleep(CLIENT_RETRY_S)
 
 
 def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_dir, input_dir, models_dir,

@@ -138,7 +138,8 @@ def test_in_process_resume_skips_recovers_and_cleans(tmp_path, capsys):
 
 
 def test_ray_client_address_without_the_client_extra_exits_2(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("ray")
+    """Checked before Ray is imported (this test must not import it: the Ray tests' cluster sets Ray's environment
+    before the first import)."""
     import importlib.util
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else find_spec(name, *a))
@@ -146,6 +147,37 @@ def test_ray_client_address_without_the_client_extra_exits_2(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "--address ray://127.0.0.1:10001 is a Ray Client address, which needs pip install " \
            "'ray[client]==2.60.*'" in err
+    assert "ray" not in sys.modules
+
+
+def test_ray_client_connection_is_tried_three_times(monkeypatch):
+    """A ray:// connection whose per-client server failed to start is tried again (each try gets a new server);
+    a direct address, or a third failure, raises."""
+    from humangen.runner import ray_engine
+    monkeypatch.setattr(ray_engine, "CLIENT_RETRY_S", 0.0)
+
+    class FakeRay:
+        def __init__(self, failures):
+            self.failures, self.calls = failures, []
+
+        def init(self, address, **kw):
+            self.calls.append(address)
+            if len(self.calls) <= self.failures:
+                raise ConnectionAbortedError("Initialization failure from server:\nStarting Ray client server failed")
+
+        def is_initialized(self):
+            return False
+
+    lines = []
+    fake = FakeRay(2)
+    ray_engine._connect(fake, "ray://head:10001", lines.append)
+    assert fake.calls == ["ray://head:10001"] * 3
+    assert lines == ["ray: connecting to ray://head:10001 failed (ConnectionAbortedError: Initialization failure "
+                     "from server:); trying again"] * 2
+    with pytest.raises(ConnectionAbortedError):
+        ray_engine._connect(FakeRay(3), "ray://head:10001", lines.append)
+    with pytest.raises(ConnectionAbortedError):
+        ray_engine._connect(FakeRay(1), "head:6379", lines.append)
 
 
 def test_engine_ray_without_ray_installed_exits_2(tmp_path, monkeypatch, capsys):
