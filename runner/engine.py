@@ -41,12 +41,12 @@ class NodeExecutionError(RuntimeError):
 
 class JobTimedOut(RuntimeError):
     """A job ran past its time limit and was stopped; names what set the limit and the node that was running, and
-    keeps the UI outputs of the nodes that ran before (files they saved stay)."""
+    keeps the UI outputs of the nodes that ran before (so that the runner can list the files they saved)."""
 
     def __init__(self, reason: str, node: tuple[str, str] | None, outputs: dict | None = None):
         self.outputs = dict(outputs or {})
         where = f"in node {node[0]} ({node[1]})" if node else "between nodes"
-        super().__init__(f"stopped {where}: {reason} has passed (files saved before are kept)")
+        super().__init__(f"stopped {where}: {reason} has passed")
 
 
 def job_budget(args) -> "Budget | None":
