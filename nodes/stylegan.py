@@ -1,5 +1,6 @@
 """StyleGAN sampling nodes: load a generator, latents from seeds, synthesize, style mixing, interpolation, and PNGs
-that carry their latent. Logic lives in models/gan_latents.py, models/gan_registry.py and utils/checkpoints.py; torch/numpy load lazily."""
+that carry their latent. Logic lives in models/gan_latents.py, models/gan_registry.py and utils/checkpoints.py;
+torch/numpy load lazily."""
 from __future__ import annotations
 
 CATEGORY = "HumanGen/stylegan"

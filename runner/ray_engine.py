@@ -7,9 +7,9 @@ Ray is imported here only, when this engine runs; never when the pack or the run
 - On start a worker loads the pack from the driver's pack folder path, compares every pack source file with the
   driver's and checks the workflow's model files on its node: a mismatch stops the run (exit 2) naming node and file.
 - The driver keeps at most one job per live worker, collects with `ray.wait`, requeues a job lost to a dead worker,
-  counts an attempt only when a worker reported that it started the job (its begin() call answered), and
-  after --max-attempts writes the job to failures.jsonl and goes on. A job that raises in a node fails at once (a
-  Python error repeats). Jobs that name the same model files go to the worker that last ran such a job.
+  counts an attempt only when a worker reported that it started the job (its begin() call answered), and after
+  --max-attempts writes the job to failures.jsonl and goes on. A job that raises (in a node or outside) fails at
+  once (a Python error repeats). Jobs that name the same model files go to the worker that last ran such a job.
 - Only the driver commits outputs (runner/manifest.py): workers send the file bytes back (works over ray:// without
   shared storage), or with --shared-out leave finished files in `<out>/.humangen/staging/` for the driver to link in.
 """
