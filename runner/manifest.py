@@ -137,6 +137,10 @@ class RunFolder:
         remove files of a commit that was cut halfway, stale temporary files and staging folders."""
         pending_dir = self._state("pending")
         for name in sorted(os.listdir(pending_dir)) if os.path.isdir(pending_dir) else []:
+            if name.startswith(".") and name.endswith(".part"):  # a record cut while it was written: never used
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(pending_dir, name))
+                continue
             key = name[: -len(".json")]
             if not name.endswith(".json") or key not in jobs:
                 continue

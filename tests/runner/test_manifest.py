@@ -120,6 +120,8 @@ def test_in_process_resume_skips_recovers_and_cleans(tmp_path, capsys):
     (out / ".humangen" / "pending" / f"{last['key']}.json").write_text(json.dumps(last))
     stale = out / f".toy_00001-{last['key']}.png.x1y2.part"
     stale.write_bytes(b"half")
+    cut_record = out / ".humangen" / "pending" / f".{entries[0]['key']}.json.k3m4.part"  # killed while writing it
+    cut_record.write_bytes(b'{"key": ')
     foreign = out / ".someone-elses.part"
     foreign.write_bytes(b"not ours")
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
@@ -133,7 +135,7 @@ def test_in_process_resume_skips_recovers_and_cleans(tmp_path, capsys):
     assert lines[3]["recovered"] is True and lines[3]["sha256"] == last["sha256"]
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png") if p.name in before} == before  # not redone
     assert len(list(out.glob("*.png"))) == 5
-    assert not stale.exists() and foreign.read_bytes() == b"not ours"
+    assert not stale.exists() and not cut_record.exists() and foreign.read_bytes() == b"not ours"
     assert not (out / ".humangen").exists()
 
 
