@@ -86,8 +86,7 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
     x = conv2d_resample(x, _cast(weight, dtype), f=resample_filter, up=up, down=down, padding=padding,
                         flip_weight=flip_weight, impl="fast")
     if demodulate:
-        d = (styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt()  # [N, O]
-        d = d.to(dtype).reshape(n, -1, 1, 1)
+        d = _demodulation(weight, styles).to(dtype).reshape(n, -1, 1, 1)
         if noise is not None:
             return torch.addcmul(noise.to(dtype), x, d)
         return x.mul_(d) if inplace else x * d
@@ -188,7 +187,7 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
     if _per_sample_weights_cheaper(x, weight, 1, styles):
         w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
         if demodulate:
-            w = w * _sg3_demod(weight, styles).reshape(n, o, 1, 1, 1)
+            w = w * _demodulation(weight, styles).reshape(n, o, 1, 1, 1)
         if input_gain is not None:
             w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
         w = F.pad(w, [0, 0, 0, 0, 0, pad_in, 0, pad_out]) if pad_in or pad_out else w
@@ -200,15 +199,17 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         w = derived(w, ("pad", pad_in, pad_out), lambda t: F.pad(t, [0, 0, 0, 0, 0, pad_in, 0, pad_out]))
     x = F.conv2d(x, w, padding=padding)
     if demodulate:
-        d = F.pad(_sg3_demod(weight, styles).to(dtype), [0, pad_out]).reshape(n, o + pad_out, 1, 1)
+        d = F.pad(_demodulation(weight, styles).to(dtype), [0, pad_out]).reshape(n, o + pad_out, 1, 1)
         if b is not None:
             return torch.addcmul(b.reshape(1, -1, 1, 1), x, d)
         return x.mul_(d) if not (torch.is_grad_enabled() and x.requires_grad) else x * d
     return x if b is None else x + b.reshape(1, -1, 1, 1)
 
 
-def _sg3_demod(weight, styles):
-    return (styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt()  # [N, O]
+def _demodulation(weight, styles):
+    """rsqrt(sum over i and the kernel of (w s)^2 + 1e-8) [N, O] float32, from the kernel energy [O, I] (`_sq_sum`)
+    and the styles [N, I]: the shared-weight paths' demodulation (SG2 and SG3)."""
+    return (styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt()
 
 
 def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None, impl="auto", bias=None,
@@ -261,7 +262,7 @@ def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding
         y = conv2d_resample(x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1),
                             _cast(weight, dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight,
                             impl="fast")
-        d = ((styles.float().square() @ _sq_sum(weight).t() + 1e-8).rsqrt() * g).to(dtype).reshape(n, -1, 1, 1)
+        d = (_demodulation(weight, styles) * g).to(dtype).reshape(n, -1, 1, 1)
         add = bg.reshape(1, -1, 1, 1)
         if noise is not None:
             add = add + (noise.float() * g).to(dtype)

@@ -246,7 +246,7 @@ def load_parts2whole(folder: str, *, dtype: torch.dtype = torch.float32, device:
         raise HumanGenError(f"Parts2Whole: {exc}. Fix: use the folder as released.") from None
     if not isinstance(scheduler_config, dict):
         raise HumanGenError("Parts2Whole: scheduler/scheduler_config.json must hold a JSON object. "
-                                         "Fix: use the folder as released.")
+                            "Fix: use the folder as released.")
     scheduler_class = scheduler_config.get("_class_name", "DDIMScheduler")
     if scheduler_class not in SCHEDULERS:
         log.warning("Parts2Whole: scheduler %s is not supported; using DDIMScheduler", scheduler_class)
