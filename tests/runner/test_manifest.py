@@ -143,13 +143,17 @@ def test_ray_client_address_without_the_client_extra_exits_2(tmp_path, monkeypat
     """Checked before Ray is imported (this test must not import it: the Ray tests' cluster sets Ray's environment
     before the first import)."""
     import importlib.util
+
+    from humangen.runner import ray_engine
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else find_spec(name, *a))
+    imports = []
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: imports.append("ray"))
     assert _local(tmp_path, "--engine", "ray", "--address", "ray://127.0.0.1:10001", "--batch", "2.seed=1-2") == 2
     err = capsys.readouterr().err
     assert "--address ray://127.0.0.1:10001 is a Ray Client address, which needs pip install " \
            "'ray[client]==2.60.*'" in err
-    assert "ray" not in sys.modules
+    assert imports == []  # refused before Ray is imported (whatever other tests imported before this one)
 
 
 def test_ray_client_connection_is_tried_three_times(monkeypatch):
