@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..utils import checkpoints
-from ..utils.errors import UnsupportedCheckpointError
+from ..utils.errors import UnsupportedCheckpointError, first_line
 
 log = logging.getLogger("humangen")
 
@@ -181,10 +181,9 @@ def load_generator(path, *, use_cache: bool = True, device=None):
         raise
     except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError,
             OverflowError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UnsupportedCheckpointError(
             f"{name}: its tensors do not fit a StyleGAN2/StyleGAN3 generator (wrong architecture or damaged file: "
-            f"{type(exc).__name__}: {first}).") from exc
+            f"{type(exc).__name__}: {first_line(exc)}).") from exc
     G.source_path = path
     G.source_info = dict(ck.info, format=ck.source_format)
     if cached is not None and ck.source_format == "nvidia-pkl":

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..utils.errors import HumanGenError
+from ..utils.errors import HumanGenError, first_line
 from .manifest import STATE_DIR, Progress, RunFolder, keyed_jobs
 from .workflow import WorkflowError
 
@@ -282,7 +282,7 @@ def _connect(ray, address: str, log) -> None:
             if not address.startswith("ray://") or attempt == CLIENT_CONNECT_TRIES:
                 raise
             log(f"ray: connecting to {address} failed ({type(exc).__name__}: "
-                f"{(str(exc).strip().splitlines() or [''])[0][:200]}); trying again")
+                f"{first_line(exc)}); trying again")
             if ray.is_initialized():
                 ray.shutdown()
             time.sleep(CLIENT_RETRY_S)
@@ -398,7 +398,7 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                 except ray.exceptions.RayTaskError as exc:  # raised outside the job's nodes: it would repeat
                     cause = getattr(exc, "cause", None) or exc
                     item = {"error": f"the job failed on the worker: {type(cause).__name__}: "
-                                     f"{(str(cause).strip().splitlines() or [''])[0][:300]}", "node": w.node}
+                                     f"{first_line(cause, 300)}", "node": w.node}
                     if not w.started:
                         w.started = True
                         w.job.attempts += 1

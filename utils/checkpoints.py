@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsafeCheckpointError, UnsupportedCheckpointError
+from .errors import UnsafeCheckpointError, UnsupportedCheckpointError, first_line
 from .limits import parse_json
 
 log = logging.getLogger("humangen")
@@ -348,7 +348,7 @@ def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str
             f"use a .safetensors version.") from exc
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
             AttributeError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        first = first_line(exc, 160)
         if "weights_only" in first:
             first = "refused by the weights-only loader"
         if isinstance(exc, OSError):  # e.g. "[Errno 22] Invalid argument" from a read past a truncated end

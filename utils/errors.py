@@ -46,6 +46,10 @@ class HumanGenInterrupted(HumanGenError):
     """Raised at an interrupt check outside ComfyUI (inside it, the host's own exception is raised)."""
 
 
+def first_line(exc: BaseException | str, limit: int = 200) -> str:
+    """The first line of an exception's (or a text's) message, at most `limit` characters: what a one-line error
+    quotes from a library's multi-line message."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
 
 
 def for_input(exc: BaseException, node: str, input_name: str, fix: str | None = None) -> NodeInputError:

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ...utils.errors import HumanGenError, UnsafeCheckpointError
+from ...utils.errors import HumanGenError, UnsafeCheckpointError, first_line
 from ...utils.limits import read_json_file
 from .attention import decoupled_processors
 
@@ -223,7 +223,7 @@ def load_parts2whole(folder: str, *, dtype: torch.dtype = torch.float32, device:
                     f"HumanGen never does. Fix: use the safetensors files of the original repository.") from exc
             if host_oom(exc):
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            first = first_line(exc)
             if "weights_only" in first:
                 first = "refused by the weights-only loader"
             raise HumanGenError(f"{sub(name)}: the weights could not be loaded ({type(exc).__name__}: {first}); "
