@@ -2,6 +2,7 @@
 generator is frozen, and the bf16 precision of projection / PTI / InsetGAN."""
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -134,6 +135,41 @@ def test_frozen_weight_cast_is_reused_in_reduced_precision():
         assert derived(w, torch.bfloat16, lambda t: t.to(torch.bfloat16)) is cast
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(a, modulated_conv2d(x.bfloat16(), w, s, padding=1, impl="fast"), rtol=0, atol=0)
+
+
+def test_frozen_weights_are_kept_in_the_convolutions_layout(monkeypatch):
+    """Inside the scope a frozen weight is held once in channels-last layout (oneDNN's, for channels-last inputs:
+    an NCHW weight is copied into it on every call, forward and backward), also as an upsampling layer's transposed
+    kernel; a learned weight is passed as it is. The outputs and gradients are those of the reference path."""
+    from humangen.models.ops.modulated_conv import _operand
+    cl = torch.channels_last
+    x, s = _rnd(1, 8, 6, 6, grad=True), _rnd(1, 8, seed=2, grad=True)
+    w = torch.nn.Parameter(_rnd(8, 8, 3, 3, seed=3), requires_grad=False)
+    transposed = []
+
+    def spy(t, tag, fn):
+        value = derived(t, tag, fn)
+        if tag[0] == "transposed":
+            transposed.append(value)
+        return value
+    with frozen_weights():
+        operand = _operand(w, torch.float32)
+        assert operand.is_contiguous(memory_format=cl) and not w.is_contiguous(memory_format=cl)
+        assert _operand(w, torch.float32) is operand and torch.equal(operand, w)
+        assert _operand(w, torch.float32, up=2) is w  # transposed by conv2d_resample, from the NCHW weight
+        monkeypatch.setattr(importlib.import_module("humangen.models.ops.conv2d_resample"), "derived", spy)
+        for up in (1, 2):
+            f = torch.tensor([1.0, 3.0, 3.0, 1.0])
+            fast = _grads(lambda a, b: modulated_conv2d(a, w, b, up=up, padding=1, resample_filter=f,
+                                                        flip_weight=up == 1, impl="fast"), [x, s])
+            ref = _grads(lambda a, b: modulated_conv2d(a, w, b, up=up, padding=1, resample_filter=f,
+                                                       flip_weight=up == 1, impl="ref"), [x, s])
+            torch.testing.assert_close(fast[0], ref[0], rtol=1e-5, atol=1e-5)
+            for a, b in zip(fast[1], ref[1]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert transposed and transposed[0].is_contiguous(memory_format=cl)
+        learned = torch.nn.Parameter(_rnd(8, 8, 3, 3, seed=4))
+        assert _operand(learned, torch.float32) is learned
 
 
 # ---- precision -------------------------------------------------------------------------------------------------

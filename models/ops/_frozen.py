@@ -31,6 +31,11 @@ def frozen_weights():
         _store.reset(token)
 
 
+def caching() -> bool:
+    """Whether a `frozen_weights()` scope is open (outside one, `derived` computes on every call)."""
+    return _store.get() is not None
+
+
 def derived(weight: torch.Tensor, tag, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """fn(weight), computed once per (weight, tag) inside a `frozen_weights()` scope. Cached only for parameters and
     for tensors this cache produced (so per-call tensors cannot pile up in the scope); outside a scope, for a weight
@@ -50,4 +55,4 @@ def derived(weight: torch.Tensor, tag, fn: Callable[[torch.Tensor], torch.Tensor
     return value
 
 
-__all__ = ["derived", "frozen_weights"]
+__all__ = ["caching", "derived", "frozen_weights"]

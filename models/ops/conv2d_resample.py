@@ -6,11 +6,14 @@ for the filter taps so that up=2 doubles and down=2 halves the size.
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from ._frozen import derived
 from ._spec import filter_size, parse_padding
 from .upfirdn2d import upfirdn2d
+
+CL = torch.channels_last
 
 
 def _oriented(w, flip_weight):
@@ -59,10 +62,12 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
     if up > 1:  # transposed strided conv, then filter
         # the transposed conv correlates with the flipped kernel; a frozen weight is transposed and flipped once
-        # per `frozen_weights()` scope
+        # per `frozen_weights()` scope, into channels-last layout for a channels-last x (oneDNN's layout, which it
+        # would otherwise copy the weight into on every call, forward and backward)
         if groups == 1:
-            w = derived(w, ("transposed", flip_weight),
-                        lambda t: _oriented(t.transpose(0, 1), not flip_weight))
+            layout = CL if x.shape[1] > 1 and x.is_contiguous(memory_format=CL) else torch.contiguous_format
+            w = derived(w, ("transposed", flip_weight, layout),
+                        lambda t: _oriented(t.transpose(0, 1), not flip_weight).contiguous(memory_format=layout))
         else:
             w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
             w = _oriented(w.reshape(groups * in_per_group, out_channels // groups, kh, kw), not flip_weight)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ._fast import _ceil_div
-from ._frozen import derived
+from ._frozen import caching, derived
 from ._spec import resolve_impl
 from .conv2d_resample import conv2d_resample
 
@@ -83,7 +83,7 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
             y = y.add_(noise.to(dtype)) if inplace else y + noise.to(dtype)
         return y
     x = x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1)
-    x = conv2d_resample(x, _cast(weight, dtype), f=resample_filter, up=up, down=down, padding=padding,
+    x = conv2d_resample(x, _operand(weight, dtype, up), f=resample_filter, up=up, down=down, padding=padding,
                         flip_weight=flip_weight, impl="fast")
     if demodulate:
         d = _demodulation(weight, styles).to(dtype).reshape(n, -1, 1, 1)
@@ -129,9 +129,16 @@ def _sq_sum(weight) -> torch.Tensor:
     return derived(weight, "sq_sum", _KernelEnergy.apply)
 
 
-def _cast(weight, dtype) -> torch.Tensor:
-    """weight in the compute dtype (once per frozen weight inside `frozen_weights()`)."""
-    return weight if weight.dtype == dtype else derived(weight, dtype, lambda w: w.to(dtype))
+def _operand(weight, dtype, up=1) -> torch.Tensor:
+    """weight as the shared-weight convolution takes it (its inputs are channels-last): in the compute dtype and,
+    for a frozen weight, in channels-last layout, once per `frozen_weights()` scope. oneDNN otherwise copies an
+    NCHW weight into its layout on every call, forward and backward (about 6 % of a projection step). Outside a
+    scope that copy is oneDNN's; a learned weight keeps its layout (a copy there would only move to autograd), and
+    so does an upsampling one: `conv2d_resample` derives its transposed kernel from the NCHW weight, a fast copy
+    (5x slower from channels-last)."""
+    if weight.requires_grad or up > 1 or not caching():
+        return weight if weight.dtype == dtype else derived(weight, dtype, lambda w: w.to(dtype))
+    return derived(weight, ("operand", dtype), lambda w: w.to(dtype, memory_format=CL))
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
@@ -194,7 +201,7 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
     x = x.contiguous(memory_format=CL) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
-    w = _cast(weight, dtype)
+    w = _operand(weight, dtype)
     if pad_in or pad_out:
         w = derived(w, ("pad", pad_in, pad_out), lambda t: F.pad(t, [0, 0, 0, 0, 0, pad_in, 0, pad_out]))
     x = F.conv2d(x, w, padding=padding)
@@ -260,8 +267,8 @@ def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding
             y.add_((noise.float() * g).to(dtype))
     else:
         y = conv2d_resample(x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1),
-                            _cast(weight, dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight,
-                            impl="fast")
+                            _operand(weight, dtype, up), f=resample_filter, up=up, padding=padding,
+                            flip_weight=flip_weight, impl="fast")
         d = (_demodulation(weight, styles) * g).to(dtype).reshape(n, -1, 1, 1)
         add = bg.reshape(1, -1, 1, 1)
         if noise is not None:

@@ -40,6 +40,9 @@ def test_matches_reference_package(net, tmp_path):
     assert got.shape == (2,)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert torch.all(got > 0)
+    # the backbone's convolution weights stay in oneDNN's channels-last layout after loading
+    convs = [m for m in ours.net.features if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     assert ours(x, x).abs().max() < 1e-6
 
 
