@@ -63,8 +63,9 @@ def job_budget(args) -> "Budget | None":
 def time_limit(standalone: host.StandaloneHost, budget: "Budget | None"):
     """Within the block, raise the standalone host's interrupt flag when `budget` (runner/remote.py; None: no limit)
     runs out, so the running node stops at its next interrupt check; the interruption leaves the block as
-    JobTimedOut naming the budget's reason, and the flag is lowered again for the next job. A node that never
-    checks (one long library call) finishes first."""
+    JobTimedOut naming the budget's reason, and the flag is lowered again for the next job. A Ctrl-C (the host's
+    `stop_requested`), before or after the time ran out, wins: the interruption stays one and the flag stays
+    raised. A node that never checks (one long library call) finishes first."""
     if budget is None:
         yield
         return
@@ -75,19 +76,22 @@ def time_limit(standalone: host.StandaloneHost, budget: "Budget | None"):
             expired.set()
             standalone.interrupt_event.set()
 
+    def timed_out() -> bool:
+        return expired.is_set() and not standalone.stop_requested.is_set()
+
     timer = threading.Timer(max(budget.remaining(), 0.0), expire)
     timer.daemon = True
     timer.start()
     try:
         yield
     except HumanGenInterrupted as exc:
-        if not expired.is_set():
+        if not timed_out():
             raise
         raise JobTimedOut(budget.reason, getattr(exc, "node", None), getattr(exc, "outputs", None)) from None
     finally:
         timer.cancel()
         timer.join()  # an expiry in progress finishes before the flag is lowered
-        if expired.is_set():
+        if timed_out():
             standalone.interrupt_event.clear()
 
 

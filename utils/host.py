@@ -101,6 +101,9 @@ class StandaloneHost:
 
     def __post_init__(self) -> None:
         self.interrupt_event = threading.Event()
+        # The user asked to stop the run (Ctrl-C). interrupt_event is raised by that and by a job's time limit
+        # (runner/engine.py `time_limit`), which stops only its own job.
+        self.stop_requested = threading.Event()
         # The runner listens here to show per-node progress: callable(value, total, preview).
         self.progress_listener: Callable[[int, int, Any], None] | None = None
 
@@ -578,9 +581,10 @@ def interrupt_on_sigint():
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame):
-        if h.interrupt_event.is_set():  # second Ctrl-C: stop hard
+        if h.stop_requested.is_set():  # second Ctrl-C: stop hard
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
+        h.stop_requested.set()  # a first Ctrl-C after a job's time limit raised the flag is still a first
         h.interrupt_event.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -588,6 +592,7 @@ def interrupt_on_sigint():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        h.stop_requested.clear()
 
 
 __all__: Iterable[str] = [

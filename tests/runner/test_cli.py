@@ -241,6 +241,28 @@ def test_a_job_within_its_timeout_and_the_deadline_of_a_running_job(tmp_path, to
     assert "error: job 2/2 (5.steps=3001): not started, the run's --deadline of 0.4 s has passed" in err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_ctrl_c_after_the_time_limit_fired_is_still_a_first_one(standalone_host):
+    """Once a job's --timeout has raised the interrupt flag, a user's Ctrl-C before the node notices stops the run
+    gently (not hard, as a second Ctrl-C does) and is an interruption of the run, not the job's timeout."""
+    from humangen.runner.engine import JobTimedOut, time_limit
+    from humangen.runner.remote import Budget
+    from humangen.utils import host
+    from humangen.utils.errors import HumanGenInterrupted
+    with host.interrupt_on_sigint():
+        press = signal.getsignal(signal.SIGINT)
+        with pytest.raises(HumanGenInterrupted) as info:
+            with time_limit(standalone_host, Budget.after(0.05, "the job's --timeout of 0.05 s")):
+                assert standalone_host.interrupt_event.wait(10)  # the time ran out
+                press(signal.SIGINT, None)  # no KeyboardInterrupt here: a first Ctrl-C
+                host.check_interrupt()
+        assert not isinstance(info.value, JobTimedOut)
+        assert standalone_host.interrupt_event.is_set()  # still raised: the run stops
+        with pytest.raises(KeyboardInterrupt):
+            press(signal.SIGINT, None)  # a second Ctrl-C stops hard
+    assert not standalone_host.stop_requested.is_set()
+
+
 def test_timeout_in_a_resumable_run_records_the_failure(tmp_path, toys, write_json, capsys):
     import json
     assert _run(tmp_path, write_json(_slow_prompt()), "--resume", "--timeout", "0.4", extra_nodes=toys) == 1
