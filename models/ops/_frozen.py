@@ -3,7 +3,8 @@
 An optimisation loop that learns only latents (projection, InsetGAN) runs the same frozen generator a few hundred
 times, and every modulated convolution re-derives the same things from its weight each time: the sum of squares
 over the kernel for demodulation and, in reduced precision, the weight's cast (together a fifth of a bf16 projection
-step on a CPU). Inside `frozen_weights()` those derived tensors are computed once per weight and reused.
+step on a CPU), and oneDNN's copy of it into its channels-last layout. Inside `frozen_weights()` those derived
+tensors are computed once per weight and reused.
 
 Only weights that do not require grad are cached; an entry is used only while the weight's version counter (bumped
 by every in-place update, including an optimizer's) and storage are unchanged, so a weight that does change is
