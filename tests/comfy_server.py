@@ -50,6 +50,16 @@ def _shim(base: Path, python: str, env: dict) -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
 
 
+def host_environment(base: Path, extra_env: dict | None = None) -> tuple[str, dict]:
+    """The host's interpreter (COMFYUI_PYTHON, default this one) and the environment to start it with: the
+    torchvision fix and COMFYUI_EXTRA_SITE through a sitecustomize in base/shim where needed. For the server and for
+    the checks that run ComfyUI's modules in a process of their own."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    env = dict(os.environ, **(extra_env or {}))
+    _shim(base, python, env)
+    return python, env
+
+
 @contextlib.contextmanager
 def comfyui_server(base: Path, *, extra_env: dict | None = None, timeout: float = 300):
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
@@ -60,9 +70,7 @@ def comfyui_server(base: Path, *, extra_env: dict | None = None, timeout: float 
         other_link = base / "custom_nodes" / Path(other).name
         if not other_link.exists():
             os.symlink(other, other_link)
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    env = dict(os.environ, **(extra_env or {}))
-    _shim(base, python, env)
+    python, env = host_environment(base, extra_env)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = base / "comfyui.log"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,11 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.slow,
               pytest.mark.skipif(not COMFY, reason=COMFYUI_SKIP_REASON)]
 
 
-def test_apply_pose_makes_the_stock_sampler_run_humansd():
+def test_apply_pose_makes_the_stock_sampler_run_humansd(tmp_path):
+    from comfy_server import host_environment
     script = Path(__file__).resolve().parent / "humansd_comfy_check.py"
-    python = os.environ.get("COMFYUI_PYTHON") or sys.executable  # the host's interpreter, as the server tests use
-    out = subprocess.run([python, str(script), COMFY], capture_output=True, text=True, timeout=1800)
+    python, env = host_environment(tmp_path)  # the host's interpreter and environment, as the server tests use
+    out = subprocess.run([python, str(script), COMFY], capture_output=True, text=True, timeout=1800, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["registered"]  # HumanGenHumanSDApplyPose appears only with the host present

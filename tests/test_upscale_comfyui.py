@@ -1,17 +1,18 @@
 """The upscale nodes inside a real ComfyUI (in-process, no server): core UPSCALE_MODEL interop both ways, the
 ComfyHost paths (model folders, ModelPatcher, ProgressBar, interrupt). Runs only with COMFYUI_PATH set (a ComfyUI
-v0.8.0 or v0.33.0 checkout) and, if ComfyUI has its own venv, COMFYUI_PYTHON; PYTHONPATH may carry a torchvision nms stub."""
+v0.8.0 or v0.33.0 checkout) and, if ComfyUI has its own venv, COMFYUI_PYTHON (and COMFYUI_EXTRA_SITE), as the
+server tests (tests/comfy_server.py `host_environment`)."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
+from comfy_server import host_environment
 from hgtest import COMFYUI_SKIP_REASON, ROOT
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -71,9 +72,9 @@ def test_upscale_nodes_inside_comfyui(tmp_path):
     models.mkdir()
     script = tmp_path / "check.py"
     script.write_text(SCRIPT)
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    python, env = host_environment(tmp_path)
     out = subprocess.run([python, str(script), comfy_path, str(pack), str(models), str(ROOT / "tests")],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("REPORT ")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     report = json.loads(lines[-1][len("REPORT "):])
