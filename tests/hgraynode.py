@@ -28,6 +28,12 @@ class CountedModel:
         return ({"pid": os.getpid()},)
 
 
+# The driver counts an attempt once the worker's begin() call has answered; a kill within milliseconds of that answer
+# can lose it in flight (the attempt is then not counted, by design). The tests check the count, so the toy dies a
+# moment later, as a job that crashes while it works would.
+KILL_DELAY_S = 0.3
+
+
 class ToyRender:
     """An 8x8 image whose colour is the seed. `kill_seed`: at that seed the node SIGKILLs its own process, every
     time, or only while `kill_once_file` does not exist yet (it is created first). `interrupt_seed`: at that seed
@@ -54,9 +60,11 @@ class ToyRender:
             raise sys.modules["humangen.utils.errors"].HumanGenInterrupted("processing interrupted")
         if seed == kill_seed:
             if not kill_once_file:
+                time.sleep(KILL_DELAY_S)
                 os.kill(os.getpid(), signal.SIGKILL)
             try:
                 os.close(os.open(kill_once_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                time.sleep(KILL_DELAY_S)
                 os.kill(os.getpid(), signal.SIGKILL)
             except FileExistsError:
                 pass
