@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import pickle
 import threading
@@ -32,7 +31,6 @@ from typing import Any
 from .errors import UnsafeCheckpointError, UnsupportedCheckpointError, first_line
 from .limits import parse_json
 
-log = logging.getLogger("humangen")
 
 CACHE_VERSION = "1"
 PICKLE_EXTS = (".pkl", ".pickle")
