@@ -399,16 +399,14 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                     cause = getattr(exc, "cause", None) or exc
                     item = {"error": f"the job failed on the worker: {type(cause).__name__}: "
                                      f"{first_line(cause, 300)}", "node": w.node}
-                    if not w.started:
-                        w.started = True
-                        w.job.attempts += 1
                     w.outcome = None
-                if not w.started:
+                if not w.started:  # begin() answered (or the job failed at once): the attempt counts
                     w.started = True
                     w.job.attempts += 1
-                    w.pid = item.get("pid", w.pid)
-                    w.ref, w.outcome = w.outcome, None
-                    continue
+                    if "error" not in item:  # now wait for run()
+                        w.pid = item.get("pid", w.pid)
+                        w.ref, w.outcome = w.outcome, None
+                        continue
                 job, w.job, w.state, w.ref = w.job, None, "idle", None
                 if "error" in item:
                     give_up(job, item["error"], item.get("node", w.node))
