@@ -13,8 +13,6 @@ from ._frozen import derived
 from ._spec import filter_size, parse_padding
 from .upfirdn2d import upfirdn2d
 
-CL = torch.channels_last
-
 
 def _oriented(w, flip_weight):
     """w as a correlation kernel (flip_weight=False: a convolution kernel, flipped)."""
@@ -65,7 +63,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         # per `frozen_weights()` scope, into channels-last layout for a channels-last x (oneDNN's layout, which it
         # would otherwise copy the weight into on every call, forward and backward)
         if groups == 1:
-            layout = CL if x.shape[1] > 1 and x.is_contiguous(memory_format=CL) else torch.contiguous_format
+            cl = x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+            layout = torch.channels_last if cl else torch.contiguous_format
             w = derived(w, ("transposed", flip_weight, layout),
                         lambda t: _oriented(t.transpose(0, 1), not flip_weight).contiguous(memory_format=layout))
         else:
