@@ -2,9 +2,9 @@
 
 Its parent sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the one setting that keeps every Ray address on loopback),
 HOME and RAY_TMPDIR (a short folder of the test's own). The head runs a Ray Client server (for `ray://` addresses)
-on a free loopback port. Commands, one a line on stdin: `add_gpu_node` (a second
-node with one fake GPU), `remove_gpu_node`, `quit`. Each answer is one stdout line `HGRAY {json}` with the
-cluster address, the `ray://` client address, every node's address as the cluster's table has it, and the pids of the Ray processes. The Ray
+on a free loopback port. Commands, one a line on stdin: `add_gpu_node` (a second node with one fake GPU),
+`remove_gpu_node`, `quit`. Each answer is one stdout line `HGRAY {json}` with the cluster address, the `ray://`
+client address, every node's address as the cluster's table has it, and the pids of the Ray processes. The Ray
 processes share this process's fate (the kernel ends them if it dies); `quit` removes the nodes one by one. No
 `ray stop` (it would end every Ray process on the machine)."""
 from __future__ import annotations
