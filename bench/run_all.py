@@ -301,8 +301,9 @@ def _humansd(side, quick, device, runs):
     return {"ms": 1000 * best, "out": latents.float().cpu()}
 
 
-@register("parts2whole", lambda q: "Parts2Whole DDIM step, tiny random model 64x64, 2 parts, guidance 3.5 (per step)",
-          sides=("bare", "ours"))
+@register("parts2whole", lambda q: f"Parts2Whole DDIM step, "
+                                  f"{'tiny random model 64x64' if q else 'SD 1.5 UNets 512x512'}, 2 parts, "
+                                  f"guidance 3.5 (per step)", sides=("bare", "ours"))
 def _parts2whole(side, quick, device, runs):
     """`bare` runs the UNet (with the pack's part-bank attention processors and pose hook installed: that is the
     model) and the scheduler in a plain loop; `ours` is the node's sampler, timed between step callbacks."""
@@ -314,10 +315,17 @@ def _parts2whole(side, quick, device, runs):
     from humangen.models.parts2whole.loader import load_parts2whole
     from humangen.models.parts2whole.parts import PartRef
     from humangen.models.parts2whole.pose_guider import pose_feature_added
-    with tempfile.TemporaryDirectory() as tmp:
-        model = load_parts2whole(p2w_tiny.build(os.path.join(tmp, "p2w")), device=device)
+    if quick:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = load_parts2whole(p2w_tiny.build(os.path.join(tmp, "p2w")), device=device)
+        size, steps = p2w_tiny.SIZE, 6
+    else:
+        sys.path.insert(0, HERE)
+        import p2w_full  # bench/p2w_full.py: the released dimensions, random weights, in memory
+        model = p2w_full.build(device)
+        size, steps = 512, 2  # 2 steps: the step between their callbacks is timed
     g = torch.Generator().manual_seed(0)
-    size, steps, guidance = p2w_tiny.SIZE, 6, 3.5
+    guidance = 3.5
     parts = [PartRef(torch.rand(size, size, 3, generator=g), "upper body clothes"),
              PartRef(torch.rand(size, size, 3, generator=g), "face")]
     pose = torch.rand(1, 3, size, size, generator=g)
@@ -359,7 +367,7 @@ def _parts2whole(side, quick, device, runs):
 
     fn = bare if side == "bare" else ours
     fn()
-    best = min(fn()[0] for _ in range(max(runs, 3)))
+    best = min(fn()[0] for _ in range(max(runs, 3) if quick else runs))  # full size: a run is ~30 s on a CPU
     return {"ms": 1000 * best, "out": None}
 
 

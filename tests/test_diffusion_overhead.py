@@ -117,3 +117,27 @@ def test_parts2whole_encodes_parts_once_and_batches_cfg(p2w_model, steps):
     # every denoiser attention layer uses SDPA: self-attention once for the CFG rows and once over the part bank,
     # cross-attention once over text and once over part-image tokens
     assert len(sdpa) == 2 * len(unet) * attention_layers(m.unet)
+
+
+def test_bench_full_parts2whole_has_the_released_dimensions():
+    """The bench's full-size Parts2Whole row runs the released layout: an SD 1.5 UNet (859.5 M parameters) with the
+    16 decoupled cross-attention pairs of `decoupled_attn.pth` (19.17 M, the hub file's 76.7 MB) and the SD VAE.
+    Built on the meta device: shapes only, no memory, no time."""
+    import importlib.util
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from humangen.models.parts2whole.attention import decoupled_processors
+    path = Path(__file__).resolve().parents[1] / "bench" / "p2w_full.py"
+    spec = importlib.util.spec_from_file_location("p2w_full", path)
+    p2w_full = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(p2w_full)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**p2w_full.SD15_UNET)
+        procs = decoupled_processors(unet)
+        vae = AutoencoderKL(**p2w_full.SD_VAE)
+    count = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
+    assert count(unet.parameters()) == 859_520_964
+    assert len(procs) == 16
+    assert count(p for proc in procs.values() for p in proc.parameters()) == 2 * 768 * (5 * 320 + 5 * 640 + 6 * 1280)
+    assert count(vae.parameters()) == 83_653_863
