@@ -196,6 +196,52 @@ def test_sg3_modulated_conv_channel_padding(shape, k):
         modulated_conv2d_sg3(padded_in, w, s, True, k - 1, gain, impl="ref", channel_multiple=16)
 
 
+def _scipy_lowpass(numtaps, cutoff, width, fs, radial):
+    """NVIDIA's stylegan3 `design_lowpass_filter`, as written there (with scipy)."""
+    import numpy as np
+    signal = pytest.importorskip("scipy.signal")
+    special = pytest.importorskip("scipy.special")
+    if not radial:
+        return torch.as_tensor(signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs), dtype=torch.float32)
+    x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
+    r = np.hypot(*np.meshgrid(x, x))
+    f = special.j1(2 * cutoff * (np.pi * r)) / (np.pi * r)
+    beta = signal.kaiser_beta(signal.kaiser_atten(numtaps, width / (fs / 2)))
+    w = np.kaiser(numtaps, beta)
+    f *= np.outer(w, w)
+    f /= np.sum(f)
+    return torch.as_tensor(f, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"img_resolution": 64, "square": False, "channel_base": 512, "channel_max": 64, "conv_kernel": 1,
+     "use_radial_filters": True},
+    {"img_resolution": 64, "square": True, "channel_base": 512, "channel_max": 64},
+    {"img_resolution": 1024, "square": False, "channel_base": 256, "channel_max": 16, "conv_kernel": 1,
+     "use_radial_filters": True}], ids=["sg3-r-rect", "sg3-t-square", "sg3-r-1024"])
+def test_sg3_lowpass_filters_match_nvidias_scipy_design(kwargs):
+    """Every up/down filter a StyleGAN3 generator builds (no scipy in the pack) equals NVIDIA's scipy design to
+    float32 rounding (numpy's and scipy's Bessel functions differ in the last bit)."""
+    from humangen.models import build_generator
+    G = build_generator({"z_dim": 8, "c_dim": 0, "w_dim": 8, "img_channels": 3, "mapping_kwargs": {"num_layers": 1},
+                         **kwargs})
+    layers = [m for m in G.modules() if hasattr(m, "down_radial")]
+    checked = 0
+    for m in layers:
+        for ours, taps, cutoff, width, radial in (
+                (m.up_filter, m.up_taps, m.in_cutoff, m.in_half_width * 2, False),
+                (m.down_filter, m.down_taps, m.out_cutoff, m.out_half_width * 2, m.down_radial)):
+            if taps == 1:
+                assert ours is None
+                continue
+            ref = _scipy_lowpass(taps, cutoff, width, m.tmp_sampling_rate, radial)
+            assert ours.shape == ref.shape and ours.dtype == torch.float32
+            assert (ours - ref).abs().max().item() <= 2 * torch.finfo(torch.float32).eps * ref.abs().max().item()
+            checked += 1
+    assert checked >= len(layers)  # every non-ToRGB layer has at least one filter
+    assert any(m.down_radial for m in layers) == bool(kwargs.get("use_radial_filters"))
+
+
 def test_sg3_synthesis_pads_channels_between_layers_only_when_unobserved(monkeypatch):
     """Fast inference passes channel counts rounded up to 16 between layers (oneDNN's depthwise filters run up to
     2x faster per channel on them); the image is the unpadded one, and hooked layers keep their own shapes."""
