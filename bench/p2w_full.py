@@ -2,7 +2,7 @@
 
 SD 1.5 denoising UNet and reference UNet, SD VAE, CLIP ViT-L/14 text tower, the CLIP ViT-L/14 image tower of
 `lambdalabs/sd-image-variations-diffusers`, the pose guider and the decoupled cross-attention of the hub folder
-(`docs` brief: diffusion.md, section 2.1). Nothing is downloaded or written to disk except the tokenizer's two small
+`huanngzh/Parts2Whole`. Nothing is downloaded or written to disk except the tokenizer's two small
 files (a byte-level vocabulary, as the tests build it); its vocabulary is smaller than CLIP's, which changes only
 the size of the embedding table, not the work per token.
 """
