@@ -38,7 +38,7 @@ def build(device="cpu"):
     from humangen.models.parts2whole.loader import Parts2WholeModel
     from humangen.models.parts2whole.pose_guider import PoseGuider
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-    import p2w_tiny  # the byte-level tokenizer files the tests use
+    import p2w_tiny  # the byte-level tokenizer files and the scheduler the tests use
 
     torch.manual_seed(0)  # bench only: random weights
     unet = UNet2DConditionModel(**SD15_UNET)
@@ -60,11 +60,9 @@ def build(device="cpu"):
     text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_TEXT, vocab_size=vocab_size, bos_token_id=vocab_size - 2,
                                                 eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
     image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_VISION))
-    scheduler = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                     set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000)
     for m in (unet, reference_unet, vae, text_encoder, image_encoder, pose_guider):
         m.requires_grad_(False).eval()
     model = Parts2WholeModel(unet=unet, reference_unet=reference_unet, vae=vae, text_encoder=text_encoder,
                              tokenizer=tokenizer, image_encoder=image_encoder, feature_extractor=CLIPImageProcessor(),
-                             pose_guider=pose_guider, scheduler_config=scheduler, path="random (bench)")
+                             pose_guider=pose_guider, scheduler_config=dict(p2w_tiny.SCHEDULER), path="random (bench)")
     return model.to(device=device)

@@ -42,12 +42,12 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, 
     else:
         beta = 0.0
     window = np.kaiser(numtaps, beta)
+    m = np.arange(numtaps) - (numtaps - 1) / 2  # tap positions, centred
     if not radial:
         band = cutoff / nyquist
-        m = np.arange(numtaps) - (numtaps - 1) / 2
         f = band * np.sinc(band * m) * window
         return torch.as_tensor(f / np.sum(f), dtype=torch.float32)  # unit gain at DC
-    x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
+    x = m / fs
     r = np.hypot(*np.meshgrid(x, x))
     f = torch.special.bessel_j1(torch.from_numpy(2 * cutoff * (np.pi * r))).numpy() / (np.pi * r)
     f *= np.outer(window, window)

@@ -8,6 +8,8 @@ import json
 import os
 
 SIZE = 64  # generation height = width in tests
+SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                 set_alpha_to_one=False, steps_offset=1)  # DDIMScheduler's arguments (SD 1.5's betas)
 
 
 def _tokenizer_files(folder: str) -> None:
@@ -101,8 +103,7 @@ def build(root: str, *, skip: tuple[str, ...] = ()) -> str:
         CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
             sub("feature_extractor"))
     if "scheduler" not in skip:
-        DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                      set_alpha_to_one=False, steps_offset=1).save_pretrained(sub("scheduler"))
+        DDIMScheduler(**SCHEDULER).save_pretrained(sub("scheduler"))
     torch.manual_seed(6)
     if "decoupled_attn" not in skip:
         state = {}

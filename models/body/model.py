@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...utils.errors import HumanGenError, UnsupportedCheckpointError
+from ...utils.errors import HumanGenError, UnsupportedCheckpointError, first_line
 
 SMPLX_URL = "https://smpl-x.is.tue.mpg.de"
 GENDERS = ("neutral", "male", "female")
@@ -279,7 +279,7 @@ def load_smplx(gender: str, search_dirs, *, num_betas: int = 10, num_expression:
     except (ValueError, KeyError, IndexError, TypeError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UnsupportedCheckpointError(
             f"{node}: input 'gender': {name} is not a usable SMPL-X model ({type(exc).__name__}: "
-            f"{(str(exc).splitlines() or [''])[0][:160]}). Fix: use SMPLX_*.npz from {SMPLX_URL}.") from exc
+            f"{first_line(exc, 160)}). Fix: use SMPLX_*.npz from {SMPLX_URL}.") from exc
 
 
 def _load_smplx_file(path, gender, num_betas, num_expression, node, tmp_dir) -> SMPLXBody:
