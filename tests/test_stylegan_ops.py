@@ -93,6 +93,46 @@ def test_filtered_lrelu_fast_row_bands(monkeypatch, up, pad, fu_taps):
                filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, impl="fast"))
 
 
+@pytest.mark.parametrize("fname,up,pad", [("firwin12", 2, [11, 10, 11, 10]), ("sg2_4x4", 2, [2, 1, 2, 1]),
+                                           ("binomial1d", 2, [2, 1, 2, 1]), ("random3x5", 2, [1, 2, 1, 2]),
+                                           ("none", 4, 0)])
+def test_clamp_bound_holds_for_every_upsampled_sample(fname, up, pad):
+    """The fast path skips the clamp pass when max|x| times the up filter's largest phase L1 norm (times up**2 and
+    the gain) is within the clamp: that bound must hold for every sample of the upsampled intermediate, also for
+    +-1 inputs, which come close to it."""
+    from humangen.models.ops._fast import _phase_l1
+    f = torch.tensor([1.0, 3, 3, 1]) / 8 if fname == "binomial1d" else FILTERS[fname]  # separable, taps >= 0
+    gen = torch.Generator().manual_seed(3)
+    for x in (torch.randn(2, 3, 17, 13, generator=gen), torch.randint(0, 2, (2, 3, 17, 13), generator=gen) * 2.0 - 1):
+        v = upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, impl="ref")
+        bound = x.abs().max().item() * _phase_l1(f, up) * up ** 2
+        assert v.abs().max().item() <= bound * (1 + 1e-6)
+    if fname in ("none", "sg2_4x4", "binomial1d"):  # non-negative taps: a constant input reaches the bound (it is tight)
+        x = torch.ones(1, 1, 9, 9)
+        v = upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, impl="ref")
+        assert v.abs().max().item() == pytest.approx(_phase_l1(f, up) * up ** 2, rel=1e-6)
+
+
+def test_filtered_lrelu_skips_a_clamp_that_cannot_bind_and_keeps_one_that_can():
+    from humangen.models.ops import _fast
+    fu, fd = design_lowpass_filter(12, 3, 4, 32), design_lowpass_filter(12, 3, 4, 32, radial=True)
+    x, b = rnd(1, 6, 20, 16), rnd(6)
+    args = (fu, fd, b, 2, 2, [11, 10, 11, 10], 2 ** 0.5, 0.2)
+    peak = (x + b.reshape(1, -1, 1, 1)).abs().max().item()
+    loose = peak * _fast._phase_l1(fu, 2) * 4 * 2 ** 0.5 * 1.01  # just above the bound: the clamp cannot bind
+    assert _fast._clamp_never_binds(x + b.reshape(1, -1, 1, 1), fu, 2, 2 ** 0.5, 0.2, loose)
+    assert not _fast._clamp_never_binds(x + b.reshape(1, -1, 1, 1), fu, 2, 2 ** 0.5, 0.2, loose / 1.02)
+    nan = x.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    assert not _fast._clamp_never_binds(nan, fu, 2, 2 ** 0.5, 0.2, 1e30)
+    with torch.no_grad():
+        skipped = filtered_lrelu(x, *args, clamp=loose, impl="fast")
+        assert torch.equal(skipped, filtered_lrelu(x, *args, clamp=None, impl="fast"))
+        _close(filtered_lrelu(x, *args, clamp=loose, impl="ref"), skipped)
+        tight = filtered_lrelu(x, *args, clamp=0.5, impl="fast")  # binds: must still clamp
+        _close(filtered_lrelu(x, *args, clamp=0.5, impl="ref"), tight)
+
+
 @pytest.mark.parametrize("act", ["linear", "lrelu", "relu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"])
 def test_bias_act_fast_matches_ref(act):
     x, b = rnd(3, 4, 5, 6, grad=True), rnd(4, grad=True)

@@ -93,17 +93,31 @@ def _phase_taps(g: torch.Tensor, u: int, p0: int, p1: int, L: int):
     return taps, L_out, c_min
 
 
+_BANDS: dict = {}  # (taps, u, p0 mod u, dtype, device) -> banded matrix: a generator has a handful of filters
+
+
 def _upsampling_band(g: torch.Tensor, u: int, p0: int, p1: int, L: int, dtype, device):
     """The banded matrix of a 1-D u-times upsampling FIR pass over tiles of ROW_TILE inputs: row t*u + r (phase r
     of output tile position t) holds phase r's taps, shifted by t. Returns (band [T*u, T+M-1], output length,
-    first input offset c_min, taps span M, tile T, number of tiles)."""
-    taps, L_out, c_min = _phase_taps(g, u, p0, p1, L)
-    M = taps.shape[1]
+    first input offset c_min, taps span M, tile T, number of tiles). The matrix depends on the padding only through
+    p0 mod u (a shift by u moves every phase's window by one input), so it is built once per filter and cached:
+    building it costs more than a small band's GEMM."""
+    L_out = L * u + p0 + p1 - g.shape[0] + 1
+    c_min = min((r + (p0 - r) % u - p0) // u for r in range(u))
+    key = (tuple(g.tolist()), u, p0 % u, dtype, str(device))
+    band = _BANDS.get(key)
+    if band is None:
+        taps = _phase_taps(g, u, p0, p1, L)[0]
+        M = taps.shape[1]
+        band = torch.zeros([ROW_TILE * u, ROW_TILE + M - 1], dtype=dtype, device=device)
+        for t in range(ROW_TILE):
+            band[t * u: (t + 1) * u, t: t + M] = taps.to(dtype)
+        if len(_BANDS) >= 256:  # bounded: filters are per layer, but a caller could vary them
+            _BANDS.clear()
+        _BANDS[key] = band
     T = ROW_TILE
+    M = band.shape[1] - T + 1
     nT = _ceil_div(_ceil_div(L_out, u), T)
-    band = torch.zeros([T * u, T + M - 1], dtype=dtype, device=device)
-    for t in range(T):
-        band[t * u: (t + 1) * u, t: t + M] = taps.to(dtype)
     return band, L_out, c_min, M, T, nT
 
 
@@ -269,6 +283,26 @@ def _act_(y, gain, slope, clamp, grad_mode, folded):
     return y
 
 
+def _phase_l1(f, up: int) -> float:
+    """Largest sum of |taps| that one output sample of an up-by-`up` FIR pass reads (per phase: the taps f[k::up];
+    a 1-D filter runs along both axes, so its bound is squared)."""
+    if f is None:
+        return 1.0
+    if f.ndim == 1:
+        return max(f[k::up].abs().sum().item() for k in range(up)) ** 2
+    return max(f[ky::up, kx::up].abs().sum().item() for ky in range(up) for kx in range(up))
+
+
+def _clamp_never_binds(x, fu, up: int, gain: float, slope: float, clamp: float) -> bool:
+    """True when no sample of lrelu(up(x)) * gain can reach the clamp: |up(x)| <= max|x| * phase L1 of the up filter
+    * up**2 (its gain), and leaky ReLU never grows a magnitude by more than max(1, |slope|). The margin covers
+    rounding. Then the clamp pass is skipped and the output is bit-identical; NaN or inf in x keeps the clamp."""
+    lo, hi = torch.aminmax(x.permute(0, 2, 3, 1).reshape(-1))  # flat: a reduction over the 4-D CL view is 30x slower
+    peak = max(-lo.item(), hi.item())
+    bound = peak * _phase_l1(fu, up) * up ** 2 * abs(gain) * max(1.0, abs(slope))
+    return bound * (1 + 1e-4) <= clamp
+
+
 def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
     """Same contract as filtered_lrelu_ref: bias -> up (depthwise transposed convs) -> lrelu * gain, clamp
     (in place unless autograd needs the graph; the gain is folded into the up filter) -> down (strided depthwise
@@ -287,6 +321,8 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
     folded = not grad_mode and gain > 0  # lrelu(g*v) == g*lrelu(v)
+    if not grad_mode and clamp is not None and clamp >= 0 and _clamp_never_binds(x, fu, up, gain, slope, clamp):
+        clamp = None  # one pass over the upsampled intermediate fewer
     g_up = up ** 2 * (gain if folded else 1)
     tmp_w = w * up + px0 + px1 - fu_w + 1
     rows = max(1, CHUNK_ELEMS // max(1, n * c * tmp_w * down))  # output rows per band
