@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _workspace as workspace
 from ._fast import _ceil_div
 from ._frozen import caching, derived
 from ._spec import resolve_impl
@@ -107,6 +108,26 @@ def _per_sample(x, w, fn):
     return torch.cat([fn(x[j:j + 1], w[j]) for j in range(x.shape[0])])
 
 
+def _per_sample_pointwise(x, w, bias):
+    """1x1 convolution with per-sample weights w [N, O, I, 1, 1] (inference): per sample one GEMM
+    [H*W, I] @ [I, O] (+ bias) over channels-last pixels, written into a workspace tensor. On a CPU, MKL's GEMM runs
+    StyleGAN3's shapes 10-35 % faster than oneDNN's 1x1 convolution, and the output comes from the arena (no page
+    faults for a fresh 100 MB tensor)."""
+    n, i, h, wd = x.shape
+    o = w.shape[1]
+    x = x.contiguous(memory_format=CL)
+    out = workspace.empty([n, o, h, wd], x.dtype, x.device, channels_last=True)
+    for j in range(n):
+        pixels = x[j].permute(1, 2, 0).reshape(h * wd, i)  # a view: channels-last memory
+        result = out[j].permute(1, 2, 0).view(h * wd, o)
+        weight = w[j].reshape(o, i).t()
+        if bias is None:
+            torch.mm(pixels, weight, out=result)
+        else:
+            torch.addmm(bias, pixels, weight, out=result)
+    return out
+
+
 class _KernelEnergy(torch.autograd.Function):
     """sum over the kernel of w^2 -> [O, I] float32; backward one product, 2 w g. Autograd's square-then-sum makes
     three weight-sized temporaries in its backward: with PTI's learned weights that was a fifth of a bf16 step on a
@@ -198,6 +219,8 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         if input_gain is not None:
             w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
         w = F.pad(w, [0, 0, 0, 0, 0, pad_in, 0, pad_out]) if pad_in or pad_out else w
+        if kh == kw == 1 and padding == 0 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+            return _per_sample_pointwise(x, w.to(dtype), b)
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
     x = x.contiguous(memory_format=CL) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
