@@ -75,16 +75,21 @@ def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, di
 ROW_TILE = 8  # output rows (per phase) per GEMM tile in _up_rows_gemm
 
 
+def _phase_layout(taps: int, u: int, p0: int, p1: int, L: int):
+    """Where the phases of a 1-D zero-insert-by-u + pad(p0, p1) + correlate pass (a filter of `taps` taps, L samples)
+    read: returns (output length, [(k_r, o_r)] per output phase r: its sub-filter starts at tap k_r, and its first
+    output reads input o_r)."""
+    phases = [((p0 - r) % u, (r + (p0 - r) % u - p0) // u) for r in range(u)]
+    return L * u + p0 + p1 - taps + 1, phases
+
+
 def _phase_taps(g: torch.Tensor, u: int, p0: int, p1: int, L: int):
     """Polyphase form of a 1-D zero-insert-by-u + pad(p0, p1) + correlate-with-g pass over L samples: output phase r
     reads the M inputs from c_min on with taps[r] (the sub-filter g[k_r::u], zero-padded to the common span).
     Returns (taps [u, M], output length, c_min)."""
-    L_out = L * u + p0 + p1 - g.shape[0] + 1
-    subs, offs = [], []
-    for r in range(u):
-        k_r = (p0 - r) % u
-        subs.append(g[k_r::u])
-        offs.append((r + k_r - p0) // u)
+    L_out, phases = _phase_layout(g.shape[0], u, p0, p1, L)
+    subs = [g[k_r::u] for k_r, _ in phases]
+    offs = [o for _, o in phases]
     c_min = min(offs)
     M = max(o - c_min + len(h) for o, h in zip(offs, subs))
     taps = torch.zeros([u, M], dtype=g.dtype, device=g.device)
@@ -102,8 +107,8 @@ def _upsampling_band(g: torch.Tensor, u: int, p0: int, p1: int, L: int, dtype, d
     first input offset c_min, taps span M, tile T, number of tiles). The matrix depends on the padding only through
     p0 mod u (a shift by u moves every phase's window by one input), so it is built once per filter and cached:
     building it costs more than a small band's GEMM."""
-    L_out = L * u + p0 + p1 - g.shape[0] + 1
-    c_min = min((r + (p0 - r) % u - p0) // u for r in range(u))
+    L_out, phases = _phase_layout(g.shape[0], u, p0, p1, L)
+    c_min = min(o for _, o in phases)
     key = (tuple(g.tolist()), u, p0 % u, dtype, str(device))
     band = _BANDS.get(key)
     if band is None:
