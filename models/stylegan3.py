@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ops import filtered_lrelu, modulated_conv2d_sg3, resolve_impl, workspace
+from .ops import filtered_lrelu, modulated_conv2d_sg3, needs_grad, resolve_impl, workspace
 from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, SynthesisSize, resolve_dtype
 
 
@@ -197,8 +197,7 @@ class SynthesisLayer(nn.Module):
             if self.is_torgb:
                 styles = styles * self.torgb_gain
         # fast inference: the bias goes into the convolution (filtered_lrelu adds it first anyway: same math)
-        fold_bias = resolve_impl(impl) == "fast" and not (torch.is_grad_enabled() and (
-            x.requires_grad or self.weight.requires_grad or styles.requires_grad or self.bias.requires_grad))
+        fold_bias = resolve_impl(impl) == "fast" and not needs_grad(x, self.weight, styles, self.bias)
         out_multiple = channel_multiple if fold_bias and not self.is_torgb else 1
         x = modulated_conv2d_sg3(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
                                  padding=self.conv_kernel - 1, input_gain=input_gain, impl=impl,

@@ -330,6 +330,20 @@ def test_impl_switch(monkeypatch):
         bias_act(rnd(2, 2), act="gelu9")
 
 
+
+def test_needs_grad_decides_the_in_place_paths():
+    """The one test every fast path uses to choose in-place work: grad mode on and some tensor requiring grad."""
+    plain, learned = rnd(2, 2), rnd(2, 2).requires_grad_()
+    assert ops.needs_grad(plain, None, learned) and not ops.needs_grad(plain, None) and not ops.needs_grad()
+    with torch.no_grad():
+        assert not ops.needs_grad(learned)
+    # a fast op under no_grad writes in place (its output is the reused buffer), under grad it builds a graph
+    x = rnd(1, 4, 8, 8).requires_grad_()
+    y = bias_act(x, act="lrelu", impl="fast")
+    assert y.grad_fn is not None
+    with torch.no_grad():
+        assert bias_act(x, act="lrelu", impl="fast").grad_fn is None
+
 def _fixture_generator(cfg):
     from safetensors.torch import load_file
 

@@ -3,7 +3,7 @@
 `$HUMANGEN_OPS_IMPL` (default 'fast'). Specs (activations, filter/padding rules) live in `_spec.py`, read by both.
 `workspace` plans memory for repeated inference; `frozen_weights()` reuses weight-derived tensors over the steps of
 an optimisation that keeps the generator fixed."""
-from ._spec import ACTIVATIONS, IMPLS, filter_size, parse_padding, parse_scaling, resolve_impl, setup_filter
+from ._spec import ACTIVATIONS, IMPLS, filter_size, needs_grad, parse_padding, parse_scaling, resolve_impl, setup_filter
 from .bias_act import bias_act
 from .conv2d_resample import conv2d_resample
 from .filtered_lrelu import filtered_lrelu

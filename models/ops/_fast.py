@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _workspace as workspace
-from ._spec import parse_padding, parse_scaling
+from ._spec import needs_grad, parse_padding, parse_scaling
 
 CHUNK_ELEMS = 1 << 22  # ~16 MB (fp32) of upsampled intermediate per band in filtered_lrelu
 
@@ -220,7 +220,7 @@ def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple
         if any(p > 0 for p in pad):
             x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
         return F.conv2d(x, _dw(f2d, c, x.dtype), stride=(downy, downx), groups=c)
-    nograd = not (torch.is_grad_enabled() and x.requires_grad)
+    nograd = not needs_grad(x)
     if kh == 1 and upy == 1 and downx == 1 and downy == 1 and py0 == 0 and py1 == 0:
         if nograd:
             return _up_cols_gemm(x, f2d[0], upx, px0, px1).contiguous(memory_format=CL)
@@ -266,7 +266,7 @@ def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0, c
             return _pass(y, torch.ones([1, 1]), (1, 1), (downx, downy), (0, 0, 0, 0))
         return _pass(x, k, (upx, upy), (downx, downy), (px0, px1, py0, py1))
     kx, ky = kernels  # separable: W pass then H pass
-    if upx > 1 and upy > 1 and downx == 1 and downy == 1 and not (torch.is_grad_enabled() and x.requires_grad):
+    if upx > 1 and upy > 1 and downx == 1 and downy == 1 and not needs_grad(x):
         out_w = x.shape[3] * upx + px0 + px1 - kx.shape[1] + 1
         y = _up_cols_gemm(x, kx[0], upx, px0, px1, full_width=True)  # extra columns cropped at the end
         y = _up_rows_gemm(y, ky[:, 0], upy, py0, py1)
@@ -316,7 +316,7 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
     contiguous block of memory (no channel gathers)."""
     from .filtered_lrelu import output_size
     assert x.ndim == 4, x.shape
-    grad_mode = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+    grad_mode = needs_grad(x, b)
     n, c, h, w = x.shape
     px0, px1, py0, py1 = parse_padding(padding)
     out_w, out_h = output_size(w, h, fu, fd, up, down, padding)

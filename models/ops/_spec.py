@@ -53,6 +53,12 @@ def resolve_impl(impl: str | None) -> str:
     return impl
 
 
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will record an op on these tensors (None entries ignored): grad mode is on and one of them
+    requires grad. The fast paths run in place, fold constants and skip saving inputs only when this is False."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def parse_scaling(s) -> tuple[int, int]:
     """int or [sx, sy] -> (sx, sy)."""
     if isinstance(s, int):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ._spec import ACTIVATIONS, resolve_impl
+from ._spec import ACTIVATIONS, needs_grad, resolve_impl
 
 
 def _params(act, alpha, gain, clamp):
@@ -85,7 +85,7 @@ def bias_act_fast(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=N
     """Fast: one new buffer, then in-place passes; under autograd the same forward with a backward from the output
     (activations without `grad_from_output`, negative slopes or gains use the reference)."""
     spec, alpha, gain, clamp = _params(act, alpha, gain, clamp)
-    if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
+    if needs_grad(x, b):
         if spec.grad_from_output is None or alpha < 0 or gain <= 0:
             return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
         return _BiasAct.apply(x, b, dim, spec, alpha, gain, clamp)

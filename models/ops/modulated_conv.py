@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from . import _workspace as workspace
 from ._fast import _ceil_div
 from ._frozen import caching, derived
-from ._spec import resolve_impl
+from ._spec import needs_grad, resolve_impl
 from .conv2d_resample import conv2d_resample
 
 
@@ -55,8 +55,7 @@ def _per_sample_weights_cheaper(x, weight, up=1, styles=None) -> bool:
     Under autograd with a frozen weight (projection, InsetGAN: only latents learn) always scale: the convolution's
     backward then needs only the input gradient, while per-sample weights need the weight gradient too (a second
     GEMM as large as the forward one) just to reach the styles."""
-    if styles is not None and torch.is_grad_enabled() and not weight.requires_grad \
-            and (x.requires_grad or styles.requires_grad):
+    if styles is not None and needs_grad(x, styles) and not weight.requires_grad:
         return False
     o, i, kh, kw = weight.shape
     h, w = x.shape[2] * up, x.shape[3] * up
@@ -73,7 +72,7 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
     assert styles.shape == (n, i), (styles.shape, (n, i))
     weight, styles = _fp16_prenorm(x, weight, styles, demodulate)
     dtype = x.dtype
-    inplace = not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or styles.requires_grad))
+    inplace = not needs_grad(x, weight, styles)
     if _per_sample_weights_cheaper(x, weight, up, styles):
         w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
         if demodulate:
@@ -219,7 +218,7 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         if input_gain is not None:
             w = w * input_gain.expand(n, i).reshape(n, 1, i, 1, 1)
         w = F.pad(w, [0, 0, 0, 0, 0, pad_in, 0, pad_out]) if pad_in or pad_out else w
-        if kh == kw == 1 and padding == 0 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+        if kh == kw == 1 and padding == 0 and not needs_grad(x, w):
             return _per_sample_pointwise(x, w.to(dtype), b)
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
@@ -232,7 +231,7 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
         d = F.pad(_demodulation(weight, styles).to(dtype), [0, pad_out]).reshape(n, o + pad_out, 1, 1)
         if b is not None:
             return torch.addcmul(b.reshape(1, -1, 1, 1), x, d)
-        return x.mul_(d) if not (torch.is_grad_enabled() and x.requires_grad) else x * d
+        return x.mul_(d) if not needs_grad(x) else x * d
     return x if b is None else x + b.reshape(1, -1, 1, 1)
 
 
@@ -265,7 +264,7 @@ def modulated_conv2d_bias_act(x, weight, styles, bias, noise=None, up=1, padding
     from .bias_act import _params, bias_act
     spec, alpha, g, c = _params(act, None, gain, clamp)
     impl = resolve_impl(impl)
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, styles, bias))
+    grad = needs_grad(x, weight, styles, bias)
     if impl == "ref" or grad or act not in ("lrelu", "linear", "relu") or g <= 0:
         y = modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=padding, resample_filter=resample_filter,
                              flip_weight=flip_weight, impl=impl)
