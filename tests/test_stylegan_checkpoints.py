@@ -177,3 +177,17 @@ def test_unknown_architecture_lists_what_was_looked_for():
     from humangen.models import build_generator
     with pytest.raises(UnsupportedCheckpointError, match="looked for"):
         build_generator({"z_dim": 1}, {"foo.weight": torch.zeros(1)})
+
+
+def test_quoted_library_messages_never_carry_torchs_weights_only_advice(tmp_path):
+    """Every one-line error quotes a library through `first_line`, which restates a line about `weights_only`
+    (torch's text advises turning the safe loader off): one mechanism for every loader."""
+    from humangen.utils.errors import first_line
+    advice = "Re-running `torch.load` with `weights_only` set to `False` will likely succeed\nmore"
+    assert first_line(RuntimeError(advice)) == "refused by the weights-only loader"
+    assert first_line("plain first line\nsecond", limit=5) == "plain"
+    torch.save({"x": _Evil("true")}, tmp_path / "evil.pt")
+    with pytest.raises(Exception) as info:
+        torch.load(tmp_path / "evil.pt", weights_only=True)
+    for line in str(info.value).splitlines():  # whatever line a loader quotes, the advice does not pass
+        assert "weights_only" not in first_line(line) and "weights_only=False" not in first_line(line)

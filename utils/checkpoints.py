@@ -347,8 +347,6 @@ def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
             AttributeError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
         first = first_line(exc, 160)
-        if "weights_only" in first:
-            first = "refused by the weights-only loader"
         if isinstance(exc, OSError):  # e.g. "[Errno 22] Invalid argument" from a read past a truncated end
             first = "the file ends early or cannot be read"
         hint = " TorchScript archives are not supported (they contain code)." if "constants.pkl" in str(exc) else ""

@@ -48,8 +48,10 @@ class HumanGenInterrupted(HumanGenError):
 
 def first_line(exc: BaseException | str, limit: int = 200) -> str:
     """The first line of an exception's (or a text's) message, at most `limit` characters: what a one-line error
-    quotes from a library's multi-line message."""
-    return (str(exc).strip().splitlines() or [""])[0][:limit]
+    quotes from a library's multi-line message. A line about torch's `weights_only` is restated: torch's own text
+    advises turning the safe loader off, which HumanGen never passes on."""
+    line = (str(exc).strip().splitlines() or [""])[0][:limit]
+    return "refused by the weights-only loader" if "weights_only" in line else line
 
 
 def for_input(exc: BaseException, node: str, input_name: str, fix: str | None = None) -> NodeInputError:

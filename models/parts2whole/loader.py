@@ -223,12 +223,9 @@ def load_parts2whole(folder: str, *, dtype: torch.dtype = torch.float32, device:
                     f"HumanGen never does. Fix: use the safetensors files of the original repository.") from exc
             if host_oom(exc):
                 raise
-            first = first_line(exc)
-            if "weights_only" in first:
-                first = "refused by the weights-only loader"
-            raise HumanGenError(f"{sub(name)}: the weights could not be loaded ({type(exc).__name__}: {first}); "
-                                f"the files are damaged or of another model. Fix: download the whole Parts2Whole "
-                                f"repository again.") from exc
+            raise HumanGenError(f"{sub(name)}: the weights could not be loaded ({type(exc).__name__}: "
+                                f"{first_line(exc)}); the files are damaged or of another model. Fix: download the "
+                                f"whole Parts2Whole repository again.") from exc
 
     dif, tra = _WEIGHTS_DIFFUSERS, _WEIGHTS_TRANSFORMERS
     unet = load(UNet2DConditionModel, "unet", dif, torch_dtype=dtype)  # diffusers: torch_dtype; transformers: dtype
