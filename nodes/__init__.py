@@ -85,7 +85,7 @@ def _guard(node_id: str, cls: type) -> None:
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        from ..utils.errors import HumanGenError
+        from ..utils.errors import HumanGenError, first_line
         try:
             bound = signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
@@ -107,7 +107,7 @@ def _guard(node_id: str, cls: type) -> None:
             from ..utils import host
             if host.is_oom(exc):
                 raise  # the host frees memory and reports out-of-memory itself
-            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            text = first_line(exc, 300)
             raise HumanGenError(
                 f"{node_id}: could not process its inputs ({type(exc).__name__}{': ' + text if text else ''}). "
                 f"Fix: check the connected values and the chosen files (a damaged or wrong kind of file, or an "

@@ -379,7 +379,7 @@ def _drive(ray, args, folder: RunFolder, left: list[_Job], total: int, *, out_di
                         info = ray.get(w.ref)
                     except ray.exceptions.ActorDiedError as exc:
                         w.state, w.ref = "dead", None
-                        log(f"ray: worker {w.number} is gone for good: {str(exc).splitlines()[0][:300]}")
+                        log(f"ray: worker {w.number} is gone for good: {first_line(exc, 300)}")
                         continue
                     except ray.exceptions.RayActorError:  # still restarting: ask again shortly
                         w.ref, w.retry_at = None, time.monotonic() + POLL_S

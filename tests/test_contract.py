@@ -125,3 +125,22 @@ def test_a_missing_dependency_names_the_package_and_the_fix(monkeypatch):
                                             r"python install\.py.*opencv-python-headless"):
         getattr(cls(), cls.FUNCTION)(image=image, resolution="512x256", person_index=-1, allow_partial=True,
                                      keypoint_threshold=0.3, segmentation="mediapipe_pose")
+
+
+def test_a_stray_library_error_names_the_node_and_never_quotes_torchs_weights_only_advice(monkeypatch):
+    """The node guard quotes a stray error's first line through `utils.errors.first_line`, the one mechanism that
+    restates torch's advice to turn the safe loader off."""
+    from humangen.utils.errors import HumanGenError
+    cls = NODE_CLASS_MAPPINGS["HumanGenAlignFullBody"]
+    import torch
+
+    def boom(*_a, **_k):
+        raise RuntimeError("Re-running `torch.load` with `weights_only` set to `False` will likely succeed\nmore")
+    monkeypatch.setattr(torch.Tensor, "numpy", boom)
+    with pytest.raises(HumanGenError) as info:
+        getattr(cls(), cls.FUNCTION)(image=torch.rand(1, 64, 32, 3), resolution="512x256", person_index=-1,
+                                     allow_partial=True, keypoint_threshold=0.3, segmentation="mediapipe_pose")
+    text = str(info.value)
+    assert text.startswith("HumanGenAlignFullBody: could not process its inputs (RuntimeError: refused by the "
+                           "weights-only loader)"), text
+    assert "weights_only" not in text
