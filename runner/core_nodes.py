@@ -53,16 +53,37 @@ class LoadImage:
     DESCRIPTION = "Loads an image (all frames of the same size as a batch) and its alpha as a mask (1 - alpha)."
 
     def load_image(self, image):
-        import numpy as np
-        import torch
-        from PIL import Image, ImageOps, ImageSequence
+        from PIL import Image, UnidentifiedImageError
 
-        from ..utils.limits import MAX_CANVAS_SIDE, MAX_IMAGE_FRAMES, LimitExceededError, check_image_size
+        from ..utils.errors import NodeInputError, first_line
+        from ..utils.limits import MAX_CANVAS_SIDE, LimitExceededError
         try:
             img = Image.open(annotated_path(image))
         except Image.DecompressionBombError as exc:  # Pillow's own bound, checked from the header at open
             raise LimitExceededError("LoadImage", "image", f"{image!r} declares too many pixels ({exc}).",
                                      fix=f"use an image of at most {MAX_CANVAS_SIDE} pixels a side.") from None
+        except UnidentifiedImageError:
+            raise NodeInputError("LoadImage", "image", f"{image!r} is not an image (no format Pillow reads).",
+                                 fix="pick a PNG, JPEG or WebP file.") from None
+        except OSError as exc:  # vanished or unreadable since validation
+            raise NodeInputError("LoadImage", "image", f"{image!r} cannot be opened ({first_line(exc)}).",
+                                 fix="check that the file is in the input folder and readable.") from None
+        with img:
+            try:
+                return self._frames(img, image)
+            except (OSError, SyntaxError, EOFError, ValueError) as exc:  # Pillow's errors for damaged pixel data
+                if isinstance(exc, NodeInputError):
+                    raise
+                raise NodeInputError("LoadImage", "image", f"{image!r} is damaged or truncated ({first_line(exc)}).",
+                                     fix="save or upload the image again.") from None
+
+    @staticmethod
+    def _frames(img, image):
+        import numpy as np
+        import torch
+        from PIL import ImageOps, ImageSequence
+
+        from ..utils.limits import MAX_CANVAS_SIDE, MAX_IMAGE_FRAMES, LimitExceededError, check_image_size
         # the header is read, no pixel yet: an untrusted file's declared size and frame count are bounded first
         check_image_size(*img.size, "LoadImage", "image", max_side=MAX_CANVAS_SIDE)
         if getattr(img, "n_frames", 1) > MAX_IMAGE_FRAMES:

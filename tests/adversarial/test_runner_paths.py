@@ -69,6 +69,28 @@ def test_load_image_declaring_a_huge_size_is_refused_before_decoding(capsys, box
     assert box.out_files() == []
 
 
+@pytest.mark.parametrize("content,expected", [
+    (b"just some text, named like a picture\n", "is not an image (no format Pillow reads). Fix: pick a PNG"),
+    ("truncated", "is damaged or truncated ("),  # a valid header whose pixel data stops half way
+], ids=["text", "truncated"])
+def test_load_image_of_a_file_that_is_not_a_whole_image_is_a_clear_error(capsys, box, content, expected):
+    if content == "truncated":
+        import io
+
+        import numpy as np
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.fromarray(np.random.RandomState(0).randint(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+        content = buf.getvalue()[: buf.tell() // 2]
+    (box.input / "broken.png").write_bytes(content)
+    code, _, err = _run(capsys, box, scale_prompt(image="broken.png"))
+    assert code == 1, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and "node 1 (LoadImage) failed: NodeInputError: LoadImage: input 'image': 'broken.png'" in lines[0], err
+    assert expected in lines[0] and "Fix:" in lines[0] and "Traceback" not in err
+    assert box.out_files() == []
+
+
 @pytest.mark.parametrize("name,folder", [("x.png", "input"), ("x.png [input]", "input"), ("o.png [output]", "out"),
                                          ("t.png [temp]", "out/temp"), ("sub/s.png", "input")])
 def test_load_image_annotated_names_mean_comfyui_folders(capsys, box, name, folder):
