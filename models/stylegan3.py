@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .ops import filtered_lrelu, modulated_conv2d_sg3, needs_grad, resolve_impl, workspace
@@ -196,9 +197,11 @@ class SynthesisLayer(nn.Module):
             styles = self.affine(w)
             if self.is_torgb:
                 styles = styles * self.torgb_gain
-        # fast inference: the bias goes into the convolution (filtered_lrelu adds it first anyway: same math)
-        fold_bias = resolve_impl(impl) == "fast" and not needs_grad(x, self.weight, styles, self.bias)
-        out_multiple = channel_multiple if fold_bias and not self.is_torgb else 1
+        fast_inference = resolve_impl(impl) == "fast" and not needs_grad(x, self.weight, styles, self.bias)
+        # fast inference: ToRGB's bias goes into its convolution (filtered_lrelu adds it first anyway: same math);
+        # the other layers' bias into filtered_lrelu's upsampling, which adds it while copying its input rows
+        fold_bias = fast_inference and self.is_torgb
+        out_multiple = channel_multiple if fast_inference and not self.is_torgb else 1
         x = modulated_conv2d_sg3(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
                                  padding=self.conv_kernel - 1, input_gain=input_gain, impl=impl,
                                  bias=self.bias if fold_bias else None, channel_multiple=out_multiple)
@@ -206,7 +209,8 @@ class SynthesisLayer(nn.Module):
         slope = 1 if self.is_torgb else 0.2
         fu = self.up_filter.to(x.dtype) if self.up_filter is not None else None
         fd = self.down_filter.to(x.dtype) if self.down_filter is not None else None
-        y = filtered_lrelu(x, fu=fu, fd=fd, b=None if fold_bias else self.bias.to(x.dtype), up=self.up_factor,
+        b = None if fold_bias else F.pad(self.bias.to(x.dtype), [0, x.shape[1] - self.out_channels])
+        y = filtered_lrelu(x, fu=fu, fd=fd, b=b, up=self.up_factor,
                            down=self.down_factor,
                            padding=self.padding, gain=gain, slope=slope, clamp=self.conv_clamp, impl=impl)
         workspace.recycle(x)  # the convolution's output is read only by filtered_lrelu

@@ -122,6 +122,13 @@ def test_filtered_lrelu_skips_a_clamp_that_cannot_bind_and_keeps_one_that_can():
     loose = peak * _fast._phase_l1(fu, 2) * 4 * 2 ** 0.5 * 1.01  # just above the bound: the clamp cannot bind
     assert _fast._clamp_never_binds(x + b.reshape(1, -1, 1, 1), fu, 2, 2 ** 0.5, 0.2, loose)
     assert not _fast._clamp_never_binds(x + b.reshape(1, -1, 1, 1), fu, 2, 2 ** 0.5, 0.2, loose / 1.02)
+    # inference adds the bias inside the up pass: the bound on x alone must grow by max|b|
+    x_only = x.abs().max().item() * _fast._phase_l1(fu, 2) * 4 * 2 ** 0.5 * 1.01
+    assert _fast._clamp_never_binds(x, fu, 2, 2 ** 0.5, 0.2, x_only)
+    assert not _fast._clamp_never_binds(x, fu, 2, 2 ** 0.5, 0.2, x_only, bias=b + 10)
+    with torch.no_grad():  # a bias that lifts the peak over the clamp is clamped like the reference
+        _close(filtered_lrelu(x, fu, fd, b + 10, *args[3:], clamp=x_only, impl="ref"),
+               filtered_lrelu(x, fu, fd, b + 10, *args[3:], clamp=x_only, impl="fast"))
     nan = x.clone()
     nan[0, 0, 0, 0] = float("nan")
     assert not _fast._clamp_never_binds(nan, fu, 2, 2 ** 0.5, 0.2, 1e30)

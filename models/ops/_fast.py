@@ -157,13 +157,15 @@ def _up_rows_tiles(L_out: int, u: int) -> int:
     return _ceil_div(_ceil_div(L_out, u), ROW_TILE) * ROW_TILE * u
 
 
-def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int, out: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
     """NHWC tensor -> entries [start, start + length) along dim (1 = H, 2 = W), zeros outside the tensor; a view
     when nothing is outside (and the slab is contiguous in the trailing dims), else a copy with zeroed borders
-    (written into `out` when given: a tensor of the slab's shape)."""
+    (written into `out` when given: a tensor of the slab's shape). `bias` [C]: added to the entries inside the
+    tensor while they are copied (the borders stay zero)."""
     L = xh.shape[dim]
     lo, hi = max(start, 0), min(start + length, L)
-    if out is None and lo == start and hi == start + length and xh.stride(-1) == 1 \
+    if out is None and bias is None and lo == start and hi == start + length and xh.stride(-1) == 1 \
             and xh.stride(-2) == xh.shape[-1]:
         return xh.narrow(dim, start, length)  # rows may be padded (row stride > W*C): the GEMMs take a leading dim
     if out is None:
@@ -174,26 +176,29 @@ def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int, out: torch
         out.narrow(dim, 0, lo - start).zero_()
     if start + length - hi > 0:
         out.narrow(dim, max(hi - start, 0), start + length - max(hi, start)).zero_()
-    if hi > lo:
+    if hi > lo and bias is None:
         out.narrow(dim, lo - start, hi - lo).copy_(xh.narrow(dim, lo, hi - lo))
+    elif hi > lo:
+        torch.add(xh.narrow(dim, lo, hi - lo), bias, out=out.narrow(dim, lo - start, hi - lo))
     return out
 
 
 def _up_cols_gemm(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int,
-                  full_width: bool = False) -> torch.Tensor:
+                  full_width: bool = False, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Horizontal (W) upsampling pass as GEMMs over channels-last pixels: a tile of T*u output pixels of one row
     (all phases, interleaved) = [T*u, T+M-1] banded matrix @ the T+M-1 input pixels ([*, C] rows) it reads.
     The input rows are copied into rows of P pixels, P a whole number of tiles, plus one zero row: the windows of
     all rows of an image are then one strided batch (windows that straddle two rows only feed output columns past
     the row's end, which are dropped), so each image is one batched GEMM. The result's rows keep that padding
-    (row stride P*u pixels); W and C are contiguous."""
+    (row stride P*u pixels); W and C are contiguous. `bias` [C]: added to x as its rows are copied (x + bias is
+    never made)."""
     n, c, h, L = x.shape
     band, L_out, c_min, M, T, nT = _upsampling_band(g, u, p0, p1, L, x.dtype, x.device)
     P = _ceil_div(nT * T + M - 1, T) * T
     xh = x.permute(0, 2, 3, 1)  # NHWC view
     z = x.new_empty([n, h + 1, P, c])
     z[:, h].zero_()
-    _padded_slab(xh, 2, c_min, P, out=z[:, :h])
+    _padded_slab(xh, 2, c_min, P, out=z[:, :h], bias=bias)
     windows = h * P // T
     y = x.new_empty([n, h, P * u, c])
     for i in range(n):
@@ -267,12 +272,20 @@ def upfirdn2d_fast(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0, c
         return _pass(x, k, (upx, upy), (downx, downy), (px0, px1, py0, py1))
     kx, ky = kernels  # separable: W pass then H pass
     if upx > 1 and upy > 1 and downx == 1 and downy == 1 and not needs_grad(x):
-        out_w = x.shape[3] * upx + px0 + px1 - kx.shape[1] + 1
-        y = _up_cols_gemm(x, kx[0], upx, px0, px1, full_width=True)  # extra columns cropped at the end
-        y = _up_rows_gemm(y, ky[:, 0], upy, py0, py1)
-        return y.narrow(3, 0, out_w) if crop_w else y  # crop_w=False: caller crops later (avoids a copy)
+        return _up_separable_gemm(x, kx, ky, (upx, upy), (px0, px1, py0, py1), crop_w)
     y = _pass(x, kx, (upx, 1), (downx, 1), (px0, px1, 0, 0))
     return _pass(y, ky, (1, upy), (1, downy), (0, 0, py0, py1))
+
+
+def _up_separable_gemm(x, kx, ky, up: tuple, pad: tuple, crop_w: bool = True, bias=None):
+    """Inference upsampling by a separable filter (correlation taps kx (1, K), ky (K, 1)): the W pass then the H pass
+    as banded GEMMs. crop_w=False keeps the W pass's extra right columns (the caller crops later: no copy). `bias`
+    [C] is added to x on the way in (inside the W pass's row copy)."""
+    (upx, upy), (px0, px1, py0, py1) = up, pad
+    out_w = x.shape[3] * upx + px0 + px1 - kx.shape[1] + 1
+    y = _up_cols_gemm(x, kx[0], upx, px0, px1, full_width=True, bias=bias)  # extra columns cropped at the end
+    y = _up_rows_gemm(y, ky[:, 0], upy, py0, py1)
+    return y.narrow(3, 0, out_w) if crop_w else y
 
 
 def _act_(y, gain, slope, clamp, grad_mode, folded):
@@ -298,12 +311,13 @@ def _phase_l1(f, up: int) -> float:
     return max(f[ky::up, kx::up].abs().sum().item() for ky in range(up) for kx in range(up))
 
 
-def _clamp_never_binds(x, fu, up: int, gain: float, slope: float, clamp: float) -> bool:
-    """True when no sample of lrelu(up(x)) * gain can reach the clamp: |up(x)| <= max|x| * phase L1 of the up filter
-    * up**2 (its gain), and leaky ReLU never grows a magnitude by more than max(1, |slope|). The margin covers
-    rounding. Then the clamp pass is skipped and the output is bit-identical; NaN or inf in x keeps the clamp."""
+def _clamp_never_binds(x, fu, up: int, gain: float, slope: float, clamp: float, bias=None) -> bool:
+    """True when no sample of lrelu(up(x + bias)) * gain can reach the clamp: |up(v)| <= max|v| * phase L1 of the up
+    filter * up**2 (its gain), |x + bias| <= max|x| + max|bias|, and leaky ReLU never grows a magnitude by more than
+    max(1, |slope|). The margin covers rounding. Then the clamp pass is skipped and the output is bit-identical; NaN
+    or inf in x keeps the clamp."""
     lo, hi = torch.aminmax(x.permute(0, 2, 3, 1).reshape(-1))  # flat: a reduction over the 4-D CL view is 30x slower
-    peak = max(-lo.item(), hi.item())
+    peak = max(-lo.item(), hi.item()) + (0.0 if bias is None else bias.abs().max().item())
     bound = peak * _phase_l1(fu, up) * up ** 2 * abs(gain) * max(1.0, abs(slope))
     return bound * (1 + 1e-4) <= clamp
 
@@ -323,21 +337,29 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
     fu_w, fu_h = (1, 1) if fu is None else ((fu.shape[0],) * 2 if fu.ndim == 1 else (fu.shape[1], fu.shape[0]))
     fd_w, fd_h = (1, 1) if fd is None else ((fd.shape[0],) * 2 if fd.ndim == 1 else (fd.shape[1], fd.shape[0]))
     x = x.contiguous(memory_format=CL)
-    if b is not None:
+    # inference with a separable up filter: banded GEMMs, and the bias is added in their row copy (no pass of its own)
+    gemm_up = not grad_mode and fu is not None and fu.ndim == 1 and up > 1
+    bias = None if b is None or not gemm_up else b.to(x.dtype)
+    if b is not None and not gemm_up:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
     folded = not grad_mode and gain > 0  # lrelu(g*v) == g*lrelu(v)
-    if not grad_mode and clamp is not None and clamp >= 0 and _clamp_never_binds(x, fu, up, gain, slope, clamp):
+    if not grad_mode and clamp is not None and clamp >= 0 and _clamp_never_binds(x, fu, up, gain, slope, clamp, bias):
         clamp = None  # one pass over the upsampled intermediate fewer
     g_up = up ** 2 * (gain if folded else 1)
+
+    def upsample(xs, pad, crop_w):
+        if gemm_up:
+            kx, ky = _corr_taps(fu, g_up, flip_filter)
+            return _up_separable_gemm(xs, kx, ky, (up, up), pad, crop_w, bias)
+        return upfirdn2d_fast(xs, fu, up=up, padding=pad, gain=g_up, flip_filter=flip_filter, crop_w=crop_w)
     tmp_w = w * up + px0 + px1 - fu_w + 1
     rows = max(1, CHUNK_ELEMS // max(1, n * c * tmp_w * down))  # output rows per band
     crop = grad_mode  # inference: keep the up pass's extra right columns, crop after the down pass (smaller)
-    if rows < out_h and not grad_mode and fu is not None and fu.ndim == 1 and up > 1 and fd_h > down:
+    if rows < out_h and gemm_up and fd_h > down:
         return _filtered_lrelu_rolling(x, fu, fd, up, down, (px0, px1, py0, py1), g_up, gain, slope, clamp, folded,
-                                       flip_filter, out_w, out_h, fu_h, fd_h, rows)
+                                       flip_filter, out_w, out_h, fu_h, fd_h, rows, bias)
     if rows >= out_h or grad_mode:
-        y = upfirdn2d_fast(x, fu, up=up, padding=[px0, px1, py0, py1], gain=g_up, flip_filter=flip_filter,
-                           crop_w=crop)
+        y = upsample(x, [px0, px1, py0, py1], crop)
         y = _act_(y, gain, slope, clamp, grad_mode, folded)
         return upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
     out = workspace.empty([n, c, out_h, out_w], x.dtype, x.device, channels_last=True)
@@ -350,19 +372,19 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
             i0, i1 = min(i0, h - 1), min(i0, h - 1) + 1
         q0 = i0 * up + py0 - t0
         q1 = (t1 - t0) - 1 + fu_h - (i1 - i0) * up - q0
-        y = upfirdn2d_fast(x[:, :, i0:i1], fu, up=up, padding=[px0, px1, q0, q1], gain=g_up, flip_filter=flip_filter,
-                           crop_w=False)
+        y = upsample(x[:, :, i0:i1], [px0, px1, q0, q1], False)
         y = _act_(y, gain, slope, clamp, grad_mode, folded)
         out[:, :, j0:j1] = upfirdn2d_fast(y, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
     return out
 
 
 def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, folded, flip_filter, out_w, out_h,
-                            fu_h, fd_h, rows):
+                            fu_h, fd_h, rows, bias=None):
     """Inference band loop for a separable up filter: consecutive bands of output rows share fd_h - down activated
     rows of the upsampled intermediate; they are carried over (copied to the head of the next band's buffer)
     instead of being upsampled and activated again, and each band's new rows are a whole number of GEMM tiles
-    written straight into the buffer by the vertical pass (no copy)."""
+    written straight into the buffer by the vertical pass (no copy). `bias` [C]: added in the horizontal pass's
+    row copy."""
     n, c, h, w = x.shape
     px0, px1, py0, py1 = pad
     overlap = fd_h - down
@@ -393,7 +415,7 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
             i0, i1 = min(i0, h - 1), min(i0, h - 1) + 1
         q0 = i0 * up + py0 - s0
         q1 = (t1 - s0) - 1 + fu_h - (i1 - i0) * up - q0
-        cols = _up_cols_gemm(xc[:, :, i0:i1], kx[0], up, px0, px1, full_width=True)  # [N, C, i1 - i0, W']
+        cols = _up_cols_gemm(xc[:, :, i0:i1], kx[0], up, px0, px1, full_width=True, bias=bias)  # [N, C, i1-i0, W']
         assert cols.shape[3] == wfull, (cols.shape, wfull)
         new = _up_rows_gemm(cols, ky[:, 0], up, q0, q1, out=buf.narrow(1, keep, alloc - keep))
         assert new.shape[2] == t1 - s0, (new.shape, t1, s0)
