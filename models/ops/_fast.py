@@ -381,10 +381,11 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
 def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, folded, flip_filter, out_w, out_h,
                             fu_h, fd_h, rows, bias=None):
     """Inference band loop for a separable up filter: consecutive bands of output rows share fd_h - down activated
-    rows of the upsampled intermediate; they are carried over (copied to the head of the next band's buffer)
-    instead of being upsampled and activated again, and each band's new rows are a whole number of GEMM tiles
-    written straight into the buffer by the vertical pass (no copy). `bias` [C]: added in the horizontal pass's
-    row copy."""
+    rows of the upsampled intermediate; they are kept instead of being upsampled and activated again. The bands
+    move down a ring buffer of two bands' rows, so a band starts where the shared rows already are; only when the
+    next band would run past the ring's end are the shared rows copied to its head (every other band or less).
+    Each band's new rows are a whole number of GEMM tiles written straight into the ring by the vertical pass (no
+    copy). `bias` [C]: added in the horizontal pass's row copy."""
     n, c, h, w = x.shape
     px0, px1, py0, py1 = pad
     overlap = fd_h - down
@@ -396,18 +397,20 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
     wfull = _ceil_div(_ceil_div(w * up + px0 + px1 - kx.shape[1] + 1, up), ROW_TILE) * ROW_TILE * up  # cols W'
     first = (min(rows, out_h) - 1) * down + fd_h
     alloc = max(_up_rows_tiles(first, up), overlap + _up_rows_tiles(rows * down, up))
-    bufs = [workspace.empty([n, alloc, wfull, c], x.dtype, x.device) for _ in range(2)]
+    cap = 2 * alloc
+    ring = workspace.empty([n, cap, wfull, c], x.dtype, x.device)
     out = workspace.empty([n, c, out_h, out_w], x.dtype, x.device, channels_last=True)
-    done = 0  # upsampled rows [t0, done) are activated in the current buffer
-    prev = None
-    for k, j0 in enumerate(range(0, out_h, rows)):
+    base, done = 0, None  # the band's upsampled row t0 is ring row base; rows [t0, done) are already activated
+    for j0 in range(0, out_h, rows):
         j1 = min(out_h, j0 + rows)
         t0, t1 = j0 * down, (j1 - 1) * down + fd_h
-        buf = bufs[k % 2]
         keep = 0
-        if prev is not None:
+        if done is not None:
             keep = done - t0  # == overlap
-            buf.narrow(1, 0, keep).copy_(prev.narrow(1, prev_len - keep, keep))
+            base += t0 - prev_t0
+            if base + alloc > cap:  # the band would run past the end: carry the shared rows to the head
+                ring.narrow(1, 0, keep).copy_(ring.narrow(1, base, keep))  # base >= alloc > keep: disjoint
+                base = 0
         s0 = t0 + keep  # first new row
         i0 = max(0, _ceil_div(s0 - py0, up))
         i1 = min(h, (t1 + fu_h - 2 - py0) // up + 1)
@@ -417,11 +420,11 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
         q1 = (t1 - s0) - 1 + fu_h - (i1 - i0) * up - q0
         cols = _up_cols_gemm(xc[:, :, i0:i1], kx[0], up, px0, px1, full_width=True, bias=bias)  # [N, C, i1-i0, W']
         assert cols.shape[3] == wfull, (cols.shape, wfull)
-        new = _up_rows_gemm(cols, ky[:, 0], up, q0, q1, out=buf.narrow(1, keep, alloc - keep))
+        new = _up_rows_gemm(cols, ky[:, 0], up, q0, q1, out=ring.narrow(1, base + keep, alloc - keep))
         assert new.shape[2] == t1 - s0, (new.shape, t1, s0)
         _act_(new, gain, slope, clamp, False, folded)
-        band = buf.narrow(1, 0, t1 - t0).permute(0, 3, 1, 2)
+        band = ring.narrow(1, base, t1 - t0).permute(0, 3, 1, 2)
         out[:, :, j0:j1] = upfirdn2d_fast(band, fd, down=down, flip_filter=flip_filter).narrow(3, 0, out_w)
-        prev, prev_len, done = buf, t1 - t0, t1
-    workspace.recycle(*bufs)
+        prev_t0, done = t0, t1
+    workspace.recycle(ring)
     return out
