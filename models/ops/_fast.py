@@ -176,10 +176,12 @@ def _padded_slab(xh: torch.Tensor, dim: int, start: int, length: int, out: torch
         out.narrow(dim, 0, lo - start).zero_()
     if start + length - hi > 0:
         out.narrow(dim, max(hi - start, 0), start + length - max(hi, start)).zero_()
-    if hi > lo and bias is None:
-        out.narrow(dim, lo - start, hi - lo).copy_(xh.narrow(dim, lo, hi - lo))
-    elif hi > lo:
-        torch.add(xh.narrow(dim, lo, hi - lo), bias, out=out.narrow(dim, lo - start, hi - lo))
+    if hi > lo:
+        inside, dest = xh.narrow(dim, lo, hi - lo), out.narrow(dim, lo - start, hi - lo)
+        if bias is None:
+            dest.copy_(inside)
+        else:
+            torch.add(inside, bias, out=dest)
     return out
 
 
@@ -346,11 +348,11 @@ def filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fli
     if not grad_mode and clamp is not None and clamp >= 0 and _clamp_never_binds(x, fu, up, gain, slope, clamp, bias):
         clamp = None  # one pass over the upsampled intermediate fewer
     g_up = up ** 2 * (gain if folded else 1)
+    taps = _corr_taps(fu, g_up, flip_filter) if gemm_up else None  # (1, K) and (K, 1), once for every band
 
     def upsample(xs, pad, crop_w):
         if gemm_up:
-            kx, ky = _corr_taps(fu, g_up, flip_filter)
-            return _up_separable_gemm(xs, kx, ky, (up, up), pad, crop_w, bias)
+            return _up_separable_gemm(xs, *taps, (up, up), pad, crop_w, bias)
         return upfirdn2d_fast(xs, fu, up=up, padding=pad, gain=g_up, flip_filter=flip_filter, crop_w=crop_w)
     tmp_w = w * up + px0 + px1 - fu_w + 1
     rows = max(1, CHUNK_ELEMS // max(1, n * c * tmp_w * down))  # output rows per band
@@ -391,8 +393,7 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
     overlap = fd_h - down
     tile_rows = ROW_TILE * up  # upsampled rows per GEMM tile
     rows = max(1, (rows * down) // tile_rows) * tile_rows // down if (tile_rows % down == 0) else rows
-    kx = _corr_taps(fu, g_up, flip_filter)[0]  # (1, K) horizontal taps
-    ky = _corr_taps(fu, g_up, flip_filter)[1]  # (K, 1) vertical taps (carry the gain)
+    kx, ky = _corr_taps(fu, g_up, flip_filter)  # (1, K) horizontal taps, (K, 1) vertical taps (carry the gain)
     xc = x.contiguous(memory_format=CL)
     wfull = _ceil_div(_ceil_div(w * up + px0 + px1 - kx.shape[1] + 1, up), ROW_TILE) * ROW_TILE * up  # cols W'
     first = (min(rows, out_h) - 1) * down + fd_h
