@@ -190,6 +190,23 @@ def test_learned_weight_gradient_in_bf16_follows_fp32():
     assert torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0) > 0.995
 
 
+@pytest.mark.parametrize("flip_weight", [False, True])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["channels-last", "nchw"])
+def test_learned_transposed_kernel_gives_a_contiguous_gradient(flip_weight, layout):
+    """An upsampling layer's learned weight (PTI): the transposed, flipped kernel's backward hands back the gradient
+    autograd gives through the views, laid out like the weight (a sum with its other gradient stays fast)."""
+    import importlib
+    resample = importlib.import_module("humangen.models.ops.conv2d_resample")
+    w = rnd(6, 5, 3, 3, grad=True)
+    probe = rnd(5, 6, 3, 3).contiguous(memory_format=layout)
+    fast = resample._TransposedKernel.apply(w, flip_weight, layout)
+    (fast_grad,) = torch.autograd.grad((fast * probe).sum(), [w])
+    plain = resample._transposed(w, flip_weight, layout)
+    (plain_grad,) = torch.autograd.grad((plain * probe).sum(), [w])
+    assert torch.equal(fast, plain) and fast.is_contiguous(memory_format=layout)
+    assert torch.equal(fast_grad, plain_grad) and fast_grad.is_contiguous()
+
+
 @pytest.mark.parametrize("sg3", [False, True])
 def test_frozen_weight_modulated_conv_backward_needs_no_weight_gradient(sg3):
     """Projection/InsetGAN learn only latents: with a frozen weight the fast backward is the input-gradient
