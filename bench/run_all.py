@@ -245,7 +245,8 @@ def _insetgan512(side, quick, device, runs):
 
 # ---- diffusion: the pack's samplers against a bare diffusers loop ----------------------------------------------
 def _humansd_model(full: bool, device: str):
-    from humansd import build  # bench/humansd.py (bench/ is on sys.path): random-weight HumanSD model (small or real dimensions)
+    # bench/humansd.py (bench/ is on sys.path): random-weight HumanSD model (small or real dimensions)
+    from humansd import build
     model = build(full, device)
     for m in (model.unet, model.vae, model.text_encoder):
         m.to(device)

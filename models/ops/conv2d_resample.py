@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ._frozen import derived
-from ._spec import filter_size, parse_padding
+from ._spec import filter_size, needs_grad, parse_padding
 from .upfirdn2d import upfirdn2d
 
 
@@ -94,7 +94,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         if groups == 1:
             cl = x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
             layout = torch.channels_last if cl else torch.contiguous_format
-            if w.requires_grad and torch.is_grad_enabled():
+            if needs_grad(w):
                 w = _TransposedKernel.apply(w, flip_weight, layout)
             else:
                 w = derived(w, ("transposed", flip_weight, layout), lambda t: _transposed(t, flip_weight, layout))

@@ -182,7 +182,7 @@ class _LearnedKernel(torch.autograd.Function):
 def _shared_kernel(weight, dtype, up=1, energy=True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(convolution operand, kernel energy or None) for the shared-weight path: a frozen weight's from the
     `frozen_weights()` cache (`_operand`, `_sq_sum`), a learned weight's from one `_LearnedKernel` node."""
-    if weight.requires_grad and torch.is_grad_enabled():
+    if needs_grad(weight):
         return _LearnedKernel.apply(weight, dtype, energy)
     return _operand(weight, dtype, up), (_sq_sum(weight) if energy else None)
 
