@@ -164,9 +164,10 @@ def test_frozen_weights_are_kept_in_the_convolutions_layout(monkeypatch):
                                                         flip_weight=up == 1, impl="fast"), [x, s])
             ref = _grads(lambda a, b: modulated_conv2d(a, w, b, up=up, padding=1, resample_filter=f,
                                                        flip_weight=up == 1, impl="ref"), [x, s])
-            torch.testing.assert_close(fast[0], ref[0], rtol=1e-5, atol=1e-5)
-            for a, b in zip(fast[1], ref[1]):
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            # relative to each tensor's scale: the up=2 gradients reach ~1e3, where fp32 rounding of a cancelling
+            # sum is ~1e-5 absolute and differs with the CPU's convolution kernels (AVX2 vs AVX-512)
+            for a, b in zip((fast[0], *fast[1]), (ref[0], *ref[1])):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6 * max(1.0, b.abs().max().item()))
         assert transposed and transposed[0].is_contiguous(memory_format=cl)
         learned = torch.nn.Parameter(_rnd(8, 8, 3, 3, seed=4))
         assert _operand(learned, torch.float32) is learned
