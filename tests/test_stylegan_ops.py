@@ -173,6 +173,39 @@ def test_sg2_modulated_conv_fast_matches_ref(up, demod, noise, shape):
         _close(ga, gb)
 
 
+@pytest.mark.parametrize("avx512", [False, True], ids=["cpu-without-avx512", "cpu-with-avx512"])
+def test_learned_weight_convolutions_run_in_the_layout_the_cpu_is_fast_in(monkeypatch, avx512):
+    """A learned weight's convolution (PTI) runs NCHW on a CPU without AVX-512, where oneDNN's channels-last weight
+    gradient is several times slower, and channels-last elsewhere; a frozen weight's always channels-last. Either
+    way the values and all gradients are the reference's, on both SG2 paths and SG3's shared-weight path."""
+    import importlib
+    spec = importlib.import_module("humangen.models.ops._spec")
+    monkeypatch.setattr(spec, "_cpu_has_avx512", lambda: avx512)
+    learned, frozen = rnd(4, 4, 3, 3, grad=True), rnd(4, 4, 3, 3)
+    expected = torch.channels_last if avx512 else torch.contiguous_format
+    assert spec.conv_layout(learned) == expected and spec.conv_layout(frozen) == torch.channels_last
+    with torch.no_grad():
+        assert spec.conv_layout(learned) == torch.channels_last  # nothing to differentiate: the forward's layout
+    f = setup_filter([1, 3, 3, 1])
+    for n, i, o, h, w_ in [(2, 6, 5, 9, 7), (1, 40, 36, 3, 2)]:  # per-sample weights; one shared weight
+        for up in (1, 2):
+            x, w, s = rnd(n, i, h, w_, grad=True), rnd(o, i, 3, 3, grad=True), rnd(n, i, grad=True)
+            def run(impl):
+                return lambda xx, ww, ss: modulated_conv2d(xx, ww, ss, up=up, padding=1, resample_filter=f,
+                                                           flip_weight=(up == 1), impl=impl)
+            ref, fast = _grads(run("ref"), [x, w, s]), _grads(run("fast"), [x, w, s])
+            if up == 1:
+                assert fast[0].is_contiguous(memory_format=expected), (n, i, o)
+            for a, b in zip((ref[0], *ref[1]), (fast[0], *fast[1])):
+                _close(a, b)
+    x, w, s = rnd(1, 40, 3, 2, grad=True), rnd(36, 40, 1, 1, grad=True), rnd(1, 40, grad=True)
+    ref = _grads(lambda *t: ops.modulated_conv2d_sg3(*t, impl="ref"), [x, w, s])
+    fast = _grads(lambda *t: ops.modulated_conv2d_sg3(*t, impl="fast"), [x, w, s])
+    assert fast[0].is_contiguous(memory_format=expected)
+    for a, b in zip((ref[0], *ref[1]), (fast[0], *fast[1])):
+        _close(a, b)
+
+
 def test_learned_weight_gradient_in_bf16_follows_fp32():
     """bf16 (precision=bf16 in PTI), an upsampling layer on the shared-weight path: the learned float32 weight
     gets a float32 gradient close to the fp32 path's."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from . import _workspace as workspace
 from ._fast import _ceil_div
 from ._frozen import caching, derived
-from ._spec import needs_grad, resolve_impl
+from ._spec import conv_layout, needs_grad, resolve_impl
 from .conv2d_resample import conv2d_resample
 
 
@@ -83,7 +83,7 @@ def modulated_conv2d_fast(x, weight, styles, noise=None, up=1, down=1, padding=0
             y = y.add_(noise.to(dtype)) if inplace else y + noise.to(dtype)
         return y
     operand, energy = _shared_kernel(weight, dtype, up, demodulate)
-    x = x.contiguous(memory_format=CL) * styles.to(dtype).reshape(n, -1, 1, 1)
+    x = x.contiguous(memory_format=conv_layout(weight)) * styles.to(dtype).reshape(n, -1, 1, 1)
     x = conv2d_resample(x, operand, f=resample_filter, up=up, down=down, padding=padding,
                         flip_weight=flip_weight, impl="fast")
     if demodulate:
@@ -100,9 +100,9 @@ CL = torch.channels_last
 
 
 def _per_sample(x, w, fn):
-    """Run fn(x_i [1,I,H,W], w_i [O,I,k,k]) per sample in channels-last layout (oneDNN's fast path; a grouped
-    convolution would force NCHW) and stack the results."""
-    x = x.contiguous(memory_format=CL)
+    """Run fn(x_i [1,I,H,W], w_i [O,I,k,k]) per sample in `conv_layout` (channels-last, oneDNN's fast path, where
+    it is fast; a grouped convolution would force NCHW) and stack the results."""
+    x = x.contiguous(memory_format=conv_layout(w))
     if x.shape[0] == 1:
         return fn(x, w[0])
     return torch.cat([fn(x[j:j + 1], w[j]) for j in range(x.shape[0])])
@@ -260,7 +260,8 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
             return _per_sample_pointwise(x, w.to(dtype), b)
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
-    x = x.contiguous(memory_format=CL) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
+    x = x.contiguous(memory_format=conv_layout(weight)) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in,
+                                                                                                   1, 1)
     w, energy = _shared_kernel(weight, dtype, energy=demodulate)
     if pad_in or pad_out:
         w = derived(w, ("pad", pad_in, pad_out), lambda t: F.pad(t, [0, 0, 0, 0, 0, pad_in, 0, pad_out]))
