@@ -14,8 +14,8 @@ _NO_ATTRS = "(no ss/<attribute> folders in models/stylegan_directions)"
 # the optimisation nodes' precision widget (projection, PTI, InsetGAN); choices are models.inversion.PRECISIONS
 PRECISION_INPUT = (["fp32", "bf16"], {"default": "fp32", "tooltip": "fp32: exact (the reference's gradients). bf16: "
                    "the generator's convolutions and LPIPS in bfloat16, latents, weights and losses in float32: "
-                   "3-4x faster steps on GPUs and on CPUs with AMX or AVX512-BF16 (slower on other CPUs); the "
-                   "result differs slightly from fp32."})
+                   "3-4x faster steps on GPUs and on CPUs with AMX or AVX512-BF16; on other CPUs it is emulated, "
+                   "20-50x slower: use fp32 there. The result differs slightly from fp32."})
 
 
 def _err(node, name, problem, fix=None):

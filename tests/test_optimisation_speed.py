@@ -253,6 +253,7 @@ def test_bf16_where_it_is_emulated_is_logged(monkeypatch, caplog):
         inversion.warn_if_emulated("fp32", "cpu", "HumanGenPTI")
         assert not caplog.records
         inversion.warn_if_emulated("bf16", "cpu", "HumanGenPTI")
-    assert "HumanGenPTI: precision bf16 on cpu without bf16 units is emulated and slower than fp32" in caplog.text
+    assert ("HumanGenPTI: precision bf16 on cpu without bf16 units is emulated and far slower than fp32"
+            in caplog.text) and "choose fp32 here" in caplog.text
     monkeypatch.undo()
     assert inversion.native_bf16("meta") is False  # neither a CPU nor a GPU: no bf16 units assumed
