@@ -131,8 +131,8 @@ class LoadImage:
         except ValueError as exc:
             return str(exc)
         if not os.path.exists(path):
-            return (f"Invalid image file: {image} (looked in {os.path.dirname(path)}; "
-                    "pass --input-dir or copy the image there)")
+            return (f"Invalid image file: {image}: no such file in {os.path.dirname(path)} "
+                    "(pass --input-dir or copy the image there)")
         return True
 
 

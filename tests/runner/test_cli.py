@@ -120,7 +120,8 @@ def test_dry_run_and_validate_write_nothing(tmp_path, capsys):
 def test_missing_input_image_exit_2(tmp_path, capsys):
     code = main(["run", API, "--out", str(tmp_path / "out"), "--input-dir", str(tmp_path), "--quiet"])
     assert code == 2
-    assert "node 1 (LoadImage): invalid input: Invalid image file: astronaut.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"node 1 (LoadImage): invalid input: Invalid image file: astronaut.png: no such file in {tmp_path}" in err
 
 
 def test_missing_models_are_listed_with_folder_link_and_the_rest_exit_2(tmp_path, capsys):
