@@ -404,7 +404,7 @@ def cpu_description() -> str:
 def select_workloads(only: list[str], quick: bool, bf16_native: bool) -> tuple[list[str], list[str]]:
     """(workloads to run, workloads skipped) for `--only` (empty: all) on a device with or without bf16 units.
     Without --only: InsetGAN at 256 in quick mode, at 512 in full mode; and where bf16 is emulated the bf16 rows are
-    skipped (20-45x slower than fp32 on an AVX2 CPU, half an hour of a quick run, and never what the nodes should
+    skipped (20-50x slower than fp32 on an AVX2 CPU, half an hour of a quick run, and never what the nodes should
     run there). A workload named in --only always runs."""
     if only:
         return list(only), []

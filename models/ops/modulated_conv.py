@@ -260,8 +260,8 @@ def modulated_conv2d_sg3_fast(x, weight, styles, demodulate=True, padding=0, inp
             return _per_sample_pointwise(x, w.to(dtype), b)
         return _per_sample(x, w.to(dtype), lambda xi, wi: F.conv2d(xi, wi, bias=b, padding=padding))
     scale = styles if input_gain is None else styles * input_gain.expand(n, i)
-    x = x.contiguous(memory_format=conv_layout(weight)) * F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in,
-                                                                                                   1, 1)
+    scale = F.pad(scale.to(dtype), [0, pad_in]).reshape(n, i + pad_in, 1, 1)
+    x = x.contiguous(memory_format=conv_layout(weight)) * scale
     w, energy = _shared_kernel(weight, dtype, energy=demodulate)
     if pad_in or pad_out:
         w = derived(w, ("pad", pad_in, pad_out), lambda t: F.pad(t, [0, 0, 0, 0, 0, pad_in, 0, pad_out]))
