@@ -385,9 +385,10 @@ def run_side(name: str, side: str, quick: bool, device: str, runs: int, threads:
     print(json.dumps({"ms": res["ms"], "gflop": res.get("gflop"), "peak_mb": res.get("peak_mb") or peak_mb(device)}))
 
 
-def cpu_description() -> str:
+def cpu_description(bf16_native: bool) -> str:
     """The CPU's model name, the widest vector instructions PyTorch's kernels use on it, and whether bf16 runs on
-    bf16 units (AVX512-BF16 or AMX) or is emulated: the table's ratios and its bf16 rows depend on all three."""
+    bf16 units (AVX512-BF16 or AMX; `models.inversion.native_bf16`) or is emulated: the table's ratios and its bf16
+    rows depend on all three."""
     import torch
     name = platform.processor()
     try:
@@ -395,10 +396,8 @@ def cpu_description() -> str:
             name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), name)
     except OSError:  # not Linux: platform.processor() is the name
         pass
-    load_pack()
-    from humangen.models.inversion import native_bf16
     return f"{name or 'unknown CPU'}, {torch.backends.cpu.get_cpu_capability()}, " \
-           f"bf16 {'native' if native_bf16('cpu') else 'emulated'}"
+           f"bf16 {'native' if bf16_native else 'emulated'}"
 
 
 def select_workloads(only: list[str], quick: bool, bf16_native: bool) -> tuple[list[str], list[str]]:
@@ -438,7 +437,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
     load_pack()
     from humangen.models.inversion import native_bf16
-    names, skipped = select_workloads(only, args.quick, native_bf16(args.device))
+    bf16_native = native_bf16(args.device)
+    names, skipped = select_workloads(only, args.quick, bf16_native)
     import torch
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -468,7 +468,7 @@ def main(argv=None) -> int:
             diff = ((fast["out"] - ref["out"]).abs().max().item()
                     if ref["out"] is not None and fast["out"] is not None else None)
             rows.append((wl, ref, fast, diff))
-    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_description()
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_description(bf16_native)
     rounds = f" | best of {args.rounds} alternating rounds" if args.rounds > 1 else ""
     print(f"\n{'quick' if args.quick else 'full'} run | device {args.device} ({dev}) | {args.threads} threads | "
           f"torch {torch.__version__} | {args.clock} clock | best of {args.runs} after a warm-up{rounds}\n")
