@@ -93,6 +93,52 @@ def test_filtered_lrelu_fast_row_bands(monkeypatch, up, pad, fu_taps):
                filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, impl="fast"))
 
 
+@pytest.mark.parametrize("n,c,up,pad,fu_taps,flip,bias", [
+    (2, 16, 2, [11, 10, 11, 10], 12, False, True), (1, 8, 4, [8, 5, -2, -5], 24, False, True),
+    (2, 16, 2, [1, 0, -9, -10], 12, True, False), (1, 24, 2, [13, 12, 3, 2], 12, False, True)])
+def test_filtered_lrelu_channel_block_bands_match_the_reference(monkeypatch, n, c, up, pad, fu_taps, flip, bias):
+    """Where the CPU's depthwise kernels want 8-channel blocks (no AVX-512), the banded inference path runs on
+    them: it must give the reference's values for every padding (negative ones crop), up factor, flip_filter,
+    batch and with or without a bias, and leave its output channels-last like the other paths."""
+    from humangen.models.ops import _fast
+    monkeypatch.setattr(_fast, "CHUNK_ELEMS", 3000)  # force many bands of output rows
+    monkeypatch.setattr(_fast, "blocked_depthwise", lambda device: True)
+    calls = []
+    blocked = _fast._filtered_lrelu_blocked
+    monkeypatch.setattr(_fast, "_filtered_lrelu_blocked", lambda *a, **k: calls.append(1) or blocked(*a, **k))
+    x, b = rnd(n, c, 33, 21), (rnd(c) if bias else None)
+    fu = design_lowpass_filter(fu_taps, 3, 4, 16 * up)
+    fd = design_lowpass_filter(12, 3, 4, 32, radial=True)
+    with torch.no_grad():
+        ref = filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, flip_filter=flip, impl="ref")
+        fast = filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, flip_filter=flip, impl="fast")
+    assert calls, "the channel-block path was not taken"
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    _close(ref, fast)
+
+
+@pytest.mark.parametrize("avx512,channels,blocked", [(False, 16, True), (True, 16, False), (False, 12, False)])
+def test_channel_blocks_only_where_the_cpu_wants_them(monkeypatch, avx512, channels, blocked):
+    """Channel blocks on a CPU without AVX-512 and a channel count that splits into blocks of 8; channels-last
+    bands (the rolling path) otherwise; never on a GPU."""
+    import importlib
+    from humangen.models.ops import _fast
+    spec = importlib.import_module("humangen.models.ops._spec")
+    monkeypatch.setattr(spec, "_cpu_has_avx512", lambda: avx512)
+    monkeypatch.setattr(_fast, "CHUNK_ELEMS", 3000)
+    assert spec.blocked_depthwise("cpu") is (not avx512) and spec.blocked_depthwise("cuda") is False
+    taken = []
+    for name in ("_filtered_lrelu_blocked", "_filtered_lrelu_rolling"):
+        path = getattr(_fast, name)
+        monkeypatch.setattr(_fast, name, lambda *a, _p=path, _n=name, **k: taken.append(_n) or _p(*a, **k))
+    x, b = rnd(1, channels, 30, 18), rnd(channels)
+    fu, fd = design_lowpass_filter(12, 3, 4, 32), design_lowpass_filter(12, 3, 4, 32, radial=True)
+    with torch.no_grad():
+        _close(filtered_lrelu(x, fu, fd, b, 2, 2, [11, 10, 11, 10], clamp=0.7, impl="ref"),
+               filtered_lrelu(x, fu, fd, b, 2, 2, [11, 10, 11, 10], clamp=0.7, impl="fast"))
+    assert taken == ["_filtered_lrelu_blocked" if blocked else "_filtered_lrelu_rolling"]
+
+
 @pytest.mark.parametrize("fname,up,pad", [("firwin12", 2, [11, 10, 11, 10]), ("sg2_4x4", 2, [2, 1, 2, 1]),
                                            ("binomial1d", 2, [2, 1, 2, 1]), ("random3x5", 2, [1, 2, 1, 2]),
                                            ("none", 4, 0)])
