@@ -471,12 +471,14 @@ def _band_plan(h: int, up: int, down: int, py0: int, fu_h: int, fd_h: int, out_h
 def _filtered_lrelu_blocked(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, folded, flip_filter, out_w, out_h,
                             fu_h, fd_h, rows, bias=None):
     """Inference band loop of _filtered_lrelu_rolling on channel blocks (memory [N*C/8, H, W, 8]) for CPUs where
-    the depthwise down filter is 3-4x faster on blocks than on channels-last (_spec.blocked_depthwise). Per band the
-    input rows it reads are copied into blocks (adding the bias, with zero borders), the horizontal up pass is one
-    depthwise transposed convolution, the vertical one a GEMM per tile over all blocks (a block's image row is a contiguous [W*8]
-    vector) written into the band's buffer and activated while it is in cache, and the down filter reads the
-    buffer in place. The buffer holds one band contiguously (the convolution needs that), so consecutive bands
-    alternate between two buffers and the fd_h - down shared rows are copied to the next band's head."""
+    the depthwise down filter is 3-4x faster on blocks than on channels-last (_spec.blocked_depthwise). Per band
+    the input rows it reads are copied into blocks (adding the bias, with zero borders), the horizontal up pass is
+    one depthwise transposed convolution, the vertical one a GEMM per tile over all blocks (a block's image row is
+    a contiguous [W*8] vector) written into the band's buffer and activated while it is in cache, and the down
+    filter reads the buffer in place. A tile reads x's own rows where the rolling path pads the band's input
+    with zeros: those rows meet only zero taps or feed rows past the band's end, which are dropped. The buffer
+    holds one band contiguously (the convolution needs that), so consecutive bands alternate between two buffers
+    and the fd_h - down shared rows are copied to the next band's head."""
     n, c, h, w = x.shape
     px0, px1, py0, py1 = pad
     bs, dtype, device = DOWN_BLOCK, x.dtype, x.device
@@ -539,7 +541,7 @@ def _filtered_lrelu_blocked(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
 
 
 def _blocked_slab(xh, first: int, rows: int, left: int, right: int, bias, out):
-    """Rows [first, first + rows) of the NHWC tensor xh (+ bias [C/8, 1, 1, 8]) as channel blocks (DOWN_BLOCK = 8) in out
+    """Rows [first, first + rows) of the NHWC tensor xh (+ bias [C/8, 1, 1, 8]) as channel blocks of DOWN_BLOCK in out
     [N*C/8, rows, left + W + right, 8]: zero rows outside xh and zero columns left and right of it."""
     n, h, w, c = xh.shape
     lo, hi = max(0, -first), max(0, min(rows, h - first))
@@ -548,7 +550,8 @@ def _blocked_slab(xh, first: int, rows: int, left: int, right: int, bias, out):
         border.zero_()
     if hi > lo:
         dest = out.narrow(1, lo, hi - lo).narrow(2, left, w).view(n, c // DOWN_BLOCK, hi - lo, w, DOWN_BLOCK)
-        src = xh.narrow(1, first + lo, hi - lo).reshape(n, hi - lo, w, c // DOWN_BLOCK, DOWN_BLOCK).permute(0, 3, 1, 2, 4)
+        src = xh.narrow(1, first + lo, hi - lo).reshape(n, hi - lo, w, c // DOWN_BLOCK, DOWN_BLOCK)
+        src = src.permute(0, 3, 1, 2, 4)
         if bias is None:
             dest.copy_(src)
         else:
