@@ -80,39 +80,29 @@ def test_filtered_lrelu_fast_matches_ref_values_and_grads(case):
         _close(ref[0], filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp=1.5, impl="fast"))
 
 
-@pytest.mark.parametrize("up,pad,fu_taps", [(2, [11, 10, 11, 10], 12), (4, [8, 5, -2, -5], 24),
-                                             (2, [1, 0, -9, -10], 12)])
-def test_filtered_lrelu_fast_row_bands(monkeypatch, up, pad, fu_taps):
-    from humangen.models.ops import _fast
-    monkeypatch.setattr(_fast, "CHUNK_ELEMS", 3000)  # force many bands of output rows
-    x, b = rnd(2, 7, 30, 18), rnd(7)
-    fu = design_lowpass_filter(fu_taps, 3, 4, 16 * up)
-    fd = design_lowpass_filter(12, 3, 4, 32, radial=True)
-    with torch.no_grad():
-        _close(filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, impl="ref"),
-               filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, impl="fast"))
-
-
+@pytest.mark.parametrize("path", ["rolling", "blocked"])
 @pytest.mark.parametrize("n,c,up,pad,fu_taps,flip,bias", [
     (2, 16, 2, [11, 10, 11, 10], 12, False, True), (1, 8, 4, [8, 5, -2, -5], 24, False, True),
     (2, 16, 2, [1, 0, -9, -10], 12, True, False), (1, 24, 2, [13, 12, 3, 2], 12, False, True)])
-def test_filtered_lrelu_channel_block_bands_match_the_reference(monkeypatch, n, c, up, pad, fu_taps, flip, bias):
-    """Where the CPU's depthwise kernels want 8-channel blocks (no AVX-512), the banded inference path runs on
-    them: it must give the reference's values for every padding (negative ones crop), up factor, flip_filter,
-    batch and with or without a bias, and leave its output channels-last like the other paths."""
+def test_filtered_lrelu_fast_row_bands(monkeypatch, path, n, c, up, pad, fu_taps, flip, bias):
+    """Inference in many bands of output rows, on either banded path: channels-last bands shared through a ring
+    (`rolling`, CPUs with AVX-512) or bands of 8-channel blocks (`blocked`, CPUs without). Each must give the
+    reference's values for every padding (negative ones crop), up factor, flip_filter, batch and with or without
+    a bias, and leave its output channels-last like the other paths."""
     from humangen.models.ops import _fast
     monkeypatch.setattr(_fast, "CHUNK_ELEMS", 3000)  # force many bands of output rows
-    monkeypatch.setattr(_fast, "blocked_depthwise", lambda device: True)
-    calls = []
-    blocked = _fast._filtered_lrelu_blocked
-    monkeypatch.setattr(_fast, "_filtered_lrelu_blocked", lambda *a, **k: calls.append(1) or blocked(*a, **k))
+    monkeypatch.setattr(_fast, "blocked_depthwise", lambda device: path == "blocked")
+    taken = []
+    for name in ("_filtered_lrelu_blocked", "_filtered_lrelu_rolling"):
+        fn = getattr(_fast, name)
+        monkeypatch.setattr(_fast, name, lambda *a, _f=fn, _n=name, **k: taken.append(_n) or _f(*a, **k))
     x, b = rnd(n, c, 33, 21), (rnd(c) if bias else None)
     fu = design_lowpass_filter(fu_taps, 3, 4, 16 * up)
     fd = design_lowpass_filter(12, 3, 4, 32, radial=True)
     with torch.no_grad():
         ref = filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, flip_filter=flip, impl="ref")
         fast = filtered_lrelu(x, fu, fd, b, up, 2, pad, clamp=0.7, flip_filter=flip, impl="fast")
-    assert calls, "the channel-block path was not taken"
+    assert taken == [f"_filtered_lrelu_{path}"]
     assert fast.is_contiguous(memory_format=torch.channels_last)
     _close(ref, fast)
 
