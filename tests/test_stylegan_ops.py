@@ -83,7 +83,8 @@ def test_filtered_lrelu_fast_matches_ref_values_and_grads(case):
 @pytest.mark.parametrize("path", ["rolling", "blocked"])
 @pytest.mark.parametrize("n,c,up,pad,fu_taps,flip,bias", [
     (2, 16, 2, [11, 10, 11, 10], 12, False, True), (1, 8, 4, [8, 5, -2, -5], 24, False, True),
-    (2, 16, 2, [1, 0, -9, -10], 12, True, False), (1, 24, 2, [13, 12, 3, 2], 12, False, True)])
+    (2, 16, 2, [1, 0, -9, -10], 12, True, False), (1, 24, 2, [13, 12, 3, 2], 12, False, True),
+    (1, 8, 4, [7, 3, 1, 2], 12, False, True)])  # bands whose vertical pass starts on different phases
 def test_filtered_lrelu_fast_row_bands(monkeypatch, path, n, c, up, pad, fu_taps, flip, bias):
     """Inference in many bands of output rows, on either banded path: channels-last bands shared through a ring
     (`rolling`, CPUs with AVX-512) or bands of 8-channel blocks (`blocked`, CPUs without). Each must give the

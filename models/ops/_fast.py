@@ -424,6 +424,7 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
     return out
 
 
+WIDE = True
 DOWN_BLOCK = 8  # channels per block in _filtered_lrelu_blocked: oneDNN's AVX2 depthwise kernels work on 8
 
 
@@ -493,7 +494,7 @@ def _filtered_lrelu_blocked(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
         band, L_out, c_min, _, _, tiles = _upsampling_band(ky[:, 0], up, b.q0, b.q1, b.i1 - b.i0, dtype, device)
         assert L_out == b.t1 - b.t0 - b.keep, (L_out, b)
         passes.append((band, b.i0 + c_min, tiles))
-    T, span = ROW_TILE, passes[0][0].shape[1]  # a GEMM tile's output rows per phase, and input rows it reads
+    T = ROW_TILE  # a GEMM tile's output rows per phase; it reads band.shape[1] input rows (per band: p0 mod up)
     # horizontal pass: column j of its output is column j + K-1-px0 of the transposed convolution's full output;
     # zero columns left of x move that start inside, zero columns right of it make the full output long enough
     lw = w * up + px0 + px1 - K + 1
@@ -504,7 +505,7 @@ def _filtered_lrelu_blocked(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
     wf = (wp - 1) * up + K  # the transposed convolution's output columns
     xh = x.permute(0, 2, 3, 1)  # NHWC view
     bias_blocks = None if bias is None else bias.reshape(blocks, 1, 1, bs)
-    slab_rows = max(tiles for _, _, tiles in passes) * T + span - T
+    slab_rows = max(tiles * T + band.shape[1] - T for band, _, tiles in passes)
     slabs = workspace.empty([nb * slab_rows * wp * bs], dtype, device)
     w_up = _dw(kx.flip([0, 1]), bs, dtype)  # zero-insert + correlate == transposed conv with reversed taps
     w_down = _dw(kd, bs, dtype)
@@ -518,6 +519,7 @@ def _filtered_lrelu_blocked(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
         buf = buffers[k % len(buffers)].narrow(0, 0, nb * A * lw * bs).view(nb, A, lw, bs)
         if b.keep:
             buf.narrow(1, 0, b.keep).copy_(prev[0].narrow(1, b.t0 - prev[1], b.keep))
+        span = band.shape[1]
         rows_in = tiles * T + span - T
         slab = _blocked_slab(xh, first, rows_in, left, right, bias_blocks,
                              slabs.narrow(0, 0, nb * rows_in * wp * bs).view(nb, rows_in, wp, bs))
@@ -533,8 +535,11 @@ def _filtered_lrelu_blocked(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
         rows_out = b.j1 - b.j0
         assert y.shape[2] >= rows_out and y.shape[3] >= out_w, (y.shape, rows_out, out_w)
         ys = y.permute(0, 2, 3, 1).reshape(n, blocks, y.shape[2], y.shape[3], bs).permute(0, 2, 3, 1, 4)
-        out_rows.narrow(1, b.j0, rows_out).view(n, rows_out, out_w, blocks, bs).copy_(
-            ys.narrow(1, 0, rows_out).narrow(2, 0, out_w))
+        dst = out_rows.narrow(1, b.j0, rows_out).view(n, rows_out, out_w, blocks, bs)
+        src = ys.narrow(1, 0, rows_out).narrow(2, 0, out_w)
+        if WIDE:
+            dst, src = dst.view(torch.complex128), src.view(torch.complex128)
+        dst.copy_(src)
         prev = (buf, b.t0)
     workspace.recycle(slabs, *buffers)
     return out
