@@ -130,6 +130,18 @@ def test_channel_blocks_only_where_the_cpu_wants_them(monkeypatch, avx512, chann
     assert taken == ["_filtered_lrelu_blocked" if blocked else "_filtered_lrelu_rolling"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("first", [0, 1])
+def test_copy_chunks_is_a_copy(dtype, first):
+    """The blocked path's layout copies move whole 16-byte units where offsets allow (first=0) and fall back to a
+    plain copy where a view starts off that grid (first=1); either way dst ends up bit-equal to src."""
+    from humangen.models.ops._fast import _copy_chunks
+    src = torch.randn(3, 5, 7, 16, dtype=dtype)[..., first:first + 8]  # [blocks, rows, cols, 8]
+    dst = torch.zeros(5, 7, 3, 8, dtype=dtype)
+    _copy_chunks(dst, src.permute(1, 2, 0, 3))
+    assert torch.equal(dst, src.permute(1, 2, 0, 3))
+
+
 @pytest.mark.parametrize("fname,up,pad", [("firwin12", 2, [11, 10, 11, 10]), ("sg2_4x4", 2, [2, 1, 2, 1]),
                                            ("binomial1d", 2, [2, 1, 2, 1]), ("random3x5", 2, [1, 2, 1, 2]),
                                            ("none", 4, 0)])

@@ -424,7 +424,6 @@ def _filtered_lrelu_rolling(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
     return out
 
 
-WIDE = True
 DOWN_BLOCK = 8  # channels per block in _filtered_lrelu_blocked: oneDNN's AVX2 depthwise kernels work on 8
 
 
@@ -535,14 +534,23 @@ def _filtered_lrelu_blocked(x, fu, fd, up, down, pad, g_up, gain, slope, clamp, 
         rows_out = b.j1 - b.j0
         assert y.shape[2] >= rows_out and y.shape[3] >= out_w, (y.shape, rows_out, out_w)
         ys = y.permute(0, 2, 3, 1).reshape(n, blocks, y.shape[2], y.shape[3], bs).permute(0, 2, 3, 1, 4)
-        dst = out_rows.narrow(1, b.j0, rows_out).view(n, rows_out, out_w, blocks, bs)
-        src = ys.narrow(1, 0, rows_out).narrow(2, 0, out_w)
-        if WIDE:
-            dst, src = dst.view(torch.complex128), src.view(torch.complex128)
-        dst.copy_(src)
+        _copy_chunks(out_rows.narrow(1, b.j0, rows_out).view(n, rows_out, out_w, blocks, bs),
+                     ys.narrow(1, 0, rows_out).narrow(2, 0, out_w))
         prev = (buf, b.t0)
     workspace.recycle(slabs, *buffers)
     return out
+
+
+def _copy_chunks(dst, src):
+    """dst.copy_(src) for tensors whose last dim is contiguous in both (a block's channels): moved as 16-byte
+    complex128 elements where sizes and offsets allow. A transposing copy's inner loop runs over that dim only, so
+    wider elements mean fewer, fuller iterations (measured 5-9 % of the blocked layers' time on AVX2)."""
+    unit = 16 // dst.element_size() if 16 % dst.element_size() == 0 else 0
+    if unit > 1 and all(t.shape[-1] % unit == 0 and t.stride(-1) == 1 and t.storage_offset() % unit == 0
+                        and all(st % unit == 0 for st in t.stride()[:-1]) for t in (dst, src)) \
+            and dst.dtype == src.dtype:
+        dst, src = dst.view(torch.complex128), src.view(torch.complex128)
+    dst.copy_(src)
 
 
 def _blocked_slab(xh, first: int, rows: int, left: int, right: int, bias, out):
@@ -558,7 +566,7 @@ def _blocked_slab(xh, first: int, rows: int, left: int, right: int, bias, out):
         src = xh.narrow(1, first + lo, hi - lo).reshape(n, hi - lo, w, c // DOWN_BLOCK, DOWN_BLOCK)
         src = src.permute(0, 3, 1, 2, 4)
         if bias is None:
-            dest.copy_(src)
+            _copy_chunks(dest, src)
         else:
             torch.add(src, bias, out=dest)
     return out
