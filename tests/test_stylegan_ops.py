@@ -59,6 +59,36 @@ def test_upfirdn2d_fast_matches_ref_values_and_grads(fname, up, down, pad):
             _close(a, upfirdn2d(x, f, up, down, pad, flip, gain=3.0, impl="fast"))
 
 
+@pytest.mark.parametrize("fname,up,down,pad", [
+    ("sg2_4x4", 1, 1, [2, -1, -4, 11]), ("firwin12", 1, 2, [-5, 15, 14, -4]), ("firwin12", 2, 1, [11, 10, -9, 24]),
+    ("random3x5", 2, 2, [-9, 14, 1, 1]), ("none", 1, 1, [-4, 6, 0, 0])])
+def test_upfirdn2d_crop_past_the_input(fname, up, down, pad):
+    """A negative padding larger than the (upsampled) input crops into the zeros that the other side's padding
+    adds, as in the reference's pad-then-slice: values, gradients and the inference path agree (3x3 input)."""
+    f = FILTERS[fname]
+    x = rnd(2, 3, 3, 3, grad=True)
+    a, ga = _grads(lambda t: upfirdn2d(t, f, up, down, pad, impl="ref"), [x])
+    b, gb = _grads(lambda t: upfirdn2d(t, f, up, down, pad, impl="fast"), [x])
+    _close(a, b)
+    _close(ga[0], gb[0])
+    with torch.no_grad():
+        _close(a, upfirdn2d(x, f, up, down, pad, impl="fast"))
+        y = rnd(1, 8, 3, 20)
+        fu, fd = design_lowpass_filter(6, 3, 4, 16), design_lowpass_filter(4, 3, 4, 32, radial=True)
+        _close(filtered_lrelu(y, fu, fd, None, 1, 2, [2, -1, -4, 11], impl="ref"),
+               filtered_lrelu(y, fu, fd, None, 1, 2, [2, -1, -4, 11], impl="fast"))
+
+
+@pytest.mark.parametrize("impl", ["ref", "fast"])
+def test_padding_that_leaves_no_output_is_an_error(impl):
+    """Both implementations refuse a crop that leaves nothing (the reference's slicing would wrap around)."""
+    x = rnd(1, 3, 11, 16)
+    with pytest.raises(ValueError, match=r"upfirdn2d: padding \[-5, -18, 4, -16\] leaves a -11x-3 output"):
+        upfirdn2d(x, FILTERS["random3x5"], 1, 1, [-5, -18, 4, -16], impl=impl)
+    with pytest.raises(ValueError, match="filtered_lrelu: padding .* leaves a"):
+        filtered_lrelu(x, FILTERS["firwin12"], FILTERS["radial12"], None, 2, 2, [-20, 0, 0, 0], impl=impl)
+
+
 @pytest.mark.parametrize("case", ["up2", "up4_rect_crop", "critical", "torgb"])
 def test_filtered_lrelu_fast_matches_ref_values_and_grads(case):
     fu12, fd12 = design_lowpass_filter(12, 3, 4, 32), design_lowpass_filter(12, 3, 4, 32)

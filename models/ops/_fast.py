@@ -33,18 +33,18 @@ def _dw(f2d: torch.Tensor, c: int, dtype) -> torch.Tensor:
     return f2d.to(dtype).reshape(1, 1, *f2d.shape).expand(c, 1, *f2d.shape)
 
 
-def _crop_pad(y: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
-    """y[start:start+length] along dim, zero-padding where the range leaves y (start may be negative)."""
-    L = y.shape[dim]
-    lo, hi = max(start, 0), min(start + length, L)
-    y = y.narrow(dim, lo, max(hi - lo, 0))
-    before, after = max(-start, 0), max(start + length - L, 0)
-    if before or after:
-        pad = [0, 0, 0, 0]
-        pad[(0 if dim == 3 else 2)] = before
-        pad[(1 if dim == 3 else 3)] = after
-        y = F.pad(y, pad)
-    return y
+def _crop_pad(y: torch.Tensor, start_h: int, length_h: int, start_w: int, length_w: int) -> torch.Tensor:
+    """The window y[:, :, start_h:start_h+length_h, start_w:start_w+length_w] with zeros where it leaves y: a start
+    may be negative or past the end (a crop larger than y reaches into the padding on the other side), one pad."""
+    pads = []
+    for dim, start, length in ((3, start_w, length_w), (2, start_h, length_h)):
+        length, size = max(length, 0), y.shape[dim]
+        lo = min(max(start, 0), size)
+        hi = max(min(start + length, size), lo)
+        before = min(max(-start, 0), length)
+        y = y.narrow(dim, lo, hi - lo)
+        pads += [before, length - before - (hi - lo)]
+    return F.pad(y, pads) if any(pads) else y
 
 
 def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, dim: int) -> torch.Tensor:
@@ -57,12 +57,10 @@ def _up_polyphase(x: torch.Tensor, g: torch.Tensor, u: int, p0: int, p1: int, di
     A = _ceil_div(L_out, u)
     M = taps.shape[1]
     # input window [c_min, c_min + A + M - 1), zero outside [0, L)
-    lo, hi = c_min, c_min + A + M - 1
-    xs = x.narrow(dim, max(lo, 0), max(0, min(hi, L) - max(lo, 0)))
-    before, after = max(-lo, 0), max(hi - L, 0)
-    if before or after:
-        pad = [0, 0, before, after] if dim == 2 else [before, after, 0, 0]
-        xs = F.pad(xs, pad)
+    if dim == 2:
+        xs = _crop_pad(x, c_min, A + M - 1, 0, x.shape[3])
+    else:
+        xs = _crop_pad(x, 0, x.shape[2], c_min, A + M - 1)
     shape = (M, 1) if dim == 2 else (1, M)
     ys = [F.conv2d(xs, _dw(taps[r].reshape(shape), c, x.dtype), groups=c).permute(0, 2, 3, 1) for r in range(u)]
     y = torch.stack(ys, dim=dim)  # NHWC view: [N, A, u, W, C] (H) or [N, H, A, u, C] (W)
@@ -224,10 +222,7 @@ def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple
     out_h = (h * upy + py0 + py1 - kh) // downy + 1
     out_w = (w * upx + px0 + px1 - kw) // downx + 1
     if upx == 1 and upy == 1:
-        if any(p < 0 for p in pad):
-            x = x[:, :, max(-py0, 0): h - max(-py1, 0), max(-px0, 0): w - max(-px1, 0)]
-        if any(p > 0 for p in pad):
-            x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+        x = _crop_pad(x, -py0, h + py0 + py1, -px0, w + px0 + px1)
         return F.conv2d(x, _dw(f2d, c, x.dtype), stride=(downy, downx), groups=c)
     nograd = not needs_grad(x)
     if kh == 1 and upy == 1 and downx == 1 and downy == 1 and py0 == 0 and py1 == 0:
@@ -241,8 +236,7 @@ def _pass(x: torch.Tensor, f2d: torch.Tensor, up: tuple, down: tuple, pad: tuple
     # zero-insert + correlate == transposed conv with the correlation taps reversed
     y = F.conv_transpose2d(x, _dw(f2d.flip([0, 1]), c, x.dtype), stride=(upy, upx), groups=c)
     full_h, full_w = out_h * downy - (downy - 1), out_w * downx - (downx - 1)  # samples before decimation
-    y = _crop_pad(y, 2, kh - 1 - py0, (h * upy + py0 + py1 - kh) + 1)
-    y = _crop_pad(y, 3, kw - 1 - px0, (w * upx + px0 + px1 - kw) + 1)
+    y = _crop_pad(y, kh - 1 - py0, (h * upy + py0 + py1 - kh) + 1, kw - 1 - px0, (w * upx + px0 + px1 - kw) + 1)
     if downx > 1 or downy > 1:
         y = y[:, :, ::downy, ::downx]
     assert y.shape[2:] == (out_h, out_w) and full_h >= out_h and full_w >= out_w, (y.shape, out_h, out_w)
@@ -557,7 +551,8 @@ def _blocked_slab(xh, first: int, rows: int, left: int, right: int, bias, out):
     """Rows [first, first + rows) of the NHWC tensor xh (+ bias [C/8, 1, 1, 8]) as channel blocks of DOWN_BLOCK in out
     [N*C/8, rows, left + W + right, 8]: zero rows outside xh and zero columns left and right of it."""
     n, h, w, c = xh.shape
-    lo, hi = max(0, -first), max(0, min(rows, h - first))
+    lo = min(rows, max(0, -first))
+    hi = max(lo, min(rows, h - first))
     for border in (out.narrow(1, 0, lo), out.narrow(1, hi, rows - hi), out.narrow(2, 0, left),
                    out.narrow(2, left + w, right)):
         border.zero_()

@@ -106,6 +106,14 @@ def parse_padding(padding) -> tuple[int, int, int, int]:
     return tuple(padding)  # type: ignore[return-value]
 
 
+def require_output(op: str, out_w: int, out_h: int, padding) -> None:
+    """A padding (negative: a crop) that leaves no output sample is an error in either implementation (the literal
+    slicing of the reference would wrap around instead)."""
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f"{op}: padding {list(parse_padding(padding))} leaves a {out_w}x{out_h} output; "
+                         "crop less or pad more")
+
+
 def filter_size(f) -> tuple[int, int]:
     """(width, height) of a FIR filter (None -> 1x1; 1-D [n] -> separable n x n; 2-D [h, w])."""
     if f is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ._spec import filter_size, parse_padding, resolve_impl
+from ._spec import filter_size, parse_padding, require_output, resolve_impl
 from .bias_act import bias_act_ref
 from .upfirdn2d import upfirdn2d_ref
 
@@ -45,6 +45,7 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
     up, down ints (default: 1); padding (default: 0); gain (default: sqrt 2); slope (default: 0.2);
     clamp (default: None); flip_filter (default: False); impl 'ref' | 'fast' | 'auto' (default: 'auto').
     """
+    require_output("filtered_lrelu", *output_size(x.shape[3], x.shape[2], fu, fd, up, down, padding), padding)
     if resolve_impl(impl) == "ref":
         return filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     from . import _fast

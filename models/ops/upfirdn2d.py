@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._spec import filter_size, parse_padding, parse_scaling, resolve_impl
+from ._spec import filter_size, parse_padding, parse_scaling, require_output, resolve_impl
 
 
 def upfirdn2d_ref(x, f=None, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
@@ -47,6 +47,10 @@ def upfirdn2d(x, f=None, up=1, down=1, padding=0, flip_filter=False, gain=1.0, i
     (default: 1); padding int, [px, py] or [x0, x1, y0, y1] applied after upsampling (default: 0, negative crops);
     flip_filter (default: False); gain (default: 1); impl 'ref' | 'fast' | 'auto' (default: 'auto').
     """
+    fw, fh = filter_size(f)
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = parse_scaling(up), parse_scaling(down), parse_padding(padding)
+    require_output("upfirdn2d", (x.shape[3] * upx + px0 + px1 - fw) // downx + 1,
+                   (x.shape[2] * upy + py0 + py1 - fh) // downy + 1, padding)
     if resolve_impl(impl) == "ref":
         return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     from . import _fast
