@@ -260,8 +260,10 @@ def stylespace_attributes(dirs: list[str]) -> list[str]:
 
 def _find(dirs: list[str], *parts: str) -> str | None:
     for root in _ss_roots(dirs):
-        path = os.path.join(root, *parts)
-        if os.path.exists(path):
+        base = os.path.abspath(root)
+        path = os.path.abspath(os.path.join(base, *parts))
+        # parts name files under root ('..' or an absolute part would leave it); links inside are the user's own
+        if os.path.commonpath([path, base]) == base and os.path.exists(path):
             return path
     return None
 

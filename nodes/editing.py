@@ -262,6 +262,11 @@ class HumanGenStyleSpaceEdit:
         if attribute == _NO_ATTRS:
             raise _err(node, "attribute", "no style-space vectors found.", fix="copy StyleGAN-Human's "
                        "latent_direction/ss and latent_direction/ss_statics into models/stylegan_directions.")
+        known = editing.stylespace_attributes(host.model_dirs("stylegan_directions"))
+        if attribute not in known:  # a value from a workflow or a link is a name, never a path
+            raise _err(node, "attribute", f"{str(attribute)[:80]!r} is not an attribute folder in "
+                       f"models/stylegan_directions/ss ({', '.join(known[:8]) or 'none found'}).",
+                       fix="choose one of the listed attributes.")
         _wplus_latent(node, generator, latent)  # validates the latent against the generator
         if method == "one_layer":  # all_layers takes whichever vectors the generator has layers for
             host.require_files(node, {"attribute": attribute, "method": method, "layer": layer}, prompt)

@@ -111,6 +111,28 @@ def test_style_space_edit_flows_into_synthesis(gen, latent, standalone_host):
         HumanGenStyleSpaceEdit().edit(gen, latent, "upper_length", "one_layer", -5.0, 1, 0.0028)
 
 
+@pytest.mark.parametrize("attribute", ["../outside", "ABS", "upper_length/../../outside", "missing"])
+def test_style_space_attribute_is_a_listed_folder_name_never_a_path(gen, latent, standalone_host, attribute):
+    """An attribute from a workflow or a link that is not one of the listed folders (a path leaving the folder,
+    an absolute path, an unknown name) is refused naming the input; no vector file outside is read."""
+    G = gen.model
+    _ship_stylespace(standalone_host.models_root, G)
+    outside = os.path.join(standalone_host.models_root, "outside")  # vectors a traversal would find
+    os.makedirs(outside)
+    for i, lay in enumerate(style_layers(G)):
+        with open(os.path.join(outside, f"style_vect_mean_{i}.pkl"), "wb") as f:
+            pickle.dump(np.ones(lay.channels, np.float32), f)
+    name = outside if attribute == "ABS" else attribute
+    with pytest.raises(NodeInputError, match="HumanGenStyleSpaceEdit: input 'attribute': .* is not an attribute "
+                                             "folder in models/stylegan_directions/ss \\(upper_length\\)"):
+        HumanGenStyleSpaceEdit().edit(gen, latent, name, "all_layers", 1.0, 5, 0.0028)
+    from humangen.models.editing import stylespace_offsets
+    from humangen.utils.errors import HumanGenError
+    with pytest.raises(HumanGenError, match="no ss/"):  # the model function alone stays inside too
+        stylespace_offsets(G, [os.path.join(standalone_host.models_root, "stylegan_directions")], name,
+                           "all_layers", 1.0)
+
+
 def _ship_lpips(root):
     os.makedirs(os.path.join(root, "lpips"))
     torch.save(LPIPS("vgg").net.state_dict(), os.path.join(root, "lpips", "vgg16-397923af.pth"))
