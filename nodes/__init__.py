@@ -25,7 +25,17 @@ _PIP_NAMES = {"cv2": "opencv-python-headless", "mediapipe": "mediapipe==0.10.21 
 # host's own exceptions are not in this list and pass through unchanged.
 _STRAY_ERRORS: tuple[type[BaseException], ...] = (
     KeyError, IndexError, ValueError, TypeError, ZeroDivisionError, OverflowError, AssertionError, RecursionError,
-    EOFError, OSError, UnicodeError, MemoryError, RuntimeError)
+    EOFError, OSError, UnicodeError, MemoryError, RuntimeError, AttributeError)
+# The same kind of error from libraries whose exceptions derive from Exception alone: (module, class name). Looked
+# up only when the library is already loaded, so the guard imports nothing.
+_LIBRARY_ERRORS: tuple[tuple[str, str], ...] = (("cv2", "error"), ("PIL.Image", "DecompressionBombError"))
+
+
+def _stray_errors() -> tuple[type[BaseException], ...]:
+    import sys
+    found = tuple(getattr(sys.modules[module], name) for module, name in _LIBRARY_ERRORS
+                  if module in sys.modules and isinstance(getattr(sys.modules[module], name, None), type))
+    return _STRAY_ERRORS + found
 
 
 def _number_specs(cls: type) -> dict[str, tuple[str, dict]]:
@@ -103,7 +113,9 @@ def _guard(node_id: str, cls: type) -> None:
                 f"{node_id}: the Python package '{root}' is not installed ({exc}). Fix: run `python install.py` in "
                 f"the HumanGen folder with ComfyUI's Python (it installs {_PIP_NAMES.get(root, root)} and the "
                 f"rest), then restart ComfyUI.") from exc
-        except _STRAY_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 - re-raised below unless it is a stray low-level error
+            if not isinstance(exc, _stray_errors()):
+                raise
             from ..utils import host
             if host.is_oom(exc):
                 raise  # the host frees memory and reports out-of-memory itself

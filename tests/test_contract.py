@@ -144,3 +144,32 @@ def test_a_stray_library_error_names_the_node_and_never_quotes_torchs_weights_on
     assert text.startswith("HumanGenAlignFullBody: could not process its inputs (RuntimeError: refused by the "
                            "weights-only loader)"), text
     assert "weights_only" not in text
+
+
+@pytest.mark.parametrize("error", ["attribute", "cv2", "pil_bomb", "interrupt"])
+def test_library_errors_become_node_errors_and_interrupts_pass(monkeypatch, error):
+    """Errors that derive from Exception alone (OpenCV's cv2.error, PIL's DecompressionBombError) and a wrong-typed
+    object's AttributeError get the node guard's message like numpy's and torch's; an interrupt passes unchanged."""
+    import cv2
+    import torch
+    from PIL import Image
+
+    from humangen.utils.errors import HumanGenError
+    raised = {"attribute": AttributeError("'NoneType' object has no attribute 'layers'"),
+              "cv2": cv2.error("Can't parse 'pt1'"), "pil_bomb": Image.DecompressionBombError("too many pixels"),
+              "interrupt": KeyboardInterrupt()}[error]
+
+    def boom(*_a, **_k):
+        raise raised
+    monkeypatch.setattr(torch.Tensor, "numpy", boom)
+    cls = NODE_CLASS_MAPPINGS["HumanGenAlignFullBody"]
+    call = lambda: getattr(cls(), cls.FUNCTION)(image=torch.rand(1, 64, 32, 3), resolution="512x256",  # noqa: E731
+                                                person_index=-1, allow_partial=True, keypoint_threshold=0.3,
+                                                segmentation="mediapipe_pose")
+    if error == "interrupt":
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        return
+    with pytest.raises(HumanGenError, match=f"^HumanGenAlignFullBody: could not process its inputs "
+                                            f"\\({type(raised).__name__}"):
+        call()
