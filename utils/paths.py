@@ -16,7 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import HumanGenError, NodeInputError
+from .errors import HumanGenError, LimitExceededError, NodeInputError
+
+MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX on Linux and macOS, 255 UTF-16 units on Windows)
 
 
 class PathOutsideFolderError(NodeInputError):
@@ -51,6 +53,12 @@ def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "Hu
     if "\x00" in text:
         raise PathOutsideFolderError(node, input_name, f"the name {text!r} contains a NUL byte.",
                                      fix="use a plain file name.")
+    if not text.strip() and not allow_root:
+        raise NodeInputError(node, input_name, "the name is empty.", fix="give a file name.")
+    longest = max((part for part in text.replace("\\", "/").split("/")), key=lambda part: len(part.encode()))
+    if len(longest.encode()) > MAX_NAME_BYTES:  # checked before any work: the OS would refuse it only at the write
+        raise LimitExceededError(node, input_name, f"the name part {longest[:40]!r}... is {len(longest.encode())} "
+                                 f"bytes long; file systems allow {MAX_NAME_BYTES}.", fix="use a shorter name.")
     if os.path.isabs(text) or (os.name != "nt" and text.startswith("\\")) or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
         raise PathOutsideFolderError(
             node, input_name, f"absolute paths are not allowed ({text!r}).",

@@ -166,3 +166,24 @@ def test_model_folder_prefix_sibling_is_not_inside(tmp_path):
     (e.models / "stylegan_evil" / "x.pkl").write_bytes(b"x")
     with pytest.raises(HumanGenError, match="outside"):
         host.model_path("stylegan", "../stylegan_evil/x.pkl")
+
+
+@pytest.mark.parametrize("node,call,input_name", WRITERS + [
+    ("HumanGenPTI", None, "save_name"), ("HumanGenLoadPose", None, "path")],
+    ids=["latent_png", "pose_json", "pose_npz", "pti", "load_pose"])
+def test_name_parts_too_long_for_the_file_system_are_refused_before_any_work(tmp_path, node, call, input_name):
+    """A file or folder name over 255 bytes (the file system's limit) is refused when the name is checked, before
+    the node works or makes a folder: not by the OS at the write, after the work, with a folder left behind."""
+    e = H.env(tmp_path)
+    name = "sub/" + "x" * 300
+    if node == "HumanGenPTI":
+        from humangen.models import gan_latents as gl
+        from sg_helpers import TINY_SG2, tiny_generator
+        gen = gl.GeneratorDescriptor.from_model(tiny_generator(TINY_SG2), "g", "g:0")
+        lat = gl.make_latent("w+", torch.zeros(1, gen.num_ws, gen.w_dim), gen)
+        call = lambda n: N["HumanGenPTI"]().tune(gen, lat, torch.rand(1, 16, 16, 3), save_name=n)  # noqa: E731
+    elif node == "HumanGenLoadPose":
+        call = lambda n: N["HumanGenLoadPose"]().load(n + ".json", 0, 0)  # noqa: E731
+    H.refusal(lambda: call(name), node=node, input_name=input_name, match=r"is 3\d\d bytes long; file systems allow 255")
+    assert list(e.output.rglob("*")) == []
+    e.check_clean()
