@@ -83,6 +83,7 @@ class LoadImage:
         import torch
         from PIL import ImageOps, ImageSequence
 
+        from ..utils.image import pil_rgb
         from ..utils.limits import MAX_CANVAS_SIDE, MAX_IMAGE_FRAMES, LimitExceededError, check_image_size
         # the header is read, no pixel yet: an untrusted file's declared size and frame count are bounded first
         check_image_size(*img.size, "LoadImage", "image", max_side=MAX_CANVAS_SIDE)
@@ -93,9 +94,7 @@ class LoadImage:
         size = None
         for frame in ImageSequence.Iterator(img):
             frame = ImageOps.exif_transpose(frame)
-            if frame.mode == "I":
-                frame = frame.point(lambda v: v * (1 / 255))
-            rgb = frame.convert("RGB")
+            rgb = pil_rgb(frame)
             if size is None:
                 size = rgb.size
             if rgb.size != size:

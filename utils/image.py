@@ -53,9 +53,22 @@ def uint8_to_comfy(arr: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32) / 255.0)
 
 
+def pil_rgb(img):
+    """A PIL image of any mode as 8-bit RGB. 16- and 32-bit integer pixels are scaled by 1/255 as ComfyUI's LoadImage
+    scales mode "I" (PIL's plain RGB conversion would clip them, turning a dark 16-bit image white), float pixels
+    ("F", 0..1) by 255."""
+    if img.mode.startswith("I;16"):
+        img = img.convert("I")
+    if img.mode == "I":
+        img = img.point(lambda v: v * (1 / 255))
+    elif img.mode == "F":
+        img = img.point(lambda v: v * 255)
+    return img.convert("RGB")
+
+
 def pil_to_comfy(img):
     """PIL image -> IMAGE [1,H,W,3]."""
-    return uint8_to_comfy(np.asarray(img.convert("RGB")))
+    return uint8_to_comfy(np.asarray(pil_rgb(img)))
 
 
 def comfy_to_pil(image, index: int = 0):

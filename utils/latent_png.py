@@ -132,13 +132,16 @@ def read_png_latent(path: str, *, node: str = "HumanGenLoadLatentFromImage", inp
     holding NaN/inf, or a size over the pack's image limit (checked before the pixels are decoded)."""
     from PIL import Image, UnidentifiedImageError
 
-    from .errors import NodeInputError
+    from .errors import LimitExceededError, NodeInputError
     from .limits import check_image_size
     name = os.path.basename(path)
     try:
         im = Image.open(path)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise NodeInputError(node, input_name, f"{name} is not a readable PNG ({exc}).",
+    except Image.DecompressionBombError as exc:  # declared size far over PIL's pixel limit (checked at open)
+        raise LimitExceededError(node, input_name, f"{name}: {str(exc)[:200]}",
+                                 fix="use a smaller image.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError) as exc:  # ValueError: an oversized
+        raise NodeInputError(node, input_name, f"{name} is not a readable PNG ({str(exc)[:200]}).",  # text chunk
                              fix="use a PNG saved by HumanGen Save Image With Latent.") from None
     with im:
         check_image_size(im.size[0], im.size[1], node, input_name)

@@ -185,3 +185,59 @@ def test_pose_json_wrong_structure(tmp_path, payload):
     e = H.env(tmp_path)
     (e.input / "p.json").write_text(payload if isinstance(payload, str) else json.dumps(payload))
     H.refusal(lambda: N["HumanGenLoadPose"]().load("p.json", 0, 0), node="HumanGenLoadPose", input_name="path")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.mark.parametrize("case", ["bomb_header", "huge_text_chunk"])
+def test_latent_png_over_pils_limits_is_a_node_error(tmp_path, case):
+    """A PNG whose header declares far more pixels than PIL allows (PIL refuses it while opening) and one whose
+    compressed text chunk inflates past PIL's text limit are clear errors on the input, not PIL's own."""
+    import struct
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from humangen.utils import latent_png as L
+    e = H.env(tmp_path)
+    path = e.input / "x.png"
+    if case == "bomb_header":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                         + _png_chunk(b"IEND", b""))
+        match = "x.png: Image size .* exceeds limit"
+    else:
+        info = PngInfo()
+        info.add_text(L.LATENT_KEY, " " * (20 << 20), zip=True)
+        Image.new("RGB", (4, 4)).save(path, pnginfo=info)
+        match = "x.png is not a readable PNG .*too large"
+    H.refusal(lambda: N["HumanGenLoadLatentFromImage"]().load("x.png"), node="HumanGenLoadLatentFromImage",
+              input_name="image", match=match)
+
+
+@pytest.mark.parametrize("mode,value,expected", [("I;16", 300, 1 / 255), ("I;16", 65535, 1.0),
+                                                 ("F", 0.5, 127 / 255)])
+def test_latent_png_with_16_bit_or_float_pixels_keeps_their_brightness(tmp_path, mode, value, expected):
+    """16-bit pixels are scaled as ComfyUI's LoadImage scales them (by 1/255, so a dark image stays dark instead of
+    clipping to white), float pixels by 255 (`utils.image.pil_rgb`, which the runner's LoadImage uses too)."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from humangen.utils import latent_png as L
+    from humangen.utils.image import pil_to_comfy
+    e = H.env(tmp_path)
+    info = PngInfo()
+    info.add_text(L.LATENT_KEY, L.latent_to_json({"space": "w", "tensor": torch.zeros(1, 4)}))
+    dtype = np.uint16 if mode == "I;16" else np.float32
+    image = Image.fromarray(np.full((4, 4), value, dtype))
+    assert image.mode == mode
+    if mode == "I;16":
+        image.save(e.input / "x.png", pnginfo=info)
+        (_, pixels) = L.read_png_latent(str(e.input / "x.png"))
+    else:  # PNG stores no float pixels: the conversion itself
+        pixels = pil_to_comfy(image)
+    assert pixels.shape == (1, 4, 4, 3)
+    assert torch.equal(pixels, torch.full_like(pixels, expected))  # 8-bit steps, truncated as PIL does
