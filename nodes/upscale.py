@@ -73,6 +73,7 @@ def _run_upscale(node, image, upscale_model, mask, tile_size, overlap, output_sc
     if tile_size and overlap >= tile_size:
         raise NodeInputError(node, "overlap", f"overlap {overlap} must be smaller than tile_size {tile_size}.",
                              fix="lower overlap (about 1/8 of the tile is plenty).")
+    _check_output_size(node, image, int(desc.scale), output_scale)
     if mask is not None:
         mask = _fit_mask(node, mask_to_batch(mask), image)
     cb = _HostCallbacks(node)
@@ -86,12 +87,31 @@ def _run_upscale(node, image, upscale_model, mask, tile_size, overlap, output_sc
         raise NodeInputError(node, "precision" if "support" in str(exc) else "upscale_model", str(exc)) from exc
 
 
+def _check_output_size(node, image, scale: int, output_scale: float) -> None:
+    """The network's output (scale x the input, assembled whole) and the final size both within the pack's image
+    limit, checked before any work."""
+    from ..models.upscale.upscaler import output_size
+    from ..utils.limits import LimitExceededError, MAX_IMAGE_SIDE
+    h, w = int(image.shape[1]), int(image.shape[2])
+    checks = [("image", f"x{scale} network's output", (h * scale, w * scale))]
+    if output_scale > 0:
+        checks.append(("output_scale", "upscaled image", output_size(h, w, output_scale)))
+    for input_name, what, (out_h, out_w) in checks:
+        if max(out_h, out_w) > MAX_IMAGE_SIDE:
+            raise LimitExceededError(node, input_name, f"the {what} would be {out_w}x{out_h}, larger than the "
+                                     f"limit of {MAX_IMAGE_SIDE} pixels per side.",
+                                     fix="use a smaller image or output_scale (or a network of a lower scale).")
+
+
 def _fit_mask(node, mask, image):
     """MASK [B,H,W] at the image size: core LoadImage gives a 64x64 placeholder for images without alpha, so a
     different size is resized (bilinear) rather than refused; a batch that does not broadcast is an error."""
     import torch.nn.functional as F
 
     from ..utils.errors import NodeInputError
+    if mask.ndim != 3 or 0 in mask.shape:
+        raise NodeInputError(node, "mask", f"expected a mask [batch, height, width] with pixels, got "
+                             f"{tuple(mask.shape)}.", fix="connect the mask that came with this image.")
     if mask.shape[0] not in (1, image.shape[0]):
         raise NodeInputError(node, "mask", f"mask batch {mask.shape[0]} does not match the image batch "
                              f"{image.shape[0]}.", fix="use the mask that came with this image.")
