@@ -73,8 +73,8 @@ class HumanGenParts2WholeLoader:
 def _one_mask(mask, image, node, invert):
     import torch.nn.functional as F
 
-    from ..utils.image import mask_to_batch
-    m = mask_to_batch(mask)[0]
+    from ..utils.image import check_mask
+    m = check_mask(mask, node)[0]
     if tuple(m.shape) != tuple(image.shape[:2]):
         m = F.interpolate(m[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     m = (1.0 - m) if invert else m

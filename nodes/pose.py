@@ -10,6 +10,7 @@ import os
 
 from ..utils import host
 from ..utils.errors import HumanGenError, NodeInputError
+from ..utils.image import check_mask
 
 CATEGORY = "HumanGen/pose"
 BACKENDS = ["mediapipe", "mmpose_topdown", "mmpose_bottomup"]
@@ -96,6 +97,7 @@ class HumanGenPoseDetect:
         from ..models import pose as M
         node = "HumanGenPoseDetect"
         images = _frames_u8(image, node)
+        mask = None if mask is None else check_mask(mask, node, len(images))
         boxes = _parse_boxes(node, person_box)
         model = _mmpose_model(node, backend, mmpose_config, mmpose_checkpoint) if backend != "mediapipe" else None
         frames, previews = [], []
@@ -159,7 +161,7 @@ def _mask_for(mask, index, h, w):
     import cv2
     import numpy as np
     from ..utils import image as imageutil
-    m = imageutil.mask_to_batch(mask)
+    m = imageutil.mask_to_batch(mask)  # checked by the node (utils.image.check_mask): one mask or one per image
     a = m[min(index, m.shape[0] - 1)].detach().cpu().float().numpy()
     if a.shape != (h, w):
         a = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -66,16 +66,17 @@ def _run_upscale(node, image, upscale_model, mask, tile_size, overlap, output_sc
     from ..models import upscale as up
     from ..utils import host
     from ..utils.errors import NodeInputError
-    from ..utils.image import check_image, comfy_to_nchw, mask_to_batch
+    from ..utils.image import check_image, check_mask, comfy_to_nchw
 
     check_image(image, node)
+    mask = None if mask is None else check_mask(mask, node, image.shape[0])
     desc = host.core_upscale_model(_model(node, "upscale_model", upscale_model))  # one patcher per network
     if tile_size and overlap >= tile_size:
         raise NodeInputError(node, "overlap", f"overlap {overlap} must be smaller than tile_size {tile_size}.",
                              fix="lower overlap (about 1/8 of the tile is plenty).")
     _check_output_size(node, image, int(desc.scale), output_scale)
     if mask is not None:
-        mask = _fit_mask(node, mask_to_batch(mask), image)
+        mask = _fit_mask(mask, image)
     cb = _HostCallbacks(node)
     device = host.load_model(desc.model)
     try:
@@ -103,18 +104,11 @@ def _check_output_size(node, image, scale: int, output_scale: float) -> None:
                                      fix="use a smaller image or output_scale (or a network of a lower scale).")
 
 
-def _fit_mask(node, mask, image):
-    """MASK [B,H,W] at the image size: core LoadImage gives a 64x64 placeholder for images without alpha, so a
-    different size is resized (bilinear) rather than refused; a batch that does not broadcast is an error."""
+def _fit_mask(mask, image):
+    """A checked MASK [B,H,W] at the image size: core LoadImage gives a 64x64 placeholder for images without alpha,
+    so a different size is resized (bilinear) rather than refused."""
     import torch.nn.functional as F
 
-    from ..utils.errors import NodeInputError
-    if mask.ndim != 3 or 0 in mask.shape:
-        raise NodeInputError(node, "mask", f"expected a mask [batch, height, width] with pixels, got "
-                             f"{tuple(mask.shape)}.", fix="connect the mask that came with this image.")
-    if mask.shape[0] not in (1, image.shape[0]):
-        raise NodeInputError(node, "mask", f"mask batch {mask.shape[0]} does not match the image batch "
-                             f"{image.shape[0]}.", fix="use the mask that came with this image.")
     if tuple(mask.shape[-2:]) != tuple(image.shape[1:3]):
         mask = F.interpolate(mask[:, None], size=tuple(image.shape[1:3]), mode="bilinear", align_corners=False)[:, 0]
     return mask

@@ -271,7 +271,7 @@ def test_node_input_errors(x4):
     with pytest.raises(NodeInputError, match="input 'image'"):
         HumanGenTiledUpscale().upscale(torch.zeros(20, 20), x4)
     for empty in (torch.rand(1, 0, 0), torch.rand(0, 20, 20), torch.rand(20)):
-        with pytest.raises(NodeInputError, match="input 'mask': expected a mask"):
+        with pytest.raises(NodeInputError, match="input 'mask': expected a MASK .* with pixels"):
             HumanGenTiledUpscale().upscale(image, x4, mask=empty)
 
 

@@ -87,6 +87,22 @@ def mask_to_batch(mask):
     return mask.float()
 
 
+def check_mask(mask, node: str, batch: int | None = None, input_name: str = "mask"):
+    """Validate a MASK input -> float [B,H,W] (a [H,W] or [B,1,H,W] mask is reshaped): pixels on both sides and a
+    batch of 1 (shared) or `batch` (one per image). Raises NodeInputError naming node and input. (NaN and inf are
+    refused for every tensor input by the node guard.)"""
+    from .errors import NodeInputError
+    m = mask_to_batch(mask) if hasattr(mask, "ndim") else None
+    if m is None or m.ndim != 3 or 0 in m.shape:
+        shape = tuple(getattr(mask, "shape", ()))
+        raise NodeInputError(node, input_name, f"expected a MASK [batch, height, width] with pixels, got shape "
+                             f"{shape}.", fix="connect the mask that came with this image (LoadImage, a mask editor).")
+    if batch is not None and m.shape[0] not in (1, batch):
+        raise NodeInputError(node, input_name, f"mask batch {m.shape[0]} does not match the image batch {batch}.",
+                             fix="use one mask for all images or one per image.")
+    return m
+
+
 def check_image(image, node: str, input_name: str = "image"):
     """Validate an IMAGE input and return it; raises NodeInputError naming node and input."""
     from .errors import NodeInputError

@@ -297,3 +297,22 @@ def test_humansd_generation_size_from_an_elongated_pose(w, h):
                   scheduler="ddim", seed=0, batch=1, short_side=512, strength=1.0, precision="fp32")
     H.refusal(lambda: N["HumanGenSkeletonSDSampler"]().sample(object(), pose=[_frame(w, h)], **kwargs),
               node="HumanGenSkeletonSDSampler", input_name="pose", match="larger than the limit")
+
+
+MASK_NODES = [
+    ("HumanGenPoseDetect", lambda im, m: N["HumanGenPoseDetect"]().detect(im, "mediapipe", 0.3, 1, "openpose18",
+                                                                          mask=m)),
+    ("HumanGenAlignFullBody", lambda im, m: N["HumanGenAlignFullBody"]().align(im, "512x256", -1, True, 0.3,
+                                                                               "mediapipe_pose", mask=m)),
+    ("HumanGenTiledUpscale", lambda im, m: N["HumanGenTiledUpscale"]().upscale(im, None, mask=m)),
+]
+
+
+@pytest.mark.parametrize("node,call", MASK_NODES, ids=[n[8:] for n, _ in MASK_NODES])
+@pytest.mark.parametrize("shape,match", [((1, 16, 0), "with pixels"), ((0, 16, 16), "with pixels"),
+                                         ((1, 1, 1, 5, 5), "with pixels"), ((5,), "with pixels"),
+                                         ((2, 16, 16), "mask batch 2 does not match the image batch 3")])
+def test_masks_without_pixels_or_of_another_batch(node, call, shape, match):
+    """Every node with a MASK input checks it the same way (`utils.image.check_mask`) before any work: no OpenCV or
+    indexing error from an empty mask, and no mask silently reused for a batch it does not match."""
+    H.refusal(lambda: call(torch.rand(3, 16, 16, 3), torch.ones(*shape)), node=node, input_name="mask", match=match)
