@@ -245,22 +245,29 @@ class HumanGenLatentInterpolate:
 
     def interpolate(self, generator, latent_a, frames=16, method="lerp", space="w+", latent_b=None):
         from ..models import gan_latents as gl
+        import torch
         node = "HumanGenLatentInterpolate"
-        lat = latent_a if latent_b is None else gl.concat_latents([latent_a, latent_b])
-        if space == "z":
-            pts = lat.get("z") if lat["space"] != "z" else lat["tensor"]
-            if pts is None:
-                raise _err(node, "space", "these latents carry no z (they were not made from seeds).",
-                           fix="choose space 'w' or 'w+'.")
-        else:
-            pts = _wplus(node, "latent_a", generator, lat)
-            if space == "w":
-                pts = pts[:, 0]
+        given = [(name, lat) for name, lat in (("latent_a", latent_a), ("latent_b", latent_b)) if lat is not None]
+        parts = []
+        for name, lat in given:  # each checked on its own, so an error names the latent it is about
+            if space == "z":
+                z = lat.get("z") if lat["space"] != "z" else lat["tensor"]
+                if z is None:
+                    raise _err(node, "space", f"{name} carries no z (it was not made from seeds).",
+                               fix="choose space 'w' or 'w+'.")
+                if parts and z.shape[1:] != parts[0].shape[1:]:
+                    raise _err(node, name, f"its z has {tuple(z.shape[1:])} values per latent, latent_a's "
+                               f"{tuple(parts[0].shape[1:])}.", fix="make both latents with the same generator.")
+                parts.append(z)
+            else:
+                ws = _wplus(node, name, generator, lat)
+                parts.append(ws[:, 0] if space == "w" else ws)
+        pts = torch.cat(parts)
         if pts.shape[0] < 2:
             raise _err(node, "latent_b", "need two latents to interpolate.",
                        fix="connect latent_b, or give latent_a several seeds.")
         path = gl.interpolate_path(pts, frames, method)
-        tr = lat.get("truncation")
+        tr = latent_a.get("truncation")
         return (gl.make_latent(space, path, generator, z=path if space == "z" else None, truncation=tr),)
 
 

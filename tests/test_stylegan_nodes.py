@@ -111,6 +111,21 @@ def test_interpolation_runs_from_a_to_b(gen, space, method):
         torch.testing.assert_close(to_wplus(d, out)[0], a["tensor"][0], atol=1e-5, rtol=0)
 
 
+def test_interpolation_names_the_latent_that_does_not_fit(gen):
+    """latent_b from another generator is refused naming latent_b (not a tensor-size error); latent_b in another
+    space than latent_a is converted like latent_a (it was refused as 'different spaces')."""
+    from humangen.models import gan_latents as gl
+    d, _ = gen
+    other = gl.GeneratorDescriptor.from_model(tiny_generator(dict(TINY_SG2_RECT, img_resolution=32)).eval(),
+                                              "big.pkl", "big:1")
+    (a,) = N.HumanGenLatentFromSeeds().make(d, 1)
+    with pytest.raises(NodeInputError, match="HumanGenLatentInterpolate: input 'latent_b'"):
+        N.HumanGenLatentInterpolate().interpolate(d, a, 3, "lerp", "w+", latent_b=gl.latent_from_seeds(other, [2]))
+    b_z = gl.latent_from_seeds(d, [2], space="z")
+    (out,) = N.HumanGenLatentInterpolate().interpolate(d, a, 3, "lerp", "w+", latent_b=b_z)
+    torch.testing.assert_close(out["tensor"][-1], gl.to_wplus(d, b_z)[0], atol=1e-5, rtol=0)
+
+
 def test_interpolation_path_through_seeds(gen):
     d, _ = gen
     (a,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="1-3")
