@@ -150,8 +150,9 @@ def _parse_boxes(node, text):
             vals = [float(v) for v in part.replace(" ", "").split(",")]
         except ValueError:
             vals = []
-        if len(vals) != 4 or vals[2] <= vals[0] or vals[3] <= vals[1]:
-            raise NodeInputError(node, "person_box", f"{part.strip()!r} is not a box 'x0,y0,x1,y1' with x1>x0, y1>y0.",
+        if len(vals) != 4 or not np.isfinite(vals).all() or vals[2] <= vals[0] or vals[3] <= vals[1]:
+            raise NodeInputError(node, "person_box", f"{part.strip()[:80]!r} is not a box 'x0,y0,x1,y1' of finite "
+                                 f"numbers with x1>x0, y1>y0.",
                                  fix="write pixel boxes like '10,20,200,500', several separated by ';'.")
         boxes.append(vals)
     return np.asarray(boxes, np.float64)

@@ -226,8 +226,9 @@ def test_bad_inputs_give_clear_errors():
     empty = torch.zeros((1, 0, 64, 3))
     with pytest.raises(NodeInputError, match="HumanGenPoseDetect: input 'image': the image is empty"):
         N["HumanGenPoseDetect"]().detect(empty, "mediapipe", 0.3, 1, "openpose18")
-    with pytest.raises(NodeInputError, match="person_box"):
-        N["HumanGenPoseDetect"]().detect(grey, "mmpose_topdown", 0.3, 1, "openpose18", person_box="1,2,3")
+    for box in ("1,2,3", "nan,0,10,10", "0,0,inf,10"):  # NaN compares false with everything: checked apart
+        with pytest.raises(NodeInputError, match="person_box.*is not a box 'x0,y0,x1,y1' of finite numbers"):
+            N["HumanGenPoseDetect"]().detect(grey, "mmpose_topdown", 0.3, 1, "openpose18", person_box=box)
     with pytest.raises(NodeInputError, match="mmpose_checkpoint.*needs a checkpoint"):
         N["HumanGenPoseDetect"]().detect(grey, "mmpose_topdown", 0.3, 1, "openpose18")
     with pytest.raises(NodeInputError, match="HumanGenRenderPose: input 'pose'"):
