@@ -61,24 +61,31 @@ def generator_id_for_file(path: str) -> str:
 # ---- seeds and z ------------------------------------------------------------------------------------------------
 def parse_seeds(text: str, max_count: int = 4096) -> list[int]:
     """'1,3,5-8' -> [1, 3, 5, 6, 7, 8]. Ranges are inclusive; whitespace ignored. Raises ValueError."""
+    return _parse_ranges(text, "seed", 2 ** 32 - 1, "2^32 - 1 (numpy RandomState's limit)", max_count)
+
+
+def _parse_ranges(text: str, what: str, max_value: int, max_text: str, max_count: int) -> list[int]:
+    """Numbers and inclusive ranges ('1,3,5-8') of `what` (a seed, a layer), each <= max_value, at most max_count
+    in all. Raises ValueError worded for `what`."""
     out: list[int] = []
+    example = "1,3,5-8" if what == "seed" else "4-7"
     for part in str(text).replace(" ", "").split(","):
         if not part:
             continue
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        m = re.fullmatch(r"([0-9]{1,20})(?:-([0-9]{1,20}))?", part)  # ASCII digits; 20 covers 2^64
         if not m:
-            raise ValueError(f"cannot read {part!r}: use numbers and ranges like '1,3,5-8'")
+            raise ValueError(f"cannot read {part[:40]!r}: use {what} numbers and ranges like '{example}'")
         a = int(m.group(1))
         b = int(m.group(2)) if m.group(2) is not None else a
         if b < a:
             raise ValueError(f"range {part!r} goes backwards")
-        if a > 2 ** 32 - 1 or b > 2 ** 32 - 1:
-            raise ValueError(f"seed {part!r} is above 2^32 - 1 (numpy RandomState's limit)")
+        if b > max_value:
+            raise ValueError(f"{what} {part!r} is above {max_text}")
         if len(out) + (b - a + 1) > max_count:
-            raise ValueError(f"more than {max_count} seeds")
+            raise ValueError(f"more than {max_count} {what}s")
         out.extend(range(a, b + 1))
     if not out:
-        raise ValueError("no seeds given")
+        raise ValueError(f"no {what}s given")
     return out
 
 
@@ -198,11 +205,8 @@ def check_latent(latent: dict, gen: GeneratorDescriptor | None = None) -> None:
 # ---- style mixing and interpolation ----------------------------------------------------------------------------
 def parse_layers(text: str, num_ws: int) -> list[int]:
     """'0-6' / '0,2,4' -> sorted layer indices, each < num_ws."""
-    idx = sorted(set(parse_seeds(text, max_count=num_ws + 1)))
-    bad = [i for i in idx if i >= num_ws]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range: this generator has ws 0..{num_ws - 1}")
-    return idx
+    return sorted(set(_parse_ranges(text, "layer", num_ws - 1, f"{num_ws - 1}: this generator has ws 0..{num_ws - 1}",
+                                     max_count=64 * num_ws)))  # repeats are allowed and merged
 
 
 def style_mix(row_ws: torch.Tensor, col_ws: torch.Tensor, layers: list[int]) -> torch.Tensor:

@@ -212,3 +212,24 @@ def test_save_latent_png_honours_disable_metadata(gen, standalone_host, tmp_path
     cli.args.disable_metadata = False
     assert host.ComfyHost().metadata_disabled() is False
     assert host.StandaloneHost().metadata_disabled() is False
+
+
+@pytest.mark.parametrize("text,match", [
+    ("", "no layers given"), ("0-99", "layer '0-99' is above 5: this generator has ws 0..5"),
+    ("9" * 10000, "cannot read '9999.*': use layer numbers and ranges like '4-7'"), ("٣", "cannot read"),
+    ("2-1", "range '2-1' goes backwards")])
+def test_layer_lists_are_worded_as_layers(gen, text, match):
+    """The layers input shares the seeds' range reader but not its words: an empty list, a layer past the
+    generator's ws, a number too long to read and a non-ASCII digit say what they are about."""
+    d, _ = gen
+    (a,) = N.HumanGenLatentFromSeeds().make(d, 1, seeds="1-2")
+    assert d.num_ws == 6
+    with pytest.raises(NodeInputError, match=f"HumanGenStyleMix: input 'layers': {match}"):
+        N.HumanGenStyleMix().mix(d, a, a, text, True, "const", 1)
+
+
+def test_seed_lists_keep_their_words(gen):
+    d, _ = gen
+    for text, match in (("4294967296", "seed '4294967296' is above 2\\^32 - 1"), ("1-5000", "more than 4096 seeds")):
+        with pytest.raises(NodeInputError, match=f"input 'seeds': {match}"):
+            N.HumanGenLatentFromSeeds().make(d, 0, seeds=text)
