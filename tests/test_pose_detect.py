@@ -259,6 +259,10 @@ def test_face_boxes(photos, detections):
         assert x0 < nose[0] < x1 and y0 < nose[1] < y1 and 40 < x1 - x0 < 200 and s > 0.5
     none = mediapipe_backend.detect_faces(np.full((128, 128, 3), 128, np.uint8))
     assert none.shape == (0, 5)
+    for side in (16, 59):  # smaller than the smallest face MTCNN looks for: no boxes (its pyramid is empty)
+        assert faces.detect_faces_mtcnn(img[:side, :side], min_face_size=60).shape == (0, 5)
+    box, _ = N["HumanGenFaceBox"]().find(I.uint8_to_comfy(img[:16, :16]), "mtcnn", 0.5, 1.0, False, 1)
+    assert box["boxes"] == [[]]
     box, mask = N["HumanGenFaceBox"]().find(I.uint8_to_comfy(img), "keypoints", 0.3, 1.5, True, 1,
                                             pose=[detections["astronaut"].frame(512, 512)])
     (x0, y0, x1, y1, s), = box["boxes"][0]

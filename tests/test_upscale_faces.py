@@ -47,6 +47,10 @@ def test_feather_mask_ramps_to_zero_at_the_border():
     assert torch.all(m[32, :16].diff() > 0)
 
 
+def test_mtcnn_on_an_image_smaller_than_a_face_finds_none():
+    assert fc.detect_faces(torch.rand(2, 3, 12, 30), min_face_size=20) == [[], []]
+
+
 def test_mtcnn_finds_the_astronauts_face(astronaut_faces):
     (found,) = astronaut_faces
     assert len(found) == 1

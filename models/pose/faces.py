@@ -22,6 +22,8 @@ def detect_faces_mtcnn(image: np.ndarray, min_confidence: float = 0.9, min_face_
                             f"`pip install --no-deps facenet-pytorch==2.6.0` or use the mediapipe method.") from None
     import torch
     img = np.ascontiguousarray(np.asarray(image, np.uint8))
+    if min(img.shape[:2]) < min_face_size:  # no face fits: MTCNN's image pyramid would be empty (and raise)
+        return np.zeros((0, 5))
     # facenet-pytorch loads its bundled P/R/O-net state dicts with torch.load (weights_only by default)
     detector = MTCNN(keep_all=True, min_face_size=int(min_face_size), device=torch.device(device))
     with torch.no_grad():

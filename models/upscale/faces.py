@@ -56,8 +56,11 @@ def detect_faces(images, *, threshold: float = 0.9, min_face_size: int = 20, dev
     arr = (images[:, :3].detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
     arr = arr.permute(0, 2, 3, 1).cpu().numpy()
     for img in arr:
-        boxes, probs, points = mtcnn.detect(np.ascontiguousarray(img), landmarks=True)
         faces = []
+        if min(img.shape[:2]) < min_face_size:  # no face fits: MTCNN's image pyramid would be empty (and raise)
+            results.append(faces)
+            continue
+        boxes, probs, points = mtcnn.detect(np.ascontiguousarray(img), landmarks=True)
         if boxes is not None:
             for box, p, pts in zip(boxes, probs, points):
                 if p is not None and float(p) >= threshold:
