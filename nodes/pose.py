@@ -304,6 +304,8 @@ class HumanGenFaceBox:
                               else M.detect_mediapipe(img, 0.3, segmentation=False).coco17())
                     boxes = faces.faces_from_keypoints(people)
                     boxes = boxes[boxes[:, 4] >= min_confidence]
+            except NodeInputError:
+                raise  # already names its input (the pose)
             except HumanGenError as exc:
                 raise _wrap(node, "method", exc) from None
             boxes = faces.expand_boxes(boxes[:max_faces], expand, square)

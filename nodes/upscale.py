@@ -69,6 +69,11 @@ def _run_upscale(node, image, upscale_model, mask, tile_size, overlap, output_sc
     from ..utils.image import check_image, check_mask, comfy_to_nchw
 
     check_image(image, node)
+    for name, value, choices in (("precision", precision, PRECISIONS), ("resample", resample, RESAMPLE),
+                                 ("mask_mode", mask_mode, MASK_MODES)):  # before any work: resample runs last
+        if value not in choices:
+            raise NodeInputError(node, name, f"{str(value)[:40]!r} is not one of {', '.join(choices)}.",
+                                 fix=f"choose one of {', '.join(choices)}.")
     mask = None if mask is None else check_mask(mask, node, image.shape[0])
     desc = host.core_upscale_model(_model(node, "upscale_model", upscale_model))  # one patcher per network
     if tile_size and overlap >= tile_size:

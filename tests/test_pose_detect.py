@@ -263,6 +263,9 @@ def test_face_boxes(photos, detections):
         assert faces.detect_faces_mtcnn(img[:side, :side], min_face_size=60).shape == (0, 5)
     box, _ = N["HumanGenFaceBox"]().find(I.uint8_to_comfy(img[:16, :16]), "mtcnn", 0.5, 1.0, False, 1)
     assert box["boxes"] == [[]]
+    two = [detections["astronaut"].frame(512, 512)] * 2
+    with pytest.raises(NodeInputError, match="HumanGenFaceBox: input 'pose': 2 pose frames for a batch of more"):
+        N["HumanGenFaceBox"]().find(I.uint8_to_comfy(np.stack([img] * 3)), "keypoints", 0.3, 1.5, True, 1, pose=two)
     box, mask = N["HumanGenFaceBox"]().find(I.uint8_to_comfy(img), "keypoints", 0.3, 1.5, True, 1,
                                             pose=[detections["astronaut"].frame(512, 512)])
     (x0, y0, x1, y1, s), = box["boxes"][0]

@@ -270,6 +270,9 @@ def test_node_input_errors(x4):
         HumanGenTiledUpscale().upscale(image, x4, mask=torch.zeros(3, 20, 20))
     with pytest.raises(NodeInputError, match="input 'image'"):
         HumanGenTiledUpscale().upscale(torch.zeros(20, 20), x4)
+    for name, kwargs in (("precision", {"precision": "fp8"}), ("resample", {"resample": "lanczos"})):
+        with pytest.raises(NodeInputError, match=f"input '{name}': '.*' is not one of auto, "):
+            HumanGenTiledUpscale().upscale(image, x4, **kwargs)
     for empty in (torch.rand(1, 0, 0), torch.rand(0, 20, 20), torch.rand(20)):
         with pytest.raises(NodeInputError, match="input 'mask': expected a MASK .* with pixels"):
             HumanGenTiledUpscale().upscale(image, x4, mask=empty)
