@@ -415,6 +415,9 @@ class HumanGenPTI:
             from ..utils.paths import confine
             name = save_name.strip()
             name = name if name.endswith(".safetensors") else name + ".safetensors"
+            if not os.path.basename(name)[:-len(".safetensors")].strip():  # '.safetensors' alone: a hidden file
+                raise _err(node, "save_name", f"{save_name!r} has no name before .safetensors.",
+                           fix="give a name such as 'me_pti'.")
             save_path = str(confine(host.model_dirs("stylegan")[0], name, node=node, input_name="save_name"))
             if os.path.exists(save_path):
                 raise _err(node, "save_name", f"{save_path} already exists.", fix="choose another name.")

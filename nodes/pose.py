@@ -360,8 +360,9 @@ class HumanGenLoadPose:
         node = "HumanGenLoadPose"
         full = self._resolve(path, node) if path else None
         if full is None or not full.is_file():
-            raise NodeInputError(node, "path", f"no pose file {path!r} in the input folder.",
-                                 fix="put the pose file into the input folder and give its name.")
+            folder = host.split_annotation(path or "")[0]
+            raise NodeInputError(node, "path", f"no pose file {path!r} in the {folder} folder.",
+                                 fix=f"put the pose file into the {folder} folder and give its name.")
         size = (canvas_width, canvas_height) if canvas_width and canvas_height else None
         try:
             return (P.load_pose(str(full), size),)

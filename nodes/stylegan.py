@@ -337,7 +337,8 @@ class HumanGenLoadLatentFromImage:
         node = "HumanGenLoadLatentFromImage"
         path = host.annotated_path(image, node=node, input_name="image")
         if not path.is_file():
-            raise _err(node, "image", f"file {image!r} not found in the input folder.", fix="upload the PNG first.")
+            folder = host.split_annotation(image)[0]
+            raise _err(node, "image", f"file {image!r} not found in the {folder} folder.", fix="upload the PNG first.")
         return read_png_latent(str(path), node=node, input_name="image")
 
 

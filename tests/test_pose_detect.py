@@ -291,8 +291,11 @@ def test_load_save_pose_nodes(standalone_host, detections):
         np.testing.assert_array_equal(P.people_array(back[0]), P.people_array(frames[0]))
     with pytest.raises(NodeInputError, match="filename_prefix"):
         N["HumanGenSavePose"]().save(frames, "../escape", "openpose_json")
-    with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no pose file 'missing.json'"):
+    with pytest.raises(NodeInputError, match="HumanGenLoadPose: input 'path': no pose file 'missing.json' in the "
+                                             "input folder"):
         N["HumanGenLoadPose"]().load("missing.json", 0, 0)
+    with pytest.raises(NodeInputError, match="no pose file 'missing.json \\[output\\]' in the output folder"):
+        N["HumanGenLoadPose"]().load("missing.json [output]", 0, 0)
     with pytest.raises(HumanGenError, match="HumanGenLoadPose: input 'path'.*outside its folder"):
         N["HumanGenLoadPose"]().load("../output/poses/cam_00001_.json", 0, 0)  # exists, but outside input/
     with pytest.raises(HumanGenError, match="HumanGenLoadPose: input 'path': absolute paths are not allowed"):

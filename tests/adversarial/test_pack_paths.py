@@ -132,7 +132,8 @@ def test_humansd_convert_output_name(tmp_path, output_name):
     e.check_clean()
 
 
-@pytest.mark.parametrize("save_name", ["../../canary/x", "/abs/x", "a/../../../canary/x"])
+@pytest.mark.parametrize("save_name", ["../../canary/x", "/abs/x", "a/../../../canary/x", ".safetensors",
+                                       "sub/ .safetensors"])
 def test_pti_save_name_is_confined_before_any_work(tmp_path, save_name):
     e = H.env(tmp_path)
     from humangen.models import gan_latents as gl
