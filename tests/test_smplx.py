@@ -183,6 +183,19 @@ def test_transform_matrix_inverse_and_composition():
         pytest.approx(2 * (0 + 256) / 1024 - 1 + 0.25)
 
 
+@pytest.mark.parametrize("make,match", [
+    (lambda: PatchTransform(1.0, (float("nan"), 0.0), (4, 4), (4, 4)), "offset must be two finite numbers"),
+    (lambda: PatchTransform(1.0, (float("inf"), 0.0), (4, 4), (4, 4)), "offset must be two finite numbers"),
+    (lambda: PatchTransform(1e308, (0.0, 0.0), (4, 4), (4, 4)), "overflows"),
+    (lambda: PatchTransform.from_box((0, 0, 10, 10), (0, 10), (4, 4)), "part_size must be"),
+    (lambda: PatchTransform.from_matrix([[1, 0, 0], [0, 1, 0], [0, 0, 1]], (0, 0), (4, 4)), "part_size must be")])
+def test_transforms_refuse_values_they_cannot_place(make, match):
+    """A placement never carries NaN, an infinite offset or a zero-sized part into the warp (NaN images, bare
+    division or conversion errors); each is a ValueError saying which value."""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
 def test_warp_places_a_known_crop_back_on_the_canvas():
     g = torch.Generator().manual_seed(0)
     canvas = torch.nn.functional.interpolate(torch.rand(1, 3, 24, 24, generator=g), size=(96, 96),

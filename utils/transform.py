@@ -71,6 +71,11 @@ def _square_offset(height: float, width: float) -> tuple[float, float, float]:
     return side, (side - width) / 2, (side - height) / 2
 
 
+def _check_size(name: str, size) -> None:
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"PatchTransform {name} must be (height, width) > 0, got {size}")
+
+
 @dataclass(frozen=True)
 class PatchTransform:
     """A part image placed on a canvas: ``canvas_xy = scale * part_xy + offset`` (pixels).
@@ -92,9 +97,12 @@ class PatchTransform:
     def __post_init__(self) -> None:
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError(f"PatchTransform scale must be a positive finite number, got {self.scale}")
-        for name, size in (("part_size", self.part_size), ("canvas_size", self.canvas_size)):
-            if len(size) != 2 or min(size) <= 0:
-                raise ValueError(f"PatchTransform {name} must be (height, width) > 0, got {size}")
+        if len(self.offset) != 2 or not all(math.isfinite(v) for v in self.offset):
+            raise ValueError(f"PatchTransform offset must be two finite numbers, got {self.offset}")
+        _check_size("part_size", self.part_size)
+        _check_size("canvas_size", self.canvas_size)
+        if not math.isfinite(self.scale * max(max(self.part_size), max(self.canvas_size))):
+            raise ValueError(f"PatchTransform scale {self.scale} overflows at these sizes")
 
     # -- point maps ----------------------------------------------------------------------------------------------
     def part_to_canvas(self, points):
@@ -142,6 +150,8 @@ class PatchTransform:
     def from_matrix(cls, matrix, part_size: Sequence[int], canvas_size: Sequence[int], meta: dict | None = None):
         """Inverse of `matrix`: rebuild the pixel similarity from a patch-convention 3x3 matrix."""
         m = [[float(v) for v in row] for row in matrix]
+        _check_size("part_size", part_size)
+        _check_size("canvas_size", canvas_size)
         if abs(m[0][0] - m[1][1]) > 1e-9 or abs(m[0][1]) > 1e-9 or abs(m[1][0]) > 1e-9:
             raise ValueError(f"not a patch-convention matrix (uniform scale, no rotation): {m}")
         h, w = int(part_size[0]), int(part_size[1])
@@ -158,6 +168,7 @@ class PatchTransform:
                  meta: dict | None = None):
         """The transform that puts the part image exactly on canvas box (x0, y0, x1, y1) (aspect must match)."""
         x0, y0, x1, y1 = (float(v) for v in box)
+        _check_size("part_size", part_size)
         h, w = int(part_size[0]), int(part_size[1])
         a = (x1 - x0) / w
         if abs((y1 - y0) / h - a) > 1e-6 * max(1.0, a):
