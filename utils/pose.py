@@ -105,6 +105,16 @@ MAX_FRAMES = 10_000
 MAX_PEOPLE = 1_000
 MAX_KEYPOINT_VALUES = 3 * 1_000  # per keypoint list (a whole-body face has 70 points, a hand 21)
 MAX_POSE_FILE_BYTES = 64 << 20  # JSON text or uncompressed .npz content
+# a COCO dataset of MAX_FRAMES images averaging 100 annotations each (COCO's val2017 keypoints: about 2)
+MAX_COCO_ANNOTATIONS = 100 * MAX_FRAMES
+# Objects a HumanSD .npz may unpickle to, counted as `_plain` copies them: a pickle can reference one object many
+# times (an 810-byte file can stand for 2**30 people), so the file's size alone does not bound the work.
+# Per member (one frame): MAX_PEOPLE people of at most 1 dict + 1 list + 17 rows + 51 numbers + a few fields each.
+NPZ_OBJECTS_PER_PERSON = 80
+MAX_NPZ_FRAME_OBJECTS = MAX_PEOPLE * NPZ_OBJECTS_PER_PERSON
+# Per file: HumanSD's layout spends ~67 bytes of pickle an object (dict, keypoints array, score, area: ~270 bytes a
+# person), so a genuine file at MAX_POSE_FILE_BYTES holds about half this.
+MAX_NPZ_OBJECTS = MAX_POSE_FILE_BYTES // 32
 
 # ---- joint layouts -------------------------------------------------------------------------------------------
 COCO17: tuple[str, ...] = (
@@ -182,6 +192,24 @@ def convert_keypoints(kps, src: str, dst: str) -> np.ndarray:
 
 
 # ---- POSE_KEYPOINT ---------------------------------------------------------------------------------------------
+def _is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that float64 holds: JSON integers can be larger (10**400 overflows isfinite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """repr() for a message, shortened: a value from a file may be a long list or a very long integer."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # repr refuses beyond 4300 digits
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 _KEYPOINT_KEYS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
 SCORES_KEY = "humangen_scores"  # per person: raw detector confidences, keyed like the keypoint lists
 
@@ -230,13 +258,10 @@ def scored_keypoints(person: dict, key: str = "pose_keypoints_2d") -> np.ndarray
     scores = person.get(SCORES_KEY)
     raw = scores.get(key) if isinstance(scores, dict) else None
     present = a[:, 2] > 0
-    if isinstance(raw, (list, tuple)) and len(raw) == len(a):
-        try:
-            r = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError):  # not ours / damaged: the stored confidences still hold
-            r = None
-        if r is not None:  # a point another tool added (raw score 0) keeps its own confidence
-            a[:, 2] = np.where(present & (r > 0), r, a[:, 2])
+    # not ours / damaged (wrong length, not finite numbers): the stored confidences still hold
+    if isinstance(raw, (list, tuple)) and len(raw) == len(a) and all(_is_finite_number(v) for v in raw):
+        r = np.asarray(raw, dtype=np.float64)  # a point another tool added (raw score 0) keeps its own confidence
+        a[:, 2] = np.where(present & (r > 0), r, a[:, 2])
     a[~present, 2] = 0.0
     return a
 
@@ -287,32 +312,46 @@ def as_pose(value: Any) -> list[dict]:
             raise ValueError(f"pose: frame {f} has no 'people' list")
         for key in ("canvas_width", "canvas_height"):
             v = frame.get(key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 \
-                    or int(v) != v:
-                raise ValueError(f"pose: frame {f} has no valid {key!r} (got {v!r})")
+            if not isinstance(v, (int, float)) or not _is_finite_number(v) or v <= 0 or int(v) != v:
+                raise ValueError(f"pose: frame {f} has no valid {key!r} (got {_shown(v)})")
         check_image_size(frame["canvas_width"], frame["canvas_height"], "pose", "canvas",
                          max_side=MAX_CANVAS_SIDE, what=f"frame {f} canvas")
-        if len(frame["people"]) > MAX_PEOPLE:
-            raise ValueError(f"pose: frame {f} has {len(frame['people'])} people, more than the limit of {MAX_PEOPLE}")
-        for p, person in enumerate(frame["people"]):
-            if not isinstance(person, dict):
-                raise ValueError(f"pose: frame {f} person {p} is not a dict of keypoint lists")
-            for key in _KEYPOINT_KEYS:
-                values = person.get(key)
-                if values is None:
-                    continue
-                if not isinstance(values, (list, tuple)) or len(values) > MAX_KEYPOINT_VALUES or any(
-                        isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-                    raise ValueError(f"pose: frame {f} person {p}: {key} must be a flat list of numbers")
-                if not all(math.isfinite(v) for v in values):
-                    raise ValueError(f"pose: frame {f} person {p}: {key} holds NaN or infinite values (refused)")
-                if len(values) % 3:
-                    raise ValueError(f"pose: frame {f} person {p}: {key} length {len(values)} is not x,y,c "
-                                     f"triples")
-            kps = person.get("pose_keypoints_2d")
-            if kps:
-                layout_for_count(len(kps) // 3)
+        _check_people(f, frame["people"])
     return list(frames)
+
+
+_PERSON_NUMBERS = ("score", "area")  # optional per-person numbers (detection score, HumanSD's area)
+
+
+def _check_people(frame_index: int, people: Any) -> None:
+    """The people of frame `frame_index`: at most MAX_PEOPLE dicts whose keypoint lists are flat x,y,c lists of
+    finite numbers (the body's in a known layout) and whose optional "score"/"area" are finite numbers."""
+    if not isinstance(people, list):
+        raise ValueError(f"pose: frame {frame_index} has no 'people' list")
+    if len(people) > MAX_PEOPLE:
+        raise ValueError(f"pose: frame {frame_index} has {len(people)} people, more than the limit of {MAX_PEOPLE}")
+    for p, person in enumerate(people):
+        if not isinstance(person, dict):
+            raise ValueError(f"pose: frame {frame_index} person {p} is not a dict of keypoint lists")
+        for key in _KEYPOINT_KEYS:
+            values = person.get(key)
+            if values is None:
+                continue
+            if not isinstance(values, (list, tuple)) or len(values) > MAX_KEYPOINT_VALUES or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                raise ValueError(f"pose: frame {frame_index} person {p}: {key} must be a flat list of numbers")
+            if not all(_is_finite_number(v) for v in values):
+                raise ValueError(f"pose: frame {frame_index} person {p}: {key} holds NaN or infinite values (refused)")
+            if len(values) % 3:
+                raise ValueError(f"pose: frame {frame_index} person {p}: {key} length {len(values)} is not x,y,c "
+                                 f"triples")
+        for key in _PERSON_NUMBERS:
+            v = person.get(key)
+            if v is not None and not _is_finite_number(v):
+                raise ValueError(f"pose: frame {frame_index} person {p}: {key} must be a number (got {_shown(v)})")
+        kps = person.get("pose_keypoints_2d")
+        if kps:
+            layout_for_count(len(kps) // 3)
 
 
 def frame_size(frame: dict) -> tuple[int, int]:
@@ -374,7 +413,8 @@ def _transform_flat(values, matrix: np.ndarray):
         return values
     a = np.asarray(values, dtype=np.float64).reshape(-1, 3).copy()
     ok = a[:, 2] > 0
-    xy = a[ok, :2] @ matrix[:, :2].T + matrix[:, 2]
+    with np.errstate(over="ignore"):  # a point far off the canvas may overflow to inf: drawing skips such points
+        xy = a[ok, :2] @ matrix[:, :2].T + matrix[:, 2]
     a[ok, :2] = xy
     return [float(v) for v in a.reshape(-1)]
 
@@ -438,12 +478,14 @@ def load_openpose_json(path: str, canvas_size: tuple[int, int] | None = None) ->
     if not isinstance(frames, list):
         raise ValueError(f"pose: {path} is not OpenPose JSON (a frame dict or a list of frames)")
     out = []
-    for frame in frames:
+    for f, frame in enumerate(frames):
         if not isinstance(frame, dict) or "people" not in frame:
             raise ValueError(f"pose: {path} is not OpenPose JSON (a frame has no 'people')")
         frame = dict(frame)
         if "canvas_width" not in frame or "canvas_height" not in frame:
-            w, h = canvas_size or _infer_canvas(frame_people({"people": frame["people"]}, "body25"))
+            if not canvas_size:  # the canvas comes from the points, read before as_pose checks the frame
+                _check_people(f, frame["people"])
+            w, h = canvas_size or _infer_canvas([person_keypoints(p, "body25") for p in frame["people"]])
             frame["canvas_width"], frame["canvas_height"] = int(w), int(h)
         out.append(frame)
     return [aux_frame(f) for f in as_pose(out)]
@@ -463,7 +505,9 @@ def save_openpose_json(pose, path: str) -> str:
 def load_coco_json(path: str, canvas_size: tuple[int, int] | None = None) -> list[dict]:
     """COCO keypoints JSON, either a dataset dict (`images` + `annotations`, keypoints x,y,v with v in {0,1,2};
     confidences come from the optional `keypoint_scores` we write, else 1.0 for v > 0) or a results list
-    (`[{"image_id", "keypoints": [x, y, score, ...], "score"}]`). One frame per image, in `images` order."""
+    (`[{"image_id", "keypoints": [x, y, score, ...], "score"}]`). One frame per image, in `images` order, then one
+    per image id that only annotations name (in the order they first appear)."""
+    name = os.path.basename(path)
     data = _read_json(path)
     if isinstance(data, dict) and "annotations" in data:
         images = data.get("images") or []
@@ -473,41 +517,94 @@ def load_coco_json(path: str, canvas_size: tuple[int, int] | None = None) -> lis
         images, anns, results = [], data, True
     else:
         raise ValueError(f"pose: {path} is not COCO keypoint JSON (no 'annotations' and not a results list)")
-    order = [im["id"] for im in images]
-    sizes = {im["id"]: (im.get("width"), im.get("height")) for im in images}
-    for a in anns:
-        if a.get("image_id") not in sizes:
-            order.append(a.get("image_id"))
-            sizes[a.get("image_id")] = (None, None)
+    if not isinstance(images, list):
+        raise ValueError(f"pose: {name}: 'images' must be a list of image objects")
+    if not isinstance(anns, list):
+        raise ValueError(f"pose: {name}: 'annotations' must be a list of annotation objects")
+    # counted before any work: each image is a frame, and the annotations are read once each below
+    if len(images) > MAX_FRAMES:
+        raise ValueError(f"pose: {name}: {len(images)} images, more than the limit of {MAX_FRAMES}")
+    if len(anns) > MAX_COCO_ANNOTATIONS:
+        raise ValueError(f"pose: {name}: {len(anns)} annotations, more than the limit of {MAX_COCO_ANNOTATIONS}")
+    order = []  # image ids, one per frame
+    sizes = {}  # image id -> (width, height); missing ones come from canvas_size or the points
+    for i, im in enumerate(images):
+        if not isinstance(im, dict):
+            raise ValueError(f"pose: {name}: image {i} is not an object")
+        image_id = im.get("id")
+        if image_id is None or not _is_coco_id(image_id):
+            raise ValueError(f"pose: {name}: image {i}: id must be a number or text (got {_shown(image_id)})")
+        w, h = im.get("width"), im.get("height")
+        if any(v and not _is_finite_number(v) for v in (w, h)):
+            raise ValueError(f"pose: {name}: image {i}: width and height must be positive whole numbers "
+                             f"(got {_shown(w)}, {_shown(h)})")
+        order.append(image_id)
+        sizes[image_id] = (w, h)
+    people_of: dict = {}  # image id -> [(keypoints [17,3], score or None)], in annotation order
+    for i, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise ValueError(f"pose: {name}: annotation {i} is not an object")
+        image_id = a.get("image_id")
+        if image_id is not None and not _is_coco_id(image_id):
+            raise ValueError(f"pose: {name}: annotation {i}: image_id must be a number or text "
+                             f"(got {_shown(image_id)})")
+        if image_id not in sizes:
+            if len(order) >= MAX_FRAMES:
+                raise ValueError(f"pose: {name}: the annotations name more than {MAX_FRAMES} images, the limit")
+            order.append(image_id)
+            sizes[image_id] = (None, None)
+        if "keypoints" not in a:  # another category
+            continue
+        people = people_of.setdefault(image_id, [])
+        if len(people) >= MAX_PEOPLE:
+            raise ValueError(f"pose: {name}: image {_shown(image_id)} has more than {MAX_PEOPLE} people, the limit")
+        people.append(_coco_person(a, results, f"pose: {name}: annotation {i}"))
     frames = []
     for image_id in order:
-        people, scores, extras = [], [], []
-        for a in anns:
-            if a.get("image_id") != image_id or "keypoints" not in a:
-                continue
-            k = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
-            if k.shape[0] != 17:
-                raise ValueError(f"pose: {path}: COCO annotations need 17 keypoints, got {k.shape[0]}")
-            if not results:
-                if "keypoint_scores" in a:
-                    k[:, 2] = np.asarray(a["keypoint_scores"], dtype=np.float64)
-                else:
-                    k[:, 2] = (k[:, 2] > 0).astype(np.float64)
-                k[k[:, 2] <= 0] = 0.0
-            people.append(k)
-            scores.append(a.get("score"))
-            extras.append(a)
+        people = people_of.get(image_id, [])
+        keypoints = [k for k, _ in people]
         w, h = sizes[image_id]
         if not w or not h:
-            w, h = canvas_size or _infer_canvas(people)
-        frame = make_frame(people, w, h, layout="openpose18", src_layout="coco17")
-        for person, s in zip(frame["people"], scores):
-            if s is not None:
-                person["score"] = float(s)
+            w, h = canvas_size or _infer_canvas(keypoints)
+        frame = make_frame(keypoints, w, h, layout="openpose18", src_layout="coco17")
+        for person, (_, score) in zip(frame["people"], people):
+            if score is not None:
+                person["score"] = float(score)
         frames.append(frame)
     if not frames:
         raise ValueError(f"pose: {path} holds no images or annotations")
     return as_pose(frames)
+
+
+def _is_coco_id(value: Any) -> bool:
+    return isinstance(value, str) or _is_finite_number(value)
+
+
+def _coco_person(a: dict, results: bool, where: str) -> tuple[np.ndarray, float | None]:
+    """One COCO annotation -> (keypoints [17,3] with confidences, absent points 0; its score or None)."""
+    try:
+        values = np.asarray(a["keypoints"], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}: keypoints must be 17 x, y, v triples (51 numbers)") from None
+    if values.size != 3 * len(COCO17):
+        raise ValueError(f"{where}: keypoints must be 17 x, y, v triples (51 numbers), got {values.size} numbers")
+    k = values.reshape(len(COCO17), 3).copy()
+    if not results:
+        if "keypoint_scores" in a:
+            try:
+                scores = np.asarray(a["keypoint_scores"], dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
+                scores = None
+            if scores is None or scores.shape != (len(COCO17),):
+                raise ValueError(f"{where}: keypoint_scores must be 17 numbers")
+            k[:, 2] = scores
+        else:
+            k[:, 2] = (k[:, 2] > 0).astype(np.float64)
+        k[k[:, 2] <= 0] = 0.0
+    score = a.get("score")
+    if score is not None and not _is_finite_number(score):
+        raise ValueError(f"{where}: score must be a number (got {_shown(score)})")
+    return k, score
 
 
 def coco_json_bytes(pose) -> bytes:
@@ -568,31 +665,63 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
                               f"file")
 
 
-def _safe_npy_object_array(fh) -> np.ndarray:
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+def _safe_npy_object_array(fh, where: str = "pose: the npz array") -> np.ndarray:
+    """One .npy member (`where` names it in errors): numeric arrays read directly, object arrays through
+    `_NumpyOnlyUnpickler`."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    except ValueError as exc:  # numpy's own words on a damaged header
+        raise ValueError(f"{where} is not a numpy array file ({str(exc)[:200]})") from None
     if not dtype.hasobject:
         count = int(np.prod(shape)) if shape else 1
-        data = np.frombuffer(fh.read(count * dtype.itemsize), dtype=dtype, count=count)
+        raw = fh.read(count * dtype.itemsize)
+        if len(raw) != count * dtype.itemsize:
+            raise ValueError(f"{where} is truncated: its header declares {count} values of {dtype.itemsize} bytes")
+        data = np.frombuffer(raw, dtype=dtype, count=count)
         return data.reshape(shape, order="F" if fortran else "C")
     obj = _NumpyOnlyUnpickler(fh).load()
     if not isinstance(obj, np.ndarray):
-        raise ValueError("pose: the npz array is not a numpy array")
+        raise ValueError(f"{where} is not a numpy array")
     return obj
 
 
-def _plain(value):
-    """Check that an unpickled value holds only dicts, lists, strings, numbers and numeric numpy arrays."""
+class _ObjectBudget:
+    """Counts the objects `_plain` copies out of one .npz pose file: at most MAX_NPZ_FRAME_OBJECTS per member and
+    MAX_NPZ_OBJECTS in all."""
+
+    def __init__(self, file_name: str):
+        self.file_name, self.member, self.in_member, self.in_file = file_name, "", 0, 0
+
+    def start_member(self, member: str) -> None:
+        self.member, self.in_member = member, 0
+
+    def take(self) -> None:
+        self.in_member += 1
+        self.in_file += 1
+        hint = "is one object referenced over and over? A genuine HumanSD file holds 4 objects a person"
+        if self.in_member > MAX_NPZ_FRAME_OBJECTS:
+            raise ValueError(f"pose: {self.file_name}: {self.member} unpickles to more than {MAX_NPZ_FRAME_OBJECTS} "
+                             f"objects, more than a frame of {MAX_PEOPLE} people takes ({hint})")
+        if self.in_file > MAX_NPZ_OBJECTS:
+            raise ValueError(f"pose: {self.file_name}: the arrays unpickle to more than {MAX_NPZ_OBJECTS} objects "
+                             f"in all ({hint})")
+
+
+def _plain(value, budget: _ObjectBudget):
+    """Check that an unpickled value holds only dicts, lists, strings, numbers and numeric numpy arrays; the copy
+    is a tree, so each object is counted against `budget` every time it is referenced."""
+    budget.take()
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, budget) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget) for v in value]
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
-            return [_plain(v) for v in value.reshape(-1)]
+            return [_plain(v, budget) for v in value.reshape(-1)]
         return value
     if isinstance(value, (str, bool, int, float, np.number, np.bool_)) or value is None:
         return value
@@ -616,38 +745,30 @@ def load_humansd_npz(path: str, canvas_size: tuple[int, int] | None = None) -> l
 
 
 def _load_humansd_npz(path: str, canvas_size: tuple[int, int] | None) -> list[dict]:
+    name = os.path.basename(path)
     try:
         check_archive(path, "pose", "file", max_bytes=MAX_POSE_FILE_BYTES, max_members=MAX_FRAMES + 1,
                       what="HumanSD .npz pose file")
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"pose: {os.path.basename(path)} is not an .npz file") from None
+        raise ValueError(f"pose: {name} is not an .npz file") from None
+    budget = _ObjectBudget(name)
+
+    def member(key: str):
+        with zf.open(key + ".npy") as fh:
+            array = _safe_npy_object_array(io.BytesIO(fh.read()), f"pose: {name}: {key}")
+        budget.start_member(key)
+        return _plain(array, budget)
+
     with zf:
         names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
         keys = sorted((n for n in names if n.startswith("arr_") and n[4:].isdigit()), key=lambda n: int(n[4:]))
         if not keys:
             raise ValueError(f"pose: {path} has no 'arr_0' (HumanSD pose file)")
-        sizes = None
-        if "canvas_sizes" in names:
-            with zf.open("canvas_sizes.npy") as fh:
-                sizes = np.asarray(_safe_npy_object_array(io.BytesIO(fh.read())), dtype=np.int64).reshape(-1, 2)
+        sizes = _npz_canvas_sizes(member("canvas_sizes"), name) if "canvas_sizes" in names else None
         frames = []
         for f, key in enumerate(keys):
-            with zf.open(key + ".npy") as fh:
-                arr = _safe_npy_object_array(io.BytesIO(fh.read()))
-            items = _plain(arr)
-            if isinstance(items, np.ndarray):  # a numeric array [P,17,3]
-                items = [{"keypoints": k} for k in items.reshape(-1, 17, 3)]
-            people, extras = [], []
-            for item in items:
-                if not isinstance(item, dict) or "keypoints" not in item:
-                    raise ValueError(f"pose: {path}: {key} must hold dicts with 'keypoints' [17,3]")
-                k = np.asarray(item["keypoints"], dtype=np.float64)
-                if k.shape != (17, 3):
-                    raise ValueError(f"pose: {path}: keypoints of shape {k.shape}, expected (17, 3)")
-                k = np.where((k[:, 2:] > 0), k, 0.0)  # HumanSD marks missing points (-1, -1, 0)
-                people.append(k)
-                extras.append({n: float(item[n]) for n in ("score", "area") if n in item})
+            people, extras = _npz_people(member(key), f"pose: {name}: {key}")
             if sizes is not None and f < len(sizes):
                 w, h = (int(v) for v in sizes[f])
             else:
@@ -657,6 +778,49 @@ def _load_humansd_npz(path: str, canvas_size: tuple[int, int] | None) -> list[di
                 person.update(extra)
             frames.append(frame)
     return as_pose(frames)
+
+
+def _npz_canvas_sizes(value, name: str) -> np.ndarray:
+    """Our `canvas_sizes` member -> int64 [F, 2] (width, height); as_pose checks the values themselves."""
+    try:
+        sizes = np.asarray(value, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError, OverflowError):
+        sizes = None
+    if sizes is None or not (np.abs(sizes) < 2 ** 31).all():  # also refuses NaN and inf
+        raise ValueError(f"pose: {name}: canvas_sizes must be [frames, 2] numbers (width, height)")
+    return sizes.astype(np.int64)
+
+
+def _npz_people(items, where: str) -> tuple[list[np.ndarray], list[dict]]:
+    """One HumanSD frame (a numeric array [P,17,3] or a list of {"keypoints": [17,3], "score", "area"}) ->
+    (keypoints [17,3] per person, missing points zeroed; {"score", "area"} per person). `where` names the member."""
+    if isinstance(items, np.ndarray):  # a numeric array [P,17,3]
+        if items.size % (3 * len(COCO17)):
+            raise ValueError(f"{where} is a numeric array of shape {items.shape}; expected [people, 17, 3]")
+        items = [{"keypoints": k} for k in items.reshape(-1, len(COCO17), 3)]
+    people, extras = [], []
+    for p, item in enumerate(items):
+        if not isinstance(item, dict) or "keypoints" not in item:
+            raise ValueError(f"{where} must hold dicts with 'keypoints' [17,3]")
+        try:
+            k = np.asarray(item["keypoints"], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            k = None
+        if k is None or k.shape != (len(COCO17), 3):
+            got = "" if k is None else f" (got shape {k.shape})"
+            raise ValueError(f"{where} person {p}: keypoints must be 17 rows of x, y, score numbers{got}")
+        people.append(np.where((k[:, 2:] > 0), k, 0.0))  # HumanSD marks missing points (-1, -1, 0)
+        extra = {}
+        for field in _PERSON_NUMBERS:
+            if field in item:
+                try:
+                    extra[field] = float(item[field])
+                except (TypeError, ValueError, OverflowError):
+                    extra[field] = math.nan
+                if not math.isfinite(extra[field]):
+                    raise ValueError(f"{where} person {p}: {field} must be a number (got {_shown(item[field])})")
+        extras.append(extra)
+    return people, extras
 
 
 def humansd_npz_bytes(pose) -> bytes:
@@ -771,6 +935,46 @@ OPENPOSE_STICK_WIDTH = 4
 RENDER_STYLES = ("humansd", "openpose")
 
 
+# OpenCV takes int32 points (and shifts them 16 bits inside), so keypoints far off the canvas, or made huge by
+# rescaling, must not reach it: a limb reaching past this box is cut where it leaves the box, along the limb, so its
+# visible part keeps its place and direction; joints past it are not drawn (they are far off any canvas we draw).
+# Everything within the box goes to OpenCV exactly as before (HumanSD's drawing stays bit-identical).
+DRAW_BOUND = float(2 ** 20)
+
+
+def _in_draw_box(x: float, y: float) -> bool:
+    return abs(x) <= DRAW_BOUND and abs(y) <= DRAW_BOUND  # False for NaN and inf
+
+
+def _limb_in_draw_box(xa: float, ya: float, xb: float, yb: float) -> tuple[float, float, float, float] | None:
+    """The part of the segment a-b inside the draw box as (xa, ya, xb, yb): the values themselves when both ends are
+    inside, else cut at the box's edges (Liang-Barsky); None when no part is inside or an end is not finite."""
+    if _in_draw_box(xa, ya) and _in_draw_box(xb, yb):
+        return xa, ya, xb, yb
+    if not all(math.isfinite(v) for v in (xa, ya, xb, yb)):
+        return None
+    swapped = max(abs(xa), abs(ya)) > max(abs(xb), abs(yb))
+    if swapped:  # step from the nearer end, so a far end of 1e300 does not swamp the visible part in rounding
+        xa, ya, xb, yb = xb, yb, xa, ya
+    dx, dy = xb - xa, yb - ya
+    if not (math.isfinite(dx) and math.isfinite(dy)):
+        return None
+    t_enter, t_leave = 0.0, 1.0
+    for p, q in ((-dx, xa + DRAW_BOUND), (dx, DRAW_BOUND - xa), (-dy, ya + DRAW_BOUND), (dy, DRAW_BOUND - ya)):
+        if p == 0:
+            if q < 0:  # parallel to this edge, outside it
+                return None
+        elif p < 0:
+            t_enter = max(t_enter, q / p)
+        else:
+            t_leave = min(t_leave, q / p)
+    if t_enter > t_leave:
+        return None
+    ends = [min(max(v, -DRAW_BOUND), DRAW_BOUND)  # rounding may step a hair past the edge
+            for t in (t_enter, t_leave) for v in (xa + t * dx, ya + t * dy)]
+    return (ends[2], ends[3], ends[0], ends[1]) if swapped else (ends[0], ends[1], ends[2], ends[3])
+
+
 def _draw_humansd(canvas: np.ndarray, people: list[np.ndarray], threshold: float) -> None:
     import cv2
     for kpts in people:
@@ -779,11 +983,13 @@ def _draw_humansd(canvas: np.ndarray, people: list[np.ndarray], threshold: float
         for idx, a, b in HUMANSD_LIMBS:
             if kpts[a, 2] > threshold and kpts[b, 2] > threshold:
                 color = HUMANSD_COLORS[idx]
-                pa = (int(kpts[a, 0]), int(kpts[a, 1]))
-                pb = (int(kpts[b, 0]), int(kpts[b, 1]))
-                cv2.line(canvas, pa, pb, color, HUMANSD_LINE_WIDTH)
-                cv2.circle(canvas, pa, HUMANSD_LINE_WIDTH // 2, color, -1)
-                cv2.circle(canvas, pb, HUMANSD_LINE_WIDTH // 2, color, -1)
+                limb = _limb_in_draw_box(kpts[a, 0], kpts[a, 1], kpts[b, 0], kpts[b, 1])
+                if limb is not None:
+                    cv2.line(canvas, (int(limb[0]), int(limb[1])), (int(limb[2]), int(limb[3])), color,
+                             HUMANSD_LINE_WIDTH)
+                for j in (a, b):
+                    if _in_draw_box(kpts[j, 0], kpts[j, 1]):
+                        cv2.circle(canvas, (int(kpts[j, 0]), int(kpts[j, 1])), HUMANSD_LINE_WIDTH // 2, color, -1)
 
 
 def _draw_openpose(canvas: np.ndarray, people: list[np.ndarray], threshold: float) -> np.ndarray:
@@ -795,8 +1001,10 @@ def _draw_openpose(canvas: np.ndarray, people: list[np.ndarray], threshold: floa
             a, b = OPENPOSE_LIMBS[i][0] - 1, OPENPOSE_LIMBS[i][1] - 1
             if not (kpts[a, 2] > threshold and kpts[b, 2] > threshold):
                 continue
-            xs = (kpts[a, 0], kpts[b, 0])
-            ys = (kpts[a, 1], kpts[b, 1])
+            limb = _limb_in_draw_box(kpts[a, 0], kpts[a, 1], kpts[b, 0], kpts[b, 1])
+            if limb is None:
+                continue
+            xs, ys = (limb[0], limb[2]), (limb[1], limb[3])
             mx, my = float(np.mean(xs)), float(np.mean(ys))
             length = math.hypot(xs[0] - xs[1], ys[0] - ys[1])
             angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
@@ -805,15 +1013,16 @@ def _draw_openpose(canvas: np.ndarray, people: list[np.ndarray], threshold: floa
     canvas = (canvas * 0.6).astype(np.uint8)
     for kpts in people:
         for i in range(18):
-            if kpts[i, 2] > threshold:
+            if kpts[i, 2] > threshold and _in_draw_box(kpts[i, 0], kpts[i, 1]):
                 cv2.circle(canvas, (int(kpts[i, 0]), int(kpts[i, 1])), 4, OPENPOSE_COLORS[i], thickness=-1)
     return canvas
 
 
 def person_score(person: dict) -> float | None:
-    """A person's detection score (the optional "score" key), or None when the pose carries none."""
+    """A person's detection score (the optional "score" key), or None when the pose carries none or a malformed one
+    (`as_pose` refuses those; a frame that skipped it is drawn as if it had no score)."""
     score = person.get("score")
-    return None if score is None else float(score)
+    return float(score) if _is_finite_number(score) else None
 
 
 def render_frame(frame: dict, style: str = "humansd", width: int | None = None, height: int | None = None,
@@ -824,7 +1033,8 @@ def render_frame(frame: dict, style: str = "humansd", width: int | None = None, 
     seaborn hls colours, coordinates truncated with int(), later strokes over earlier ones). style "openpose":
     ControlNet's OpenPose body style on OpenPose-18 (neck = shoulder midpoint). A keypoint is drawn when its
     confidence > `threshold`; people whose optional "score" is <= `person_threshold` are skipped. With
-    width/height the keypoints are rescaled from the frame's canvas to that size.
+    width/height the keypoints are rescaled from the frame's canvas to that size. Keypoints more than DRAW_BOUND
+    pixels out are not drawn; limbs reaching them are drawn up to that bound, in their own direction.
     """
     if style not in RENDER_STYLES:
         raise ValueError(f"pose: unknown skeleton style {style!r}; known: {RENDER_STYLES}")

@@ -36,6 +36,9 @@ MAX_POINTS = 200
 MAX_CANVAS = 8192
 PART_KEYS = ("face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d", "pose_keypoints_2d")
 MOVED_TOLERANCE = 0.5  # pixels: an input keypoint further than this from the one the edit was made on has moved
+# bound on every number of an edit: the editor keeps points on its canvas, hand-written edits may go well off it;
+# rescaled to another canvas and rounded (`_round2`) such numbers stay far from float overflow
+MAX_COORDINATE = 100 * MAX_CANVAS
 
 
 def _round2(v: float) -> float:
@@ -44,7 +47,8 @@ def _round2(v: float) -> float:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A number within ±MAX_COORDINATE (NaN, infinity and integers past float's range compare False)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MAX_COORDINATE
 
 
 def _check_flat(flat: Any, where: str) -> None:
@@ -52,7 +56,18 @@ def _check_flat(flat: Any, where: str) -> None:
         return
     if (not isinstance(flat, list) or len(flat) % 3 or len(flat) > 3 * MAX_POINTS
             or not all(_is_num(v) for v in flat)):
-        raise ValueError(f"{where} must be a list of x, y, confidence numbers (at most {MAX_POINTS} points)")
+        raise ValueError(f"{where} must be a list of x, y, confidence numbers (at most {MAX_POINTS} points, "
+                         f"within ±{MAX_COORDINATE})")
+
+
+def _keypoint_index(key: Any) -> int | None:
+    """A keypoint key of an edit ("0" .. "199") as an int, else None. Only ASCII digits ("²" is a digit to
+    str.isdigit, not to int), and few of them (int() of thousands of digits is refused)."""
+    text = str(key)
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        return None
+    index = int(text)
+    return index if index < MAX_POINTS else None
 
 
 def parse_edit(value: Any) -> dict | None:
@@ -96,14 +111,19 @@ def parse_edit(value: Any) -> dict | None:
             continue
         if not isinstance(src, int) or isinstance(src, bool) or src < 0:
             raise ValueError(f"people[{i}].source must be an input person index or null (got {src!r})")
+        for field in ("keypoints", "parts"):  # empty values mean none, as in pose_state.js
+            if e.get(field) and not isinstance(e[field], dict):
+                raise ValueError(f"people[{i}].{field} must be an object keyed by part "
+                                 f"(got {type(e[field]).__name__})")
         for key, points in (e.get("keypoints") or {}).items():
             if key not in PART_KEYS or not isinstance(points, dict):
                 raise ValueError(f"people[{i}].keypoints has an unknown part {key!r}")
             for k, xy in points.items():
-                if not str(k).isdigit() or int(k) >= MAX_POINTS:
-                    raise ValueError(f"people[{i}].keypoints.{key}: bad keypoint index {k!r}")
+                if _keypoint_index(k) is None:
+                    raise ValueError(f"people[{i}].keypoints.{key}: bad keypoint index {str(k)[:20]!r}")
                 if xy is not None and not (isinstance(xy, list) and len(xy) == 2 and all(_is_num(v) for v in xy)):
-                    raise ValueError(f"people[{i}].keypoints.{key}.{k} must be [x, y] or null")
+                    raise ValueError(f"people[{i}].keypoints.{key}.{k} must be [x, y] or null (numbers within "
+                                     f"±{MAX_COORDINATE})")
         for key, flat in (e.get("parts") or {}).items():
             if key not in PART_KEYS:
                 raise ValueError(f"people[{i}].parts has an unknown part {key!r}")
@@ -111,6 +131,9 @@ def parse_edit(value: Any) -> dict | None:
     stored_input = edit.get("input")
     if stored_input is not None:
         from .pose import as_pose
+        if not isinstance(stored_input, dict):  # as_pose also takes a list of frames; the edit holds one
+            raise ValueError("the edit's stored input must be one pose frame (an object with people, canvas_width "
+                             "and canvas_height)")
         try:
             as_pose(stored_input)
         except ValueError as exc:
@@ -246,7 +269,7 @@ def apply_edit(edit: dict | None, frame: dict | None, fallback: tuple[int, int] 
                 continue
             pts = person[key] = [float(v) for v in pts]
             for k_text, xy in points.items():
-                k = int(k_text)
+                k = _keypoint_index(k_text)
                 if 3 * k + 2 >= len(pts):
                     report.dropped.append(f"person {src + 1} has no keypoint {k} in {key}")
                     continue
@@ -263,5 +286,5 @@ def apply_edit(edit: dict | None, frame: dict | None, fallback: tuple[int, int] 
     return {**out_extra, "people": people, "canvas_width": width, "canvas_height": height}, report
 
 
-__all__ = ["EDIT_FORMAT", "EDIT_VERSION", "MAX_CHARS", "MAX_PEOPLE", "MAX_POINTS", "MAX_CANVAS", "EditReport",
-           "parse_edit", "apply_edit"]
+__all__ = ["EDIT_FORMAT", "EDIT_VERSION", "MAX_CHARS", "MAX_PEOPLE", "MAX_POINTS", "MAX_CANVAS", "MAX_COORDINATE",
+           "EditReport", "parse_edit", "apply_edit"]
