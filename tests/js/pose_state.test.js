@@ -231,6 +231,11 @@ test("invalid stored edits are refused with a reason", () => {
     [JSON.stringify({ format: "humangen_pose_edit", version: 1, canvas_width: 10, canvas_height: 10, people: [{ source: 0, keypoints: { [BODY]: { 3: [1, "x"] } } }] }), /must be \[x, y\] or null/],
     [JSON.stringify({ format: "humangen_pose_edit", version: 1, canvas_width: 10, canvas_height: 10, people: [{ source: null, person: { [BODY]: [1, 2] } }] }), /x, y, confidence/],
     ["x".repeat(LIMITS.maxChars + 1), /characters/],
+    // the same refusals as utils/pose_edit.py (tests/test_pose_hostile.py)
+    [JSON.stringify({ format: "humangen_pose_edit", version: 1, canvas_width: 10, canvas_height: 10, people: [{ source: 0, keypoints: { [BODY]: { 3: [1e308, 1] } } }] }), /within ±819200/],
+    [JSON.stringify({ format: "humangen_pose_edit", version: 1, canvas_width: 10, canvas_height: 10, people: [{ source: 0, keypoints: [1] }] }), /keypoints must be an object/],
+    [JSON.stringify({ format: "humangen_pose_edit", version: 1, canvas_width: 10, canvas_height: 10, people: [{ source: 0, parts: "ab" }] }), /parts must be an object/],
+    [JSON.stringify({ format: "humangen_pose_edit", version: 1, canvas_width: 10, canvas_height: 10, people: [{ source: 0, keypoints: { [BODY]: { "1e1": [1, 1] } } }] }), /bad index/],
   ];
   for (const [value, re] of bad) {
     assert.throws(() => m.load(value, inputFrame()), (e) => e instanceof EditError && re.test(e.message), value.slice(0, 60));

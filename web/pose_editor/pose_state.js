@@ -24,7 +24,7 @@ import {
 export const EDIT_FORMAT = "humangen_pose_edit";
 export const EDIT_VERSION = 1;
 /** Bounds shared with utils/pose_edit.py. */
-export const LIMITS = { maxChars: 1_000_000, maxPeople: 64, maxPoints: 200, maxCanvas: 8192 };
+export const LIMITS = { maxChars: 1_000_000, maxPeople: 64, maxPoints: 200, maxCanvas: 8192, maxCoordinate: 819_200 };
 const HISTORY_LIMIT = 200;
 const EPS = 1e-3;
 
@@ -80,8 +80,9 @@ function scalePerson(person, fx, fy) {
 }
 
 // ---- the stored edit: parse, validate, apply -----------------------------------------------------------------------
+// a number within ±maxCoordinate (100 canvases): hand-written edits may go far off the canvas, not to overflow
 function isNum(v) {
-  return typeof v === "number" && Number.isFinite(v);
+  return typeof v === "number" && Number.isFinite(v) && Math.abs(v) <= LIMITS.maxCoordinate;
 }
 
 /** Parse and check a stored edit (string, object or empty); returns the edit object or null for "no edit".
@@ -111,12 +112,15 @@ export function parseEdit(value) {
       for (const key of PART_KEYS) checkFlat(e.person[key], `people[${i}].person.${key}`);
     } else {
       if (!Number.isInteger(e.source) || e.source < 0) throw new EditError(`people[${i}].source must be an input person index or null`);
+      for (const field of ["keypoints", "parts"]) {
+        if (e[field] && (typeof e[field] !== "object" || Array.isArray(e[field]))) throw new EditError(`people[${i}].${field} must be an object keyed by part`);
+      }
       for (const [key, points] of Object.entries(e.keypoints || {})) {
-        if (!PART_KEYS.includes(key)) throw new EditError(`people[${i}].keypoints has unknown part ${key}`);
+        if (!PART_KEYS.includes(key) || typeof points !== "object" || points === null || Array.isArray(points)) throw new EditError(`people[${i}].keypoints has unknown part ${key}`);
         for (const [k, xy] of Object.entries(points)) {
-          const idx = Number(k);
+          const idx = /^[0-9]{1,9}$/.test(k) ? Number(k) : NaN;
           if (!Number.isInteger(idx) || idx < 0 || idx >= LIMITS.maxPoints) throw new EditError(`people[${i}].keypoints.${key}: bad index ${k}`);
-          if (xy !== null && !(Array.isArray(xy) && xy.length === 2 && isNum(xy[0]) && isNum(xy[1]))) throw new EditError(`people[${i}].keypoints.${key}.${k} must be [x, y] or null`);
+          if (xy !== null && !(Array.isArray(xy) && xy.length === 2 && isNum(xy[0]) && isNum(xy[1]))) throw new EditError(`people[${i}].keypoints.${key}.${k} must be [x, y] or null (numbers within ±${LIMITS.maxCoordinate})`);
         }
       }
       for (const [key, flat] of Object.entries(e.parts || {})) {
@@ -131,7 +135,7 @@ export function parseEdit(value) {
 function checkFlat(flat, where) {
   if (flat == null) return;
   if (!Array.isArray(flat) || flat.length % 3 !== 0 || flat.length > 3 * LIMITS.maxPoints || !flat.every(isNum)) {
-    throw new EditError(`${where} must be a list of x, y, confidence numbers (at most ${LIMITS.maxPoints} points)`);
+    throw new EditError(`${where} must be a list of x, y, confidence numbers (at most ${LIMITS.maxPoints} points, within ±${LIMITS.maxCoordinate})`);
   }
 }
 
