@@ -95,6 +95,8 @@ def as_matrix(transform) -> torch.Tensor:
     if m.shape[-2:] != (3, 3) or m.ndim not in (2, 3):
         raise ValueError(f"a patch transform is a 3x3 matrix (or a batch [N,3,3]); got shape {tuple(m.shape)}")
     mm = m.reshape(-1, 3, 3)
+    if not bool(torch.isfinite(mm).all()):
+        raise ValueError("a patch transform holds NaN or infinite values")
     ok = (mm[:, 0, 0] > 0) & ((mm[:, 0, 0] - mm[:, 1, 1]).abs() <= 1e-6 * mm[:, 0, 0].abs()) \
         & (mm[:, 0, 1] == 0) & (mm[:, 1, 0] == 0) & (mm[:, 2, 0] == 0) & (mm[:, 2, 1] == 0) & (mm[:, 2, 2] == 1)
     if not bool(ok.all()):

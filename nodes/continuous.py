@@ -201,8 +201,17 @@ class HumanGenRegionRender:
         except ValueError as exc:
             raise _err(node, "transform" if transform is not None else "keypoint", str(exc),
                        fix="connect a HUMANGEN_TRANSFORM (an object with a 3x3 `.matrix`).") from None
+        regions = region.reshape(-1, 3, 3)  # a TransformList (Part To Canvas on a batch) is [N, 3, 3]
         G, device, ws, kw = _prepare(node, generator, latent, mean_mode, mix_layers, mean_samples, mean_seed)
-        return (_render(G, device, ws, int(output_size), int(patch_batch), kw, region=region),)
+        if regions.shape[0] == 1:
+            return (_render(G, device, ws, int(output_size), int(patch_batch), kw, region=regions[0]),)
+        if ws.shape[0] not in (1, regions.shape[0]):
+            raise _err(node, "transform", f"{regions.shape[0]} transforms for {ws.shape[0]} latents.",
+                       fix="give one latent for all transforms or one per transform.")
+        # one region per transform, each with its own latent (or the one shared latent)
+        import torch
+        return (torch.cat([_render(G, device, ws[min(i, ws.shape[0] - 1)][None], int(output_size),
+                                   int(patch_batch), kw, region=r) for i, r in enumerate(regions)]),)
 
 
 NODE_CLASS_MAPPINGS = {

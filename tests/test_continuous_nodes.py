@@ -119,6 +119,30 @@ def test_region_node_keypoint_and_transform(gen):
         node.render(gen, lat, transform=Bad())
 
 
+def test_region_node_renders_a_transform_list_one_region_each(gen):
+    """A TransformList (Part To Canvas on a batch of part images: `.matrix` is [N,3,3]) gives one region per
+    transform, each with its own latent or the one shared latent; a transform with NaN names the input."""
+    from humangen.utils.transform import PatchTransform, TransformList
+    node = N.HumanGenRegionRender()
+    parts = TransformList([PatchTransform(0.25, (100.0, 40.0), (64, 64), (256, 256)),
+                           PatchTransform(0.5, (10.0, 80.0), (64, 64), (256, 256))])
+    for seeds in ("1", "1-2"):
+        lat = _latent(gen, seeds)
+        ws = _wplus(gen, lat)
+        (out,) = node.render(gen, lat, output_size=16, transform=parts)
+        assert out.shape == (2, 16, 16, 3)
+        for i, t in enumerate(parts):
+            one = ws[min(i, ws.shape[0] - 1)][None]
+            assert torch.equal(out[i:i + 1], _as_image(C.render_canvas(gen.model, one, 16, region=t.matrix)))
+    with pytest.raises(NodeInputError, match="HumanGenRegionRender: input 'transform': 2 transforms for 3 latents"):
+        node.render(gen, _latent(gen, "1-3"), output_size=16, transform=parts)
+
+    class NaN:
+        matrix = [[0.5, 0, float("nan")], [0, 0.5, 0], [0, 0, 1]]
+    with pytest.raises(NodeInputError, match="HumanGenRegionRender: input 'transform': a patch transform holds NaN"):
+        node.render(gen, lat, output_size=16, transform=NaN())
+
+
 def test_render_nodes_refuse_other_generators_and_stop_on_interrupt(gen, standalone_host):
     import sg_helpers
     from humangen.models import gan_latents as gl
