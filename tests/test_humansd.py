@@ -262,6 +262,26 @@ def test_same_seed_same_image_and_batch_independence(model):
     assert not torch.allclose(a.latents[0], a.latents[1])
 
 
+@pytest.mark.parametrize("img2img", [False, True])
+def test_many_items_run_in_chunks_with_the_same_result(model, monkeypatch, img2img):
+    """Pose frames x batch beyond ITEMS_PER_CALL are denoised a chunk at a time (bounded memory for a long pose
+    sequence): each item keeps its seed, its frame and its init image, and the progress runs once over all chunks."""
+    poses = torch.cat([_pose(seed=s) for s in (2, 5, 6)])
+    kw = dict(steps=3, guidance=3.0, eta=0.5, seed=11, batch=2)
+    if img2img:
+        kw.update(strength=0.7, init_image=torch.cat([_pose(seed=s) for s in (7, 8, 9)]))
+    whole = P.generate(model, poses, "a", "b", **kw)
+    monkeypatch.setattr(P, "ITEMS_PER_CALL", 4)  # 6 items: chunks of 4 and 2, frame 1 split across them
+    calls, steps = [], []
+    chunked = P.generate(model, poses, "a", "b", on_unet_call=lambda inp, t: calls.append(inp.shape[0]),
+                         callback=lambda step, total, x: steps.append((step, total)), **kw)
+    torch.testing.assert_close(chunked.latents, whole.latents, atol=1e-5, rtol=1e-5)
+    assert chunked.seeds == whole.seeds == list(range(11, 17))
+    assert max(calls) == 2 * 4  # guidance doubles the chunk
+    per_chunk = len(steps) // 2
+    assert [s for s, _ in steps] == list(range(1, 2 * per_chunk + 1)) and {t for _, t in steps} == {2 * per_chunk}
+
+
 def test_zero_extra_channels_make_the_8_channel_unet_the_4_channel_one(parts):
     from diffusers import UNet2DConditionModel
     unet8 = parts["unet"]

@@ -133,6 +133,9 @@ def check_inputs(model: HumanSDModel, pose: torch.Tensor, *, steps: int, guidanc
                                          f"{tuple(init_image.shape)}")
 
 
+ITEMS_PER_CALL = 8  # images denoised together (x2 with guidance): more pose frames x batch run in chunks of this
+
+
 def generate(model: HumanSDModel, pose: torch.Tensor, prompt: str, negative_prompt: str = "", *,
              added_prompt: str = "", steps: int = 50, guidance: float = 10.0, eta: float = 0.0,
              scheduler: str = "ddim", seed: int = 0, batch: int = 1, strength: float = 1.0,
@@ -149,35 +152,45 @@ def generate(model: HumanSDModel, pose: torch.Tensor, prompt: str, negative_prom
     dtype = resolve_dtype(precision, device)
     n_items = pose.shape[0] * batch
     seeds = [int(seed) + k for k in range(n_items)]
+    gens = S.item_generators(seed, n_items)  # item k's noise comes from its own generator: chunks change nothing
+    chunks = [(c0, min(n_items, c0 + ITEMS_PER_CALL)) for c0 in range(0, n_items, ITEMS_PER_CALL)]
 
     with offloader.use(model.text_encoder) as dev:
         cond = encode_text(model, [compose_prompt(prompt, added_prompt)], dev)
         uncond = encode_text(model, [negative_prompt or ""], dev) if guidance != 1.0 else None
-    with offloader.use(model.vae) as dev:
-        pose_latent = encode_images(model, pose, dev)
-        init_latent = encode_images(model, init_image, dev) if init_image is not None and strength < 1.0 else None
-    with offloader.use(model.unet) as dev:
-        pose_latent = pose_latent.to(dev).repeat_interleave(batch, dim=0)
-        if init_latent is not None:
-            init_latent = init_latent.to(dev)
-            if init_latent.shape[0] != pose.shape[0]:
-                init_latent = init_latent.expand(pose.shape[0], -1, -1, -1)
-            init_latent = init_latent.repeat_interleave(batch, dim=0)
-        cond = cond.to(dev).expand(n_items, -1, -1)
-        uncond = uncond.to(dev).expand(n_items, -1, -1) if uncond is not None else None
-        gens = S.item_generators(seed, n_items)
-        latent_shape = (4, *pose_latent.shape[-2:])
-        noise = S.randn_items(gens, latent_shape, dev)
-        eps_fn = S.make_eps_fn(model.unet, pose_latent, cond, uncond, guidance, dtype=dtype, on_call=on_unet_call)
-        if scheduler == "ddim":
-            plan = S.ddim_plan(S.alphas_cumprod(model.configs["scheduler"]), steps, eta)
-            start = S.ddim_start_index(len(plan), steps, strength)
-            x = noise if init_latent is None else S.ddim_noise_to(init_latent, noise, plan, start)
-            latents = S.sample_ddim(eps_fn, x, plan, start, generators=gens, callback=callback)
-        else:
-            sched = S.make_scheduler(scheduler, model.configs["scheduler"])
-            latents = S.sample_scheduler(eps_fn, noise, sched, steps, init_latent=init_latent, strength=strength,
-                                         callback=callback)
+    latents = []
+    for c, (c0, c1) in enumerate(chunks):  # bounded memory: a long pose sequence runs a chunk of items at a time
+        frames = range(c0 // batch, (c1 - 1) // batch + 1)  # the pose frames these items condition on
+        with offloader.use(model.vae) as dev:
+            pose_latent = encode_images(model, pose[frames.start:frames.stop], dev)
+            init_latent = None
+            if init_image is not None and strength < 1.0:
+                init = init_image if init_image.shape[0] == 1 else init_image[frames.start:frames.stop]
+                init_latent = encode_images(model, init, dev)
+        with offloader.use(model.unet) as dev:
+            pick = torch.tensor([k // batch - frames.start for k in range(c0, c1)])  # item -> frame in this chunk
+            pose_latent = pose_latent.to(dev)[pick.to(dev)]
+            if init_latent is not None:
+                init_latent = init_latent.to(dev)
+                init_latent = init_latent[pick.to(dev)] if init_latent.shape[0] > 1 else \
+                    init_latent.expand(c1 - c0, -1, -1, -1)
+            n = c1 - c0
+            eps_fn = S.make_eps_fn(model.unet, pose_latent, cond.to(dev).expand(n, -1, -1),
+                                   uncond.to(dev).expand(n, -1, -1) if uncond is not None else None, guidance,
+                                   dtype=dtype, on_call=on_unet_call)
+            noise = S.randn_items(gens[c0:c1], (4, *pose_latent.shape[-2:]), dev)
+            step_cb = None if callback is None else (
+                lambda step, total, x, _c=c: callback(_c * total + step, len(chunks) * total, x))
+            if scheduler == "ddim":
+                plan = S.ddim_plan(S.alphas_cumprod(model.configs["scheduler"]), steps, eta)
+                start = S.ddim_start_index(len(plan), steps, strength)
+                x = noise if init_latent is None else S.ddim_noise_to(init_latent, noise, plan, start)
+                latents.append(S.sample_ddim(eps_fn, x, plan, start, generators=gens[c0:c1], callback=step_cb))
+            else:
+                sched = S.make_scheduler(scheduler, model.configs["scheduler"])
+                latents.append(S.sample_scheduler(eps_fn, noise, sched, steps, init_latent=init_latent,
+                                                  strength=strength, callback=step_cb))
+    latents = torch.cat([x.cpu() for x in latents])
     with offloader.use(model.vae) as dev:
         images = torch.cat([decode_latents(model, latents[i:i + 1], dev) for i in range(n_items)])
-    return GenerateResult(images=images, latents=latents.cpu(), seeds=seeds)
+    return GenerateResult(images=images, latents=latents, seeds=seeds)
