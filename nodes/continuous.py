@@ -159,8 +159,12 @@ class HumanGenContinuousRender:
 
     def render(self, generator, latent, canvas_size, framing="white_bands", mean_mode="sample", mix_layers=8,
                mean_samples=10000, mean_seed=123, patch_batch=0):
+        from ..models import continuous as C
+        from ..utils.limits import check_batch_pixels
         node = "HumanGenContinuousRender"
         G, device, ws, kw = _prepare(node, generator, latent, mean_mode, mix_layers, mean_samples, mean_seed)
+        y0, y1, x0, x1 = C.framing_box(int(canvas_size), framing)
+        check_batch_pixels(ws.shape[0], x1 - x0, y1 - y0, node, "latent", what="canvases (one per latent)")
         return (_render(G, device, ws, int(canvas_size), int(patch_batch), kw, framing=framing),)
 
 
@@ -201,8 +205,11 @@ class HumanGenRegionRender:
         except ValueError as exc:
             raise _err(node, "transform" if transform is not None else "keypoint", str(exc),
                        fix="connect a HUMANGEN_TRANSFORM (an object with a 3x3 `.matrix`).") from None
+        from ..utils.limits import check_batch_pixels
         regions = region.reshape(-1, 3, 3)  # a TransformList (Part To Canvas on a batch) is [N, 3, 3]
         G, device, ws, kw = _prepare(node, generator, latent, mean_mode, mix_layers, mean_samples, mean_seed)
+        check_batch_pixels(max(ws.shape[0], regions.shape[0]), int(output_size), int(output_size), node,
+                           "latent" if ws.shape[0] >= regions.shape[0] else "transform", what="regions")
         if regions.shape[0] == 1:
             return (_render(G, device, ws, int(output_size), int(patch_batch), kw, region=regions[0]),)
         if ws.shape[0] not in (1, regions.shape[0]):

@@ -173,7 +173,7 @@ class HumanGenSkeletonSDSampler:
         from ..models.humansd.pipeline import InvalidInput, generate
         from ..utils.image import nchw_to_comfy
         node = "HumanGenSkeletonSDSampler"
-        skel_u8 = _skeleton_uint8(node, pose, skeleton, short_side, detection_threshold, person_threshold)
+        skel_u8 = _skeleton_uint8(node, pose, skeleton, short_side, detection_threshold, person_threshold, batch)
         h, w = skel_u8.shape[1:3]
         skel = torch.from_numpy(skel_u8).float().div(255.0)
         init = None
@@ -208,9 +208,14 @@ MAX_GENERATION_SIDE = 4096  # HumanSD was trained at 512; a very elongated pose 
 
 
 def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float,
-                    person_threshold: float = 0.05):
-    """The conditioning skeleton(s) as uint8 [F, H, W, 3] at HumanSD's generation size."""
-    from ..utils.limits import check_image_size
+                    person_threshold: float = 0.05, batch: int = 1):
+    """The conditioning skeleton(s) as uint8 [F, H, W, 3] at HumanSD's generation size; the F x batch images to
+    generate are checked against the output limit before anything is drawn."""
+    from ..utils.limits import check_batch_pixels, check_image_size
+
+    def check_output(frames: int, w: int, h: int, source: str) -> None:
+        check_batch_pixels(frames * batch, w, h, node, "batch" if batch > 1 else source,
+                           what=f"images ({frames} frames x batch {batch})")
     if pose is not None and skeleton is not None:
         raise NodeInputError(node, "skeleton", "both a pose and a skeleton image are connected.",
                              fix="connect only one of pose / skeleton.")
@@ -224,6 +229,7 @@ def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float
         h, w = _target_size(h0, w0, short_side)
         check_image_size(w, h, node, "pose", max_side=MAX_GENERATION_SIDE, what="generation size (from the pose "
                          "canvas)")
+        check_output(len(frames), w, h, "pose")
         return posemod.render_skeleton(frames, style="humansd", width=w, height=h, threshold=threshold,
                                        person_threshold=person_threshold)
     if skeleton is not None:
@@ -232,6 +238,7 @@ def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float
         h, w = _target_size(img.shape[1], img.shape[2], short_side)
         check_image_size(w, h, node, "skeleton", max_side=MAX_GENERATION_SIDE, what="generation size (from the "
                          "skeleton image)")
+        check_output(img.shape[0], w, h, "skeleton")
         return _resize_images(img, h, w)
     raise NodeInputError(node, "pose", "no pose and no skeleton image connected.",
                          fix="connect a POSE_KEYPOINT (e.g. from a pose estimator or HumanGen Load Pose) or a "

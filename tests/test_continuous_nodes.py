@@ -143,6 +143,18 @@ def test_region_node_renders_a_transform_list_one_region_each(gen):
         node.render(gen, lat, output_size=16, transform=NaN())
 
 
+def test_render_nodes_refuse_outputs_over_the_batch_limit_before_rendering(gen, monkeypatch):
+    """Latents x canvas (and transforms x region) are one output batch: 64 latents at 8192 px would need 51 GiB
+    for the canvases alone; refused naming the input before a patch is rendered."""
+    from humangen.utils.errors import LimitExceededError
+    monkeypatch.setattr(C, "render_canvas", lambda *a, **k: pytest.fail("a canvas was rendered"))
+    many = _latent(gen, "0-63")
+    with pytest.raises(LimitExceededError, match="HumanGenContinuousRender: input 'latent': 64 canvases"):
+        N.HumanGenContinuousRender().render(gen, many, 8192, "square", "sample", mean_samples=100)
+    with pytest.raises(LimitExceededError, match="HumanGenRegionRender: input 'latent': 64 regions of 8192x8192"):
+        N.HumanGenRegionRender().render(gen, many, output_size=8192, mean_samples=100)
+
+
 def test_render_nodes_refuse_other_generators_and_stop_on_interrupt(gen, standalone_host):
     import sg_helpers
     from humangen.models import gan_latents as gl

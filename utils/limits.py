@@ -16,6 +16,7 @@ from typing import Any
 from .errors import LimitExceededError, NodeInputError
 
 MAX_IMAGE_SIDE = 8192  # largest image side the pack renders or allocates (RenderPose's widget maximum)
+MAX_BATCH_PIXELS = 4 * 8192 * 8192  # pixels of one output batch (3 GiB as ComfyUI's float32 RGB IMAGE)
 MAX_CANVAS_SIDE = 16384  # largest canvas a pose may declare (LoadPose's widget maximum); rendering still needs <= 8192
 MAX_TEXT_CHARS = 100_000  # any STRING input
 MAX_IMAGE_FRAMES = 4096  # frames of one loaded image file (an animated GIF/WebP becomes a batch)
@@ -43,6 +44,17 @@ def check_image_size(width: Any, height: Any, node: str, input_name: str, *, max
                 node, input_name, f"the {what} {label} {int(v)} is larger than the limit of {max_side} pixels.",
                 fix=f"use a smaller size (at most {max_side}x{max_side}), or set an explicit output size.")
     return int(width), int(height)
+
+
+def check_batch_pixels(count: int, width: int, height: int, node: str, input_name: str, *,
+                       what: str = "images") -> None:
+    """A node's output batch of `count` images of width x height stays within MAX_BATCH_PIXELS, checked before
+    any of it is made."""
+    total = int(count) * int(width) * int(height)
+    if total > MAX_BATCH_PIXELS:
+        raise LimitExceededError(node, input_name, f"{count} {what} of {width}x{height} make {total:,} pixels, more "
+                                 f"than the limit of {MAX_BATCH_PIXELS:,} for one output.",
+                                 fix="make fewer or smaller images per run (split the batch or the pose frames).")
 
 
 def _first_non_finite(value: Any):

@@ -299,6 +299,19 @@ def test_humansd_generation_size_from_an_elongated_pose(w, h):
               node="HumanGenSkeletonSDSampler", input_name="pose", match="larger than the limit")
 
 
+@pytest.mark.parametrize("frames,batch,input_name", [(1100, 1, "pose"), (70, 16, "batch")])
+def test_humansd_frames_times_batch_over_the_output_limit(monkeypatch, frames, batch, input_name):
+    """A pose sequence times the batch is one output batch: over MAX_BATCH_PIXELS it is refused before a skeleton is
+    drawn (a 2 KB pose file of empty frames could ask for thousands of 512x512 images)."""
+    from humangen.utils import pose as P
+    monkeypatch.setattr(P, "render_skeleton", lambda *a, **k: pytest.fail("a skeleton was drawn"))
+    kwargs = dict(prompt="p", negative_prompt="", added_prompt="", steps=2, guidance=1.0, eta=0.0,
+                  scheduler="ddim", seed=0, batch=batch, short_side=512, strength=1.0, precision="fp32")
+    H.refusal(lambda: N["HumanGenSkeletonSDSampler"]().sample(object(), pose=[_frame(512, 512)] * frames, **kwargs),
+              node="HumanGenSkeletonSDSampler", input_name=input_name,
+              match=f"images \\({frames} frames x batch {batch}\\) of 512x512 make .* more than the limit")
+
+
 MASK_NODES = [
     ("HumanGenPoseDetect", lambda im, m: N["HumanGenPoseDetect"]().detect(im, "mediapipe", 0.3, 1, "openpose18",
                                                                           mask=m)),
