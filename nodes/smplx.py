@@ -85,6 +85,9 @@ class HumanGenSMPLXFit:
         from ..models.body import keypoints as kp
         from ..models.body.fit import FitError, FitSettings, fit_smplx
         frames = _as_list(pose_keypoint)
+        if not frames:
+            raise NodeInputError("HumanGenSMPLXFit", "pose_keypoint", "the POSE_KEYPOINT has no frames.",
+                                 fix="connect the keypoints of the image to fit (e.g. HumanGen Pose Detect).")
         st = FitSettings(conf_threshold=confidence_threshold, fit_shape=fit_shape, inner_iterations=iterations)
         steps = st.camera_steps + sum(st.pose_steps)
         bar = host.progress(steps * len(frames))
@@ -96,6 +99,8 @@ class HumanGenSMPLXFit:
                 done = i * steps
                 fit = fit_smplx(smplx_model, person["points"], size, settings=st,
                                 callback=lambda s, t: (host.check_interrupt(), bar.update_absolute(done + s)))
+            except NodeInputError:
+                raise  # already names its input
             except (FitError, ValueError) as exc:
                 raise NodeInputError("HumanGenSMPLXFit", "pose_keypoint", f"frame {i}: {exc}.",
                                      fix="connect keypoints with at least 3 visible body joints, lower "
@@ -179,14 +184,26 @@ class HumanGenPartToCanvas:
             if reference_transform is not None and target == TARGETS[1]:
                 chain = _as_list(reference_transform)
                 transforms = [tr.then(chain[min(i, len(chain) - 1)]) for i, tr in enumerate(transforms)]
+        except NodeInputError:
+            raise  # already names its input
         except ValueError as exc:
             raise NodeInputError("HumanGenPartToCanvas", "part_fit", str(exc),
                                  fix="check that the fit/keypoints belong to this part image") from exc
+        from ..utils.limits import MAX_IMAGE_SIDE, check_batch_pixels, check_image_size
+        sized_by = "canvas_size" if target == TARGETS[0] else (
+            "reference_keypoints" if reference_keypoints is not None else "reference_fit")
+        for tr in transforms:  # the canvas comes from a widget or from the reference's pose canvas (up to 16384)
+            check_image_size(tr.canvas_size[1], tr.canvas_size[0], "HumanGenPartToCanvas", sized_by,
+                             max_side=MAX_IMAGE_SIDE, what="canvas")
+        check_batch_pixels(len(transforms), transforms[0].canvas_size[1], transforms[0].canvas_size[0],
+                           "HumanGenPartToCanvas", "part_image", what="canvases (one per part image)")
         imgs, masks = [], []
         for i, tr in enumerate(transforms):
             canvas = None if canvas_image is None else canvas_image[min(i, canvas_image.shape[0] - 1)][None]
             try:
                 im, m = place_part(image[i:i + 1], tr, canvas, BACKGROUNDS[background])
+            except NodeInputError:
+                raise
             except ValueError as exc:
                 raise NodeInputError("HumanGenPartToCanvas", "canvas_image", str(exc),
                                      fix="use a canvas_image of the canvas size (or leave it empty).") from exc

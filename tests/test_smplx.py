@@ -16,7 +16,7 @@ from humangen.models.body import keypoints as kp
 from humangen.models.body import placement
 from humangen.models.body.fit import FitError, FitSettings, SMPLXFit, fit_smplx, prior_mean_pose, project
 from humangen.models.body.model import SMPLXModelMissing, load_smplx
-from humangen.utils.errors import HumanGenInterrupted, NodeInputError
+from humangen.utils.errors import HumanGenInterrupted, LimitExceededError, NodeInputError
 from humangen.utils.transform import PatchTransform, keypoint_zoom_matrix, patch_matrix, warp_to_canvas
 
 D = torch.float64
@@ -347,6 +347,15 @@ def test_fit_node_errors_and_interrupt(model_dir, standalone_host, pack):
     pts = [(10.0, 10.0, 1.0), (20.0, 30.0, 1.0)] + [(0.0, 0.0, 0.0)] * 16
     with pytest.raises(NodeInputError, match=r"HumanGenSMPLXFit: input 'pose_keypoint'.*only 2 keypoints"):
         HumanGenSMPLXFit().fit(body, kp.make_pose_keypoint(pts, 64, 64), 0, 0.2, True, 20)
+    nan_pts = [(float("nan"), 10.0, 1.0)] + [(10.0 + i, 20.0 + 3 * i, 1.0) for i in range(17)]
+    with pytest.raises(NodeInputError, match=r"HumanGenSMPLXFit: input 'pose_keypoint'.*NaN or infinite"):
+        HumanGenSMPLXFit().fit(body, kp.make_pose_keypoint(nan_pts, 64, 64), 0, 0.2, True, 20)
+    with pytest.raises(NodeInputError, match=r"HumanGenSMPLXFit: input 'pose_keypoint': the POSE_KEYPOINT has no"):
+        HumanGenSMPLXFit().fit(body, [], 0, 0.2, True, 20)
+    no_canvas = [{"people": kp.make_pose_keypoint(pts, 64, 64)[0]["people"]}]
+    with pytest.raises(NodeInputError) as info:  # its own input, once, with one fix
+        HumanGenSMPLXFit().fit(body, no_canvas, 0, 0.2, True, 20)
+    assert str(info.value).startswith("HumanGenSMPLXFit: input 'image'") and str(info.value).count("Fix:") == 1
     sc = scene(body, 8)
     standalone_host.interrupt_event.set()
     with pytest.raises(HumanGenInterrupted):
@@ -456,6 +465,15 @@ def test_part_to_canvas_batch_from_keypoints_gives_a_transform_list(standalone_h
     np.testing.assert_allclose(t[1].region, (-20, 0, 492, 512), atol=1e-6)
     assert out.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512)
     assert float(mask[1, :, 495:].max()) == 0.0 and float(out[1, 10, 500, 0]) == pytest.approx(0.5)
+    # the reference target takes the reference pose's canvas, which a pose may declare up to 16384: refused first
+    huge_ref = kp.make_pose_keypoint(as_points(tpl * 32, np.ones(25)), 16384, 16384)
+    with pytest.raises(LimitExceededError, match="input 'reference_keypoints': the canvas width 16384 is larger"):
+        HumanGenPartToCanvas().place(imgs[:1], TARGETS[1], 512, "gray", part_keypoints=frames[:1],
+                                     reference_keypoints=huge_ref)
+    with pytest.raises(NodeInputError) as info:  # a missing reference names that input, once
+        HumanGenPartToCanvas().place(imgs[:1], TARGETS[1], 512, "gray", part_fit=[object()])
+    assert str(info.value).startswith("HumanGenPartToCanvas: input 'reference_fit'") and \
+        str(info.value).count("Fix:") == 1
 
 
 @pytest.mark.gpu

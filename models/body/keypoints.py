@@ -19,6 +19,7 @@ SMPL-X joint indices are those of `smplx`'s output (55 skeleton joints, then the
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 BODY25_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "mid_hip",
@@ -89,6 +90,8 @@ def read_pose_keypoint(pose: Any, frame: int = 0, person: int = 0) -> dict:
         f = posefmt.pixel_frame(f)
     scored = posefmt.scored_keypoints(f["people"][person])  # raw detector scores where the pose carries them
     pts = [] if scored is None else [(float(x), float(y), float(c)) for x, y, c in scored]
+    if not all(math.isfinite(v) for p in pts for v in p):
+        raise ValueError(f"person {person} of frame {frame} has NaN or infinite keypoint values")
     fmt = detect_format(len(pts))
     return {"points": pts, "format": fmt, "width": int(w) if w else None, "height": int(h) if h else None}
 
