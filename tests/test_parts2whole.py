@@ -398,8 +398,10 @@ def test_processors_restored_after_interrupt(model):
 
 def test_check_inputs_names_argument_and_value(model):
     from humangen.models.parts2whole.parts import PartRef
-    with pytest.raises(ValueError, match=r"`height` and `width`.*height=60"):
+    with pytest.raises(ValueError, match=r"`height` must be a positive multiple of 8, got 60"):
         _gen(model, _parts(1), height=60)
+    with pytest.raises(ValueError, match=r"`width` must be a positive multiple of 8, got 60"):
+        _gen(model, _parts(1), width=60)
     with pytest.raises(ValueError, match=r"`guidance`.*0.5"):
         _gen(model, _parts(1), guidance=0.5)
     empty = PartRef(torch.rand(8, 8, 3), "face", torch.zeros(8, 8))

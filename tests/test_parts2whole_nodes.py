@@ -167,8 +167,10 @@ def test_sampler_node_batch_progress_and_interrupt(installed, standalone_host):
     assert seen[-1] == (3, 3) and [v for v, _ in seen] == [1, 2, 3]
     (again,) = sampler.sample(model, parts, pose, batch_size=1, **args)
     torch.testing.assert_close(again[0], images[0], rtol=1e-4, atol=1e-4)
-    with pytest.raises(NodeInputError, match=r"HumanGenPartReferenceSampler: input 'height'"):
-        sampler.sample(model, parts, pose, batch_size=1, **dict(args, height=68))
+    for name in ("height", "width"):  # the input that is wrong, whichever it is
+        with pytest.raises(NodeInputError, match=f"HumanGenPartReferenceSampler: input '{name}': `{name}` must be a "
+                                                 f"positive multiple of 8, got 68"):
+            sampler.sample(model, parts, pose, batch_size=1, **dict(args, **{name: 68}))
     with pytest.raises(NodeInputError, match=r"input 'densepose': 3 images for batch_size 2"):
         sampler.sample(model, parts, torch.rand(3, 8, 8, 3), batch_size=2, **args)
     standalone_host.interrupt_event.set()

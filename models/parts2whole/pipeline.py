@@ -31,9 +31,9 @@ from .pose_guider import pose_feature_added
 def check_inputs(model, parts: Sequence[PartRef], pose: torch.Tensor, prompt: str, negative_prompt: str, steps: int,
                  guidance: float, height: int, width: int, batch_size: int, seed: int) -> None:
     factor = model.vae_scale_factor
-    if height % factor or width % factor or height <= 0 or width <= 0:
-        raise ValueError(f"`height` and `width` must be positive multiples of {factor}, got height={height}, "
-                         f"width={width}")
+    for name, value in (("height", height), ("width", width)):  # one message per argument: it names that one
+        if value % factor or value <= 0:
+            raise ValueError(f"`{name}` must be a positive multiple of {factor}, got {value}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}")
     if guidance < 1.0:
