@@ -221,10 +221,8 @@ def _skeleton_uint8(node: str, pose, skeleton, short_side: int, threshold: float
                              fix="connect only one of pose / skeleton.")
     if pose is not None:
         from ..utils import pose as posemod
-        try:
-            frames = posemod.as_pose(pose)
-        except ValueError as exc:
-            raise NodeInputError(node, "pose", str(exc), fix="connect a POSE_KEYPOINT output.") from exc
+        from .pose import checked_pose
+        frames = checked_pose(node, pose)
         w0, h0 = posemod.frame_size(frames[0])
         h, w = _target_size(h0, w0, short_side)
         check_image_size(w, h, node, "pose", max_side=MAX_GENERATION_SIDE, what="generation size (from the pose "

@@ -61,15 +61,23 @@ def _initial_box(source, body_img, pose, face_box):
         if face_box is None or not face_box.get("boxes") or not face_box["boxes"][0]:
             raise _err("face_box", "face_box_source is 'face_box' but no face box is connected (or it is empty).",
                        fix="connect HumanGenFaceBox run on the body image, or choose 'detector'/'keypoints'.")
-        fx = w / face_box.get("canvas_width", w)
-        fy = h / face_box.get("canvas_height", h)
-        x0, y0, x1, y1 = face_box["boxes"][0][0][:4]
+        import math
+        cw, ch, box = face_box.get("canvas_width", w), face_box.get("canvas_height", h), face_box["boxes"][0][0]
+        numbers = [cw, ch, *box[:4]] if isinstance(box, (list, tuple)) and len(box) >= 4 else []
+        if not numbers or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers) \
+                or cw <= 0 or ch <= 0 or box[2] <= box[0] or box[3] <= box[1]:
+            raise _err("face_box", f"the first box {str(box)[:80]} (canvas {cw}x{ch}) is not a box x0, y0, x1, y1 "
+                       "of finite numbers with x1 > x0, y1 > y0 on a canvas of positive size.",
+                       fix="connect HumanGenFaceBox run on the body image.")
+        fx, fy = w / cw, h / ch
+        x0, y0, x1, y1 = box[:4]
         return (x0 * fx, y0 * fy, x1 * fx, y1 * fy)
     if source == "keypoints":
         if pose is None:
             raise _err("pose", "face_box_source is 'keypoints' but no POSE_KEYPOINT is connected.",
                        fix="connect HumanGenPoseDetect run on the body image, or choose 'detector'.")
-        frame = P.scale_frame(P.as_pose(pose)[0], w, h)
+        from .pose import checked_pose
+        frame = P.scale_frame(checked_pose(NODE, pose)[0], w, h)
         boxes = [P.face_box_from_keypoints(k) for k in P.frame_people(frame, "coco17")]
         boxes = [b for b in boxes if b is not None]
         if not boxes:

@@ -36,13 +36,23 @@ def _wrap(node: str, input_name: str, exc: Exception, fix: str | None = None) ->
                           fix=getattr(exc, "fix", None) or fix)
 
 
+def checked_pose(node: str, pose, input_name: str = "pose") -> list[dict]:
+    """The frames of a POSE_KEYPOINT input (`utils.pose.as_pose`), or its problem as the node's error on that input
+    (the pose module's own "pose: " prefix dropped, its own fix kept)."""
+    from ..utils import pose as P
+    try:
+        return P.as_pose(pose)
+    except ValueError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        problem = problem[len("pose: "):] if problem.startswith("pose: ") else problem
+        raise NodeInputError(node, input_name, problem if problem.endswith(".") else problem + ".",
+                             fix=getattr(exc, "fix", None) or "connect a POSE_KEYPOINT output.") from None
+
+
 def _frame_for(pose, index: int, width: int, height: int, node: str):
     """Frame `index` of a POSE_KEYPOINT (a single frame serves every image), rescaled to width x height."""
     from ..utils import pose as P
-    try:
-        frames = P.as_pose(pose)
-    except ValueError as exc:
-        raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
+    frames = checked_pose(node, pose)
     if len(frames) != 1 and index >= len(frames):
         raise NodeInputError(node, "pose", f"{len(frames)} pose frames for a batch of more images.",
                              fix="give one pose frame per image, or one for all.")

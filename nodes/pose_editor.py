@@ -96,10 +96,8 @@ class HumanGenPoseEditor:
                                  fix="press 'Reset to input' in the editor, or clear pose_edit (empty = no edit).") from None
         frames = []
         if pose is not None:
-            try:
-                frames = [P.pixel_frame(f) for f in P.as_pose(pose)]
-            except ValueError as exc:
-                raise NodeInputError(NODE, "pose", f"{exc}.", fix="connect a POSE_KEYPOINT output.") from None
+            from .pose import checked_pose
+            frames = [P.pixel_frame(f) for f in checked_pose(NODE, pose)]
         base = frames[0] if frames else (edit or {}).get("input")
         if base is not None and max(P.frame_size(base)) > E.MAX_CANVAS:
             raise NodeInputError(NODE, "pose", f"the pose canvas {P.frame_size(base)} is larger than "

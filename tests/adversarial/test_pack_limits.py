@@ -295,8 +295,12 @@ def test_humansd_generation_size_from_an_elongated_pose(w, h):
     """short_side 512 on a 16384x8 canvas would ask for a 1M-pixel-wide generation: refused before any work."""
     kwargs = dict(prompt="p", negative_prompt="", added_prompt="", steps=2, guidance=1.0, eta=0.0,
                   scheduler="ddim", seed=0, batch=1, short_side=512, strength=1.0, precision="fp32")
-    H.refusal(lambda: N["HumanGenSkeletonSDSampler"]().sample(object(), pose=[_frame(w, h)], **kwargs),
-              node="HumanGenSkeletonSDSampler", input_name="pose", match="larger than the limit")
+    err = H.refusal(lambda: N["HumanGenSkeletonSDSampler"]().sample(object(), pose=[_frame(w, h)], **kwargs),
+                    node="HumanGenSkeletonSDSampler", input_name="pose", match="larger than the limit")
+    assert str(err).count("Fix:") == 1
+    err = H.refusal(lambda: N["HumanGenSkeletonSDSampler"]().sample(object(), pose=[_frame(99999, 8)], **kwargs),
+                    node="HumanGenSkeletonSDSampler", input_name="pose", match="canvas width 99999")
+    assert "pose: pose:" not in str(err) and "pose: frame" not in str(err) and str(err).count("Fix:") == 1
 
 
 @pytest.mark.parametrize("frames,batch,input_name", [(1100, 1, "pose"), (70, 16, "batch")])

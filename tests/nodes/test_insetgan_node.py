@@ -66,6 +66,14 @@ def test_node_errors(gens, lpips_files):
         HumanGenInsetGAN().run(body, bl, face, fl, face_box_source="keypoints", lpips_net="vgg")
     with pytest.raises(NodeInputError, match="input 'face_box'"):
         HumanGenInsetGAN().run(body, bl, face, fl, face_box_source="face_box", lpips_net="vgg")
+    for box, canvas in (([float("nan"), 0, 10, 10, 1], 64), ([0, 0, 10, 10, 1], 0), ([1, 2], 64),
+                        ([10, 0, 5, 10, 1], 64)):
+        bad = {"boxes": [[box]], "canvas_width": canvas, "canvas_height": 64}
+        with pytest.raises(NodeInputError, match="input 'face_box': the first box .* is not a box x0, y0, x1, y1"):
+            HumanGenInsetGAN().run(body, bl, face, fl, face_box_source="face_box", face_box=bad, lpips_net="vgg")
+    for pose in ([], [{"people": []}]):  # the pose module's words, once, on the node's input
+        with pytest.raises(NodeInputError, match=r"^HumanGenInsetGAN: input 'pose': (?!pose: )"):
+            HumanGenInsetGAN().run(body, bl, face, fl, face_box_source="keypoints", pose=pose, lpips_net="vgg")
     with pytest.raises(NodeInputError, match="input 'face_generator'.*square"):
         HumanGenInsetGAN().run(body, bl, body, bl, face_box_source="keypoints", pose=_pose(), lpips_net="vgg")
     with pytest.raises(NodeInputError, match="input 'lpips_net'.*alexnet-owt"):
