@@ -130,6 +130,8 @@ def keypoint_transform(keypoint: int | str, zoom: float) -> torch.Tensor:
 
     Equals upstream `generate_by_keypoints(idx, crop_size, scale=zoom)` for every crop size dividing 2048 (the centre
     is the template point on the 2048 canvas; the patch half-extent is 1/zoom); here it is defined for any zoom."""
+    if isinstance(keypoint, str) and keypoint not in BODY25_NAMES:
+        raise ValueError(f"{keypoint[:40]!r} is not a BODY_25 keypoint name ({', '.join(BODY25_NAMES)})")
     idx = BODY25_NAMES.index(keypoint) if isinstance(keypoint, str) else int(keypoint)
     if not 0 <= idx < len(APOSE_2048):
         raise ValueError(f"keypoint index {idx} is not a BODY_25 index (0..24)")

@@ -203,7 +203,9 @@ class HumanGenRegionRender:
         try:
             region = C.as_matrix(transform) if transform is not None else C.keypoint_transform(keypoint, zoom)
         except ValueError as exc:
-            raise _err(node, "transform" if transform is not None else "keypoint", str(exc),
+            if transform is None:
+                raise _err(node, "keypoint", str(exc), fix="choose a keypoint from the list.") from None
+            raise _err(node, "transform", str(exc),
                        fix="connect a HUMANGEN_TRANSFORM (an object with a 3x3 `.matrix`).") from None
         from ..utils.limits import check_batch_pixels
         regions = region.reshape(-1, 3, 3)  # a TransformList (Part To Canvas on a batch) is [N, 3, 3]

@@ -187,8 +187,10 @@ class HumanGenPartsFromSegmentation:
         if not labels:
             raise NodeInputError(node, "face", "no part is switched on.", fix="switch on at least one part.")
         if segmentation is not None:
+            from ..utils.image import check_mask
+            masks = check_mask(segmentation, node, input_name="segmentation")  # [B,1,H,W] -> [B,H,W]
             try:
-                label_map = class_masks_to_label_map(segmentation.float().cpu())
+                label_map = class_masks_to_label_map(masks.float().cpu())
             except ValueError as exc:
                 raise NodeInputError(node, "segmentation", str(exc)) from exc
         elif segformer == NO_SEGFORMER:

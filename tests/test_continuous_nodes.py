@@ -113,6 +113,9 @@ def test_region_node_keypoint_and_transform(gen):
     assert big.shape == (1, 40, 40, 3)
     assert torch.equal(big, _as_image(C.render_canvas(gen.model, ws, 40, region=T.matrix)))
 
+    with pytest.raises(NodeInputError, match="input 'keypoint': 'chin' is not a BODY_25 keypoint name .*Fix: choose"):
+        node.render(gen, lat, "chin", 6.0, 16)
+
     class Bad:
         matrix = [[0.25, 0.1, 0], [0, 0.25, 0], [0, 0, 1]]
     with pytest.raises(NodeInputError, match="HumanGenRegionRender: input 'transform'"):

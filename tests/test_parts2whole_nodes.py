@@ -94,13 +94,13 @@ TOGGLES = dict(face=True, hair_or_headwear=True, upper_body_clothes=True, lower_
                whole_body_clothes=False, shoes=False)
 
 
-@pytest.mark.parametrize("encoding", ["per_class", "class_index"])
+@pytest.mark.parametrize("encoding", ["per_class", "class_index", "class_index_4d"])
 def test_parts_from_a_mask_set(encoding):
     lm = _label_map()
     if encoding == "per_class":
         seg = torch.stack([(lm == c).float() for c in range(18)])
-    else:
-        seg = (lm.float() / 255.0)[None]
+    else:  # a class-index PNG loaded as a MASK, also as [1, 1, H, W]
+        seg = (lm.float() / 255.0)[None] if encoding == "class_index" else (lm.float() / 255.0)[None, None]
     ex = node("HumanGenPartsFromSegmentation")
     parts, masks = ex.extract(_image(), "none (use the segmentation input)", segmentation=seg, **TOGGLES)
     assert [p.label for p in parts] == ["face", "hair or headwear", "upper body clothes", "lower body clothes"]
