@@ -106,7 +106,12 @@ class RunFolder:
         with open(self.manifest_path, "rb") as f:
             data = f.read()
         *lines, tail = data.split(b"\n")
-        if tail:  # the last line was cut by a crash: drop it, so the next line starts on a fresh line
+        if tail and self._entry(tail) is not None:  # a whole entry without its newline (an editor strips it)
+            with open(self.manifest_path, "ab") as f:
+                f.write(b"\n")
+                os.fsync(f.fileno())
+            lines.append(tail)
+        elif tail:  # the last line was cut by a crash: drop it, so the next line starts on a fresh line
             with open(self.manifest_path, "rb+") as f:
                 f.truncate(len(data) - len(tail))
                 os.fsync(f.fileno())
@@ -114,17 +119,41 @@ class RunFolder:
         for number, raw in enumerate(lines, 1):
             if not raw.strip():
                 continue
-            try:
-                entry = limits.parse_json(raw, f"line {number}")
-                key = entry["key"]
-            except (ValueError, KeyError, TypeError):
-                raise RunFolderError(f"{self.manifest_path}: line {number} is not a manifest entry; fix or remove "
-                                     "that line, then run again with --resume") from None
-            self.entries[key] = entry
+            entry = self._entry(raw)
+            if entry is None:
+                raise RunFolderError(f"{self.manifest_path}: line {number} is not a manifest entry (an object with a "
+                                     "text key and a list of file names); fix or remove that line, then run again "
+                                     "with --resume")
+            self.entries[entry["key"]] = entry
+
+    @staticmethod
+    def _entry(raw: bytes) -> dict | None:
+        """A manifest or pending line as a dict with a text "key" and a list of text "files" (and "sha256"), else
+        None."""
+        try:
+            entry = limits.parse_json(raw, "a manifest line")
+        except ValueError:
+            return None
+        ok = isinstance(entry, dict) and isinstance(entry.get("key"), str) and all(
+            isinstance(entry.get(k, []), list) and all(isinstance(v, str) for v in entry.get(k, []))
+            for k in ("files", "sha256"))
+        return entry if ok else None
+
+    def _own_file(self, name: str) -> str | None:
+        """The path of a file name from a manifest or pending record when it names a file inside --out (no
+        absolute path, no '..', no link out), else None: such records come from the folder, not from this run."""
+        try:
+            target = confine(self.out, name, node="runner", input_name="manifest file")
+        except (WorkflowError, ValueError, OSError):
+            return None
+        return str(target)
 
     def is_done(self, key: str) -> bool:
         entry = self.entries.get(key)
-        return entry is not None and all(os.path.isfile(os.path.join(self.out, f)) for f in entry.get("files", []))
+        if entry is None:
+            return False
+        paths = [self._own_file(f) for f in entry.get("files", [])]
+        return all(p is not None and os.path.isfile(p) for p in paths)
 
     def _state(self, *parts: str) -> str:
         return os.path.join(self.out, STATE_DIR, *parts)
@@ -146,19 +175,22 @@ class RunFolder:
                 continue
             path = os.path.join(pending_dir, name)
             try:
-                record = limits.read_json_file(path)
-                files, shas = list(record["files"]), list(record["sha256"])
-            except (ValueError, KeyError, TypeError):
-                files, shas = [], []
-            present = [f for f in files if os.path.isfile(os.path.join(self.out, f))]
-            if key not in self.entries and files and len(present) == len(files) and all(
-                    sha256_of(os.path.join(self.out, f)) == s for f, s in zip(files, shas)):
+                with open(path, "rb") as fh:
+                    record = self._entry(fh.read(limits.MAX_JSON_FILE_BYTES))
+            except OSError:
+                record = None
+            files, shas = (record["files"], record.get("sha256", [])) if record else ([], [])
+            # a file counts as this job's only inside --out, under this job's key, with the bytes it staged: a
+            # record never makes the run delete or claim anything else
+            ours = [p for f, s in zip(files, shas) for p in [self._own_file(f)]
+                    if p is not None and f"-{key}" in os.path.basename(p) and os.path.isfile(p) and sha256_of(p) == s]
+            if key not in self.entries and files and len(ours) == len(files) == len(shas):
                 self._record(dict(record, node=record.get("node", ""), recovered=True))
                 self.notes.append(f"job {key} ({jobs[key] or 'as saved'}): its files were written before the "
                                   "run stopped; recorded without rendering again")
             elif key not in self.entries:
-                for f in present:  # ours, from a commit cut halfway: the job renders again
-                    os.unlink(os.path.join(self.out, f))
+                for p in ours:  # from a commit cut halfway: the job renders again
+                    os.unlink(p)
             os.unlink(path)
         for folder, _, names in os.walk(self.out):
             if os.path.relpath(folder, self.out).split(os.sep)[0] == STATE_DIR:
@@ -189,15 +221,26 @@ class RunFolder:
                  "seconds": round(float(seconds), 3), "node": node, "attempt": attempt}
         pending = self._state("pending", f"{key}.json")
         write_exclusive(pending, json.dumps(entry).encode("utf-8"), node="runner", overwrite=True)
-        for _, target, f, sha in planned:
-            self._commit_file(target, f, sha)
+        written = []
+        try:
+            for _, target, f, sha in planned:
+                if self._commit_file(target, f, sha):
+                    written.append(target)
+        except BaseException:  # refused (a file of that name exists) or interrupted: take back what this wrote
+            for target in written:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pending)
+            raise
         self._record(entry)
         with contextlib.suppress(FileNotFoundError):  # a concurrent commit of the same job removed it first
             os.unlink(pending)
         return [p[1] for p in planned]
 
     @staticmethod
-    def _commit_file(target: str, f: dict, sha: str) -> None:
+    def _commit_file(target: str, f: dict, sha: str) -> bool:
+        """Link one file in; True when this call wrote it (False: the same bytes were already there)."""
         if "data" in f:
             source: bytes | Callable[[str], None] = f["data"]
         else:
@@ -214,6 +257,8 @@ class RunFolder:
             # the same job committed meanwhile (a concurrent driver, an earlier attempt): fine if the bytes agree
             if sha256_of(target) != sha:
                 raise
+            return False
+        return True
 
     def _record(self, entry: dict) -> None:
         self._append(self.manifest_path, entry)

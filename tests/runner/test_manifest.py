@@ -293,3 +293,59 @@ def test_resume_never_replaces_a_different_file_under_a_jobs_name(tmp_path, caps
     failure = json.loads((out / "failures.jsonl").read_text())
     assert failure["label"] == "2.seed=2" and "already exists" in failure["error"]
     assert "Traceback" not in capsys.readouterr().err
+    # a second resume finds no pending record of the refused commit: it still leaves the other file alone
+    assert _local(tmp_path, "--batch", "2.seed=1-2", "--resume") == 1
+    assert (out / entries[1]["files"][0]).read_bytes() == b"someone else's file"
+    assert not (out / ".humangen" / "pending").exists() or not list((out / ".humangen" / "pending").iterdir())
+
+
+@pytest.mark.timeout(60)
+def test_pending_records_never_make_a_resume_delete_or_claim_other_files(tmp_path, capsys):
+    """A pending record names files; a resume deletes (or records) only files inside --out, under the job's key,
+    holding the bytes the record lists: a planted or stale record cannot remove a file outside --out or one that
+    someone else put there."""
+    out = tmp_path / "out"
+    assert _local(tmp_path, "--resume") == 0
+    entry = json.loads((out / MANIFEST).read_text())
+    key = entry["key"]
+    (out / MANIFEST).unlink()
+    (out / entry["files"][0]).unlink()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("x")
+    (out / f"mine-{key}.png").write_text("someone else's, under the key")
+    pending = out / ".humangen" / "pending"
+    pending.mkdir(parents=True)
+    (pending / f"{key}.json").write_text(json.dumps({
+        "key": key, "files": ["../victim/precious.txt", str(victim / "precious.txt"), f"mine-{key}.png"],
+        "sha256": ["0" * 64, "0" * 64, "0" * 64]}))
+    capsys.readouterr()
+    assert _local(tmp_path, "--resume") == 0  # renders the job again
+    assert (victim / "precious.txt").read_text() == "x"
+    assert (out / f"mine-{key}.png").read_text() == "someone else's, under the key"
+    assert (out / entry["files"][0]).is_file() and not (pending / f"{key}.json").exists()
+
+
+def test_manifest_names_outside_the_folder_never_count_as_done(tmp_path):
+    folder = RunFolder(str(tmp_path), resume=False)
+    with open(tmp_path / MANIFEST, "a") as f:
+        f.write(json.dumps({"key": "e" * 16, "files": ["/etc/hostname"], "sha256": ["0" * 64]}) + "\n")
+        f.write(json.dumps({"key": "f" * 16, "files": ["../x"], "sha256": ["0" * 64]}) + "\n")
+    (tmp_path.parent / "x").write_text("x")
+    again = RunFolder(str(tmp_path), resume=True)
+    assert not again.is_done("e" * 16) and not again.is_done("f" * 16)
+    del folder
+
+
+@pytest.mark.parametrize("line,kept", [(b'{"key": "aaaaaaaaaaaaaaaa", "files": [], "sha256": []}', True),
+                                       (b'{"key": "aaaaaaaaaaaaaaaa", "fil', False),
+                                       (b'{"key": ["x"], "files": 5}', False)])
+def test_a_last_line_without_its_newline_is_kept_when_whole(tmp_path, line, kept):
+    """An editor that strips the final newline leaves a whole entry: it is kept (and the newline restored) rather
+    than dropped as a cut line, which would render a finished job again."""
+    RunFolder(str(tmp_path), resume=False)
+    (tmp_path / MANIFEST).write_bytes(line)
+    again = RunFolder(str(tmp_path), resume=True)
+    assert (("a" * 16) in again.entries) is kept
+    assert (tmp_path / MANIFEST).read_bytes() == (line + b"\n" if kept else b"")
+    assert bool(again.notes) is not kept
