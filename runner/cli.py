@@ -378,6 +378,8 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
         args.run_budget = Budget.after(args.deadline, f"the run's --deadline of {args.deadline:g} s")
     out_dir = os.path.abspath(args.out)
     input_dir = os.path.abspath(args.input_dir)
+    if not args.dry_run:
+        _check_out_dir(out_dir)
     standalone = host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None,
                                      output_root=out_dir, input_root=input_dir, device=args.device,
                                      quiet=_quiet(args))
@@ -429,6 +431,19 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
     if args.servers:
         return _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo)
     return _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone)
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """--out is a folder this run can write into, checked before any job runs (not when the first save fails)."""
+    import tempfile
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".humangen-check-"):
+            pass
+    except OSError as exc:
+        problem = "is a file" if os.path.exists(out_dir) and not os.path.isdir(out_dir) else \
+            f"cannot be written ({exc.strerror or exc})"
+        raise WorkflowError(f"--out {out_dir} {problem}; choose a folder this user can write to") from None
 
 
 def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
@@ -577,6 +592,19 @@ def _summary(written: list[str], total: int, failures: int, seconds: float) -> N
     log(f"{total - failures}/{total} job(s) ok, {len(written)} file(s) written in {seconds:.1f} s")
 
 
+def _stop_on_sigterm():
+    """SIGTERM (timeout, docker stop, a batch scheduler) stops a run as Ctrl-C does, so its clean-up runs and no
+    temporary file stays behind. Returns the handler to restore (None off the main thread, where none is set)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return None
+
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | None = None) -> int:
     """Entry point; returns the exit status. `extra_nodes` adds node classes (tests, embedding scripts)."""
     global _VERBOSE
@@ -586,6 +614,7 @@ def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | No
         return int(exc.code or 0)
     _VERBOSE = os.environ.get("HUMANGEN_VERBOSE") == "1"
     previous = host._active
+    previous_term = _stop_on_sigterm()
     try:
         if args.command == "convert":
             return _convert(args)
@@ -614,6 +643,9 @@ def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | No
         return EXIT_FAILED
     finally:
         host.use(previous) if previous is not None else host.reset()
+        if previous_term is not None:
+            import signal
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 if __name__ == "__main__":

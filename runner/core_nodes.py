@@ -57,8 +57,12 @@ class LoadImage:
 
         from ..utils.errors import NodeInputError, first_line
         from ..utils.limits import MAX_CANVAS_SIDE, LimitExceededError
+        path = annotated_path(image)
+        if not os.path.isfile(path):  # a pipe or a device would block or never end; a folder is no image
+            raise NodeInputError("LoadImage", "image", f"{image!r} is not a file in its folder (missing, or a "
+                                 "folder, pipe or device).", fix="pick an image file from the input folder.")
         try:
-            img = Image.open(annotated_path(image))
+            img = Image.open(path)
         except Image.DecompressionBombError as exc:  # Pillow's own bound, checked from the header at open
             raise LimitExceededError("LoadImage", "image", f"{image!r} declares too many pixels ({exc}).",
                                      fix=f"use an image of at most {MAX_CANVAS_SIDE} pixels a side.") from None
@@ -132,6 +136,8 @@ class LoadImage:
         if not os.path.exists(path):
             return (f"Invalid image file: {image}: no such file in {os.path.dirname(path)} "
                     "(pass --input-dir or copy the image there)")
+        if not os.path.isfile(path):  # a pipe or a device would block IS_CHANGED's read forever
+            return f"Invalid image file: {image!r} is not a file in its folder (missing, or a folder, pipe or device)"
         return True
 
 

@@ -124,6 +124,27 @@ def test_missing_input_image_exit_2(tmp_path, capsys):
     assert f"node 1 (LoadImage): invalid input: Invalid image file: astronaut.png: no such file in {tmp_path}" in err
 
 
+def test_an_out_folder_that_cannot_be_written_is_refused_before_any_job(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, problem in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "cannot be written")):
+        code = main(["run", API, "--out", str(out), "--input-dir", str(ASSETS), "--quiet"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"error: --out {out} {problem}" in err and "choose a folder" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_an_input_that_is_not_a_regular_file_is_refused_not_opened(tmp_path, capsys):
+    """A named pipe (or device) in the input folder would block the run forever in open()."""
+    import shutil
+    shutil.copy(ASSETS / "astronaut.png", tmp_path / "astronaut.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    code = main(["run", API, "--out", str(tmp_path / "out"), "--input-dir", str(tmp_path), "--quiet",
+                 "--set", "1.image=pipe.png"])
+    assert code == 2
+    assert "'pipe.png' is not a file in its folder (missing, or a folder, pipe or device)" in capsys.readouterr().err
+
+
 def test_missing_models_are_listed_with_folder_link_and_the_rest_exit_2(tmp_path, capsys):
     models = tmp_path / "m"
     wf = str(WORKFLOWS / "editing_garment_length.json")
@@ -312,7 +333,9 @@ SLOW_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_stops_cleanly_with_status_130(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_cleanly_with_status_130(tmp_path, sig):
+    """Ctrl-C, and SIGTERM as `timeout`, `docker stop` or a batch scheduler send it, stop the run cleanly."""
     script = tmp_path / "slow.py"
     script.write_text(SLOW_SCRIPT)
     env = dict(os.environ, HUMANGEN_NO_PROGRESS="0")
@@ -321,7 +344,7 @@ def test_ctrl_c_stops_cleanly_with_status_130(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "started"
         time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
