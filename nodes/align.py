@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from ..utils import host
 from ..utils.errors import HumanGenError, NodeInputError
-from ..utils.image import check_mask
 from .pose import SEGMENT_METHODS, _frame_for, _frames_u8, _mask_for, _to_image, _wrap
 
 RESOLUTIONS = ["1024x512", "512x256"]
@@ -54,7 +53,9 @@ class HumanGenAlignFullBody:
         size = A.SIZES[resolution]
         images, masks, frames = [], [], []
         batch = _frames_u8(image, node)
-        mask = None if mask is None else check_mask(mask, node, len(batch))
+        if mask is not None:
+            from ..utils.image import check_mask
+            mask = check_mask(mask, node, len(batch))
         for i, img in enumerate(batch):
             host.check_interrupt()
             try:

@@ -10,7 +10,6 @@ import os
 
 from ..utils import host
 from ..utils.errors import HumanGenError, NodeInputError
-from ..utils.image import check_mask
 
 CATEGORY = "HumanGen/pose"
 BACKENDS = ["mediapipe", "mmpose_topdown", "mmpose_bottomup"]
@@ -107,7 +106,9 @@ class HumanGenPoseDetect:
         from ..models import pose as M
         node = "HumanGenPoseDetect"
         images = _frames_u8(image, node)
-        mask = None if mask is None else check_mask(mask, node, len(images))
+        if mask is not None:
+            from ..utils.image import check_mask
+            mask = check_mask(mask, node, len(images))
         boxes = _parse_boxes(node, person_box)
         model = _mmpose_model(node, backend, mmpose_config, mmpose_checkpoint) if backend != "mediapipe" else None
         frames, previews = [], []
