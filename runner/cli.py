@@ -378,8 +378,6 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
         args.run_budget = Budget.after(args.deadline, f"the run's --deadline of {args.deadline:g} s")
     out_dir = os.path.abspath(args.out)
     input_dir = os.path.abspath(args.input_dir)
-    if not args.dry_run:
-        _check_out_dir(out_dir)
     standalone = host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None,
                                      output_root=out_dir, input_root=input_dir, device=args.device,
                                      quiet=_quiet(args))
@@ -422,6 +420,7 @@ def _run(args, extra_nodes: dict[str, type] | None) -> int:
             print(f"job {i + 1}/{len(jobs)}: {label or '(as saved)'}: {n} nodes")
         print(f"{os.path.basename(args.workflow)}: valid ({wf.source_format} format, {len(jobs)} job(s))")
         return EXIT_OK
+    _check_out_dir(out_dir)  # after validation (a refused workflow leaves no folder), before any job
     extra_pnginfo = {"workflow": wf.ui} if wf.ui is not None else None
     if args.engine == "ray" or args.resume:
         return _run_keyed(args, engine, jobs, wf, model_prompts, out_dir, input_dir, extra_pnginfo, standalone,
