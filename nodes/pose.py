@@ -30,22 +30,21 @@ def _frames_u8(image, node: str):
 
 
 def _wrap(node: str, input_name: str, exc: Exception, fix: str | None = None) -> NodeInputError:
+    """A lower layer's error as the node's error on `input_name` (its own fix kept, else `fix`). The pose module's
+    "pose: " prefix is dropped: the node error already names the node and the input."""
     problem = getattr(exc, "problem", None) or str(exc)
+    problem = problem[len("pose: "):] if problem.startswith("pose: ") else problem
     return NodeInputError(node, input_name, problem if problem.endswith(".") else problem + ".",
                           fix=getattr(exc, "fix", None) or fix)
 
 
 def checked_pose(node: str, pose, input_name: str = "pose") -> list[dict]:
-    """The frames of a POSE_KEYPOINT input (`utils.pose.as_pose`), or its problem as the node's error on that input
-    (the pose module's own "pose: " prefix dropped, its own fix kept)."""
+    """The frames of a POSE_KEYPOINT input (`utils.pose.as_pose`), or its problem as the node's error on that input."""
     from ..utils import pose as P
     try:
         return P.as_pose(pose)
     except ValueError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
-        problem = problem[len("pose: "):] if problem.startswith("pose: ") else problem
-        raise NodeInputError(node, input_name, problem if problem.endswith(".") else problem + ".",
-                             fix=getattr(exc, "fix", None) or "connect a POSE_KEYPOINT output.") from None
+        raise _wrap(node, input_name, exc, "connect a POSE_KEYPOINT output.") from None
 
 
 def _frame_for(pose, index: int, width: int, height: int, node: str):
