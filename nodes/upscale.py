@@ -97,16 +97,12 @@ def _check_output_size(node, image, scale: int, output_scale: float) -> None:
     """The network's output (scale x the input, assembled whole) and the final size both within the pack's image
     limit, checked before any work."""
     from ..models.upscale.upscaler import output_size
-    from ..utils.limits import LimitExceededError, MAX_IMAGE_SIDE
+    from ..utils.limits import check_image_size
     h, w = int(image.shape[1]), int(image.shape[2])
-    checks = [("image", f"x{scale} network's output", (h * scale, w * scale))]
+    check_image_size(w * scale, h * scale, node, "image", what=f"x{scale} network's output")
     if output_scale > 0:
-        checks.append(("output_scale", "upscaled image", output_size(h, w, output_scale)))
-    for input_name, what, (out_h, out_w) in checks:
-        if max(out_h, out_w) > MAX_IMAGE_SIDE:
-            raise LimitExceededError(node, input_name, f"the {what} would be {out_w}x{out_h}, larger than the "
-                                     f"limit of {MAX_IMAGE_SIDE} pixels per side.",
-                                     fix="use a smaller image or output_scale (or a network of a lower scale).")
+        out_h, out_w = output_size(h, w, output_scale)
+        check_image_size(out_w, out_h, node, "output_scale", what="upscaled image")
 
 
 def _fit_mask(mask, image):
