@@ -158,39 +158,37 @@ def generate(model: HumanSDModel, pose: torch.Tensor, prompt: str, negative_prom
     with offloader.use(model.text_encoder) as dev:
         cond = encode_text(model, [compose_prompt(prompt, added_prompt)], dev)
         uncond = encode_text(model, [negative_prompt or ""], dev) if guidance != 1.0 else None
+    with offloader.use(model.vae) as dev:  # each image once, ITEMS_PER_CALL at a time (latents are 1/48 the size)
+        def encode(images):
+            return torch.cat([encode_images(model, images[i:i + ITEMS_PER_CALL], dev).cpu()
+                              for i in range(0, images.shape[0], ITEMS_PER_CALL)])
+        pose_latent = encode(pose)
+        init_latent = encode(init_image) if init_image is not None and strength < 1.0 else None
+    if scheduler == "ddim":
+        plan = S.ddim_plan(S.alphas_cumprod(model.configs["scheduler"]), steps, eta)
+        start = S.ddim_start_index(len(plan), steps, strength)
     latents = []
-    for c, (c0, c1) in enumerate(chunks):  # bounded memory: a long pose sequence runs a chunk of items at a time
-        frames = range(c0 // batch, (c1 - 1) // batch + 1)  # the pose frames these items condition on
-        with offloader.use(model.vae) as dev:
-            pose_latent = encode_images(model, pose[frames.start:frames.stop], dev)
-            init_latent = None
-            if init_image is not None and strength < 1.0:
-                init = init_image if init_image.shape[0] == 1 else init_image[frames.start:frames.stop]
-                init_latent = encode_images(model, init, dev)
-        with offloader.use(model.unet) as dev:
-            pick = torch.tensor([k // batch - frames.start for k in range(c0, c1)])  # item -> frame in this chunk
-            pose_latent = pose_latent.to(dev)[pick.to(dev)]
-            if init_latent is not None:
-                init_latent = init_latent.to(dev)
-                init_latent = init_latent[pick.to(dev)] if init_latent.shape[0] > 1 else \
-                    init_latent.expand(c1 - c0, -1, -1, -1)
+    with offloader.use(model.unet) as dev:
+        for c, (c0, c1) in enumerate(chunks):  # bounded memory: a long pose sequence runs a chunk at a time
+            frame_of = torch.arange(c0, c1) // batch  # item k conditions on pose frame k // batch
             n = c1 - c0
-            eps_fn = S.make_eps_fn(model.unet, pose_latent, cond.to(dev).expand(n, -1, -1),
+            chunk_pose = pose_latent[frame_of].to(dev)
+            chunk_init = None if init_latent is None else \
+                init_latent[frame_of if init_latent.shape[0] > 1 else torch.zeros_like(frame_of)].to(dev)
+            eps_fn = S.make_eps_fn(model.unet, chunk_pose, cond.to(dev).expand(n, -1, -1),
                                    uncond.to(dev).expand(n, -1, -1) if uncond is not None else None, guidance,
                                    dtype=dtype, on_call=on_unet_call)
-            noise = S.randn_items(gens[c0:c1], (4, *pose_latent.shape[-2:]), dev)
+            noise = S.randn_items(gens[c0:c1], (4, *chunk_pose.shape[-2:]), dev)
             step_cb = None if callback is None else (
                 lambda step, total, x, _c=c: callback(_c * total + step, len(chunks) * total, x))
             if scheduler == "ddim":
-                plan = S.ddim_plan(S.alphas_cumprod(model.configs["scheduler"]), steps, eta)
-                start = S.ddim_start_index(len(plan), steps, strength)
-                x = noise if init_latent is None else S.ddim_noise_to(init_latent, noise, plan, start)
-                latents.append(S.sample_ddim(eps_fn, x, plan, start, generators=gens[c0:c1], callback=step_cb))
+                x = noise if chunk_init is None else S.ddim_noise_to(chunk_init, noise, plan, start)
+                latents.append(S.sample_ddim(eps_fn, x, plan, start, generators=gens[c0:c1], callback=step_cb).cpu())
             else:
                 sched = S.make_scheduler(scheduler, model.configs["scheduler"])
-                latents.append(S.sample_scheduler(eps_fn, noise, sched, steps, init_latent=init_latent,
-                                                  strength=strength, callback=step_cb))
-    latents = torch.cat([x.cpu() for x in latents])
+                latents.append(S.sample_scheduler(eps_fn, noise, sched, steps, init_latent=chunk_init,
+                                                  strength=strength, callback=step_cb).cpu())
+    latents = torch.cat(latents)
     with offloader.use(model.vae) as dev:
         images = torch.cat([decode_latents(model, latents[i:i + 1], dev) for i in range(n_items)])
     return GenerateResult(images=images, latents=latents, seeds=seeds)
