@@ -375,6 +375,29 @@ class HumanGenProjectImage:
         return (latent, gan_to_comfy(_render(generator, result.ws)))
 
 
+def _pti_save_path(save_name) -> str | None:
+    """Where HumanGenPTI saves the tuned generator (models/stylegan/<save_name>.safetensors), None when save_name
+    is empty; refused: a name outside the folder, no name before the extension, an existing file."""
+    import os
+
+    from ..utils import host
+    from ..utils.paths import confine
+    node = "HumanGenPTI"
+    if not isinstance(save_name, str):
+        raise _err(node, "save_name", f"expects text, got {type(save_name).__name__}.", fix="give a name or nothing.")
+    name = save_name.strip()
+    if not name:
+        return None
+    name = name if name.endswith(".safetensors") else name + ".safetensors"
+    if not os.path.basename(name)[:-len(".safetensors")].strip():  # '.safetensors' alone: a hidden file
+        raise _err(node, "save_name", f"{save_name!r} has no name before .safetensors.",
+                   fix="give a name such as 'me_pti'.")
+    save_path = str(confine(host.model_dirs("stylegan")[0], name, node=node, input_name="save_name"))
+    if os.path.exists(save_path):
+        raise _err(node, "save_name", f"{save_path} already exists.", fix="choose another name.")
+    return save_path
+
+
 class HumanGenPTI:
     DESCRIPTION = ("Pivotal tuning: fine-tune a copy of the generator around a pivot latent so it reproduces the "
                    "photo (Adam, MSE + LPIPS, early stop). The tuned generator stays in memory; optionally saved as "
@@ -401,26 +424,24 @@ class HumanGenPTI:
                                      "models/stylegan/<save_name>.safetensors (never overwrites)."}),
         }, "optional": {"precision": PRECISION_INPUT}, "hidden": {"prompt": "PROMPT"}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, save_name=None):
+        """save_name is checked before the tuning (minutes) starts; a link's value is checked when the node runs."""
+        from ..utils.errors import HumanGenError
+        try:
+            _pti_save_path(save_name if save_name is not None else "")
+        except HumanGenError as exc:
+            return str(exc)
+        return True
+
     def tune(self, generator, latent, image, steps=350, learning_rate=5e-4, lpips_threshold=0.04, lpips_net="alex",
              save_name="", precision="fp32", prompt=None):
-        import os
-
         from ..models import gan_latents as gl
         from ..models.inversion import PTIConfig, pivotal_tuning, warn_if_emulated
         from ..utils import checkpoints, host
         from ..utils.image import gan_to_comfy
         node = "HumanGenPTI"
-        save_path = None
-        if save_name.strip():
-            from ..utils.paths import confine
-            name = save_name.strip()
-            name = name if name.endswith(".safetensors") else name + ".safetensors"
-            if not os.path.basename(name)[:-len(".safetensors")].strip():  # '.safetensors' alone: a hidden file
-                raise _err(node, "save_name", f"{save_name!r} has no name before .safetensors.",
-                           fix="give a name such as 'me_pti'.")
-            save_path = str(confine(host.model_dirs("stylegan")[0], name, node=node, input_name="save_name"))
-            if os.path.exists(save_path):
-                raise _err(node, "save_name", f"{save_path} already exists.", fix="choose another name.")
+        save_path = _pti_save_path(save_name)
         ws = _wplus_latent(node, generator, latent)
         if ws.shape[0] != 1:
             raise _err(node, "latent", f"expected one pivot latent, got {ws.shape[0]}.")

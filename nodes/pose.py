@@ -400,20 +400,25 @@ class HumanGenSavePose:
                                       "tools), coco_json, humansd_npz (HumanSD's --pose_file)"}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        """The prefix is checked before any node of the job runs."""
+        from ..utils.paths import check_output_target
+        return check_output_target(host.output_dir(), filename_prefix, node="HumanGenSavePose")
+
     def save(self, pose, filename_prefix, format):
         from ..utils import pose as P
-        from ..utils.paths import confine, write_next_free
+        from ..utils.paths import output_target, write_next_free
         node = "HumanGenSavePose"
         root = os.path.realpath(host.output_dir())
-        base = str(confine(root, (filename_prefix or "pose").strip(), node=node, input_name="filename_prefix"))
+        folder, stem = output_target(root, filename_prefix, node=node)
         try:
             data = P.encode_pose(pose, format)
         except ValueError as exc:
             raise _wrap(node, "pose", exc, "connect a POSE_KEYPOINT output.") from None
         # ComfyUI's SaveImage pattern (prefix_00001_.png), so one save's image and pose names match; the first free
         # counter, and a name another run takes meanwhile is skipped, never replaced
-        stem = os.path.basename(base)
-        path = str(write_next_free(os.path.dirname(base), lambda i: f"{stem}_{i:05d}_{_EXT[format]}", data=data,
+        path = str(write_next_free(folder, lambda i: f"{stem}_{i:05d}_{_EXT[format]}", data=data,
                                    node=node))
         rel = os.path.relpath(path, root)
         # "files" entries (like "images") let API clients, e.g. the runner's --server mode, fetch it via /view

@@ -288,6 +288,13 @@ class HumanGenSaveImageWithLatent:
                                 "include a sub-folder of the output folder)."}),
         }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        """The prefix is checked before any node of the job runs."""
+        from ..utils import host
+        from ..utils.paths import check_output_target
+        return check_output_target(host.output_dir(), filename_prefix, node="HumanGenSaveImageWithLatent")
+
     def save(self, images, latent, filename_prefix="HumanGen/stylegan", prompt=None, extra_pnginfo=None):
         from ..utils import host
         from ..utils.latent_png import save_pngs_with_latent

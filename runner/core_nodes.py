@@ -20,7 +20,8 @@ import random
 import time
 
 from ..utils import host
-from ..utils.paths import confine, write_next_free
+from ..utils.limits import check_batch_pixels
+from ..utils.paths import check_output_target, output_target, write_next_free
 
 MAX_RESOLUTION = 16384
 
@@ -194,21 +195,28 @@ class SaveImage:
     CATEGORY = "image"
     DESCRIPTION = "Saves the input images to your ComfyUI output directory."
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        """The prefix is checked before any node of the job runs (a job with two saves never ends half-written)."""
+        if isinstance(filename_prefix, str) and "%" in filename_prefix:
+            filename_prefix = _compute_vars(filename_prefix, 1, 1)
+        return check_output_target(host.output_dir(), filename_prefix, node=cls.__name__, empty_ok=True)
+
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
         import numpy as np
         from PIL import Image
         from PIL.PngImagePlugin import PngInfo
 
-        root = self._folder()
         prefix = filename_prefix + self.prefix_append
         if "%" in prefix:
             prefix = _compute_vars(prefix, images[0].shape[1], images[0].shape[0])
         # subfolders are fine; `..`, absolute prefixes and symlinks out of the folder are refused
         node = type(self).__name__
-        confine(root, prefix, node=node, input_name="filename_prefix", allow_root=True)
-        subfolder = os.path.dirname(os.path.normpath(prefix))
-        filename = os.path.basename(os.path.normpath(prefix))
-        folder = str(confine(root, subfolder, node=node, input_name="filename_prefix", allow_root=True))
+        root = self._folder()
+        folder_path, filename = output_target(root, prefix, node=node, empty_ok=True)
+        folder = str(folder_path)
+        subfolder = os.path.relpath(folder, os.path.realpath(root)).replace(os.sep, "/")
+        subfolder = "" if subfolder == "." else subfolder
         counter = _next_counter(folder, filename)
         results = []
         for batch_number, image in enumerate(images):
@@ -300,10 +308,13 @@ class ImageScale:
         if width == 0 and height == 0:
             return (image,)
         samples = image.movedim(-1, 1)
+        given = "height" if width == 0 else "width"  # the input that sets the size when one side follows the aspect
         if width == 0:
             width = max(1, round(samples.shape[3] * height / samples.shape[2]))
         elif height == 0:
             height = max(1, round(samples.shape[2] * width / samples.shape[3]))
+        # one side 0 follows the aspect ratio, which can make the other side huge; refused before allocating
+        check_batch_pixels(samples.shape[0], width, height, "ImageScale", given)
         return (common_upscale(samples, width, height, upscale_method, crop).movedim(1, -1),)
 
 

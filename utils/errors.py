@@ -46,6 +46,21 @@ class HumanGenInterrupted(HumanGenError):
     """Raised at an interrupt check outside ComfyUI (inside it, the host's own exception is raised)."""
 
 
+def shown(value, limit: int = 60) -> str:
+    """`value` quoted for a one-line message, cut to about `limit` characters with its full length noted: a value
+    from a workflow or the command line can be megabytes long. Text is repr'd (newlines and escapes stay visible,
+    never forge a line); numbers are written as digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        if value.bit_length() > 13000:  # str() refuses ints over 4300 digits
+            return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+        text = str(value)
+        return f"{text[:20]}...({len(text.lstrip('-'))} digits)"
+    if not isinstance(value, str):
+        value = str(value)
+        return value if len(value) <= limit else f"{value[:limit]}...({len(value)} characters)"
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}...({len(value)} characters)"
+
+
 def first_line(exc: BaseException | str, limit: int = 200) -> str:
     """The first line of an exception's (or a text's) message, at most `limit` characters: what a one-line error
     quotes from a library's multi-line message. A line about torch's `weights_only` is restated: torch's own text

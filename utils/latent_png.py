@@ -90,18 +90,15 @@ def save_pngs_with_latent(images, latent: dict, output_dir: str, prefix: str, pr
     from .errors import NodeInputError
     from .image import check_image, comfy_to_uint8
     from .limits import check_finite
-    from .paths import confine, write_next_free
+    from .paths import output_target, write_next_free
     try:
         check_latent_structure(latent)
     except ValueError as exc:
         raise NodeInputError(node, "latent", str(exc), fix="connect a HUMANGEN_LATENT output.") from None
     check_finite(latent["tensor"], node, "latent", "latent")
     images = check_image(images, node, "images")
-    prefix = (prefix or "HumanGen").replace("\\", "/").strip()
-    if not prefix.strip("/"):
-        raise NodeInputError(node, "filename_prefix", "the prefix is empty.", fix="give a name like 'HumanGen/x'.")
-    full = confine(output_dir, prefix, node=node, input_name="filename_prefix")
-    folder, base = str(full.parent), full.name
+    folder_path, base = output_target(output_dir, prefix, node=node)
+    folder = str(folder_path)
     root = os.path.realpath(output_dir)
     n_lat = latent["tensor"].shape[0]
     arr = comfy_to_uint8(images)

@@ -1,8 +1,10 @@
 """The one place where an untrusted name (from a workflow, a file, a server) becomes a path, and where files are written.
 
 `confine` resolves a name inside an allowed root and refuses anything that lands outside it (`..`, absolute paths,
-symlinks out, NUL bytes). It compares resolved paths with `Path.is_relative_to`, never string prefixes (which would
-accept `models/stylegan_evil` as inside `models/stylegan`).
+symlinks out) and names no file system takes (control characters such as NUL, over MAX_NAME_CHARS). It compares
+resolved paths with `Path.is_relative_to`, never string prefixes (which would accept `models/stylegan_evil` as inside
+`models/stylegan`). `output_target` is where a save node's filename_prefix writes, for the save and its
+VALIDATE_INPUTS alike.
 
 `write_exclusive` writes a file so that no reader ever sees it half-written and no existing file is replaced: the
 bytes go to a temporary file in the same folder, are fsync'd, then hard-linked to the final name (atomic, fails if
@@ -14,9 +16,10 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from .errors import HumanGenError, LimitExceededError, NodeInputError
+from .errors import HumanGenError, LimitExceededError, NodeInputError, shown
+from .limits import MAX_NAME_CHARS
 
 MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX on Linux and macOS, 255 UTF-16 units on Windows)
 
@@ -50,18 +53,24 @@ def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "Hu
     text = name if isinstance(name, str) else os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(text, str):
         raise PathOutsideFolderError(node, input_name, f"a file name must be text, got {type(name).__name__}.")
-    if "\x00" in text:
-        raise PathOutsideFolderError(node, input_name, f"the name {text!r} contains a NUL byte.",
+    control = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if control is not None:  # NUL cuts the name short in the OS; newlines and escapes forge log lines and listings
+        what = "a NUL byte" if control == "\x00" else f"the control character {control!r}"
+        raise PathOutsideFolderError(node, input_name, f"the name {shown(text)} contains {what}.",
                                      fix="use a plain file name.")
     if not text.strip() and not allow_root:
         raise NodeInputError(node, input_name, "the name is empty.", fix="give a file name.")
+    if len(text) > MAX_NAME_CHARS:  # a deep or long name: the OS would refuse it only at the write, after the work
+        raise LimitExceededError(node, input_name, f"the name {shown(text)} is {len(text)} characters long; at "
+                                 f"most {MAX_NAME_CHARS} are accepted.", fix="use a shorter name.")
     longest = max((part for part in text.replace("\\", "/").split("/")), key=lambda part: len(part.encode()))
     if len(longest.encode()) > MAX_NAME_BYTES:  # checked before any work: the OS would refuse it only at the write
-        raise LimitExceededError(node, input_name, f"the name part {longest[:40]!r}... is {len(longest.encode())} "
-                                 f"bytes long; file systems allow {MAX_NAME_BYTES}.", fix="use a shorter name.")
+        raise LimitExceededError(node, input_name, f"the name part {shown(longest)} is "
+                                 f"{len(longest.encode())} bytes long; file systems allow {MAX_NAME_BYTES}.",
+                                 fix="use a shorter name.")
     if os.path.isabs(text) or (os.name != "nt" and text.startswith("\\")) or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
         raise PathOutsideFolderError(
-            node, input_name, f"absolute paths are not allowed ({text!r}).",
+            node, input_name, f"absolute paths are not allowed ({shown(text)}).",
             fix=f"put the file in {root} and give its name relative to that folder.")
     if follow_links:
         base = Path(root).resolve()
@@ -70,9 +79,41 @@ def confine(root: str | os.PathLike, name: str | os.PathLike, *, node: str = "Hu
         base = Path(os.path.abspath(root))
         target = Path(os.path.normpath(base / text))
     if not target.is_relative_to(base) or (target == base and not allow_root):
-        raise PathOutsideFolderError(node, input_name, f"{text!r} points outside its folder {base}.",
+        raise PathOutsideFolderError(node, input_name, f"{shown(text)} points outside its folder {base}.",
                                      "use a name inside that folder (subfolders are fine, '..' is not).")
     return target
+
+
+def output_target(root: str | os.PathLike, prefix: Any, *, node: str, input_name: str = "filename_prefix",
+                  empty_ok: bool = False) -> tuple[Path, str]:
+    """(folder, file stem) that a save node's `prefix` names inside `root`: 'sub/name' -> (root/sub, 'name').
+    Backslashes separate folders too (a workflow made on Windows); '..', absolute prefixes and symlinks out are
+    refused. An empty stem ('' or 'sub/') is refused unless `empty_ok` (core SaveImage accepts it)."""
+    if not isinstance(prefix, str):
+        raise NodeInputError(node, input_name, f"expects text, got {type(prefix).__name__}.",
+                             fix="give a prefix like 'HumanGen/person'.")
+    text = prefix.replace("\\", "/").strip()
+    confine(root, text, node=node, input_name=input_name, allow_root=True)
+    folder, _, stem = text.rpartition("/")
+    if stem in (".", ".."):
+        stem = ""
+    if not stem and not empty_ok:
+        raise NodeInputError(node, input_name, f"the prefix {shown(prefix)} has no file name part.",
+                             fix="give a prefix like 'HumanGen/person' (a folder, then a name).")
+    return confine(root, folder, node=node, input_name=input_name, allow_root=True), stem
+
+
+def check_output_target(root: str | os.PathLike, prefix: Any, *, node: str, input_name: str = "filename_prefix",
+                        empty_ok: bool = False) -> bool | str:
+    """`output_target` as ComfyUI's VALIDATE_INPUTS wants it: True, or the message. A prefix fed by a link is not
+    known before the run (None here) and is checked when the node runs."""
+    if prefix is None:
+        return True
+    try:
+        output_target(root, prefix, node=node, input_name=input_name, empty_ok=empty_ok)
+    except HumanGenError as exc:
+        return str(exc)
+    return True
 
 
 def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
@@ -93,7 +134,12 @@ _UMASK = _current_umask()  # read once, at import: setting it to read it is not 
 def _temporary_file(folder: Path, prefix: str) -> Iterator[str]:
     """A temporary file in `folder` (the final name's file system, so linking it is atomic), removed on exit
     whatever happens."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise HumanGenError(f"cannot write into {folder}: {in_the_way} is a file, not a folder. Fix: choose "
+                            "another prefix or move that file.") from None
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
     os.close(fd)
     try:

@@ -188,3 +188,45 @@ def test_name_parts_too_long_for_the_file_system_are_refused_before_any_work(tmp
     H.refusal(lambda: call(name), node=node, input_name=input_name, match=r"is 3\d\d bytes long; file systems allow 255")
     assert list(e.output.rglob("*")) == []
     e.check_clean()
+
+
+VALIDATORS = [("HumanGenSaveImageWithLatent", "filename_prefix"), ("HumanGenSavePose", "filename_prefix"),
+              ("HumanGenPTI", "save_name")]
+
+
+@pytest.mark.parametrize("node,input_name", VALIDATORS, ids=["latent_png", "pose", "pti"])
+@pytest.mark.parametrize("name,problem", [
+    ("../canary/x", "points outside its folder"), ("ABS", "absolute paths are not allowed"),
+    ("x\ny", r"contains the control character '\\n'"), ("x\x1b[2Jy", r"contains the control character '\\x1b'"),
+    ("DEEP", r"is 1\d\d\d characters long; at most 1024 are accepted"), (7, "expects text, got int")])
+def test_validate_inputs_refuses_the_name_before_the_job_runs(tmp_path, node, input_name, name, problem):
+    """VALIDATE_INPUTS (run by ComfyUI and the runner before any node of the job) gives the same refusal as the
+    node itself, so a job never starts only to fail at its save: a message naming the node and input, with a Fix,
+    and the hostile name cut short."""
+    import re
+    e = H.env(tmp_path)
+    name = {"ABS": str(e.canary / "x"), "DEEP": "/".join(["ab"] * 400)}.get(name, name)
+    message = N[node].VALIDATE_INPUTS(**{input_name: name})
+    assert isinstance(message, str) and message.startswith(f"{node}: input '{input_name}': ")
+    assert re.search(problem, message) and "Fix: " in message and len(message) < 400, message
+    assert N[node].VALIDATE_INPUTS(**{input_name: "sub/fine"}) is True
+    assert N[node].VALIDATE_INPUTS() is True  # fed by a link: checked when the node runs
+    e.check_clean()
+    assert list(e.output.rglob("*")) == []
+
+
+@pytest.mark.parametrize("node,call,input_name", WRITERS, ids=["latent_png", "pose_json", "pose_npz"])
+@pytest.mark.parametrize("prefix", ["", "sub/", "  ", "sub/.."])
+def test_save_prefix_without_a_file_name_is_refused(tmp_path, node, call, input_name, prefix):
+    e = H.env(tmp_path)
+    H.refusal(lambda: call(prefix), node=node, input_name=input_name, match="has no file name part")
+    assert not any(p.is_file() for p in e.output.rglob("*"))
+
+
+def test_pti_validate_inputs_refuses_an_existing_file(tmp_path):
+    e = H.env(tmp_path)
+    (e.model_dir("stylegan") / "mine.safetensors").write_bytes(b"keep")
+    message = N["HumanGenPTI"].VALIDATE_INPUTS(save_name="mine")
+    assert "mine.safetensors already exists" in message and "Fix: choose another name" in message
+    assert N["HumanGenPTI"].VALIDATE_INPUTS(save_name="") is True
+    assert (e.model_dir("stylegan") / "mine.safetensors").read_bytes() == b"keep"

@@ -112,6 +112,8 @@ PREFIX_CASES = [
     ("dotdot-only", "..", "points outside its folder"),
     ("nul", "a\x00b", "contains a NUL byte"),
     ("symlink-out", "link/evil", "points outside its folder"),
+    ("newline", "a\nerror: forged line", r"contains the control character '\n'"),
+    ("deep", "/".join(["a"] * 3000), "5999 characters long; at most 1024 are accepted"),
 ]
 
 
@@ -119,10 +121,10 @@ PREFIX_CASES = [
 def test_save_prefix_outside_out_is_refused(capsys, box, prefix, expected):
     os.symlink(box.canary, box.out / "link")
     code, _, err = _run(capsys, box, scale_prompt(prefix=prefix.replace("{canary}", str(box.canary))))
-    assert code == 1, err
+    assert code == 2, err  # refused when the workflow is checked, before any node runs
     lines = error_lines(err)
-    assert len(lines) == 1 and "node 3 (SaveImage) failed:" in lines[0]
-    assert "SaveImage: input 'filename_prefix':" in lines[0] and expected in lines[0]
+    assert len(lines) == 1 and "node 3 (SaveImage): invalid input:" in lines[0]
+    assert "SaveImage: input 'filename_prefix':" in lines[0] and expected in lines[0] and len(lines[0]) < 500
     os.unlink(box.out / "link")
     assert box.out_files() == []
 
