@@ -15,7 +15,7 @@ import time
 from typing import Any, Sequence
 
 from ..utils import host
-from ..utils.errors import HumanGenError, HumanGenInterrupted
+from ..utils.errors import HumanGenError, HumanGenInterrupted, shown
 from ..utils.paths import PathOutsideFolderError, confine
 from .workflow import (MAX_TEXT_CHARS, WorkflowError, check_prompt, coerce, expand_sweep, load_workflow,
                        parse_assignment, targets)
@@ -180,21 +180,33 @@ class Jobs:
                 yield (k, *self.job(combo))
 
 
+def _assignment_label(text: str, limit: int = 100) -> str:
+    """A --set/--batch argument as messages quote it: whole when short, else its target and a cut value (the value
+    itself is quoted, shortened, by the message)."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    target, _, value = text.partition("=")
+    target = target.strip() if len(target) <= 60 and target.isprintable() else shown(target.strip())
+    return f"{target}={value[:20] if value[:20].isprintable() else ''}...({len(value)} characters)"
+
+
 def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[str]) -> Jobs:
     """Apply --set overrides (the result is checked like a workflow file), then describe the --batch sweeps
     (cartesian product) as lazily made (label, prompt) jobs; more than MAX_JOBS jobs are refused."""
     base = json.loads(json.dumps(prompt))
     for text in sets:
         node_id, name, value = parse_assignment(text, "--set")
-        for nid, kind in targets(base, specs, node_id, name, f"--set {text}"):
-            base[nid]["inputs"][name] = coerce(value, kind, where=f"--set {text}: ")
+        flag = f"--set {_assignment_label(text)}"
+        for nid, kind in targets(base, specs, node_id, name, flag):
+            base[nid]["inputs"][name] = coerce(value, kind, where=f"{flag}: ")
     check_prompt(base, None)
     axes = []
     total = 1
     for text in batches:
         node_id, name, value = parse_assignment(text, "--batch")
-        hits = targets(base, specs, node_id, name, f"--batch {text}")
-        values = expand_sweep(value, hits[0][1], where=f"--batch {text}: ")
+        flag = f"--batch {_assignment_label(text)}"
+        hits = targets(base, specs, node_id, name, flag)
+        values = expand_sweep(value, hits[0][1], where=f"{flag}: ")
         for v in values.representatives():
             check_value = values[v]
             if isinstance(check_value, str) and len(check_value) > MAX_TEXT_CHARS:
@@ -453,7 +465,7 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     engine.on_node = lambda nid, ctype, i, total: bars.node(nid, ctype, i, total, current["job"])
     standalone.progress_listener = bars.node_progress
     written: list[str] = []
-    failures = 0
+    failures = ok = 0
     status = EXIT_OK
     t0 = time.perf_counter()
     run_budget = getattr(args, "run_budget", None)
@@ -478,6 +490,7 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
                         status = EXIT_FAILED
                         break
                     continue
+                ok += 1
                 files = _files_of(result.outputs, out_dir)
                 written.extend(files)
                 bars.job_done()
@@ -487,13 +500,14 @@ def _run_local(args, engine, jobs, out_dir, extra_pnginfo, standalone) -> int:
     except (HumanGenInterrupted, KeyboardInterrupt):
         status = EXIT_INTERRUPTED
         bars.close()
-        log("interrupted: stopped cleanly (files already written are kept)")
+        log(f"interrupted: stopped cleanly; {len(jobs) - ok - failures} job(s) not run or not finished (files "
+            "already written are kept)")
     finally:
         bars.close()
         standalone.progress_listener = None
     if failures and status == EXIT_OK:
         status = EXIT_FAILED
-    _summary(written, len(jobs), failures, time.perf_counter() - t0)
+    _summary(written, len(jobs), ok, time.perf_counter() - t0)
     return status
 
 
@@ -517,7 +531,7 @@ def _run_keyed(args, engine, jobs, wf, model_prompts, out_dir, input_dir, extra_
         from .manifest import run_in_process
         status, written, failures = run_in_process(args, engine, jobs, out_dir, extra_pnginfo, standalone,
                                                    log)
-    _summary(written, len(jobs), failures, time.perf_counter() - t0)
+    _summary(written, len(jobs), len(jobs) - failures, time.perf_counter() - t0)  # failures: jobs not done
     return status
 # The "ui" keys under which output nodes report the files they wrote (as ComfyUI's /history shows them): images,
 # and other files such as HumanGenSavePose's pose JSON.
@@ -566,15 +580,17 @@ def _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo) -> int:
         bars.close()
     written = [f for j in started for f in j.files]
     errors = [j.error for j in started if j.error is not None]
+    ok = sum(j.finished and j.error is None for j in started)
     failures = len(errors)
     skipped = total - len(started)
     run_budget = getattr(args, "run_budget", None)
     if skipped and run_budget is not None and run_budget.remaining() <= 0:
         log(f"error: {skipped} job(s) not started: the run's --deadline of {args.deadline:g} s has passed")
         failures += skipped
-    _summary(written, total, failures, time.perf_counter() - t0)
+    _summary(written, total, ok, time.perf_counter() - t0)
     if any(isinstance(e, KeyboardInterrupt) for e in errors):
-        log("interrupted: stopped cleanly (files already written are kept)")
+        log(f"interrupted: stopped cleanly; {total - ok - failures} job(s) not run or not finished (files already "
+            "written are kept)")
         return EXIT_INTERRUPTED
     if any(isinstance(e, WorkflowError) for e in errors):
         return EXIT_INVALID
@@ -585,10 +601,12 @@ def _run_remote(args, jobs, specs, out_dir, input_dir, extra_pnginfo) -> int:
     return EXIT_OK
 
 
-def _summary(written: list[str], total: int, failures: int, seconds: float) -> None:
+def _summary(written: list[str], total: int, ok: int, seconds: float) -> None:
+    """The files written (stdout, one per line) and one count line: `ok` counts only jobs that finished without
+    error (failed, interrupted and never-started jobs are not ok)."""
     for path in written:
         print(path)
-    log(f"{total - failures}/{total} job(s) ok, {len(written)} file(s) written in {seconds:.1f} s")
+    log(f"{ok}/{total} job(s) ok, {len(written)} file(s) written in {seconds:.1f} s")
 
 
 def _stop_on_sigterm():

@@ -96,6 +96,7 @@ class RemoteJob:
     files: list[str] = field(default_factory=list)
     error: BaseException | None = None
     seconds: float = 0.0
+    finished: bool = False  # its worker is done with it (an interrupt can leave a started job unfinished)
 
 
 @dataclass
@@ -109,12 +110,12 @@ class Server:
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")
-        parts = urllib.parse.urlsplit(self.url)
-        try:
+        try:  # urlsplit refuses a broken IPv6 host ('http://[::1'), .port a port that is not a number
+            parts = urllib.parse.urlsplit(self.url)
             port = parts.port
         except ValueError:
-            port = -1
-        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            parts, port = None, -1
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
             raise RemoteError(f"{clean(url)}: not a server address; use http://HOST:PORT")
         self.scheme, self.host, self.port = parts.scheme, parts.hostname, port
         self.base_path = parts.path.rstrip("/")
@@ -575,6 +576,7 @@ def run_remote(servers: list[Server], jobs: Iterable[RemoteJob], *, specs: dict[
                 busy[server.url] = False
                 job.seconds = time.perf_counter() - t0
                 job.prompt = None  # done: a long batch keeps only the results
+                job.finished = True
             if on_done is not None:
                 on_done(job)
 

@@ -106,6 +106,13 @@ def test_set_errors_exit_2(tmp_path, capsys):
     assert "node 2 (ImageScale) input 'depth': --set 2.depth=3: no such input" in capsys.readouterr().err
     assert _run(tmp_path, API, "--set", "2.crop=diagonal") == 2
     assert "node 2 (ImageScale) input 'crop': value 'diagonal' is not in the list" in capsys.readouterr().err
+    # a huge value is quoted cut short, once, with its length: the error stays one readable line
+    assert _run(tmp_path, API, "--set", "2.width=" + "9" * 5000) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set 2.width=99999999999999999999...(5000 characters): '99999") and \
+        err.endswith("...(5000 characters) is not a valid int\n") and len(err) < 250, err
+    assert _run(tmp_path, API, "--batch", "2.width=1,x" + "y" * 999) == 2
+    assert "--batch 2.width=1,xyyyyyyyyyyyyyyyyy...(1002 characters): 'xyyyy" in capsys.readouterr().err
     assert _pngs(tmp_path) == []
 
 
@@ -221,7 +228,9 @@ def test_interrupt_exit_130_and_stops_the_batch(tmp_path, toys, write_json, caps
     prompt["4"]["inputs"]["x"] = ["5", 0]
     assert _run(tmp_path, write_json(prompt), "--batch", "1.value=1-3", extra_nodes=toys) == 130
     assert [v for k, v in Calls.log if k == "interrupt"] == [4.0]  # the first job stopped, no later job ran
-    assert "interrupted: stopped cleanly" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "interrupted: stopped cleanly; 3 job(s) not run or not finished" in err
+    assert "0/3 job(s) ok" in err  # the interrupted job and the two never started are not ok
 
 
 def _slow_prompt():
@@ -352,7 +361,7 @@ def test_ctrl_c_stops_cleanly_with_status_130(tmp_path, sig):
             proc.wait()
     assert proc.returncode == 130, err
     assert "finished" not in out and "started" not in out  # the second job never started
-    assert "interrupted: stopped cleanly" in err
+    assert "interrupted: stopped cleanly; 2 job(s) not run or not finished" in err and "0/2 job(s) ok" in err
     assert "Traceback" not in err
 
 
@@ -381,15 +390,28 @@ def test_summary_lists_every_file_written_and_one_save_shares_one_name_pattern(t
 
 
 def test_summary_counts_files_a_failing_job_saved_before_it_failed(tmp_path, capsys):
-    """The skeleton PNG is saved, then SavePose fails on its prefix: the PNG is kept, listed and counted."""
+    """The skeleton PNG is saved, then SavePose fails to write (a file stands where its folder would be): the PNG is
+    kept, listed and counted."""
     wf = str(WORKFLOWS / "photo_to_skeleton.json")
-    assert _run(tmp_path, wf, "--set", "5.filename_prefix=../escape") == 1
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_bytes(b"a file")
+    assert _run(tmp_path, wf, "--set", "5.filename_prefix=sub/pose") == 1
     out = capsys.readouterr()
     png = str(tmp_path / "out" / "photo_to_skeleton_00001_.png")
     assert out.out.split() == [png] and os.path.isfile(png)
-    assert "HumanGenSavePose: input 'filename_prefix'" in out.err
+    assert "node 5 (HumanGenSavePose) failed:" in out.err and "sub is a file, not a folder" in out.err
     assert "0/1 job(s) ok, 1 file(s) written" in out.err
-    assert sorted(os.listdir(tmp_path / "out")) == ["photo_to_skeleton_00001_.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["photo_to_skeleton_00001_.png", "sub"]
+
+
+def test_a_bad_save_prefix_is_refused_before_any_node_runs(tmp_path, capsys):
+    """SavePose's prefix leaves --out: the workflow is invalid (exit 2) and the SaveImage before it writes nothing."""
+    wf = str(WORKFLOWS / "photo_to_skeleton.json")
+    assert _run(tmp_path, wf, "--set", "5.filename_prefix=../escape") == 2
+    err = capsys.readouterr().err
+    assert "node 5 (HumanGenSavePose): invalid input: HumanGenSavePose: input 'filename_prefix': '../escape' " \
+           "points outside its folder" in err
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
 def test_summary_lists_previews(tmp_path, write_json, capsys):
