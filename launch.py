@@ -79,6 +79,9 @@ def command_line(command: str, rest: list[str], python: str) -> tuple[list[str],
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("run", "test", "setup"):
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"[HumanGen] error: unknown command {argv[0][:80]!r}; the commands are run, test and setup",
+                  file=sys.stderr)
         print("usage:\n" + USAGE, file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     command, rest = argv[0], argv[1:]

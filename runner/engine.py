@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..utils import host
-from ..utils.errors import HumanGenInterrupted
+from ..utils.errors import HumanGenInterrupted, shown
 from .specs import NodeSpec, spec_from_class, types_match
 from .workflow import WorkflowError, _id_key, check_prompt, graph_order, is_link
 
@@ -198,7 +198,7 @@ class Engine:
                 continue
             if not inp.is_widget and inp.type not in ("*",) and not inp.options.get("forceInput"):
                 raise WorkflowError(f"wrong type: expects a link from a {inp.type} output, got the value "
-                                    f"{value!r}", nid, ctype, inp.name)
+                                    f"{shown(value)}", nid, ctype, inp.name)
             if inp.name in validate_args:
                 continue  # the node validates this one itself (like the host)
             self._check_value(nid, ctype, inp, value, inputs)
@@ -225,35 +225,35 @@ class Engine:
                     try:
                         value = int(value)
                     except ValueError:
-                        fail(f"wrong type: expects an integer, got {value!r}")
+                        fail(f"wrong type: expects an integer, got {shown(value)}")
                 else:
-                    fail(f"wrong type: expects an integer, got {value!r}")
+                    fail(f"wrong type: expects an integer, got {shown(value)}")
         elif inp.type == "FLOAT":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 try:
                     value = float(value)
                 except (TypeError, ValueError):
-                    fail(f"wrong type: expects a number, got {value!r}")
+                    fail(f"wrong type: expects a number, got {shown(value)}")
             if isinstance(value, float) and not math.isfinite(value):
                 fail(f"wrong type: expects a finite number, got {value}")
         elif inp.type == "BOOLEAN":
             if not isinstance(value, bool):
-                fail(f"wrong type: expects true or false, got {value!r}")
+                fail(f"wrong type: expects true or false, got {shown(value)}")
         elif inp.type == "STRING":
             if not isinstance(value, str):
-                fail(f"wrong type: expects a string, got {value!r}")
+                fail(f"wrong type: expects a string, got {shown(value)}")
         elif inp.type == "COMBO":
             if value not in (inp.choices or []):
-                shown = ", ".join(repr(c) for c in (inp.choices or [])[:20])
+                listed = ", ".join(repr(c) for c in (inp.choices or [])[:20])
                 more = "" if len(inp.choices or []) <= 20 else f", ... ({len(inp.choices)} in all)"
-                fail(f"value {value!r} is not in the list: [{shown}{more}]")
+                fail(f"value {shown(value)} is not in the list: [{listed}{more}]")
         if inp.type in ("INT", "FLOAT"):
             lo, hi = inp.options.get("min"), inp.options.get("max")
             # compared as Python numbers (exact for ints of any size; float() of a 400-digit int overflows)
             if lo is not None and value < lo:
-                fail(f"value {_short(value)} is smaller than the minimum {lo}")
+                fail(f"value {shown(value)} is smaller than the minimum {lo}")
             if hi is not None and value > hi:
-                fail(f"value {_short(value)} is bigger than the maximum {hi}")
+                fail(f"value {shown(value)} is bigger than the maximum {hi}")
 
     # ---- execution -------------------------------------------------------------------------------------------
     def run(self, prompt: dict[str, dict], *, extra_pnginfo: dict | None = None,
@@ -410,11 +410,6 @@ class Engine:
                     host.check_interrupt()
                     absorb(fn(**{k: v[min(i, len(v) - 1)] for k, v in kwargs_lists.items()}), False)
         return outputs, ui
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
 
 
 def _typed(kind: str, value: Any) -> Any:

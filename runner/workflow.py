@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..utils import limits
+from ..utils.errors import shown
 from .specs import SEED_CONTROL_VALUES, NodeSpec
 
 MODE_MUTED = 2
@@ -490,13 +491,13 @@ def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
 def parse_assignment(text: str, flag: str) -> tuple[str | None, str, str]:
     """`NODE_ID.INPUT=VALUE` or `INPUT=VALUE` -> (node_id or None, input, value)."""
     if "=" not in text:
-        raise WorkflowError(f"{flag} {text!r}: expected NODE_ID.INPUT=VALUE (or INPUT=VALUE for every node "
+        raise WorkflowError(f"{flag} {shown(text)}: expected NODE_ID.INPUT=VALUE (or INPUT=VALUE for every node "
                             "that has that input)")
     target, value = text.split("=", 1)
     target = target.strip()
     node_id, _, name = target.rpartition(".")
     if not name:
-        raise WorkflowError(f"{flag} {text!r}: the input name is empty")
+        raise WorkflowError(f"{flag} {shown(text)}: the input name is empty")
     return (node_id or None), name, value
 
 
@@ -516,14 +517,14 @@ def coerce(value: Any, spec_type: str, *, where: str = "") -> Any:
         if spec_type == "FLOAT":
             return float(text)
     except ValueError:
-        raise WorkflowError(f"{where}{value!r} is not a valid {spec_type.lower()}") from None
+        raise WorkflowError(f"{where}{shown(value)} is not a valid {spec_type.lower()}") from None
     if spec_type == "BOOLEAN":
         low = text.lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise WorkflowError(f"{where}{value!r} is not a boolean (use true/false)")
+        raise WorkflowError(f"{where}{shown(value)} is not a boolean (use true/false)")
     if spec_type in ("STRING", "COMBO"):
         return value
     # A socket type (IMAGE, ...) set from the command line: try JSON (e.g. ["4", 0] re-links an input).
@@ -601,12 +602,12 @@ def expand_sweep(text: str, spec_type: str, *, where: str = "") -> Sweep:
                 lo = coerce(("-" if part.startswith("-") else "") + lo_text, "INT", where=where)
                 hi = coerce(hi_text, "INT", where=where)
                 if hi < lo:
-                    raise WorkflowError(f"{where}range {part!r} is empty (end below start)")
+                    raise WorkflowError(f"{where}range {shown(part)} is empty (end below start)")
                 parts.append(range(lo, hi + 1))
                 continue
         parts.append(coerce(part, spec_type, where=where))
     if not parts:
-        raise WorkflowError(f"{where}no values in sweep {text!r}")
+        raise WorkflowError(f"{where}no values in sweep {shown(text)}")
     return Sweep(parts)
 
 

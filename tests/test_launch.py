@@ -100,7 +100,7 @@ def test_launcher_creates_its_venv_once(monkeypatch, tmp_path):
     assert launch.ensure_own_venv(str(tmp_path / ".venv")) == python and len(calls) == 1
 
 
-def test_launcher_commands(monkeypatch):
+def test_launcher_commands(monkeypatch, capsys):
     assert launch.command_line("run", ["wf.json", "--out", "o"], "PY") == (["PY", str(ROOT), "run", "wf.json",
                                                                            "--out", "o"], None)
     assert launch.command_line("test", ["-x"], "PY") == (["PY", "-m", "pytest", "-q", "-x"], str(ROOT))
@@ -112,3 +112,4 @@ def test_launcher_commands(monkeypatch):
     assert seen == [("setup", "PY", False), (["PY", "-m", "pytest", "-q", "tests/test_ci.py"], str(ROOT))]
     assert launch.main(["setup", "--reinstall"]) == 0 and seen[-1] == ("setup", "PY", True)
     assert launch.main(["bogus"]) == 2
+    assert "error: unknown command 'bogus'; the commands are run, test and setup" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import zipfile
 from typing import Any
 
@@ -177,8 +178,11 @@ def parse_json(raw: bytes | str, what: str) -> Any:
         data = json.loads(text)
     except RecursionError:  # the parser itself recurses per nesting level
         raise JSONTextError(*too_deep) from None
-    except ValueError as exc:  # JSONDecodeError, or an integer with more digits than Python converts
+    except json.JSONDecodeError as exc:
         raise JSONTextError(what, JSONTextError.NOT_JSON, str(exc)) from None
+    except ValueError:  # an integer with more digits than Python converts (its message advises changing Python)
+        raise JSONTextError(what, JSONTextError.NOT_JSON, f"a number has more than {sys.get_int_max_str_digits()} "
+                            "digits") from None
     if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise JSONTextError(*too_deep)
     return data

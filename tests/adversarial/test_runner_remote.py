@@ -270,8 +270,9 @@ def test_unreachable_server_and_bad_address(capsys, box):
         port = s.getsockname()[1]
     code, _, err = _remote(capsys, box, f"http://127.0.0.1:{port}")
     assert code == 1 and "cannot reach the server (connection refused)" in _one_error(err, f"127.0.0.1:{port}")
-    code, _, err = _remote(capsys, box, "http://127.0.0.1:notaport")
-    assert code == 1 and "not a server address" in _one_error(err, "127.0.0.1:notaport")
+    for bad in ("http://127.0.0.1:notaport", "http://[::1", "ftp://127.0.0.1:8188", "http://:8188"):
+        code, _, err = _remote(capsys, box, bad)
+        assert code == 1 and "not a server address; use http://HOST:PORT" in _one_error(err, bad), err
 
 
 # ---- uploads ------------------------------------------------------------------------------------------------

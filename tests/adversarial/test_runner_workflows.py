@@ -168,7 +168,7 @@ FILE_CASES = [
      "JSON nested too deeply (more than 64 levels)"),
     ("not-utf8", b'{"1": {"class_type": "\xff\xfe"}}', "not valid JSON (not UTF-8 text"),
     ("huge-integer", b'{"1": {"class_type": "ImageScale", "inputs": {"width": ' + b"9" * 5000 + b"}}}",
-     "not valid JSON"),
+     "not valid JSON (a number has more than 4300 digits)"),
     ("truncated", json.dumps(scale_prompt()).encode()[:-7], "not valid JSON"),
     ("empty", b"", "not valid JSON"),
     ("null", b"null", "neither an API prompt"),
@@ -297,3 +297,19 @@ def test_deadline_in_process_stops_before_the_next_job(capsys, box):
     assert code == 1
     assert error_lines(err) == ["error: job 1/3 (1.value=1): not started, the run's --deadline of 1e-06 s has passed"]
     assert "0/3 job(s) ok" in err
+
+
+@pytest.mark.parametrize("width,height,side", [(16384, 0, "height"), (0, 16384, "width")])
+def test_image_scale_keeping_the_aspect_is_bounded_before_allocating(capsys, box, width, height, side):
+    """ImageScale with one side 0 follows the image's aspect ratio: a 1x64 (or 64x1) image scaled to 16384 on one
+    side would be 16384 x 1048576 pixels (64 GiB as float RGB). It is refused, naming the input, before any pixel is
+    allocated."""
+    from PIL import Image
+    Image.new("RGB", (1, 64) if side == "height" else (64, 1)).save(box.input / "thin.png")
+    prompt = scale_prompt(image="thin.png")
+    prompt["2"]["inputs"].update(width=width, height=height)
+    line = _refused(capsys, box, prompt, expect_code=1)
+    other = 16384 * 64
+    size = f"{width}x{other}" if side == "height" else f"{other}x{height}"
+    assert f"node 2 (ImageScale) failed: LimitExceededError: ImageScale: input '{'width' if width else 'height'}': " \
+           f"1 images of {size} make" in line and "Fix:" in line, line
