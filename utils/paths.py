@@ -131,14 +131,14 @@ _UMASK = _current_umask()  # read once, at import: setting it to read it is not 
 
 
 @contextlib.contextmanager
-def _temporary_file(folder: Path, prefix: str) -> Iterator[str]:
+def _temporary_file(folder: Path, prefix: str, node: str) -> Iterator[str]:
     """A temporary file in `folder` (the final name's file system, so linking it is atomic), removed on exit
     whatever happens."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
-        raise HumanGenError(f"cannot write into {folder}: {in_the_way} is a file, not a folder. Fix: choose "
+        raise HumanGenError(f"{node}: cannot write into {folder}: {in_the_way} is a file, not a folder. Fix: choose "
                             "another prefix or move that file.") from None
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
     os.close(fd)
@@ -173,7 +173,7 @@ def exclusive_writer(final: str | os.PathLike, *, node: str = "HumanGen", overwr
     if final.exists() and not overwrite:
         raise FileExistsRefusedError(f"{node}: {final.name} already exists in {final.parent}; it is never replaced. "
                                      f"Fix: choose another name, or set overwrite where the node offers it.")
-    with _temporary_file(final.parent, f".{final.name}.") as tmp:
+    with _temporary_file(final.parent, f".{final.name}.", node) as tmp:
         yield tmp
         _finish(tmp)
         if overwrite:
@@ -203,7 +203,7 @@ def write_next_free(folder: str | os.PathLike, name_for: Callable[[int], str], s
     another writer takes a name first, the next one is tried. Counters never wrap, so nothing is overwritten, and
     on any error (also an interrupt while writing) nothing is left behind."""
     folder = Path(folder)
-    with _temporary_file(folder, ".humangen.") as tmp:
+    with _temporary_file(folder, ".humangen.", node) as tmp:
         _write(tmp, data)
         _finish(tmp)
         for i in range(start, start + limit):
