@@ -13,13 +13,14 @@ Conventions (gan.md §8):
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..utils.errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError
+from ..utils.errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError, shown
 
 @dataclass(frozen=True)
 class StyleLayer:
@@ -58,9 +59,10 @@ class Directions:
             self.names = [f"direction {i}" for i in range(len(self.vectors))]
 
     def pick(self, which: int | str) -> torch.Tensor:
-        if isinstance(which, str) and not which.lstrip("-").isdigit():
+        if isinstance(which, str) and not re.fullmatch(r"-?[0-9]{1,9}", which):  # ASCII digits only ('²' is not)
             if which not in self.names:
-                raise HumanGenError(f"no direction named {which!r}; available: {self.names}")
+                raise HumanGenError(f"no direction named {shown(which)}; available: {self.names[:20]}"
+                                    + (f" ... ({len(self.names)} in all)" if len(self.names) > 20 else ""))
             return self.vectors[self.names.index(which)]
         i = int(which)
         if not -len(self.vectors) <= i < len(self.vectors):

@@ -218,7 +218,10 @@ def style_mix(row_ws: torch.Tensor, col_ws: torch.Tensor, layers: list[int]) -> 
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Spherical interpolation along the last dim (magnitude interpolated linearly); lerp when a ~ b direction."""
+    """Spherical interpolation along the last dim (magnitude interpolated linearly); lerp when a ~ b direction.
+    Computed in float64 (a float32 norm of large latents overflows to inf, and the result became NaN)."""
+    dtype = a.dtype
+    a, b, t = a.double(), b.double(), torch.as_tensor(t, dtype=torch.float64)
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
     ua, ub = a / na.clamp_min(eps), b / nb.clamp_min(eps)
     dot = (ua * ub).sum(-1, keepdim=True).clamp(-1 + eps, 1 - eps)
@@ -227,7 +230,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-7) 
     direction = (torch.sin((1 - t) * omega) / so) * ua + (torch.sin(t * omega) / so) * ub
     lin = ua.lerp(ub, t)
     direction = torch.where(so.abs() < 1e-4, lin, direction)
-    return direction * na.lerp(nb, t)
+    return (direction * na.lerp(nb, t)).to(dtype)
 
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, frames: int, method: str = "lerp") -> torch.Tensor:

@@ -4,6 +4,8 @@ Logic lives in models/editing.py and models/inversion.py; these classes resolve 
 """
 from __future__ import annotations
 
+from .stylegan import synthesize_images  # one rendering path (progress, interrupts, pixel bound) for every node
+
 CATEGORY = "HumanGen/editing"
 GEN = "HUMANGEN_GENERATOR"
 LAT = "HUMANGEN_LATENT"
@@ -49,19 +51,6 @@ def _edited(generator, latent, ws, **extra):
         out["style_offsets"] = dict(latent["style_offsets"])
     out.update(extra)
     return out
-
-
-def _render(generator, ws, style_offsets=None):
-    from ..models import gan_latents as gl
-    from ..utils import host
-    device = host.load_model(generator.model)
-    bar = host.progress(ws.shape[0], desc="StyleGAN synthesis")
-    try:
-        return gl.synthesize(generator, ws, noise_mode="const", batch_size=4, device=device,
-                             on_batch=lambda done, total: bar.update_absolute(done),
-                             check_interrupt=host.check_interrupt, style_offsets=style_offsets)
-    finally:
-        bar.close()
 
 
 def _optimisation_callback(progress):
@@ -139,9 +128,14 @@ class HumanGenSeFaDirections:
 
     def discover(self, generator, layers="4-7", num_directions=10, normalize_rows=False):
         from ..models.editing import sefa
+        from ..utils.errors import HumanGenError
         node = "HumanGenSeFaDirections"
         idx = _layers(node, layers, generator.num_ws)
-        return (sefa(generator.model, idx, num_directions=num_directions, normalize_rows=normalize_rows),)
+        try:
+            return (sefa(generator.model, idx, num_directions=num_directions, normalize_rows=normalize_rows),)
+        except HumanGenError as exc:  # layers that feed no conv layer (e.g. the last W+ indices of StyleGAN2)
+            raise _err(node, "layers", str(exc).removeprefix("SeFa: "),
+                       fix="choose W+ indices that feed conv layers, e.g. '4-7', or leave empty for all.") from None
 
 
 class HumanGenLoadDirections:
@@ -180,6 +174,25 @@ class HumanGenLoadDirections:
                             "folder, a .npy of float vectors, or one saved by HumanGen.") from exc
 
 
+def _moved_along(node, generator, latent, directions, direction, strengths, layers):
+    """The latent's ws moved along one direction at each strength (HumanGenApplyDirection's edit), stacked:
+    [len(strengths) * items, num_ws, w_dim]. Errors name `node` and the input at fault."""
+    import torch
+
+    from ..models.editing import apply_direction
+    from ..utils.errors import HumanGenError
+    ws = _wplus_latent(node, generator, latent)
+    idx = _layers(node, layers, generator.num_ws, default=directions.layers)
+    try:
+        vec = directions.pick(direction.strip())
+    except HumanGenError as exc:
+        raise _err(node, "direction", str(exc), fix="give an index (0 = strongest) or one of the names.") from None
+    if vec.numel() != generator.w_dim:
+        raise _err(node, "directions", f"the directions have {vec.numel()} values but the generator's w_dim is "
+                   f"{generator.w_dim}.", fix="use directions made for this generator.")
+    return torch.cat([apply_direction(ws, vec, s, idx) for s in strengths])
+
+
 class HumanGenApplyDirection:
     DESCRIPTION = ("Move a latent along a W direction on the chosen W+ layers: w_l += strength · n. "
                    "StyleGAN-Human's edit.py uses w_l += 2·α·n on layers 4-7, so its α = 5 is strength 10 here.")
@@ -204,19 +217,9 @@ class HumanGenApplyDirection:
         }}
 
     def apply(self, generator, latent, directions, direction="0", strength=5.0, layers=""):
-        from ..models.editing import apply_direction
-        from ..utils.errors import HumanGenError
         node = "HumanGenApplyDirection"
-        ws = _wplus_latent(node, generator, latent)
-        idx = _layers(node, layers, generator.num_ws, default=directions.layers)
-        try:
-            vec = directions.pick(direction.strip())
-        except HumanGenError as exc:
-            raise _err(node, "direction", str(exc)) from None
-        if vec.numel() != generator.w_dim:
-            raise _err(node, "directions", f"the directions have {vec.numel()} values but the generator's w_dim is "
-                       f"{generator.w_dim}.", fix="use directions made for this generator.")
-        return (_edited(generator, latent, apply_direction(ws, vec, float(strength), idx)),)
+        ws = _moved_along(node, generator, latent, directions, direction, [float(strength)], layers)
+        return (_edited(generator, latent, ws),)
 
 
 class HumanGenStyleSpaceEdit:
@@ -317,10 +320,8 @@ class HumanGenDirectionSweep:
         node = "HumanGenDirectionSweep"
         strengths = torch.linspace(float(strength_from), float(strength_to), int(steps)).tolist()
         one = dict(latent, tensor=latent["tensor"][:1])
-        edited = [HumanGenApplyDirection().apply(generator, one, directions, direction, s, layers)[0]
-                  for s in strengths]
-        ws = torch.cat([e["tensor"] for e in edited])
-        imgs = _render(generator, ws, latent.get("style_offsets"))
+        ws = _moved_along(node, generator, one, directions, direction, strengths, layers)
+        imgs = synthesize_images(node, "steps", generator, ws, style_offsets=latent.get("style_offsets"))
         labelled = [gl.label_image(a, f"{s:+.1f}") for a, s in zip(gan_to_uint8(imgs).numpy(), strengths)]
         grid = uint8_to_comfy(np.concatenate(labelled, axis=1))
         out = _edited(generator, latent, ws, labels=[f"{node}:{s:+.2f}" for s in strengths])
@@ -372,7 +373,7 @@ class HumanGenProjectImage:
         with host.progress(cfg.num_steps, desc="Projecting") as bar:
             result = project(generator.model, target.to(device), distance, cfg, callback=_optimisation_callback(bar))
         latent = _edited(generator, {"labels": ["projected"]}, result.ws)
-        return (latent, gan_to_comfy(_render(generator, result.ws)))
+        return (latent, gan_to_comfy(synthesize_images(node, "image", generator, result.ws)))
 
 
 def _pti_save_path(save_name) -> str | None:
@@ -467,7 +468,7 @@ class HumanGenPTI:
                 checkpoints.save_generator(result.generator, save_path, node=node)
             except HumanGenError as exc:
                 raise for_input(exc, node, "save_name", "choose another name.") from exc
-        return (tuned, gan_to_comfy(_render(tuned, ws)))
+        return (tuned, gan_to_comfy(synthesize_images(node, "latent", tuned, ws)))
 
 
 NODE_CLASS_MAPPINGS = {

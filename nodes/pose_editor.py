@@ -108,6 +108,13 @@ class HumanGenPoseEditor:
         else:
             fallback = (width or DEFAULT_CANVAS[0], height or DEFAULT_CANVAS[1])
         edited, report = E.apply_edit(edit, base, fallback)
+        try:  # people the edit adds or replaces are checked like any POSE_KEYPOINT (layout, scores)
+            P.as_pose(edited)
+        except ValueError as exc:
+            problem = str(exc).removeprefix("pose: ")
+            raise NodeInputError(NODE, "pose_edit", f"the edit makes an invalid pose: {problem}",
+                                 fix="press 'Reset to input' in the editor, or clear pose_edit (empty = no edit).") \
+                from None
         if width and (width, height) != P.frame_size(edited):
             edited = P.scale_frame(edited, width, height)
         out_w, out_h = P.frame_size(edited)
@@ -120,7 +127,11 @@ class HumanGenPoseEditor:
             text += " (No pose input: the pose stored with the edit was used.)"
         if len(frames) > 1:
             text += f" Only frame 1 of {len(frames)} is edited; the others pass through."
-        skeleton = P.render_skeleton(out_frames, style, out_w, out_h, threshold=0.0)
+        try:
+            skeleton = P.render_skeleton(out_frames, style, out_w, out_h, threshold=0.0)
+        except ValueError as exc:  # e.g. frames x canvas over the pack's output limit
+            from .pose import _wrap
+            raise _wrap(NODE, "pose", exc, "pass fewer frames or set a smaller width and height.") from None
         ui = {"humangen_pose_input": [base], "humangen_canvas": [list(P.frame_size(base) if base else fallback)],
               "humangen_edit_report": [text]}
         if background is not None and host.in_comfyui():  # only a browser looks at it

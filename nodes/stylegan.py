@@ -3,6 +3,8 @@ that carry their latent. Logic lives in models/gan_latents.py, models/gan_regist
 torch/numpy load lazily."""
 from __future__ import annotations
 
+from ..utils.limits import MAX_LATENT_ITEMS, check_batch_pixels
+
 CATEGORY = "HumanGen/stylegan"
 GEN = "HUMANGEN_GENERATOR"
 LAT = "HUMANGEN_LATENT"
@@ -35,9 +37,13 @@ def _wplus(node, name, gen, latent):
         raise _err(node, name, str(exc), fix="make the latent with the same generator.") from None
 
 
-def _synth(gen, ws, noise_mode, batch_size, noise_seed=0, style_offsets=None):
+def synthesize_images(node, input_name, gen, ws, noise_mode="const", batch_size=4, noise_seed=0,
+                      style_offsets=None):
+    """Render w+ `ws` with a progress bar and interrupt checks (every StyleGAN node that renders); the batch's
+    pixels are bounded first (utils.limits.check_batch_pixels, naming `input_name`)."""
     from ..models import gan_latents as gl
     from ..utils import host
+    check_batch_pixels(ws.shape[0], gen.width, gen.height, node, input_name)
     device = host.load_model(gen.model)
     bar = host.progress(ws.shape[0], desc="StyleGAN synthesis")
     try:
@@ -168,8 +174,8 @@ class HumanGenStyleGANSynthesize:
     def synthesize(self, generator, latent, noise_mode="const", batch_size=4, noise_seed=0):
         from ..utils.image import gan_to_comfy
         ws = _wplus("HumanGenStyleGANSynthesize", "latent", generator, latent)
-        return (gan_to_comfy(_synth(generator, ws, noise_mode, batch_size, noise_seed,
-                                    latent.get("style_offsets"))),)
+        return (gan_to_comfy(synthesize_images("HumanGenStyleGANSynthesize", "latent", generator, ws, noise_mode,
+                                               batch_size, noise_seed, latent.get("style_offsets"))),)
 
 
 class HumanGenStyleMix:
@@ -208,14 +214,21 @@ class HumanGenStyleMix:
             idx = gl.parse_layers(layers, generator.num_ws)
         except ValueError as exc:
             raise _err(node, "layers", str(exc), fix=f"use indices 0..{generator.num_ws - 1}, e.g. '0-6'.") from None
+        R, C = rows.shape[0], cols.shape[0]
+        if R * C > MAX_LATENT_ITEMS:
+            raise _err(node, "col_latent", f"{R} rows x {C} columns make {R * C} mixed latents; at most "
+                       f"{MAX_LATENT_ITEMS} are made at once.", fix="use fewer row or column seeds.")
+        if make_grid:  # the grid holds R + 1 rows and C + 1 columns of images
+            check_batch_pixels(1, (C + 1) * generator.width, (R + 1) * generator.height, node, "make_grid",
+                               what="grid image")
         mixed = gl.style_mix(rows, cols, idx)
         rl = row_latent.get("labels") or [str(i) for i in range(rows.shape[0])]
         cl = col_latent.get("labels") or [str(i) for i in range(cols.shape[0])]
         out = gl.make_latent("w+", mixed, generator, labels=[f"{r}x{c}" for r in rl for c in cl])
         if not make_grid:
             return (out, torch.zeros([1, 1, 1, 3]))
-        imgs = gan_to_uint8(_synth(generator, torch.cat([rows, cols, mixed]), noise_mode, batch_size)).numpy()
-        R, C = rows.shape[0], cols.shape[0]
+        imgs = gan_to_uint8(synthesize_images(node, "row_latent", generator, torch.cat([rows, cols, mixed]),
+                                              noise_mode, batch_size)).numpy()
         grid = gl.mixing_grid(imgs[:R], imgs[R:R + C], imgs[R + C:], rl, cl)
         return (out, uint8_to_comfy(grid))
 
@@ -266,6 +279,10 @@ class HumanGenLatentInterpolate:
         if pts.shape[0] < 2:
             raise _err(node, "latent_b", "need two latents to interpolate.",
                        fix="connect latent_b, or give latent_a several seeds.")
+        count = (pts.shape[0] - 1) * (int(frames) - 1) + 1
+        if count > MAX_LATENT_ITEMS:
+            raise _err(node, "frames", f"{pts.shape[0] - 1} segments of {frames} frames make {count} latents; at "
+                       f"most {MAX_LATENT_ITEMS} are made at once.", fix="use fewer frames or fewer latents.")
         path = gl.interpolate_path(pts, frames, method)
         tr = latent_a.get("truncation")
         return (gl.make_latent(space, path, generator, z=path if space == "z" else None, truncation=tr),)

@@ -97,12 +97,13 @@ def _check_output_size(node, image, scale: int, output_scale: float) -> None:
     """The network's output (scale x the input, assembled whole) and the final size both within the pack's image
     limit, checked before any work."""
     from ..models.upscale.upscaler import output_size
-    from ..utils.limits import check_image_size
+    from ..utils.limits import check_batch_pixels, check_image_size
     h, w = int(image.shape[1]), int(image.shape[2])
     check_image_size(w * scale, h * scale, node, "image", what=f"x{scale} network's output")
+    out_h, out_w = output_size(h, w, output_scale) if output_scale > 0 else (h * scale, w * scale)
     if output_scale > 0:
-        out_h, out_w = output_size(h, w, output_scale)
         check_image_size(out_w, out_h, node, "output_scale", what="upscaled image")
+    check_batch_pixels(int(image.shape[0]), out_w, out_h, node, "image", what="upscaled images")
 
 
 def _fit_mask(mask, image):

@@ -315,3 +315,39 @@ def test_coordinate_bound_is_generous_and_named():
     assert out["people"][0][BODY][12:15] == [-bound, bound, 1.0]
     with pytest.raises(ValueError, match=rf"within \u00b1{bound}"):
         E.parse_edit(json.dumps(_edit([{"source": 0, "keypoints": {BODY: {"4": [bound + 1, 0]}}}])))
+
+
+def _person18():
+    points = np.zeros((18, 3))
+    points[:, 0], points[:, 1], points[:, 2] = np.linspace(40, 200, 18), np.linspace(30, 300, 18), 1.0
+    return {BODY: points.reshape(-1).tolist()}
+
+
+@pytest.mark.parametrize("node,side,count", [("HumanGenRenderPose", 8192, 5), ("HumanGenPoseEditor", 4096, 17)])
+def test_rendering_many_large_frames_is_refused_before_drawing(node, side, count, standalone_host):
+    """Frames x size over the pack's output limit (five frames at 8192² took 10 GB while drawing) are refused
+    naming the node and 'pose' before any frame is drawn; one frame fewer is drawn."""
+    from humangen import NODE_CLASS_MAPPINGS as N
+    from humangen.utils.errors import NodeInputError
+    frames = [{"people": [_person18()], "canvas_width": 256, "canvas_height": 320}] * count
+    call = {"HumanGenRenderPose": lambda p: N[node]().render(p, "openpose", side, side, 0.0)[0],
+            "HumanGenPoseEditor": lambda p: N[node]().edit(side, side, "openpose", "", pose=p)["result"][1]}[node]
+    pixels = count * side * side
+    with pytest.raises(NodeInputError, match=rf"{node}: input 'pose': {count} skeleton images of {side}x{side} make "
+                                             rf"{pixels:,} pixels, more than the limit of 268,435,456"):
+        call(frames)
+    assert tuple(call(frames[:2]).shape) == (2, side, side, 3)
+
+
+@pytest.mark.parametrize("person", [
+    {BODY: [10, 10, 1] * 5}, {BODY: [10, 10, 1] * 200}, {BODY: [10, 10, 1] * 18, "score": "x"}])
+def test_pose_editor_refuses_an_edit_that_adds_an_invalid_person(person, standalone_host):
+    """An added person with a keypoint count of no known layout, or a malformed score, is an error on pose_edit
+    (it was 'could not process its inputs' from deep inside the renderer)."""
+    from humangen import NODE_CLASS_MAPPINGS as N
+    from humangen.utils.errors import NodeInputError
+    edit = json.dumps({"format": "humangen_pose_edit", "version": 1, "canvas_width": 256, "canvas_height": 320,
+                       "people": [{"source": None, "person": person}]})
+    with pytest.raises(NodeInputError, match=r"HumanGenPoseEditor: input 'pose_edit': the edit makes an invalid "
+                                             r"pose: .* Fix: press 'Reset to input'"):
+        N["HumanGenPoseEditor"]().edit(0, 0, "openpose", edit)

@@ -233,3 +233,44 @@ def test_seed_lists_keep_their_words(gen):
     for text, match in (("4294967296", "seed '4294967296' is above 2\\^32 - 1"), ("1-5000", "more than 4096 seeds")):
         with pytest.raises(NodeInputError, match=f"input 'seeds': {match}"):
             N.HumanGenLatentFromSeeds().make(d, 0, seeds=text)
+
+
+def test_outputs_are_bounded_before_they_are_made(gen, monkeypatch):
+    """Rows x columns of StyleMix, frames x segments of Latent Interpolate (at most MAX_LATENT_ITEMS latents), the
+    StyleMix grid and every rendered batch (at most MAX_BATCH_PIXELS pixels) are refused naming the input that sets
+    them, before the latents or images are made (4096 x 4096 seeds asked for 16.7 million latents)."""
+    from humangen.utils import limits
+    d, _ = gen
+    (rows,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="0-199")
+    (cols,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="0-99")
+    with pytest.raises(NodeInputError, match=r"HumanGenStyleMix: input 'col_latent': 200 rows x 100 columns make "
+                                             r"20000 mixed latents; at most 16384 .* Fix:"):
+        N.HumanGenStyleMix().mix(d, rows, cols, layers="0-2", make_grid=False)
+    (a,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="0-19")
+    with pytest.raises(NodeInputError, match=r"HumanGenLatentInterpolate: input 'frames': 19 segments of 1000 "
+                                             r"frames make 18982 latents"):
+        N.HumanGenLatentInterpolate().interpolate(d, a, frames=1000)
+    assert N.HumanGenLatentInterpolate().interpolate(d, a, frames=800)[0]["tensor"].shape[0] == 19 * 799 + 1
+    monkeypatch.setattr(limits, "MAX_BATCH_PIXELS", 3 * 16 * 8)  # three 8x16 images
+    (three,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="0-2")
+    assert N.HumanGenStyleGANSynthesize().synthesize(d, three)[0].shape == (3, 16, 8, 3)
+    (four,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="0-3")
+    with pytest.raises(NodeInputError, match=r"HumanGenStyleGANSynthesize: input 'latent': 4 images of 8x16 make "
+                                             r"512 pixels, more than the limit of 384"):
+        N.HumanGenStyleGANSynthesize().synthesize(d, four)
+    (one,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="5")
+    with pytest.raises(NodeInputError, match=r"HumanGenStyleMix: input 'make_grid': 1 grid image of 24x32"):
+        N.HumanGenStyleMix().mix(d, one, N.HumanGenLatentFromSeeds().make(d, 0, seeds="1,2")[0], layers="0-2")
+
+
+def test_slerp_of_large_latents_stays_finite(gen):
+    """A float32 norm of latents near 1e30 overflows; slerp then returned NaN (a loaded latent can hold such
+    values)."""
+    d, _ = gen
+    (a,) = N.HumanGenLatentFromSeeds().make(d, 0, seeds="1,2")
+    big = dict(a, tensor=a["tensor"] * 1e30)
+    (out,) = N.HumanGenLatentInterpolate().interpolate(d, big, frames=5, method="slerp")
+    t = out["tensor"]
+    assert torch.isfinite(t).all()
+    torch.testing.assert_close(t[0], big["tensor"][0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(t[-1], big["tensor"][1], rtol=1e-6, atol=0)

@@ -11,7 +11,7 @@ from hgtest import requires_cuda
 from humangen.models.upscale import (TilePlan, axis_weights, load_descriptor, pick_dtype, tile_spans, tiled_apply,
                                      upscale, with_tile_backoff)
 from humangen.nodes.upscale import HumanGenTiledUpscale
-from humangen.utils.errors import HumanGenInterrupted, NodeInputError
+from humangen.utils.errors import HumanGenInterrupted, LimitExceededError, NodeInputError
 
 # Tolerances for tiled vs untiled on the tiny random RRDBNets (receptive field ~17 px at the network's own
 # resolution). Linear ramps over the middle half of each overlap; the quarter next to a tile's own edge gets weight 0.
@@ -287,7 +287,24 @@ def test_node_refuses_outputs_over_the_image_limit_before_any_work(x4, monkeypat
     """The final size and the network's own output (assembled whole before any resize) stay within the pack's
     image limit (8192 per side): refused before a tile runs."""
     from humangen.models.upscale import upscaler
-    from humangen.utils.errors import LimitExceededError
     monkeypatch.setattr(upscaler, "tiled_apply", lambda *a, **k: pytest.fail("a tile ran"))
     with pytest.raises(LimitExceededError, match=f"input '{input_name}': the {size} is larger than the limit of 8192"):
         HumanGenTiledUpscale().upscale(torch.rand(*shape), x4, output_scale=output_scale)
+
+
+def test_node_bounds_the_whole_output_batch_before_any_tile(compact, monkeypatch, standalone_host):
+    """Each upscaled image may be within the size limit while the batch is not (8 images of 2048² at x4 are 6.4 GB
+    as float): refused naming 'image', before any tile runs."""
+    from humangen.utils import limits
+    monkeypatch.setattr(limits, "MAX_BATCH_PIXELS", 2 * 128 * 128)
+    seen = []
+    standalone_host.progress_listener = lambda v, t, p: seen.append(v)
+    assert HumanGenTiledUpscale().upscale(_image(2, 32, 32).movedim(1, -1), compact, tile_size=0)[0].shape[0] == 2
+    seen.clear()
+    with pytest.raises(LimitExceededError, match=r"HumanGenTiledUpscale: input 'image': 3 upscaled images of "
+                                                 r"128x128 make 49,152 pixels, more than the limit of 32,768"):
+        HumanGenTiledUpscale().upscale(_image(3, 32, 32).movedim(1, -1), compact, tile_size=0)
+    assert seen == []
+    with pytest.raises(LimitExceededError, match=r"3 upscaled images of 64x64 make 12,288 pixels"):
+        monkeypatch.setattr(limits, "MAX_BATCH_PIXELS", 10_000)
+        HumanGenTiledUpscale().upscale(_image(3, 32, 32).movedim(1, -1), compact, tile_size=0, output_scale=2.0)

@@ -20,6 +20,7 @@ MAX_IMAGE_SIDE = 8192  # largest image side the pack renders or allocates (Rende
 MAX_BATCH_PIXELS = 4 * 8192 * 8192  # pixels of one output batch (3 GiB as ComfyUI's float32 RGB IMAGE)
 MAX_CANVAS_SIDE = 16384  # largest canvas a pose may declare (LoadPose's widget maximum); rendering still needs <= 8192
 MAX_TEXT_CHARS = 100_000  # any STRING input
+MAX_LATENT_ITEMS = 16384  # latents one node makes (StyleMix rows x columns, interpolation frames): 600 MB at 18x512
 MAX_IMAGE_FRAMES = 4096  # frames of one loaded image file (an animated GIF/WebP becomes a batch)
 MAX_NAME_CHARS = 1024  # file names and prefixes
 MAX_JSON_DEPTH = 64  # nesting of objects/arrays in any JSON the pack reads (UI workflows use about 6)
@@ -217,7 +218,7 @@ def json_depth(data: Any, stop_at: int) -> int:
     return deepest
 
 
-__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS",
+__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_LATENT_ITEMS", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS",
            "MAX_ARCHIVE_MEMBERS", "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES",
            "check_image_size", "check_finite", "check_text", "check_count", "check_archive", "JSONTextError",
            "parse_json", "read_json_file", "json_depth"]

@@ -98,7 +98,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .limits import MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_image_size, read_json_file
+from .limits import (MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_batch_pixels, check_image_size,
+                     read_json_file)
 
 # bounds on what a pose (from a file, a workflow or another node) may hold; see utils/limits.py
 MAX_FRAMES = 10_000
@@ -1058,10 +1059,17 @@ def render_skeleton(pose, style: str = "humansd", width: int | None = None, heig
     """Render every frame of a POSE_KEYPOINT -> uint8 [F, H, W, 3] (see `render_frame`). Frames with different
     canvas sizes need an explicit width and height."""
     frames = as_pose(pose)
-    sizes = {frame_size(f) for f in frames}
+    if not frames:
+        raise ValueError("pose: no frames to render")
+    sizes = {frame_size(pixel_frame(f)) for f in frames}
     if (width is None or height is None) and len(sizes) > 1:
         raise ValueError(f"pose: frames have different canvas sizes {sorted(sizes)}; give width and height")
-    return np.stack([render_frame(f, style, width, height, threshold, person_threshold) for f in frames])
+    w, h = (width, height) if width and height else next(iter(sizes))
+    check_batch_pixels(len(frames), w, h, "pose", "pose", what="skeleton images")  # before any is drawn
+    out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = render_frame(frame, style, width, height, threshold, person_threshold)
+    return out
 
 
 # ---- faces -------------------------------------------------------------------------------------------------------
