@@ -181,6 +181,8 @@ class HumanGenSkeletonSDSampler:
             if init_image is None:
                 raise NodeInputError(node, "init_image", "strength < 1 is img2img and needs an init image.",
                                      fix="connect an image to init_image, or set strength to 1.")
+            from ..utils.image import check_image
+            init_image = check_image(init_image, node, "init_image")
             init = torch.from_numpy(_resize_images(init_image, h, w)).float().div(255.0).movedim(-1, 1) * 2 - 1
         state = {}
 

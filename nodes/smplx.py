@@ -17,6 +17,18 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _checked_keypoints(node, pose, input_name, size_of=None):
+    """The frames of a POSE_KEYPOINT input, checked like every pose input (`nodes.pose.checked_pose`). A frame
+    without a canvas takes `size_of(i)` -> (height, width) (the image it was detected on) when given."""
+    from .pose import checked_pose
+    frames = _as_list(pose)
+    if size_of is not None:
+        frames = [dict(f, canvas_height=size_of(i)[0], canvas_width=size_of(i)[1])
+                  if isinstance(f, dict) and f.get("canvas_width") is None and f.get("canvas_height") is None else f
+                  for i, f in enumerate(frames)]
+    return checked_pose(node, frames, input_name)
+
+
 class HumanGenSMPLXLoader:
     DESCRIPTION = ("Loads your SMPL-X body model (SMPLX_NEUTRAL/MALE/FEMALE.npz from https://smpl-x.is.tue.mpg.de, "
                    "registration required; put it in models/smplx). Nothing pickled inside the file is executed.")
@@ -84,10 +96,15 @@ class HumanGenSMPLXFit:
             image=None):
         from ..models.body import keypoints as kp
         from ..models.body.fit import FitError, FitSettings, fit_smplx
-        frames = _as_list(pose_keypoint)
-        if not frames:
-            raise NodeInputError("HumanGenSMPLXFit", "pose_keypoint", "the POSE_KEYPOINT has no frames.",
+        from ..utils.image import check_image
+        node = "HumanGenSMPLXFit"
+        if not _as_list(pose_keypoint):
+            raise NodeInputError(node, "pose_keypoint", "the POSE_KEYPOINT has no frames.",
                                  fix="connect the keypoints of the image to fit (e.g. HumanGen Pose Detect).")
+        if image is not None:
+            image = check_image(image, node, "image")
+        # a frame without a canvas is in the image's pixels; without the image that is the image's error
+        frames = _checked_keypoints(node, pose_keypoint, "pose_keypoint", lambda i: self._size(None, image, i))
         st = FitSettings(conf_threshold=confidence_threshold, fit_shape=fit_shape, inner_iterations=iterations)
         steps = st.camera_steps + sum(st.pose_steps)
         bar = host.progress(steps * len(frames))
@@ -114,7 +131,7 @@ class HumanGenSMPLXFit:
     @staticmethod
     def _size(person, image, i):
         # keypoints are pixels of the POSE_KEYPOINT canvas; the image only stands in when that size is missing
-        if person["width"] and person["height"]:
+        if person is not None and person["width"] and person["height"]:
             return person["height"], person["width"]
         if image is not None:
             idx = min(i, image.shape[0] - 1)
@@ -174,8 +191,15 @@ class HumanGenPartToCanvas:
         from ..models.body import placement
         from ..models.body.render import place_part
         from ..utils.image import check_image
-        image = check_image(part_image, "HumanGenPartToCanvas", "part_image")
+        node = "HumanGenPartToCanvas"
+        image = check_image(part_image, node, "part_image")
         size = (int(image.shape[1]), int(image.shape[2]))
+        if canvas_image is not None:
+            canvas_image = check_image(canvas_image, node, "canvas_image")
+        if part_keypoints is not None:  # a frame without a canvas is in the part image's pixels
+            part_keypoints = _checked_keypoints(node, part_keypoints, "part_keypoints", lambda i: size)
+        if reference_keypoints is not None:
+            reference_keypoints = _checked_keypoints(node, reference_keypoints, "reference_keypoints")
         try:
             transforms = [placement.rescale_part(self._transform(target, canvas_size, i, size, part_fit,
                                                                  part_keypoints, reference_fit,
@@ -282,7 +306,13 @@ class HumanGenSMPLXPreview:
 
         from ..models.body.render import preview
         from ..utils.image import comfy_to_uint8, uint8_to_comfy
+        from ..utils.image import check_image
         fits = _as_list(smplx_fit)
+        if not fits:
+            raise NodeInputError("HumanGenSMPLXPreview", "smplx_fit", "there are no fits to draw.",
+                                 fix="connect the fit output of SMPL-X Fit (HumanGen).")
+        if image is not None:
+            image = check_image(image, "HumanGenSMPLXPreview", "image")
         out = []
         for i, fit in enumerate(fits):
             base = None if image is None else comfy_to_uint8(image[min(i, image.shape[0] - 1)])

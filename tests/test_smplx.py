@@ -523,3 +523,29 @@ def test_face_and_body_workflow_runs_through_the_runner(model_dir, tmp_path, cap
     assert code == 0, err
     saved = sorted((tmp_path / "out").rglob("smplx_face_and_body*.png"))
     assert len(saved) == 1 and Image.open(saved[0]).size == (1024, 1024)
+
+
+def test_nodes_check_their_pose_and_image_inputs_first(model_dir, standalone_host, pack):
+    """Keypoints go through the pack's one POSE_KEYPOINT check (a negative canvas was fitted and passed on; a
+    person that is a list gave 'could not process its inputs'), and images through check_image (an empty batch
+    gave an IndexError), each naming its input."""
+    from humangen.nodes.smplx import (TARGETS, HumanGenPartToCanvas, HumanGenSMPLXFit, HumanGenSMPLXLoader,
+                                      HumanGenSMPLXPreview)
+    _install(model_dir, standalone_host)
+    (body,) = HumanGenSMPLXLoader().load("neutral", 10, 10)
+    pts = [(10.0 + i, 20.0 + 3 * i, 1.0) for i in range(18)]
+    good = kp.make_pose_keypoint(pts, 64, 64)
+    for bad in ([dict(good[0], canvas_width=-256)], [dict(good[0], people=[[1, 2, 3]])]):
+        with pytest.raises(NodeInputError, match=r"^HumanGenSMPLXFit: input 'pose_keypoint': frame 0 .* Fix:"):
+            HumanGenSMPLXFit().fit(body, bad, 0, 0.2, True, 20)
+        with pytest.raises(NodeInputError, match=r"^HumanGenPartToCanvas: input 'part_keypoints': frame 0"):
+            HumanGenPartToCanvas().place(torch.rand(1, 64, 64, 3), TARGETS[0], 256, "white", part_keypoints=bad)
+    with pytest.raises(NodeInputError, match=r"^HumanGenSMPLXFit: input 'image': the image is empty"):
+        HumanGenSMPLXFit().fit(body, good, 0, 0.2, True, 20, image=torch.zeros(0, 64, 64, 3))
+    with pytest.raises(NodeInputError, match=r"^HumanGenPartToCanvas: input 'canvas_image': the image is empty"):
+        HumanGenPartToCanvas().place(torch.rand(1, 64, 64, 3), TARGETS[0], 256, "white", part_keypoints=good,
+                                     canvas_image=torch.zeros(0, 64, 64, 3))
+    with pytest.raises(NodeInputError, match=r"^HumanGenSMPLXPreview: input 'smplx_fit': there are no fits"):
+        HumanGenSMPLXPreview().preview(body, [], True, 0.5)
+    with pytest.raises(NodeInputError, match=r"^HumanGenSMPLXPreview: input 'image': expected an IMAGE"):
+        HumanGenSMPLXPreview().preview(body, [object()], True, 0.5, image=torch.zeros(64, 64, 3))
