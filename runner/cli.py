@@ -15,7 +15,7 @@ import time
 from typing import Any, Sequence
 
 from ..utils import host
-from ..utils.errors import HumanGenError, HumanGenInterrupted, shown
+from ..utils.errors import HumanGenError, HumanGenInterrupted, one_line, shown
 from ..utils.paths import PathOutsideFolderError, confine
 from .workflow import (MAX_TEXT_CHARS, WorkflowError, check_prompt, coerce, expand_sweep, load_workflow,
                        parse_assignment, targets)
@@ -146,7 +146,7 @@ class Jobs:
             value = values[i]
             for nid, _ in hits:
                 job[nid]["inputs"][name] = value
-            labels.append(f"{label}={value}")
+            labels.append(f"{one_line(label, 60)}={one_line(value, 60)}")  # a label is for reading: kept short
         return " ".join(labels), job
 
     def _indices(self, k: int) -> list[int]:
@@ -286,6 +286,7 @@ class _Bars:
                 self.enabled = False
 
     def node(self, nid: str, ctype: str, index: int, total: int, job: int) -> None:
+        nid, ctype = one_line(nid, 40), one_line(ctype, 80)  # from the workflow: no escapes in the bars either
         text = f"job {job + 1}/{self.total_jobs} node {nid} {ctype} ({index + 1}/{total})"
         if self.enabled:
             self.close_node()
@@ -319,10 +320,20 @@ class _Bars:
 _VERBOSE = False
 
 
+MAX_LOG_LINES = 60  # lines of one message (a list of missing models, unknown node types)
+MAX_LOG_LINE_CHARS = 2000
+
+
 def log(text: str, *, verbose_only: bool = False) -> None:
+    """One message to stderr. Every line is made safe here, whatever built it: control characters from a workflow
+    or a server become '?' (no forged lines, no terminal escapes), long lines and long lists are cut."""
     if verbose_only and not _VERBOSE:
         return
-    print(text, file=sys.stderr, flush=True)
+    lines = str(text).split("\n")
+    shown_lines = [one_line(line, MAX_LOG_LINE_CHARS) for line in lines[:MAX_LOG_LINES]]
+    if len(lines) > MAX_LOG_LINES:
+        shown_lines.append(f"... and {len(lines) - MAX_LOG_LINES} more lines")
+    print("\n".join(shown_lines), file=sys.stderr, flush=True)
 
 
 # ---- commands ----------------------------------------------------------------------------------------------------
@@ -362,8 +373,9 @@ def _models(args) -> int:
         for need in needs:
             dirs = _model_dirs(need.folder)
             found = model_files.find(need, dirs)
-            print(f"  {'ok     ' if found else 'MISSING'} {need.folder}/{need.name}"
-                  + ("" if found else f"  -> {model_files.describe(need.folder, need.name, dirs)}"))
+            print(one_line(f"  {'ok     ' if found else 'MISSING'} {need.folder}/{need.name}"
+                           + ("" if found else f"  -> {model_files.describe(need.folder, need.name, dirs)}"),
+                           MAX_LOG_LINE_CHARS))  # names and links may come from the workflow
         if args.write:
             if wf.ui is None:
                 log(f"error: {path}: --write needs a UI-format workflow (API prompts have no place for it)")
@@ -650,13 +662,13 @@ def main(argv: Sequence[str] | None = None, *, extra_nodes: dict[str, type] | No
         log(f"error: {exc}")
         return EXIT_INVALID
     except Exception as exc:  # noqa: BLE001 - e.g. a server that cannot be reached: one clear line
-        from .remote import RemoteError, clean
+        from .remote import RemoteError
         if isinstance(exc, RemoteError):
             log(f"error: {exc}")
             return EXIT_FAILED
         if _VERBOSE:
             raise
-        log(f"error: unexpected {type(exc).__name__}: {clean(exc)} (HUMANGEN_VERBOSE=1 shows where)")
+        log(f"error: unexpected {type(exc).__name__}: {one_line(exc)} (HUMANGEN_VERBOSE=1 shows where)")
         return EXIT_FAILED
     finally:
         host.use(previous) if previous is not None else host.reset()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..utils import host
-from ..utils.errors import HumanGenInterrupted, shown
+from ..utils.errors import HumanGenInterrupted, one_line, shown
 from .specs import NodeSpec, spec_from_class, types_match
 from .workflow import WorkflowError, _id_key, check_prompt, graph_order, is_link
 
@@ -36,7 +36,8 @@ class NodeExecutionError(RuntimeError):
     def __init__(self, node_id: str, class_type: str, exc: BaseException, outputs: dict | None = None):
         self.node_id, self.class_type, self.original = node_id, class_type, exc
         self.outputs = dict(outputs or {})  # UI outputs of the nodes that ran before: files they saved are kept
-        super().__init__(f"node {node_id} ({class_type}) failed: {type(exc).__name__}: {exc}")
+        super().__init__(f"node {one_line(node_id, 40)} ({one_line(class_type, 80)}) failed: "
+                         f"{type(exc).__name__}: {exc}")
 
 
 class JobTimedOut(RuntimeError):
@@ -188,13 +189,16 @@ class Engine:
                 src, slot = str(value[0]), int(value[1])
                 src_spec = self.spec(prompt[src]["class_type"])
                 if not 0 <= slot < len(src_spec.outputs):
-                    raise WorkflowError(f"linked to output {slot} of node {src} ({prompt[src]['class_type']}), "
+                    raise WorkflowError(f"linked to output {slot} of node {one_line(src, 40)} "
+                                        f"({one_line(prompt[src]['class_type'], 80)}), "
                                         f"which has {len(src_spec.outputs)} outputs", nid, ctype, inp.name)
                 got = src_spec.outputs[slot]
                 want = inp.type
                 if not skip_types and not types_match(want, got):
                     raise WorkflowError(f"wrong type: expects {want}, but is linked to a {got} output (output "
-                                        f"{slot} of node {src} {prompt[src]['class_type']})", nid, ctype, inp.name)
+                                        f"{slot} of node {one_line(src, 40)} "
+                                        f"{one_line(prompt[src]['class_type'], 80)})", nid, ctype,
+                                        inp.name)
                 continue
             if not inp.is_widget and inp.type not in ("*",) and not inp.options.get("forceInput"):
                 raise WorkflowError(f"wrong type: expects a link from a {inp.type} output, got the value "

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..utils import host, limits
-from ..utils.errors import HumanGenError
+from ..utils.errors import HumanGenError, one_line
 from ..utils.paths import PathOutsideFolderError, confine, write_next_free
 from .specs import NodeSpec, spec_from_object_info
 from .workflow import WorkflowError
@@ -61,12 +61,6 @@ class _Transient(Exception):
         self.sent = sent  # False: the request was not processed (safe to retry even a POST)
         self.partial = partial  # part of the body already went to the caller's sink (a retry would repeat it)
         self.reached = reached  # False: no connection to the server at all
-
-
-def clean(text: Any, limit: int = 300) -> str:
-    """Server-supplied text for a one-line message: control characters (newlines, escapes) replaced, shortened."""
-    text = "".join(c if c.isprintable() else "?" for c in str(text))
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
@@ -116,7 +110,7 @@ class Server:
         except ValueError:
             parts, port = None, -1
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
-            raise RemoteError(f"{clean(url)}: not a server address; use http://HOST:PORT")
+            raise RemoteError(f"{one_line(url)}: not a server address; use http://HOST:PORT")
         self.scheme, self.host, self.port = parts.scheme, parts.hostname, port
         self.base_path = parts.path.rstrip("/")
         self.timeout = timeout  # default budget of calls made without one (object_info, interrupt)
@@ -235,11 +229,11 @@ class Server:
         except (http.client.HTTPException, OSError, ValueError) as exc:
             if fired.is_set():
                 raise self._late(budget, what) from None
-            reason = getattr(exc, "strerror", None) or clean(exc) or type(exc).__name__
+            reason = getattr(exc, "strerror", None) or one_line(exc) or type(exc).__name__
             if not sent:
                 raise RemoteError(f"{self.url}: cannot reach the server ({reason}); is ComfyUI running there "
                                   "(python main.py --listen ...)?") from None
-            raise RemoteError(f"{self.url}: {what}: broken answer ({type(exc).__name__}: {clean(reason)})") from None
+            raise RemoteError(f"{self.url}: {what}: broken answer ({type(exc).__name__}: {one_line(reason)})") from None
         finally:
             timer.cancel()
             conn.close()
@@ -313,7 +307,7 @@ class Server:
         uploaded = answer.get("name") if isinstance(answer, dict) else None
         sub = answer.get("subfolder") if isinstance(answer, dict) else None
         if not isinstance(uploaded, str) or not uploaded or not isinstance(sub, (str, type(None))):
-            raise RemoteError(f"{self.url}: POST /upload/image: unexpected answer {clean(answer, 120)}")
+            raise RemoteError(f"{self.url}: POST /upload/image: unexpected answer {one_line(answer, 120)}")
         return f"{sub}/{uploaded}" if sub else uploaded
 
     def submit(self, prompt: dict, extra_data: dict | None = None, budget: Budget | None = None) -> str:
@@ -327,7 +321,7 @@ class Server:
         answer = self._json(answer, "POST /prompt")
         prompt_id = answer.get("prompt_id") if isinstance(answer, dict) else None
         if not isinstance(prompt_id, (str, int)) or isinstance(prompt_id, bool) or not str(prompt_id):
-            raise RemoteError(f"{self.url}: POST /prompt: unexpected answer {clean(answer, 120)}")
+            raise RemoteError(f"{self.url}: POST /prompt: unexpected answer {one_line(answer, 120)}")
         return str(prompt_id)
 
     def wait(self, prompt_id: str, *, budget: Budget | None = None, timeout: float | None = None,
@@ -336,14 +330,14 @@ class Server:
         if budget is None:
             seconds = float(self.timeout if timeout is None else timeout)
             budget = Budget.after(seconds, f"the {seconds:g} s limit (--timeout)")
-        what = f"GET /history/{clean(prompt_id, 60)}"
+        what = f"GET /history/{one_line(prompt_id, 60)}"
         while True:
             try:
                 history = self.get_json(f"/history/{urllib.parse.quote(prompt_id, safe='')}", budget=budget,
                                         stop=stop)
             except RemoteError:
                 if budget.remaining() <= 0:  # the poll in flight was cut by the deadline
-                    raise RemoteError(f"{self.url}: job {clean(prompt_id, 60)} did not finish within "
+                    raise RemoteError(f"{self.url}: job {one_line(prompt_id, 60)} did not finish within "
                                       f"{budget.reason}") from None
                 raise
             if history is not None and not isinstance(history, dict):
@@ -362,7 +356,7 @@ class Server:
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
             if budget.remaining() <= 0:
-                raise RemoteError(f"{self.url}: job {clean(prompt_id, 60)} did not finish within {budget.reason}")
+                raise RemoteError(f"{self.url}: job {one_line(prompt_id, 60)} did not finish within {budget.reason}")
             time.sleep(max(0.0, min(poll, budget.remaining())))
 
     def output_files(self, entry: dict, out_dir: str, types: tuple[str, ...] = ("output",)) -> list[tuple]:
@@ -375,19 +369,19 @@ class Server:
         plan = []
         for nid, node_output in outputs.items():
             if not isinstance(node_output, dict):
-                raise RemoteError(f"{self.url}: history output of node {clean(nid, 40)} is not an object")
+                raise RemoteError(f"{self.url}: history output of node {one_line(nid, 40)} is not an object")
             # images, and the other files output nodes report the same way (e.g. HumanGenSavePose's pose JSON)
             for key in ("images", "files"):
                 items = node_output.get(key) or []
                 if not isinstance(items, list):
-                    raise RemoteError(f"{self.url}: node {clean(nid, 40)} reports '{key}' as "
+                    raise RemoteError(f"{self.url}: node {one_line(nid, 40)} reports '{key}' as "
                                       f"{type(items).__name__}, not a list")
                 for item in items:
                     if not isinstance(item, dict):
-                        raise RemoteError(f"{self.url}: node {clean(nid, 40)} reports a file that is not an object")
+                        raise RemoteError(f"{self.url}: node {one_line(nid, 40)} reports a file that is not an object")
                     kind = item.get("type", "output")
                     if not isinstance(kind, str):
-                        raise RemoteError(f"{self.url}: node {clean(nid, 40)} reports a file of type {clean(kind)}")
+                        raise RemoteError(f"{self.url}: node {one_line(nid, 40)} reports a file of type {one_line(kind)}")
                     if kind not in types:
                         continue
                     plan.append(self._checked_target(item, kind, out_dir, nid))
@@ -395,20 +389,20 @@ class Server:
 
     def _checked_target(self, item: dict, kind: str, out_dir: str, nid: str) -> tuple:
         filename, subfolder = item.get("filename"), item.get("subfolder") or ""
-        where = f"{self.url}: node {clean(nid, 40)} reports the output file"
+        where = f"{self.url}: node {one_line(nid, 40)} reports the output file"
         if not isinstance(filename, str) or not isinstance(subfolder, str):
-            raise RemoteError(f"{where} {clean(item, 120)}: filename and subfolder must be text; refused")
+            raise RemoteError(f"{where} {one_line(item, 120)}: filename and subfolder must be text; refused")
         plain = (filename and filename not in (".", "..") and "/" not in filename and "\\" not in filename
                  and len(filename) <= 255 and filename.isprintable())
         if not plain:
-            raise RemoteError(f"{where} {clean(filename)!r}: not a plain file name; refused, nothing of this job "
+            raise RemoteError(f"{where} {one_line(filename)!r}: not a plain file name; refused, nothing of this job "
                               f"is written outside --out {out_dir}")
         try:
             folder = confine(out_dir, subfolder.replace("\\", "/"), node="--server", input_name="subfolder",
                              allow_root=True) if subfolder else Path(out_dir).resolve()
             confine(folder, filename, node="--server", input_name="filename")  # e.g. a symlink planted there
         except PathOutsideFolderError:
-            raise RemoteError(f"{where} {clean(filename)!r} in subfolder {clean(subfolder)!r}: outside --out "
+            raise RemoteError(f"{where} {one_line(filename)!r} in subfolder {one_line(subfolder)!r}: outside --out "
                               f"{out_dir}; refused") from None
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
         stem, ext = os.path.splitext(filename)
@@ -426,7 +420,7 @@ class Server:
                     answer = self.request("GET", f"/view?{query}", budget=budget, limit=max_file_bytes,
                                           sink=f.write, stop=stop)
                 if answer.status != 200:
-                    raise RemoteError(f"{self.url}: GET /view ({clean(urllib.parse.parse_qs(query)['filename'][0])}"
+                    raise RemoteError(f"{self.url}: GET /view ({one_line(urllib.parse.parse_qs(query)['filename'][0])}"
                                       f") failed with HTTP {answer.status}{_quote(answer.body)}")
             path = write_next_free(folder, lambda n: f"{stem}{ext}" if n == 0 else f"{stem}-{n}{ext}", 0,
                                    data=fetch, node="--server")
@@ -442,7 +436,7 @@ class Server:
 
 
 def _quote(body: bytes) -> str:
-    text = clean(body.decode("utf-8", errors="replace").strip(), 160)
+    text = one_line(body.decode("utf-8", errors="replace").strip(), 160)
     return f": {text}" if text else ""
 
 
@@ -465,13 +459,13 @@ def _validation_error(url: str, raw: bytes, prompt: dict) -> WorkflowError:
             ctype = info.get("class_type") or (node.get("class_type") if isinstance(node, dict) else None)
             input_name = extra.get("input_name")
             return WorkflowError(
-                f"rejected by {url}: {clean(err.get('message', ''))}: {clean(err.get('details', ''))}".rstrip(": "),
-                clean(nid, 60), clean(ctype, 80) if ctype else None, clean(input_name, 80) if input_name else None)
+                f"rejected by {url}: {one_line(err.get('message', ''))}: {one_line(err.get('details', ''))}".rstrip(": "),
+                one_line(nid, 60), one_line(ctype, 80) if ctype else None, one_line(input_name, 80) if input_name else None)
     error = body.get("error")
     if isinstance(error, dict):
-        return WorkflowError(f"rejected by {url}: {clean(error.get('message', body))} "
-                             f"{clean(error.get('details', ''))}".strip())
-    return WorkflowError(f"rejected by {url}: {clean(body)}")
+        return WorkflowError(f"rejected by {url}: {one_line(error.get('message', body))} "
+                             f"{one_line(error.get('details', ''))}".strip())
+    return WorkflowError(f"rejected by {url}: {one_line(body)}")
 
 
 def _execution_error(status: dict) -> str:
@@ -482,9 +476,9 @@ def _execution_error(status: dict) -> str:
         kind, data = message
         data = data if isinstance(data, dict) else {}
         if kind == "execution_error":
-            return (f"node {clean(data.get('node_id'), 40)} ({clean(data.get('node_type'), 80)}) failed: "
-                    f"{clean(data.get('exception_type', 'error'), 80)}: "
-                    f"{clean(data.get('exception_message', ''))}".rstrip())
+            return (f"node {one_line(data.get('node_id'), 40)} ({one_line(data.get('node_type'), 80)}) failed: "
+                    f"{one_line(data.get('exception_type', 'error'), 80)}: "
+                    f"{one_line(data.get('exception_message', ''))}".rstrip())
         if kind == "execution_interrupted":
             return "the job was interrupted on the server"
     return "the job failed on the server (see its log)"
@@ -511,7 +505,7 @@ def upload_inputs(server: Server, prompt: dict, specs: dict[str, NodeSpec], inpu
             try:
                 local = confine(input_dir, name, node=f"node {nid} ({node['class_type']})", input_name=inp.name)
             except PathOutsideFolderError:
-                raise WorkflowError(f"{clean(value)!r} is outside --input-dir {input_dir}; only files inside it "
+                raise WorkflowError(f"{one_line(value)!r} is outside --input-dir {input_dir}; only files inside it "
                                     "are uploaded (give the name relative to that folder)", nid, node["class_type"],
                                     inp.name) from None
             if not local.is_file():
@@ -571,7 +565,7 @@ def run_remote(servers: list[Server], jobs: Iterable[RemoteJob], *, specs: dict[
             except HumanGenError as exc:  # e.g. a local file that could not be written
                 job.error = RemoteError(f"{server.url}: {exc}")
             except Exception as exc:  # noqa: BLE001 - recorded per job as one line, never a traceback
-                job.error = RemoteError(f"{server.url}: unexpected answer ({type(exc).__name__}: {clean(exc)})")
+                job.error = RemoteError(f"{server.url}: unexpected answer ({type(exc).__name__}: {one_line(exc)})")
             finally:
                 busy[server.url] = False
                 job.seconds = time.perf_counter() - t0

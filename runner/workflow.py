@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..utils import limits
-from ..utils.errors import shown
+from ..utils.errors import one_line, shown
 from .specs import SEED_CONTROL_VALUES, NodeSpec
 
 MODE_MUTED = 2
@@ -45,13 +45,13 @@ class WorkflowError(ValueError):
     def __init__(self, message: str, node_id: str | None = None, class_type: str | None = None,
                  input_name: str | None = None):
         self.node_id, self.class_type, self.input_name = node_id, class_type, input_name
-        where = []
+        where = []  # names from the workflow: cut short, control characters shown as '?'
         if node_id is not None:
-            where.append(f"node {node_id}")
+            where.append(f"node {one_line(node_id, 40)}")
         if class_type:
-            where.append(f"({class_type})")
+            where.append(f"({one_line(class_type, 80)})")
         if input_name:
-            where.append(f"input '{input_name}'")
+            where.append(f"input '{one_line(input_name, 80)}'")
         self.problem = message
         super().__init__((" ".join(where) + ": " if where else "") + message)
 
@@ -215,10 +215,11 @@ def check_prompt(prompt: dict[str, dict], specs: Any, roots: list[str] | None = 
                                     "accepted", nid, node["class_type"], name)
             if is_link(value):
                 if str(value[0]) not in prompt:
-                    raise WorkflowError(f"linked to node {value[0]}, which is not in the workflow", nid,
+                    raise WorkflowError(f"linked to node {one_line(value[0], 60)}, which is not in the workflow", nid,
                                         node["class_type"], name)
                 if value[1] < 0:
-                    raise WorkflowError(f"linked to output {value[1]} of node {value[0]}; outputs count from 0",
+                    raise WorkflowError(f"linked to output {one_line(value[1], 30)} of node {one_line(value[0], 60)}; "
+                                        "outputs count from 0",
                                         nid, node["class_type"], name)
     if roots is None and specs is not None:  # output nodes first, as the executor meets the graph
         roots = [nid for nid in sorted(prompt, key=_id_key)
@@ -257,7 +258,7 @@ def graph_order(prompt: dict[str, dict], roots: list[str]) -> list[str]:
             nid, pending = path[-1]
             for name, src in pending:
                 if src not in prompt:
-                    raise WorkflowError(f"linked to node {src}, which is not in the workflow", nid,
+                    raise WorkflowError(f"linked to node {one_line(src, 60)}, which is not in the workflow", nid,
                                         prompt[nid]["class_type"], name)
                 seen = state.get(src)
                 if seen == 2:
@@ -396,9 +397,10 @@ def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
             src, slot, _, _ = links[int(link_id)]
             node = nodes.get(src)
             if node is None:
-                raise WorkflowError(f"link {link_id} comes from node {src}, which is not in the workflow")
+                raise WorkflowError(f"link {one_line(link_id, 30)} comes from node {one_line(src, 60)}, which is "
+                                    "not in the workflow")
             if src in seen:
-                raise WorkflowError(f"a loop of reroutes/bypassed nodes runs through node {src}", src,
+                raise WorkflowError(f"a loop of reroutes/bypassed nodes runs through node {one_line(src, 60)}", src,
                                     node.get("type"))
             seen.add(src)
             mode, ntype = node.get("mode", 0), node.get("type")
@@ -617,8 +619,9 @@ def targets(prompt: dict[str, dict], specs: dict[str, NodeSpec], node_id: str | 
     if node_id is not None:
         node = prompt.get(node_id)
         if node is None:
-            raise WorkflowError(f"{flag}: there is no node {node_id} in the workflow "
-                                f"(ids: {', '.join(sorted(prompt, key=_id_key))})")
+            ids = sorted(prompt, key=_id_key)
+            listed = ", ".join(one_line(i, 40) for i in ids[:30]) + (f", ... ({len(ids)} in all)" * (len(ids) > 30))
+            raise WorkflowError(f"{flag}: there is no node {one_line(node_id, 60)} in the workflow (ids: {listed})")
         spec = specs.get(node["class_type"])
         inp = spec.input(name) if spec else None
         if spec is not None and inp is None:

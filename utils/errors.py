@@ -61,6 +61,14 @@ def shown(value, limit: int = 60) -> str:
     return repr(value) if len(value) <= limit else f"{value[:limit]!r}...({len(value)} characters)"
 
 
+def one_line(text, limit: int = 300) -> str:
+    """Untrusted text (a node id, a class name, a server's message) for one line of a message: control characters
+    (newlines, terminal escapes) become '?', so it can neither forge a line nor drive the terminal, and it is cut to
+    `limit` characters with its length noted."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+
+
 def first_line(exc: BaseException | str, limit: int = 200) -> str:
     """The first line of an exception's (or a text's) message, at most `limit` characters: what a one-line error
     quotes from a library's multi-line message. A line about torch's `weights_only` is restated: torch's own text

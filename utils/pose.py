@@ -1026,6 +1026,11 @@ def person_score(person: dict) -> float | None:
     return float(score) if _is_finite_number(score) else None
 
 
+def _check_render_size(w: int, h: int, explicit: bool) -> None:
+    check_image_size(w, h, "pose", "width" if explicit else "canvas", max_side=MAX_IMAGE_SIDE,
+                     what="skeleton image" if explicit else "pose canvas (rendered)")
+
+
 def render_frame(frame: dict, style: str = "humansd", width: int | None = None, height: int | None = None,
                  threshold: float = 0.05, person_threshold: float = 0.0) -> np.ndarray:
     """Render one frame's skeletons -> uint8 RGB [H, W, 3] on black.
@@ -1042,8 +1047,7 @@ def render_frame(frame: dict, style: str = "humansd", width: int | None = None, 
     frame = pixel_frame(frame)
     w0, h0 = frame_size(frame)
     w, h = int(width or w0), int(height or h0)
-    check_image_size(w, h, "pose", "width" if width else "canvas", max_side=MAX_IMAGE_SIDE,
-                     what="skeleton image" if width else "pose canvas (rendered)")
+    _check_render_size(w, h, explicit=bool(width))
     if (w, h) != (w0, h0):
         frame = scale_frame(frame, w, h)
     persons = [p for p in frame["people"] if (score := person_score(p)) is None or score > person_threshold]
@@ -1065,7 +1069,8 @@ def render_skeleton(pose, style: str = "humansd", width: int | None = None, heig
     if (width is None or height is None) and len(sizes) > 1:
         raise ValueError(f"pose: frames have different canvas sizes {sorted(sizes)}; give width and height")
     w, h = (width, height) if width and height else next(iter(sizes))
-    check_batch_pixels(len(frames), w, h, "pose", "pose", what="skeleton images")  # before any is drawn
+    _check_render_size(w, h, explicit=bool(width and height))  # before anything is allocated or drawn
+    check_batch_pixels(len(frames), w, h, "pose", "pose", what="skeleton images")
     out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
         out[i] = render_frame(frame, style, width, height, threshold, person_threshold)

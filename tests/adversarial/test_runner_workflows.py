@@ -313,3 +313,22 @@ def test_image_scale_keeping_the_aspect_is_bounded_before_allocating(capsys, box
     size = f"{width}x{other}" if side == "height" else f"{other}x{height}"
     assert f"node 2 (ImageScale) failed: LimitExceededError: ImageScale: input '{'width' if width else 'height'}': " \
            f"1 images of {size} make" in line and "Fix:" in line, line
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ({"4": {"class_type": "Evil\x1b[2J\x1b[H", "inputs": {}}}, "unknown node type"),
+    ({**scale_prompt(), "3\x1b]0;PWNED\x07": {"class_type": "SaveImage", "inputs": {
+        "images": ["2", 0], "filename_prefix": "x"}}}, ""),
+    ({**scale_prompt(), "3": {"class_type": "SaveImage", "inputs": {"images": ["Z\x1b[31m" + "z" * 100000, 0],
+                                                                    "filename_prefix": "x"}}}, "not in the workflow"),
+    ({"1": {"class_type": "C" * 200000, "inputs": {}}}, "unknown node type"),
+])
+def test_names_from_the_workflow_cannot_drive_the_terminal_or_flood_it(capsys, box, prompt, expected):
+    """Node ids, class names and link sources reach the messages cut short and with control characters shown as
+    '?': no terminal escape, no forged line, no megabyte line."""
+    path = box.write("wf.json", prompt)
+    code, out, err = cli(capsys, *run_args(box, path))
+    assert "\x1b" not in err + out and "\x07" not in err + out
+    assert all(len(line) < 2500 for line in err.splitlines()), max(len(line) for line in err.splitlines())
+    if expected:
+        assert code == 2 and len(error_lines(err)) == 1 and expected in err, err
