@@ -213,7 +213,7 @@ def make_jobs(prompt: dict, specs: dict, sets: Sequence[str], batches: Sequence[
                 raise WorkflowError(f"--batch {text[:40]}...: a value is longer than {MAX_TEXT_CHARS} characters")
         total *= values.size
         if total > MAX_JOBS:
-            raise WorkflowError(f"--batch {text}: {'this sweep makes' if len(axes) == 0 else 'the sweeps make'} "
+            raise WorkflowError(f"{flag}: {'this sweep makes' if len(axes) == 0 else 'the sweeps make'} "
                                 f"{total} jobs; at most {MAX_JOBS} are run at once (split the sweep over several "
                                 "runs)")
         label = f"{node_id}.{name}" if node_id else name
@@ -360,14 +360,29 @@ def _convert(args) -> int:
     return EXIT_OK
 
 
+def _rewrite_json(path: str, data: dict) -> None:
+    """Replace the JSON file `path` with `data` atomically (utils.paths.write_exclusive): an error leaves the old
+    file whole. Text that UTF-8 cannot hold (a lone surrogate escape) is written as JSON escapes."""
+    from ..utils.paths import write_exclusive
+    try:
+        text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError:  # 1e400 reads as infinity, which JSON cannot write
+        raise WorkflowError(f"{path}: holds a number too large for JSON; it was not rewritten") from None
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = (json.dumps(data, indent=1, ensure_ascii=True) + "\n").encode("ascii")
+    write_exclusive(path, raw, node="models --write", overwrite=True)
+
+
 def _models(args) -> int:
     from ..utils import model_files
     from .engine import Engine
     host.use(host.StandaloneHost(models_root=os.path.abspath(args.models_dir) if args.models_dir else None))
     specs = Engine().specs()
     status = EXIT_OK
-    for path in args.workflows:
-        wf = load_workflow(path, specs)
+    loaded = [(path, load_workflow(path, specs)) for path in args.workflows]  # all valid before any is rewritten
+    for path, wf in loaded:
         needs = model_files.needed_files(wf.prompt)
         print(f"{path}: {len(needs)} model file(s)")
         for need in needs:
@@ -388,8 +403,7 @@ def _models(args) -> int:
             else:
                 data.pop("models", None)
             if data != wf.ui:
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+                _rewrite_json(path, data)
                 print(f"  wrote {len(models)} entries to its `models` list")
     return status
 

@@ -40,7 +40,8 @@ def job_key(prompt: dict[str, dict]) -> str:
     canon = {str(nid): {"class_type": node.get("class_type"), "inputs": node.get("inputs") or {}}
              for nid, node in prompt.items()}
     text = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+    # surrogatepass: a lone surrogate escape in a workflow string (valid JSON) hashes too; other text is unchanged
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:KEY_LENGTH]
 
 
 def final_name(relative: str, key: str) -> str:

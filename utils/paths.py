@@ -140,7 +140,14 @@ def _temporary_file(folder: Path, prefix: str, node: str) -> Iterator[str]:
         in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
         raise HumanGenError(f"{node}: cannot write into {folder}: {in_the_way} is a file, not a folder. Fix: choose "
                             "another prefix or move that file.") from None
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
+    except OSError as exc:  # a read-only or missing parent, ...
+        raise HumanGenError(f"{node}: cannot create the folder {folder} ({exc.strerror or exc}). Fix: choose a "
+                            "folder this user can write to.") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
+    except OSError as exc:
+        raise HumanGenError(f"{node}: cannot write into {folder} ({exc.strerror or exc}). Fix: choose a folder this "
+                            "user can write to.") from None
     os.close(fd)
     try:
         yield tmp
@@ -169,15 +176,23 @@ def exclusive_writer(final: str | os.PathLike, *, node: str = "HumanGen", overwr
     """Yield a temporary path in `final`'s folder; write the file there. On a clean exit the file is fsync'd and
     linked to `final` without replacing an existing file (unless `overwrite`, which replaces it atomically). On any
     error, nothing is left behind under either name."""
+    if os.fspath(final).endswith(("/", os.sep)) or os.path.isdir(final):
+        raise HumanGenError(f"{node}: {os.fspath(final)} names a folder, not a file. Fix: give a file name.")
     final = Path(final)
     if final.exists() and not overwrite:
         raise FileExistsRefusedError(f"{node}: {final.name} already exists in {final.parent}; it is never replaced. "
                                      f"Fix: choose another name, or set overwrite where the node offers it.")
+    if final.exists() and not final.is_file():  # a pipe or a device (/dev/null): replacing it would break the system
+        raise FileExistsRefusedError(f"{node}: {final} is not a regular file (a pipe or a device); it is never "
+                                     "replaced, also with overwrite. Fix: give the name of a file.")
     with _temporary_file(final.parent, f".{final.name}.", node) as tmp:
         yield tmp
         _finish(tmp)
         if overwrite:
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError as exc:
+                raise HumanGenError(f"{node}: cannot replace {final} ({exc.strerror or exc}).") from None
             return
         try:
             os.link(tmp, final)

@@ -238,6 +238,50 @@ def test_990_reroute_chain_in_ui_is_followed_without_recursion(capsys, box):
     assert "job 1/1: (as saved): 2 nodes" in out
 
 
+def test_many_inputs_on_one_reroute_chain_resolve_to_its_source(capsys, box):
+    """Every link on a reroute chain resolves to the chain's source, each followed once (10,000 inputs on 5,000
+    reroutes followed the whole chain per input: minutes)."""
+    from humangen.runner.workflow import ui_to_api
+    from humangen.runner.engine import Engine
+    nodes = [_ui_node(1, "LoadImage", ["x.png", "image"], outputs=[{"name": "IMAGE", "type": "IMAGE"}])]
+    links = []
+    for i in range(2, 402):
+        nodes.append(_ui_node(i, "Reroute", inputs=[{"name": "", "type": "*", "link": i - 1}]))
+        links.append([i - 1, i - 1, 0, i, 0, "*"])
+    for k, source in enumerate(range(2, 402, 40)):  # saves fed from points all along the chain
+        nodes.append(_ui_node(500 + k, "SaveImage", [f"s{k}"], inputs=[{"name": "images", "type": "IMAGE",
+                                                                        "link": 1000 + k}]))
+        links.append([1000 + k, source, 0, 500 + k, 0, "IMAGE"])
+    prompt = ui_to_api(_ui(nodes, links), Engine().specs())
+    assert sorted(prompt) == ["1"] + [str(500 + k) for k in range(10)]
+    assert all(prompt[str(500 + k)]["inputs"]["images"] == ["1", 0] for k in range(10))
+
+
+@pytest.mark.parametrize("second,code,expected", [
+    ([1, 1, 0, 2, 0, "IMAGE"], 0, ""),  # the same link saved twice: harmless
+    ([1, 2, 0, 1, 0, "MASK"], 2, "two different links have id 1; link ids must be unique")])
+def test_duplicate_link_ids(capsys, box, second, code, expected):
+    ui = _ui()
+    ui["links"].append(second)
+    got, _, err = cli(capsys, *run_args(box, box.write("wf.json", ui), "--dry-run"))
+    assert got == code and expected in err, err
+
+
+def test_huge_integer_overrides_and_surrogates_are_clear(capsys, box):
+    """A 3700-digit hex --set value is refused (json.dumps of the number crashed); a lone surrogate escape in a
+    workflow string (valid JSON) does not break --resume's job key."""
+    path = box.write("wf.json", scale_prompt())
+    code, _, err = cli(capsys, *run_args(box, path, "--set", "2.width=0x" + "f" * 3700))
+    assert code == 2 and "...(3702 characters) is not a valid int" in err and len(err) < 400, err
+    prompt = scale_prompt()
+    prompt["3"]["inputs"]["filename_prefix"] = "hg"
+    prompt["2"]["_meta"] = {"title": "x"}
+    prompt["2"]["inputs"]["junk"] = "\ud800"
+    path = box.write("wf2.json", json.dumps(prompt))  # the surrogate as a JSON escape
+    code, _, err = cli(capsys, *run_args(box, path, "--resume"))
+    assert code == 0, err
+
+
 # ---- batches and overrides ----------------------------------------------------------------------------------
 BATCH_CASES = [
     ("two-million", ["--batch", "2.width=0-2000000"],

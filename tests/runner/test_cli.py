@@ -209,6 +209,51 @@ def test_models_command_lists_and_writes_the_frontend_list(tmp_path, capsys):
          "url": "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"}]
 
 
+def test_models_write_checks_every_file_first_and_never_leaves_one_broken(tmp_path, capsys):
+    """--write replaces each file atomically: text UTF-8 cannot hold (a lone surrogate escape, which JSON allows)
+    is written escaped instead of emptying the file; a bad file among several stops the run before any is
+    rewritten; a number JSON cannot write back (1e400) leaves the file as it was."""
+    import json
+    import shutil
+    good = tmp_path / "good.json"
+    shutil.copy(WORKFLOWS / "upscale_4x.json", good)
+    data = json.loads(good.read_text())
+    del data["models"]
+    data["extra"] = dict(data.get("extra") or {}, note="\ud800 kept")
+    good.write_text(json.dumps(data))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    before = good.read_bytes()
+    assert main(["models", str(good), str(bad), "--models-dir", str(tmp_path / "m"), "--write"]) == 2
+    assert good.read_bytes() == before and "bad.json: not valid JSON" in capsys.readouterr().err
+    assert main(["models", str(good), "--models-dir", str(tmp_path / "m"), "--write"]) == 0
+    written = json.loads(good.read_text())
+    assert written["extra"]["note"] == "\ud800 kept" and written["models"][0]["name"] == "RealESRGAN_x4plus.pth"
+    del data["extra"]["note"]
+    data["extra"]["big"] = 1e400
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps(data).replace("Infinity", "1e400"))
+    before = huge.read_bytes()
+    assert main(["models", str(huge), "--models-dir", str(tmp_path / "m"), "--write"]) == 2
+    assert huge.read_bytes() == before and "holds a number too large for JSON" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_convert_output_must_be_a_regular_file(tmp_path, capsys):
+    """`convert -o` never replaces a pipe or a device, also with --overwrite (as root, /dev/null became a file),
+    and a folder (or a name ending in '/') is refused, each as one line with exit 2."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target, expected in ((str(fifo), "is not a regular file (a pipe or a device); it is never replaced"),
+                             (str(tmp_path), "names a folder, not a file"),
+                             (str(tmp_path / "newdir") + "/", "names a folder, not a file")):
+        assert main(["convert", API, "-o", target, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert fifo.is_fifo() and not (tmp_path / "newdir").exists()
+
+
 def test_node_failure_exit_1_and_keep_going(tmp_path, toys, write_json, capsys):
     prompt = toy_prompt()
     prompt["5"] = {"class_type": "ToyFail", "inputs": {"x": ["3", 0]}}
