@@ -284,8 +284,11 @@ def graph_order(prompt: dict[str, dict], roots: list[str]) -> list[str]:
 
 
 def _is_node_id(value: Any) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (
-        isinstance(value, str) and 0 < len(value) <= MAX_NODE_ID_CHARS)
+    """An id the API format can hold too (what `convert` writes must load): at most MAX_NODE_ID_CHARS characters,
+    and not starting with '_' (API keys starting with '_' are metadata)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return len(str(abs(value))) < MAX_NODE_ID_CHARS if value.bit_length() < 4000 else False
+    return isinstance(value, str) and 0 < len(value) <= MAX_NODE_ID_CHARS and not value.startswith("_")
 
 
 def _is_index(value: Any) -> bool:
@@ -305,7 +308,8 @@ def check_ui(data: dict) -> None:
             raise WorkflowError(f"entry {index} of 'nodes' must be an object with id and type, got {_kind(node)}")
         nid = node.get("id")
         if not _is_node_id(nid):
-            raise WorkflowError(f"entry {index} of 'nodes' has no valid id (got {_kind(nid)})")
+            raise WorkflowError(f"entry {index} of 'nodes' has no valid id (got {_kind(nid)}; an id is a number, "
+                                f"or text of at most {MAX_NODE_ID_CHARS} characters not starting with '_')")
         ntype = node.get("type")
         if not isinstance(ntype, str) or not ntype:
             raise WorkflowError(f"'type' must be the node type's name (text), got {_kind(ntype)}", str(nid))
@@ -362,7 +366,8 @@ def check_ui(data: dict) -> None:
                                 "two node ids and two slot numbers")
         for end in (a, b):
             if str(end) not in ids:
-                raise WorkflowError(f"link {lid} connects node {end}, which is not in the workflow")
+                raise WorkflowError(f"link {one_line(lid, 30)} connects node {one_line(end, 60)}, which is not in "
+                                    "the workflow")
 
 
 def _links_table(data: dict) -> dict[int, tuple]:
@@ -483,8 +488,8 @@ def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
             if inp.get("link") is None or name is None:
                 continue
             if int(inp["link"]) not in links:
-                raise WorkflowError(f"uses link {inp['link']}, which is not in the workflow's links", nid, ntype,
-                                    name)
+                raise WorkflowError(f"uses link {one_line(inp['link'], 30)}, which is not in the workflow's links",
+                                    nid, ntype, name)
             widget = inp.get("widget")
             if isinstance(widget, dict) and isinstance(widget.get("name"), str) and widget["name"]:
                 name = widget["name"]
@@ -496,6 +501,10 @@ def ui_to_api(data: dict, specs: dict[str, NodeSpec]) -> dict[str, dict]:
                 continue
             if src[0] == "value":
                 inputs[name] = src[1]
+            elif nodes[src[1]].get("type") in VIRTUAL_NODES:  # a note has no outputs that run
+                raise WorkflowError(f"linked to node {one_line(src[1], 60)}, a {nodes[src[1]]['type']} (a comment "
+                                    "in the editor, it has no output); connect a node that makes this input's value",
+                                    nid, ntype, name)
             else:
                 inputs[name] = [src[1], src[2]]
         entry = {"class_type": ntype, "inputs": inputs}

@@ -376,3 +376,23 @@ def test_names_from_the_workflow_cannot_drive_the_terminal_or_flood_it(capsys, b
     assert all(len(line) < 2500 for line in err.splitlines()), max(len(line) for line in err.splitlines())
     if expected:
         assert code == 2 and len(error_lines(err)) == 1 and expected in err, err
+
+
+@pytest.mark.parametrize("node_id,expected", [
+    ("_2", "entry 1 of 'nodes' has no valid id"), (10 ** 300, "entry 1 of 'nodes' has no valid id")])
+def test_ui_ids_the_api_format_cannot_hold_are_refused_by_convert(capsys, box, node_id, expected):
+    """`convert` wrote API files the runner then refused: ids starting with '_' are metadata in the API format,
+    and ids longer than 256 characters are refused there."""
+    ui = _ui()
+    ui["nodes"][1]["id"] = node_id
+    ui["links"] = [[1, 1, 0, node_id, 0, "IMAGE"]]
+    code, out, err = cli(capsys, "convert", box.write("wf.json", ui))
+    assert code == 2 and expected in err and out == "" and len(err) < 600, err
+
+
+def test_a_link_from_a_note_says_so(capsys, box):
+    ui = _ui()
+    ui["nodes"].append(_ui_node(9, "Note", ["hello"], outputs=[{"name": "x", "type": "IMAGE"}]))
+    ui["links"] = [[1, 9, 0, 2, 0, "IMAGE"]]
+    code, _, err = cli(capsys, *run_args(box, box.write("wf.json", ui), "--dry-run"))
+    assert code == 2 and "input 'images': linked to node 9, a Note (a comment in the editor, it has no output)" in err
