@@ -20,6 +20,7 @@ import bisect
 import itertools
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,10 +234,17 @@ def _raise_unknown(unknown: list[tuple[str, str]]) -> None:
     nid, ctype = unknown[0]
     also = ""
     if len(unknown) > 1:
-        shown = ", ".join(f"node {n} ({c})" for n, c in unknown[1:21])
-        also = f" (also unknown: {shown}{', ...' if len(unknown) > 21 else ''})"
-    raise WorkflowError(f"unknown node type{also}; install the node pack that provides it (or check the "
-                        "spelling)", nid, ctype)
+        listed = ", ".join(f"node {one_line(n, 40)} ({one_line(c, 80)})" for n, c in unknown[1:21])
+        also = f" (also unknown: {listed}{', ...' if len(unknown) > 21 else ''})"
+    text = str(ctype)
+    if ">" in text or text.startswith("workflow/"):  # the legacy group nodes' type names
+        fix = "it is a group node; in ComfyUI convert it back to nodes (right-click it, 'Convert to nodes') and save"
+    elif re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text):
+        fix = ("it looks like a subgraph whose definition is missing or damaged; open the workflow in ComfyUI, "
+               "unpack the subgraph and save")
+    else:
+        fix = "install the node pack that provides it (or check the spelling)"
+    raise WorkflowError(f"unknown node type{also}; {fix}", nid, ctype)
 
 
 def graph_order(prompt: dict[str, dict], roots: list[str]) -> list[str]:

@@ -396,3 +396,15 @@ def test_a_link_from_a_note_says_so(capsys, box):
     ui["links"] = [[1, 9, 0, 2, 0, "IMAGE"]]
     code, _, err = cli(capsys, *run_args(box, box.write("wf.json", ui), "--dry-run"))
     assert code == 2 and "input 'images': linked to node 9, a Note (a comment in the editor, it has no output)" in err
+
+
+@pytest.mark.parametrize("ntype,expected", [
+    ("workflow>MyGroup", "it is a group node; in ComfyUI convert it back to nodes"),
+    ("workflow/MyGroup", "it is a group node"),
+    ("0c1f2e3d-4b5a-6978-8a9b-0c1d2e3f4a5b", "it looks like a subgraph whose definition is missing or damaged"),
+    ("NoSuchNode", "install the node pack that provides it")])
+def test_unknown_node_types_get_the_fix_that_fits(capsys, box, ntype, expected):
+    ui = _ui()
+    ui["nodes"].append(_ui_node(7, ntype, []))
+    code, _, err = cli(capsys, *run_args(box, box.write("wf.json", ui), "--dry-run"))
+    assert code == 2 and f"node 7 ({ntype}): unknown node type; {expected}" in err, err
