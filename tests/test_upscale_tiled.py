@@ -308,3 +308,14 @@ def test_node_bounds_the_whole_output_batch_before_any_tile(compact, monkeypatch
     with pytest.raises(LimitExceededError, match=r"3 upscaled images of 64x64 make 12,288 pixels"):
         monkeypatch.setattr(limits, "MAX_BATCH_PIXELS", 10_000)
         HumanGenTiledUpscale().upscale(_image(3, 32, 32).movedim(1, -1), compact, tile_size=0, output_scale=2.0)
+
+
+@pytest.mark.parametrize("channels", [(1, 3), (3, 1), (3, 4)])
+def test_node_refuses_models_that_are_not_rgb_to_rgb(channels, standalone_host):
+    """An IMAGE is RGB: a model taking or giving another number of channels is refused before any tile (a 1- or
+    4-channel output went out as an IMAGE of that many channels)."""
+    desc = load_descriptor(H.compact_state_dict(seed=6))
+    desc.input_channels, desc.output_channels = channels
+    with pytest.raises(NodeInputError, match=rf"HumanGenTiledUpscale: input 'upscale_model': .* maps {channels[0]} "
+                                             rf"channels to {channels[1]}; only RGB models"):
+        HumanGenTiledUpscale().upscale(_image(1, 16, 16).movedim(1, -1), desc, tile_size=0)

@@ -105,9 +105,9 @@ def upscale(desc, image, *, tile: int = 512, overlap: int = 32, out_scale: float
 
     if image.ndim != 4 or image.shape[1] not in (3, 4):
         raise ValueError(f"expected image [B, 3|4, H, W], got {tuple(image.shape)}")
-    if desc.input_channels != 3:
-        raise ValueError(f"{desc.architecture.name} takes {desc.input_channels}-channel input; only RGB models "
-                         f"(3 channels) can upscale an IMAGE")
+    if desc.input_channels != 3 or desc.output_channels != 3:  # an IMAGE is RGB (alpha is carried beside it)
+        raise ValueError(f"{desc.architecture.name} maps {desc.input_channels} channels to {desc.output_channels}; "
+                         f"only RGB models (3 channels in and out) can upscale an IMAGE")
     if mask_mode not in MASK_MODES:
         raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
     if out_scale < 0:
