@@ -122,9 +122,12 @@ def align_full_body(image: np.ndarray, mask: np.ndarray, people: list, *, size: 
     in the photo's pixels) into a W x H = `size` (2:1) body-centred frame on white."""
     import cv2
     img = np.asarray(image)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 2 or img.shape[1] < 2:
-        raise AlignmentError(f"expected a non-empty RGB image, got {img.dtype} {img.shape}.",
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise AlignmentError(f"expected an RGB image, got {img.dtype} {img.shape}.",
                              "connect an IMAGE with a person in it.")
+    if img.shape[0] < 2 or img.shape[1] < 2:
+        raise AlignmentError(f"the image is {img.shape[1]}x{img.shape[0]} pixels, too small to hold a person.",
+                             "connect a photo of a person.")
     h, w = img.shape[:2]
     mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
     if mask.shape != (h, w):
