@@ -98,6 +98,34 @@ def _load_storage_from_bytes(b: bytes):
     return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
 
 
+def _check_tensor_views(obj, name: str, depth: int = 0) -> None:
+    """Refuse a tensor that holds more elements than its storage (a stride-0 view: a 600-byte file can declare
+    2^31 elements, which the first copy materialises). Walks the dicts, lists and tuples torch.load returns."""
+    import torch
+    if depth > 64:
+        raise UnsupportedCheckpointError(f"{name}: nested more than 64 levels deep; not a checkpoint")
+    if isinstance(obj, torch.Tensor):
+        if obj.numel() * obj.element_size() > obj.untyped_storage().nbytes():
+            raise UnsupportedCheckpointError(
+                f"{name}: a tensor of shape {tuple(obj.shape)} repeats the {obj.untyped_storage().nbytes()} bytes "
+                "stored for it (a stride-0 view); checkpoints store every value. Fix: use the official release "
+                "file.")
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _check_tensor_views(value, name, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _check_tensor_views(value, name, depth + 1)
+
+
+def _rebuild_tensor_checked(storage, *args):
+    """torch._utils._rebuild_tensor_v2 for the NVIDIA-pickle unpickler, refusing stride-0 views as they appear."""
+    import torch._utils as tu
+    tensor = tu._rebuild_tensor_v2(storage, *args)
+    _check_tensor_views(tensor, "checkpoint")
+    return tensor
+
+
 def _codecs_encode(obj, encoding="utf-8", errors="strict"):
     if not isinstance(obj, str):
         raise UnsafeCheckpointError("_codecs.encode called with a non-string")
@@ -135,7 +163,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("builtins", "slice"): slice,
         ("builtins", "complex"): complex,
         ("__builtin__", "set"): set,
-        ("torch._utils", "_rebuild_tensor_v2"): tu._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_checked,
         ("torch._utils", "_rebuild_parameter"): tu._rebuild_parameter,
         ("torch._utils", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
         ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
@@ -192,7 +220,7 @@ def safe_load_pickle(fileobj) -> Any:
     """Unpickle with the allow-list. Raises UnsafeCheckpointError / UnsupportedCheckpointError (corrupt data)."""
     try:
         return SafeUnpickler(fileobj).load()
-    except UnsafeCheckpointError:
+    except (UnsafeCheckpointError, UnsupportedCheckpointError):  # already says what is wrong
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             RuntimeError, MemoryError, UnicodeDecodeError, OverflowError) as exc:
@@ -330,8 +358,9 @@ def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str
     try:
         if allowed_globals:
             with torch.serialization.safe_globals(allowed_globals):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         refused = _refused_global(text)
@@ -353,6 +382,8 @@ def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str
         raise UnsupportedCheckpointError(
             f"{name}: truncated or corrupt, or not a PyTorch {what} ({type(exc).__name__}: {first}). Fix: download it "
             f"again and check its size/hash.{hint}") from exc
+    _check_tensor_views(loaded, name)
+    return loaded
 
 
 def read_torch(path: str) -> Checkpoint:

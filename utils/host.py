@@ -389,6 +389,15 @@ def trust_file(path: str) -> None:
     _TRUSTED_FILES.add(os.path.realpath(path))
 
 
+def _model_file_or_folder(path: str, node: str, input_name: str) -> str:
+    """`path` if it is a regular file or a folder (diffusers layouts), after links: a pipe blocks a reader forever
+    and a device (a link to /dev/zero) never ends."""
+    if not (os.path.isfile(path) or os.path.isdir(path)):
+        raise HumanGenError(f"{node}: input '{input_name}': {os.path.basename(path)} is not a regular file (a pipe, "
+                            "a device or a link to one). Fix: put the model file itself in the folder.")
+    return path
+
+
 def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str = "model_name",
                prompt: dict | None = None, alternatives: tuple[str, ...] = ()) -> str:
     """Absolute path of `name` in the `kind` model folder(s), or a clear error naming the file, its folder, a direct
@@ -403,7 +412,7 @@ def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str 
         raise HumanGenError(f"{node}: input '{input_name}': no model file chosen. Fix: pick a file from the "
                             f"'{kind}' model folder.")
     if os.path.isabs(name) and os.path.realpath(name) in _TRUSTED_FILES and os.path.exists(name):
-        return name
+        return _model_file_or_folder(name, node, input_name)
     dirs = model_dirs(kind)
     refused = None
     for root in dirs:
@@ -414,7 +423,7 @@ def model_path(kind: str, name: str, *, node: str = "HumanGen", input_name: str 
                 refused = refused or exc
                 continue
             if os.path.exists(candidate):
-                return str(candidate)
+                return _model_file_or_folder(str(candidate), node, input_name)
     if refused is not None:
         raise refused
     raise missing_model_error(kind, name, node=node, input_name=input_name, prompt=prompt)

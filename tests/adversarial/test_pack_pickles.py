@@ -156,3 +156,63 @@ def test_conversion_cache_never_holds_a_pickle(tmp_path, monkeypatch):
               input_name="model_name")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*"))
     e.check_clean()
+
+
+def _stride0_torch_file(path, shape=(1 << 28, 8)):
+    """A 600-byte torch zip whose one tensor of 2^31 elements views a single stored int64 (stride 0): only allowed
+    globals, and torch's weights-only loader accepts it."""
+    import io
+    import pickle
+    import zipfile
+    from collections import OrderedDict
+
+    import torch
+
+    class Storage:
+        pass
+
+    class Stride0:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (Storage(), 0, shape, (0,) * len(shape), False, OrderedDict()))
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.LongStorage, "0", "cpu", 1) if isinstance(obj, Storage) else None
+
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump({"directions": Stride0()})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/data/0", b"\1" + b"\0" * 7)
+        z.writestr("archive/version", "3\n")
+
+
+def test_a_stride0_tensor_is_refused_before_it_is_copied(tmp_path):
+    """The file loads with torch's weights-only loader, but the first .float() would allocate 8 GB: refused at the
+    load, naming the node and the file."""
+    import resource
+    e = H.env(tmp_path)
+    _stride0_torch_file(e.model_dir("stylegan_directions") / "x.pt")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    H.refusal(lambda: N["HumanGenLoadDirections"]().load("x.pt"), node="HumanGenLoadDirections", input_name="file",
+              match=r"x.pt: a tensor of shape \(268435456, 8\) repeats the 8 bytes stored for it")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: no 8 GB copy
+    e.check_clean()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="POSIX pipes")
+@pytest.mark.parametrize("node,folder,call,input_name", [
+    ("HumanGenLoadDirections", "stylegan_directions", lambda n: N["HumanGenLoadDirections"]().load(n), "file"),
+    ("HumanGenHumanSDConvert", "humansd", lambda n: N["HumanGenHumanSDConvert"]().convert(n), "ckpt_name"),
+    ("HumanGenStyleGANLoader", "stylegan", lambda n: N["HumanGenStyleGANLoader"]().load(n), "model_name")])
+def test_a_pipe_or_device_as_model_file_is_refused_without_reading(tmp_path, node, folder, call, input_name):
+    """A FIFO blocks its reader forever and /dev/zero never ends: every model name resolves to a regular file or
+    a folder (host.model_path), else the node refuses it before opening."""
+    import os
+    e = H.env(tmp_path)
+    os.mkfifo(e.model_dir(folder) / "pipe.pt")
+    os.symlink("/dev/zero", e.model_dir(folder) / "zero.pt")
+    for name in ("pipe.pt", "zero.pt"):
+        H.refusal(lambda: call(name), node=node, input_name=input_name,
+                  match=rf"{name} is not a regular file \(a pipe, a device or a link to one\)")
