@@ -126,6 +126,29 @@ def _rebuild_tensor_checked(storage, *args):
     return tensor
 
 
+MAX_RECONSTRUCT_ELEMENTS = 1 << 16
+
+
+def bounded_numpy_reconstruct(subtype, shape, dtype):
+    """numpy's `_reconstruct` for the allow-listed unpicklers. numpy's own pickles call it with shape (0,) and then
+    fill the array from the file's bytes (`__setstate__`); a large shape here allocates memory the file never held
+    (a 100-byte pickle asked for 2 GB), so it is refused."""
+    try:
+        from numpy._core import multiarray as ma  # numpy 2
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray as ma
+    dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+    count = 1
+    for n in dims:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise UnsupportedCheckpointError(f"a pickled numpy array has the shape {shape!r}")
+        count *= n
+    if count > MAX_RECONSTRUCT_ELEMENTS:
+        raise UnsupportedCheckpointError(f"a pickled numpy array declares {count} elements before its data (numpy "
+                                         "writes 0); not a file numpy wrote")
+    return ma._reconstruct(subtype, shape, dtype)
+
+
 def _codecs_encode(obj, encoding="utf-8", errors="strict"):
     if not isinstance(obj, str):
         raise UnsafeCheckpointError("_codecs.encode called with a non-string")
@@ -177,7 +200,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     if hasattr(tu, "_rebuild_parameter_with_state"):
         table[("torch._utils", "_rebuild_parameter_with_state")] = tu._rebuild_parameter_with_state
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        table[(mod, "_reconstruct")] = ma._reconstruct
+        table[(mod, "_reconstruct")] = bounded_numpy_reconstruct
         table[(mod, "scalar")] = ma.scalar
     for name in ("float16", "float32", "float64", "bfloat16", "int8", "uint8", "int16", "int32", "int64", "bool"):
         table[("torch", name)] = getattr(torch, name)

@@ -216,3 +216,32 @@ def test_a_pipe_or_device_as_model_file_is_refused_without_reading(tmp_path, nod
     for name in ("pipe.pt", "zero.pt"):
         H.refusal(lambda: call(name), node=node, input_name=input_name,
                   match=rf"{name} is not a regular file \(a pipe, a device or a link to one\)")
+
+
+def test_numpy_arrays_declared_large_before_their_data_are_refused():
+    """numpy pickles call _reconstruct with shape (0,) and fill the array from the file; a 100-byte pickle calling
+    it with 2^29 elements made 2 GB the file never held. Both allow-listed unpicklers (checkpoints, pose files)
+    refuse it; numpy's own pickles still load."""
+    import io
+    import pickle
+
+    from humangen.utils import pose as P
+    from humangen.utils.checkpoints import safe_load_pickle
+    from humangen.utils.errors import UnsupportedCheckpointError
+    try:
+        from numpy._core import multiarray as ma
+    except ImportError:
+        from numpy.core import multiarray as ma
+
+    class Big:
+        def __reduce__(self):
+            return (ma._reconstruct, (np.ndarray, (1 << 29,), b"b"))
+
+    raw = pickle.dumps({"v": Big()}, protocol=3)
+    with pytest.raises(UnsupportedCheckpointError, match=r"declares 536870912 elements before its data"):
+        safe_load_pickle(io.BytesIO(raw))
+    with pytest.raises(UnsupportedCheckpointError, match=r"declares 536870912 elements"):
+        P._NumpyOnlyUnpickler(io.BytesIO(raw)).load()
+    fine = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(safe_load_pickle(io.BytesIO(pickle.dumps(fine, protocol=3))), fine)
+    np.testing.assert_array_equal(P._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(fine, protocol=3))).load(), fine)
