@@ -305,8 +305,7 @@ class HumanGenSMPLXPreview:
         import torch
 
         from ..models.body.render import preview
-        from ..utils.image import comfy_to_uint8, uint8_to_comfy
-        from ..utils.image import check_image
+        from ..utils.image import check_image, comfy_to_uint8, uint8_to_comfy
         fits = _as_list(smplx_fit)
         if not fits:
             raise NodeInputError("HumanGenSMPLXPreview", "smplx_fit", "there are no fits to draw.",

@@ -218,7 +218,8 @@ def json_depth(data: Any, stop_at: int) -> int:
     return deepest
 
 
-__all__ = ["MAX_IMAGE_SIDE", "MAX_CANVAS_SIDE", "MAX_LATENT_ITEMS", "MAX_TEXT_CHARS", "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS",
-           "MAX_ARCHIVE_MEMBERS", "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES",
-           "check_image_size", "check_finite", "check_text", "check_count", "check_archive", "JSONTextError",
-           "parse_json", "read_json_file", "json_depth"]
+__all__ = ["MAX_IMAGE_SIDE", "MAX_BATCH_PIXELS", "MAX_CANVAS_SIDE", "MAX_LATENT_ITEMS", "MAX_TEXT_CHARS",
+           "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS", "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES",
+           "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES", "check_image_size", "check_batch_pixels", "check_finite",
+           "check_text", "check_count", "check_archive", "JSONTextError", "parse_json", "read_json_file",
+           "json_depth"]
