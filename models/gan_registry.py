@@ -131,6 +131,8 @@ def build_generator(init_kwargs: dict, state_dict: dict | None = None, *, arch: 
     if fixer is not None:
         kw = fixer(sd, kw)
     try:
+        if sd and strict:
+            _check_fits(name, entry.build, kw, sd)
         G = entry.build(kw)
     except TypeError as exc:
         raise UnsupportedCheckpointError(f"{name}: cannot build from the checkpoint's constructor kwargs ({exc})") from exc
@@ -143,6 +145,26 @@ def build_generator(init_kwargs: dict, state_dict: dict | None = None, *, arch: 
                 f"unexpected {sorted(unexpected)[:8]}{'...' if len(unexpected) > 8 else ''}")
     G.init_kwargs = kw
     return G.eval().requires_grad_(False)
+
+
+def _check_fits(name: str, build: Callable[[dict], torch.nn.Module], kw: dict, sd: dict) -> None:
+    """Build the network on the meta device (no memory, no arithmetic) and refuse a state dict that does not hold
+    exactly its tensors, before the real build allocates anything: a small file whose kwargs describe a huge
+    network is refused here instead of costing gigabytes of random weights."""
+    with torch.device("meta"):
+        skeleton = build(kw)
+    expected = {key: tuple(t.shape) for key, t in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = sorted(key for key in expected if key in sd and tuple(getattr(sd[key], "shape", ())) != expected[key])
+    if missing or unexpected or wrong:
+        def few(keys):
+            return f"{keys[:8]}{'...' if len(keys) > 8 else ''}"
+        shapes = "; ".join(f"{key}: file {tuple(getattr(sd[key], 'shape', ()))}, network {expected[key]}"
+                           for key in wrong[:4])
+        raise UnsupportedCheckpointError(
+            f"{name}: the checkpoint does not match the architecture built from its kwargs: missing {few(missing)}, "
+            f"unexpected {few(unexpected)}" + (f", wrong shapes ({shapes})" if wrong else ""))
 
 
 def _plain(obj):
@@ -175,6 +197,10 @@ def load_generator(path, *, use_cache: bool = True, device=None):
     if ck is None:
         ck = checkpoints.read_checkpoint(path)
     name = os.path.basename(path)
+    if not ck.state_dict:
+        raise UnsupportedCheckpointError(
+            f"{name}: the file holds no tensors (only constructor settings), so there are no weights to load. "
+            f"Fix: use the complete generator file.")
     try:
         G = build_generator(checkpoints.generator_kwargs(ck, name), ck.state_dict)
     except UnsupportedCheckpointError:

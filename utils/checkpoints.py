@@ -28,8 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsafeCheckpointError, UnsupportedCheckpointError, first_line
-from .limits import parse_json
+from .errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError, first_line
+from .limits import check_archive, parse_json
 
 
 CACHE_VERSION = "1"
@@ -94,7 +94,11 @@ class _TFNetworkStub(dict):
 
 
 def _load_storage_from_bytes(b: bytes):
+    """A tensor storage an NVIDIA pickle holds as the bytes of a torch.save archive, refused before inflation if
+    that archive is a zip bomb (the pickle itself can be small)."""
     import torch
+    if zipfile.is_zipfile(io.BytesIO(b)):
+        check_archive(b, "HumanGen", "file", max_bytes=MAX_CHECKPOINT_BYTES, what="tensor storage")
     return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
 
 
@@ -243,7 +247,7 @@ def safe_load_pickle(fileobj) -> Any:
     """Unpickle with the allow-list. Raises UnsafeCheckpointError / UnsupportedCheckpointError (corrupt data)."""
     try:
         return SafeUnpickler(fileobj).load()
-    except (UnsafeCheckpointError, UnsupportedCheckpointError):  # already says what is wrong
+    except HumanGenError:  # already says what is wrong
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             RuntimeError, MemoryError, UnicodeDecodeError, OverflowError) as exc:
@@ -376,7 +380,6 @@ def load_torch_file(path: str, *, allowed_globals: list | None = None, what: str
     import torch
     name = os.path.basename(path)
     if zipfile.is_zipfile(path):
-        from .limits import check_archive
         check_archive(path, node, input_name, max_bytes=MAX_CHECKPOINT_BYTES, what=f"torch {what}")
     try:
         if allowed_globals:

@@ -7,6 +7,7 @@ RenderPose would accept from its own widgets).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -129,14 +130,16 @@ def check_count(value: Any, node: str, input_name: str, *, minimum: int = 1, max
     return int(value)
 
 
-def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_bytes: int,
+def check_archive(path: str | os.PathLike | bytes, node: str, input_name: str, *, max_bytes: int,
                   max_members: int = MAX_ARCHIVE_MEMBERS, what: str = "archive") -> None:
-    """Refuse a zip archive (.npz, zip-based torch file) before anything in it is inflated: too many members, more
-    than `max_bytes` uncompressed in total, or a member compressed more than MAX_COMPRESSION_RATIO : 1 (a zip bomb).
-    The declared sizes are what Python's and numpy's readers stop at, so they bound the real work."""
-    name = os.path.basename(os.fspath(path))
+    """Refuse a zip archive (.npz, zip-based torch file; a path, or the bytes of one held in memory) before anything
+    in it is inflated: too many members, more than `max_bytes` uncompressed in total, or more than RATIO_CHECK_BYTES
+    compressed more than MAX_COMPRESSION_RATIO : 1, in one member or across all of them (a zip bomb split into many
+    members). The declared sizes are what Python's and numpy's readers stop at, so they bound the real work."""
+    in_memory = isinstance(path, (bytes, bytearray))
+    name = f"the {what} stored inside the file" if in_memory else os.path.basename(os.fspath(path))
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(path) if in_memory else path) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise NodeInputError(node, input_name, f"{name} is not a readable {what} (corrupt or truncated: {exc}).",
@@ -144,13 +147,22 @@ def check_archive(path: str | os.PathLike, node: str, input_name: str, *, max_by
     if len(infos) > max_members:
         raise LimitExceededError(node, input_name, f"{name} has {len(infos)} members, more than the limit of "
                                  f"{max_members}.", fix=f"use a genuine {what}.")
-    total = 0
+
+    def inflates_too_much(size: int, compressed: int) -> bool:
+        return size > RATIO_CHECK_BYTES and size > MAX_COMPRESSION_RATIO * max(compressed, 1)
+
+    total = total_compressed = 0
     for info in infos:
         total += info.file_size
-        if info.file_size > RATIO_CHECK_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+        total_compressed += info.compress_size
+        if inflates_too_much(info.file_size, info.compress_size):
             raise LimitExceededError(
                 node, input_name, f"{name} member {info.filename!r} would inflate from {info.compress_size} to "
                 f"{info.file_size} bytes (a zip bomb?); it was not opened.", fix=f"use a genuine {what}.")
+    if inflates_too_much(total, total_compressed):
+        raise LimitExceededError(
+            node, input_name, f"{name}'s {len(infos)} members would inflate from {total_compressed} to {total} "
+            f"bytes (a zip bomb?); it was not opened.", fix=f"use a genuine {what}.")
     if total > max_bytes:
         raise LimitExceededError(node, input_name, f"{name} would inflate to {total} bytes, more than the limit of "
                                  f"{max_bytes}; it was not opened.", fix=f"use a genuine {what}.")

@@ -155,6 +155,39 @@ def test_stylegan_kwargs_asking_for_a_huge_network(tmp_path):
               input_name="model_name", match="implausible.*img_resolution")
 
 
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_stylegan_kwargs_within_limits_asking_for_far_more_than_the_file_holds(tmp_path, monkeypatch, fmt):
+    """Every kwarg under its own limit, yet a network of billions of weights: refused from a meta-device build
+    before any real module is allocated."""
+    from humangen.models import gan_registry
+    e = H.env(tmp_path)
+    G = _tiny_g()
+    kw = dict(G.init_kwargs, img_resolution=8192,
+              synthesis_kwargs=dict(G.init_kwargs["synthesis_kwargs"], channel_base=1 << 22, channel_max=4096))
+    path = e.model_dir("stylegan") / f"big.{fmt}"
+    if fmt == "pt":
+        torch.save({"G_ema": G.state_dict(), "init_kwargs": kw}, path)
+    else:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(path),
+                  metadata={"init_kwargs": json.dumps(kw)})
+    devices = []
+    entry = next(a for a in gan_registry.ARCHITECTURES if a.name == "stylegan2")
+    monkeypatch.setattr(entry, "build", lambda k, build=entry.build: (devices.append(torch.empty(0).device.type),
+                                                                      build(k))[1])
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load(f"big.{fmt}"), node="HumanGenStyleGANLoader",
+              input_name="model_name", match="does not match.*wrong shapes")
+    assert devices == ["meta"]
+
+
+def test_stylegan_file_with_settings_but_no_tensors(tmp_path):
+    e = H.env(tmp_path)
+    G = _tiny_g()
+    torch.save({"init_kwargs": G.init_kwargs}, e.model_dir("stylegan") / "empty.pt")
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load("empty.pt"), node="HumanGenStyleGANLoader",
+              input_name="model_name", match="holds no tensors")
+
+
 @pytest.mark.parametrize("content", ["dict_of_strings", "scalar", "nan", "wrong_keys"])
 def test_lpips_backbone_wrong_content(tmp_path, content):
     from humangen.models.lpips import load_lpips

@@ -126,6 +126,43 @@ def test_zip_checkpoint_bombs(tmp_path, node, folder, name, call, input_name):
     H.refusal(lambda: call(name), node=node, input_name=input_name, match="zip bomb|inflate")
 
 
+def test_zip_checkpoint_bomb_split_across_members(tmp_path):
+    """Each member below the per-member threshold, together 160 MiB from a few hundred KiB."""
+    e = H.env(tmp_path)
+    with zipfile.ZipFile(e.model_dir("stylegan") / "split.pt", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for i in range(40):
+            zf.writestr(f"archive/data/{i}", b"\x00" * (4 << 20))
+    assert (e.model_dir("stylegan") / "split.pt").stat().st_size < 1 << 20
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load("split.pt"), node="HumanGenStyleGANLoader",
+              input_name="model_name", match="40 members would inflate")
+
+
+def test_nvidia_pickle_holding_a_compressed_storage_archive(tmp_path):
+    """An NVIDIA pickle stores each tensor as the bytes of a torch.save archive: a deflated one inflates 80 MiB
+    from a pickle of under 1 MiB unless it is checked like a file."""
+    import io
+    import pickle
+
+    buf = io.BytesIO()
+    torch.save(torch.zeros(80 << 20, dtype=torch.uint8).untyped_storage(), buf)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, \
+            zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    packed = packed.getvalue()
+    assert len(packed) < 1 << 20
+
+    class Storage:
+        def __reduce__(self):
+            return torch.storage._load_from_bytes, (packed,)
+
+    (e := H.env(tmp_path)).model_dir("stylegan")
+    (e.model_dir("stylegan") / "bomb.pkl").write_bytes(pickle.dumps({"G_ema": Storage()}, protocol=4))
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load("bomb.pkl"), node="HumanGenStyleGANLoader",
+              input_name="model_name", match="zip bomb")
+
+
 def test_zip_checkpoint_with_too_many_members(tmp_path):
     e = H.env(tmp_path)
     with zipfile.ZipFile(e.model_dir("stylegan") / "many.pt", "w") as zf:
