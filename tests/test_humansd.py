@@ -15,7 +15,7 @@ from humangen.models.humansd import loader as L
 from humangen.models.humansd import native as N
 from humangen.models.humansd import pipeline as P
 from humangen.models.humansd import sampler as S
-from humangen.utils.errors import (HumanGenInterrupted, NodeInputError, UnsafeCheckpointError,
+from humangen.utils.errors import (HumanGenError, HumanGenInterrupted, NodeInputError, UnsafeCheckpointError,
                                    UnsupportedCheckpointError)
 
 
@@ -170,6 +170,43 @@ def test_missing_and_unexpected_keys_are_named(parts, tmp_path):
         L.load_humansd(_save(tmp_path, sd))
     with pytest.raises(UnsupportedCheckpointError, match="not an LDM"):
         L.load_humansd(_save(tmp_path, {"conv_in.weight": torch.zeros(1)}))
+
+
+def _drop_first_tensor(path):
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(path))
+    dropped = sorted(state)[0]
+    del state[dropped]
+    save_file(state, str(path))
+    return dropped
+
+
+@pytest.mark.parametrize("damage", ["missing_tensor", "truncated", "bad_config_field", "config_not_json"])
+def test_damaged_diffusers_folder_is_one_clear_error(model, tmp_path, damage):
+    """diffusers/transformers would fill a missing tensor with random values (a warning only), and report a
+    damaged file or config with their own error types."""
+    folder = T.save_diffusers(tmp_path / "humansd-diffusers", model.unet, model.vae, model.text_encoder)
+    text_weights = os.path.join(folder, "text_encoder", "model.safetensors")
+    if damage == "missing_tensor":
+        dropped = _drop_first_tensor(text_weights)
+        match = rf"text_encoder: the weights file lacks 1 of the model's tensors \({dropped}\).*Fix:"
+    elif damage == "truncated":
+        with open(text_weights, "r+b") as fh:
+            fh.truncate(os.path.getsize(text_weights) // 2)
+        match = r"text_encoder: could not be loaded .*Fix: use the folder as diffusers saved it"
+    elif damage == "bad_config_field":
+        cfg_path = os.path.join(folder, "vae", "config.json")
+        cfg = json.load(open(cfg_path))
+        cfg["block_out_channels"] = "wide"
+        json.dump(cfg, open(cfg_path, "w"))
+        match = r"vae: could not be loaded .*Fix:"
+    else:
+        with open(os.path.join(folder, "text_encoder", "config.json"), "w") as fh:
+            fh.write("{not json")
+        match = r"text_encoder: could not be loaded .*Fix:"
+    with pytest.raises(HumanGenError, match=match) as err:
+        L.load_humansd(folder)
+    assert "Traceback" not in str(err.value)
 
 
 _EXECUTED = []

@@ -27,6 +27,42 @@ def node(name):
     return NODE_CLASS_MAPPINGS[name]()
 
 
+@pytest.mark.parametrize("component,weights", [
+    ("unet", "diffusion_pytorch_model.safetensors"), ("reference_unet", "diffusion_pytorch_model.safetensors"),
+    ("vae", "diffusion_pytorch_model.safetensors"), ("pose_guider", "diffusion_pytorch_model.safetensors"),
+    ("text_encoder", "model.safetensors"), ("image_encoder", "model.safetensors")])
+def test_loader_refuses_a_component_lacking_a_tensor(installed, component, weights):
+    """The libraries would load it with that tensor random (or left on the meta device) and only log a warning.
+    The reference UNet's head and last transformer block may be absent (as on the hub); nothing else may."""
+    from safetensors.torch import load_file, save_file
+    path = installed / component / weights
+    state = load_file(str(path))
+    dropped = sorted(state)[0]
+    del state[dropped]
+    save_file(state, str(path))
+    with pytest.raises(NodeInputError) as err:
+        node("HumanGenParts2WholeLoader").load("tiny", "fp32")
+    msg = str(err.value)
+    assert msg.startswith("HumanGenParts2WholeLoader: input 'model_name': ")
+    assert f"{component}: the weights file lacks 1 of the model's tensors ({dropped})" in msg and "Fix:" in msg
+
+
+@pytest.mark.parametrize("damage", ["vocab_not_json", "merges_garbage", "processor_not_json"])
+def test_loader_names_a_damaged_tokenizer_or_processor(installed, damage):
+    if damage == "vocab_not_json":
+        (installed / "tokenizer" / "vocab.json").write_text("{not json")
+    elif damage == "merges_garbage":
+        (installed / "tokenizer" / "merges.txt").write_text("#version: 0.2\nonlyonetoken\n")
+    else:
+        (installed / "feature_extractor" / "preprocessor_config.json").write_text("[1, 2")
+    with pytest.raises(NodeInputError) as err:
+        node("HumanGenParts2WholeLoader").load("tiny", "fp32")
+    msg = str(err.value)
+    folder = "feature_extractor" if damage == "processor_not_json" else "tokenizer"
+    assert msg.startswith("HumanGenParts2WholeLoader: input 'model_name': ") and f"{folder}: could not be loaded" \
+        in msg and "Fix:" in msg, msg
+
+
 def _image(h=48, w=40, seed=0):
     return torch.rand(1, h, w, 3, generator=torch.Generator().manual_seed(seed))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...utils.errors import UnsupportedCheckpointError
 from ...utils.limits import parse_json, read_json_file
+from ..pretrained import load_pretrained
 from . import convert as conv
 from .configs import merge_configs
 
@@ -199,9 +200,10 @@ def load_diffusers_folder(path: str) -> HumanSDModel:
     except (ValueError, TypeError, AttributeError) as exc:
         raise UnsupportedCheckpointError(f"{exc}. Fix: use the folder as diffusers saved it.") from None
     _check_channels(in_ch, 8, source)
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
-    text = CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder"), local_files_only=True)
+    fix = "use the folder as diffusers saved it, or humansd-v1.ckpt."
+    unet = load_pretrained(UNet2DConditionModel, os.path.join(path, "unet"), fix=fix)
+    vae = load_pretrained(AutoencoderKL, os.path.join(path, "vae"), fix=fix)
+    text = load_pretrained(CLIPTextModel, os.path.join(path, "text_encoder"), fix=fix)
     cfgs = merge_configs(None)
     cfgs.update(unet=dict(unet.config), vae=dict(vae.config), text_encoder=text.config.to_dict())
     return HumanSDModel(unet=unet.eval().requires_grad_(False), vae=vae.eval().requires_grad_(False),

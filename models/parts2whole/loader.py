@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ...utils.errors import HumanGenError, UnsafeCheckpointError, first_line
+from ...utils.errors import HumanGenError
 from ...utils.limits import read_json_file
+from ..pretrained import load_pretrained
 from .attention import decoupled_processors
 
 log = logging.getLogger("humangen")
@@ -171,16 +171,16 @@ def load_decoupled_attention(unet, path: str, num_image_tokens: int = 6) -> int:
     return len(expected)
 
 
-def _refused_pickle(exc: BaseException) -> bool:
-    """True when torch.load(weights_only=True) refused a pickle somewhere in the exception chain (the libraries
-    re-raise it as OSError)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, pickle.UnpicklingError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _reference_unet_unused(unet) -> tuple[str, ...]:
+    """Key prefixes the hub's reference UNet leaves out (the module docstring says why): its output head and the
+    last transformer block after its norm1."""
+    blocks = getattr(unet, "up_blocks", None) or []
+    attentions = getattr(blocks[-1], "attentions", None) if len(blocks) else None
+    if not attentions:
+        return "conv_out.", "conv_norm_out."
+    last = f"up_blocks.{len(blocks) - 1}.attentions.{len(attentions) - 1}."
+    return ("conv_out.", "conv_norm_out.", last + "proj_out.") + tuple(
+        f"{last}transformer_blocks.0.{m}" for m in ("attn1.", "norm2.", "attn2.", "norm3.", "ff."))
 
 
 def load_parts2whole(folder: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -209,33 +209,21 @@ def load_parts2whole(folder: str, *, dtype: torch.dtype = torch.float32, device:
                 return dict(variant=variant, use_safetensors=use_safetensors)
         raise HumanGenError(f"{sub(name)}: no weights")  # unreachable after missing_components()
 
-    from ...utils.host import is_oom as host_oom
-
-    def load(cls, name: str, table, **kw):
-        try:
-            return cls.from_pretrained(sub(name), local_files_only=True, **weights(name, table), **kw)
-        except HumanGenError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - diffusers/transformers raise many types; restated clearly
-            if _refused_pickle(exc):  # never pass on the library's text: it advises turning the safety off
-                raise UnsafeCheckpointError(
-                    f"{sub(name)}: refused to unpickle the weights: they need code execution to load, which "
-                    f"HumanGen never does. Fix: use the safetensors files of the original repository.") from exc
-            if host_oom(exc):
-                raise
-            raise HumanGenError(f"{sub(name)}: the weights could not be loaded ({type(exc).__name__}: "
-                                f"{first_line(exc)}); the files are damaged or of another model. Fix: download the "
-                                f"whole Parts2Whole repository again.") from exc
+    def load(cls, name: str, table=None, unused=lambda model: (), **kw):
+        return load_pretrained(cls, sub(name), fix="download the whole Parts2Whole repository again.",
+                               has_weights=table is not None, unused=unused,
+                               **(weights(name, table) if table else {}), **kw)
 
     dif, tra = _WEIGHTS_DIFFUSERS, _WEIGHTS_TRANSFORMERS
     unet = load(UNet2DConditionModel, "unet", dif, torch_dtype=dtype)  # diffusers: torch_dtype; transformers: dtype
-    reference_unet = load(UNet2DConditionModel, "reference_unet", dif, torch_dtype=dtype, low_cpu_mem_usage=False)
+    reference_unet = load(UNet2DConditionModel, "reference_unet", dif, _reference_unet_unused, torch_dtype=dtype,
+                          low_cpu_mem_usage=False)
     vae = load(AutoencoderKL, "vae", dif, torch_dtype=dtype)
     pose_guider = load(PoseGuider, "pose_guider", dif, torch_dtype=dtype)
     text_encoder = load(CLIPTextModel, "text_encoder", tra, dtype=dtype)
     image_encoder = load(CLIPVisionModelWithProjection, "image_encoder", tra, dtype=dtype)
-    tokenizer = CLIPTokenizer.from_pretrained(sub("tokenizer"), local_files_only=True)
-    feature_extractor = CLIPImageProcessor.from_pretrained(sub("feature_extractor"), local_files_only=True)
+    tokenizer = load(CLIPTokenizer, "tokenizer")
+    feature_extractor = load(CLIPImageProcessor, "feature_extractor")
     try:
         scheduler_config = read_json_file(os.path.join(sub("scheduler"), "scheduler_config.json"),
                                           "scheduler/scheduler_config.json")

@@ -1,0 +1,60 @@
+"""One checked way to load a diffusers/transformers component from a local folder (HumanSD's diffusers folders,
+every Parts2Whole component).
+
+`from_pretrained` alone has three behaviours HumanGen cannot pass on to users: a weights file that lacks some of
+the model's tensors loads anyway, with those tensors random (or left on the meta device, which fails later with
+an unrelated message) and only a logged warning; a refused pickle is reported with advice to turn the safe loader
+off; and a damaged file or config surfaces as whichever library error type was hit first. `load_pretrained`
+turns each into one HumanGenError naming the folder and the fix.
+"""
+from __future__ import annotations
+
+import pickle
+from typing import Any, Callable, Iterable
+
+from ..utils.errors import HumanGenError, UnsafeCheckpointError, first_line
+
+
+def refused_pickle(exc: BaseException | None) -> bool:
+    """True when torch.load(weights_only=True) refused a pickle somewhere in the exception chain (the libraries
+    re-raise it as OSError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, pickle.UnpicklingError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def load_pretrained(cls, folder: str, *, fix: str, has_weights: bool = True,
+                    unused: Callable[[Any], Iterable[str]] = lambda model: (), **kwargs) -> Any:
+    """`cls.from_pretrained(folder, local_files_only=True, **kwargs)`, with every failure a HumanGenError that
+    starts with `folder` and ends with `fix`. With `has_weights` (models, not tokenizers or processors) a weights
+    file lacking any tensor of the model is refused, except keys under the prefixes `unused(model)` returns."""
+    from ..utils.host import is_oom
+    if has_weights:
+        kwargs["output_loading_info"] = True
+    try:
+        loaded = cls.from_pretrained(folder, local_files_only=True, **kwargs)
+    except HumanGenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - diffusers/transformers/huggingface_hub raise many types
+        if refused_pickle(exc):  # never pass on the library's text: it advises turning the safety off
+            raise UnsafeCheckpointError(
+                f"{folder}: refused to unpickle the weights: they need code execution to load, which HumanGen never "
+                f"does. Fix: use the safetensors files of the original repository.") from exc
+        if is_oom(exc):
+            raise
+        raise HumanGenError(f"{folder}: could not be loaded ({type(exc).__name__}: {first_line(exc)}); the files "
+                            f"are damaged or of another model. Fix: {fix}") from exc
+    if not has_weights:
+        return loaded
+    model, info = loaded
+    allowed = tuple(unused(model))
+    missing = sorted(key for key in info.get("missing_keys", ()) if not key.startswith(allowed))
+    if missing:
+        listed = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+        raise HumanGenError(f"{folder}: the weights file lacks {len(missing)} of the model's tensors ({listed}), "
+                            f"which would be left random. Fix: {fix}")
+    return model
