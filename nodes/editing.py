@@ -277,7 +277,9 @@ class HumanGenStyleSpaceEdit:
             offsets = editing.stylespace_offsets(generator.model, host.model_dirs("stylegan_directions"), attribute,
                                                  method, float(strength), int(layer), float(threshold))
         except HumanGenError as exc:
-            raise _err(node, "attribute" if method == "all_layers" else "layer", str(exc)) from None
+            raise _err(node, "attribute" if method == "all_layers" else "layer", str(exc),
+                       fix="use StyleGAN-Human's latent_direction/ss and ss_statics files, unchanged, with the "
+                       "generator they were computed for.") from None
         merged = dict(latent.get("style_offsets") or {})
         for name, ds in offsets.items():
             merged[name] = merged[name] + ds if name in merged else ds

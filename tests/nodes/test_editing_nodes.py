@@ -111,6 +111,17 @@ def test_style_space_edit_flows_into_synthesis(gen, latent, standalone_host):
         HumanGenStyleSpaceEdit().edit(gen, latent, "upper_length", "one_layer", -5.0, 1, 0.0028)
 
 
+def test_style_space_vectors_of_another_generator_name_the_fix(gen, latent, standalone_host):
+    _ship_stylespace(standalone_host.models_root, gen.model)
+    path = os.path.join(standalone_host.models_root, "stylegan_directions", "latent_direction", "ss",
+                        "upper_length", "style_vect_mean_0.pkl")
+    with open(path, "wb") as f:
+        pickle.dump(np.ones(style_layers(gen.model)[0].channels + 3, np.float32), f)
+    with pytest.raises(NodeInputError, match="HumanGenStyleSpaceEdit: input 'attribute': .*values.*Fix: use "
+                                             "StyleGAN-Human's latent_direction/ss and ss_statics files"):
+        HumanGenStyleSpaceEdit().edit(gen, latent, "upper_length", "all_layers", 1.0, 5, 0.0028)
+
+
 @pytest.mark.parametrize("attribute", ["../outside", "ABS", "upper_length/../../outside", "missing"])
 def test_style_space_attribute_is_a_listed_folder_name_never_a_path(gen, latent, standalone_host, attribute):
     """An attribute from a workflow or a link that is not one of the listed folders (a path leaving the folder,
