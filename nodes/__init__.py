@@ -28,7 +28,9 @@ _STRAY_ERRORS: tuple[type[BaseException], ...] = (
     EOFError, OSError, UnicodeError, MemoryError, RuntimeError, AttributeError)
 # The same kind of error from libraries whose exceptions derive from Exception alone: (module, class name). Looked
 # up only when the library is already loaded, so the guard imports nothing.
-_LIBRARY_ERRORS: tuple[tuple[str, str], ...] = (("cv2", "error"), ("PIL.Image", "DecompressionBombError"))
+_LIBRARY_ERRORS: tuple[tuple[str, str], ...] = (("cv2", "error"), ("PIL.Image", "DecompressionBombError"),
+                                                 ("huggingface_hub.errors", "StrictDataclassError"),
+                                                 ("safetensors", "SafetensorError"))
 
 
 def _stray_errors() -> tuple[type[BaseException], ...]:

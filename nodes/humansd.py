@@ -290,7 +290,8 @@ class HumanGenHumanSDConvert:
         try:
             report = convert_to_safetensors(src, dst, half=half, overwrite=bool(overwrite))
         except HumanGenError as exc:
-            raise for_input(exc, node, "output_name" if isinstance(exc, FileExistsError) else "ckpt_name") from exc
+            raise for_input(exc, node, "output_name" if isinstance(exc, FileExistsError) else "ckpt_name",
+                            "use humansd-v1.ckpt from the HumanSD release.") from exc
         return {"ui": {"text": [f"wrote {report['written']} ({report['tensors']} tensors)"]},
                 "result": (report["written"],)}
 

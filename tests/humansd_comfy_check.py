@@ -104,12 +104,12 @@ report["patched_finite"] = bool(torch.isfinite(out).all())
 report["input_model_untouched"] = "model_function_wrapper" not in patcher.model_options
 
 # eps parity: ComfyUI's UNet vs our diffusers UNet built from its LDM weights through our key tables
-from humangen.models.humansd.loader import _materialize  # noqa: E402
+from humangen.models.humansd.loader import _materialize, _skeleton  # noqa: E402
 
 sd = {k: v for k, v in model.diffusion_model.state_dict().items()}
 converted, unmapped = conv.convert_unet(sd, cfg["unet"])
 report["unmapped"] = unmapped
-ours = _materialize(lambda: UNet2DConditionModel(**cfg["unet"]), converted, "UNet", "comfy")
+ours = _materialize(*_skeleton(lambda: UNet2DConditionModel(**cfg["unet"]), converted, "UNet", "comfy"), "UNet")
 x = torch.randn(2, 8, 8, 8, generator=g)
 ctx = torch.randn(2, 77, 1024, generator=g)
 t = torch.tensor([500, 500])

@@ -146,17 +146,22 @@ def test_a_stray_library_error_names_the_node_and_never_quotes_torchs_weights_on
     assert "weights_only" not in text
 
 
-@pytest.mark.parametrize("error", ["attribute", "cv2", "pil_bomb", "interrupt"])
+@pytest.mark.parametrize("error", ["attribute", "cv2", "pil_bomb", "hub_validator", "safetensors", "interrupt"])
 def test_library_errors_become_node_errors_and_interrupts_pass(monkeypatch, error):
-    """Errors that derive from Exception alone (OpenCV's cv2.error, PIL's DecompressionBombError) and a wrong-typed
-    object's AttributeError get the node guard's message like numpy's and torch's; an interrupt passes unchanged."""
+    """Errors that derive from Exception alone (OpenCV's cv2.error, PIL's DecompressionBombError, huggingface_hub's
+    config validators, safetensors' errors) and a wrong-typed object's AttributeError get the node guard's message
+    like numpy's and torch's; an interrupt passes unchanged."""
     import cv2
+    import safetensors
     import torch
+    from huggingface_hub.errors import StrictDataclassClassValidationError
     from PIL import Image
 
     from humangen.utils.errors import HumanGenError
     raised = {"attribute": AttributeError("'NoneType' object has no attribute 'layers'"),
               "cv2": cv2.error("Can't parse 'pt1'"), "pil_bomb": Image.DecompressionBombError("too many pixels"),
+              "hub_validator": StrictDataclassClassValidationError("validate_architecture", ValueError("heads")),
+              "safetensors": safetensors.SafetensorError("incomplete metadata"),
               "interrupt": KeyboardInterrupt()}[error]
 
     def boom(*_a, **_k):

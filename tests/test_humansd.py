@@ -199,14 +199,48 @@ def test_damaged_diffusers_folder_is_one_clear_error(model, tmp_path, damage):
         cfg = json.load(open(cfg_path))
         cfg["block_out_channels"] = "wide"
         json.dump(cfg, open(cfg_path, "w"))
-        match = r"vae: could not be loaded .*Fix:"
+        match = r"vae\.block_out_channels must be a list of 1 to 8 items.*Fix:"
     else:
         with open(os.path.join(folder, "text_encoder", "config.json"), "w") as fh:
             fh.write("{not json")
-        match = r"text_encoder: could not be loaded .*Fix:"
+        match = r"text_encoder/config\.json: not valid JSON.*Fix:"
     with pytest.raises(HumanGenError, match=match) as err:
         L.load_humansd(folder)
     assert "Traceback" not in str(err.value)
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"unet": {"layers_per_block": 200000}}, r"unet\.layers_per_block 200000 is more than HumanGen allows \(64\)"),
+    ({"text_encoder": {"num_hidden_layers": 100000}}, r"text_encoder\.num_hidden_layers 100000 is more than"),
+    ({"vae": {"block_out_channels": [32] * 5000}}, r"vae\.block_out_channels must be a list of 1 to 8 items"),
+    ({"unet": {"in_channels": "8"}}, r"unet\.in_channels must be a number like 8"),
+    ({"unet": {"norm_num_groups": 0}}, r"configs do not describe a HumanSD network \(ZeroDivisionError"),
+    ({"text_encoder": {"num_attention_heads": 5}}, r"configs do not describe a HumanSD network"),
+    ({"text_encoder": {"hidden_act": "nope"}}, r"configs do not describe a HumanSD network"),
+    ({"unet": {"nonsense": 1}}, r"unet\.nonsense is not a field of HumanSD's unet config"),
+    ({"foo": {}}, r"unknown component 'foo'"),
+    ({"vae": [1, 2]}, r"'vae' must be a JSON object"),
+    ({"scheduler": {"beta_end": 2.0}}, r"noise levels outside \(0, 1\]"),
+    ([1], r"must hold a JSON object of configs"),
+], ids=["layers", "text_layers", "long_list", "string_count", "zero_groups", "heads", "activation", "unknown_field",
+        "unknown_component", "component_list", "scheduler", "not_object"])
+def test_config_sidecar_is_checked_before_anything_is_built(parts, tmp_path, override, match):
+    """Loader and Convert refuse the same sidecars with the same message, quickly (a count of 200000 layers took
+    minutes on the meta device), and Convert writes nothing its loader would refuse."""
+    ckpt = T.save_ckpt(tmp_path / "t.ckpt", parts["ldm"])
+    sidecar = json.load(open(tmp_path / "t.config.json"))
+    if isinstance(override, dict):
+        for component, values in override.items():
+            sidecar[component] = dict(sidecar.get(component, {}), **values) if isinstance(values, dict) else values
+    else:
+        sidecar = override
+    json.dump(sidecar, open(tmp_path / "t.config.json", "w"))
+    with pytest.raises(UnsupportedCheckpointError, match=match) as loading:
+        L.load_humansd(ckpt)
+    assert "Fix:" in str(loading.value)
+    with pytest.raises(UnsupportedCheckpointError, match=match):
+        L.convert_to_safetensors(ckpt, str(tmp_path / "o.safetensors"))
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 _EXECUTED = []

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from functools import lru_cache
 
+from ...utils.errors import UnsupportedCheckpointError
+
+MAX_CONFIG_LIST = 8  # blocks per network (SD 2.1 has 4)
+MIN_COUNT_LIMIT = 64  # a whole number may be up to max(4 x HumanGen's value, this)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 COMPONENTS = ("unet", "vae", "text_encoder", "scheduler")
 
@@ -39,3 +44,61 @@ def merge_configs(override: dict | None) -> dict[str, dict]:
             raise ValueError(f"unknown HumanSD component {name!r} in config override; known: {COMPONENTS}")
         configs[name].update({k: v for k, v in values.items() if not k.startswith("_")})
     return configs
+
+
+def check_override(override, where: str, *, diffusers_folder: bool = False) -> None:
+    """Refuse a config override (a `<checkpoint>.config.json` or the metadata HumanSD Convert wrote) that could
+    not describe a HumanSD network of sane size, before anything is built from it: it may only change fields that
+    HumanGen's own configs have, each to a value of the same JSON type (a list: at most MAX_CONFIG_LIST items of
+    the same type), numbers finite and not negative, whole numbers at most max(4 x HumanGen's value,
+    MIN_COUNT_LIMIT). A count of 200000 layers would otherwise take minutes to build even on the meta device.
+    For the config.json files of a diffusers folder (`{component: config}`), which carry many more fields and may
+    write some differently, only the sizes of the fields HumanGen's configs have are checked."""
+    def refuse(problem: str):
+        raise UnsupportedCheckpointError(f"{where}: {problem}. Fix: delete or repair this config (the JSON files in "
+                                         f"HumanGen's own models/humansd/configs folder list every field).")
+
+    if not isinstance(override, dict):
+        refuse(f"must hold a JSON object of configs, not {type(override).__name__}")
+    shipped = load_configs()
+    for component, values in override.items():
+        if component not in shipped:
+            refuse(f"unknown component {str(component)[:40]!r} (known: {', '.join(COMPONENTS)})")
+        if not isinstance(values, dict):
+            refuse(f"'{component}' must be a JSON object of fields, not {type(values).__name__}")
+        for key, value in values.items():
+            if str(key).startswith("_"):
+                continue
+            if key not in shipped[component]:
+                if diffusers_folder:
+                    continue
+                refuse(f"{component}.{str(key)[:40]} is not a field of HumanSD's {component} config")
+            like = shipped[component][key]
+            if diffusers_folder and not (isinstance(like, int) or isinstance(like, list) and isinstance(like[0], int)):
+                continue
+            problem = _value_problem(value, like)
+            if problem and diffusers_folder and "more than" not in problem and "list of 1 to" not in problem:
+                continue  # a different spelling of the field: diffusers itself checks it
+            if problem:
+                refuse(f"{component}.{key} {problem}")
+
+
+def _value_problem(value, like) -> str | None:
+    """Why `value` cannot replace HumanGen's `like` (see check_override), or None."""
+    if isinstance(like, list):
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_CONFIG_LIST:
+            return f"must be a list of 1 to {MAX_CONFIG_LIST} items like {like}"
+        problems = [_value_problem(item, like[0] if not isinstance(like[0], int) else max(like)) for item in value]
+        return next((f"item {p}" for p in problems if p), None)
+    if isinstance(like, bool) or isinstance(like, str):
+        return None if type(value) is type(like) else f"must be {type(like).__name__} like {like!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number like {like!r}"
+    if isinstance(like, int) and not isinstance(value, int):
+        return f"must be a whole number like {like}"
+    if not math.isfinite(value) or value < 0:
+        return f"must be a finite number of at least 0, not {value!r}"
+    limit = max(4 * like, MIN_COUNT_LIMIT) if isinstance(like, int) else None
+    if limit is not None and value > limit:
+        return f"{value} is more than HumanGen allows ({limit})"
+    return None

@@ -7,16 +7,17 @@ scalar/array globals (what Lightning checkpoints carry next to the weights). Any
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...utils.errors import UnsupportedCheckpointError
+from ...utils.errors import HumanGenError, UnsupportedCheckpointError, first_line
 from ...utils.limits import parse_json, read_json_file
 from ..pretrained import load_pretrained
 from . import convert as conv
-from .configs import merge_configs
+from .configs import check_override, merge_configs
 
 CONFIG_METADATA_KEY = "humangen.humansd.configs"
 PICKLE_EXTS = (".ckpt", ".pt", ".pth", ".bin")
@@ -107,14 +108,33 @@ def read_state_dict(path: str) -> tuple[dict, dict | None]:
         except ValueError as exc:
             raise UnsupportedCheckpointError(f"{exc}. Fix: repair or delete this config file next to the "
                                              f"checkpoint.") from None
-        if not isinstance(override, dict):
-            raise UnsupportedCheckpointError(f"{os.path.basename(sidecar)}: must hold a JSON object of configs.")
+        check_override(override, os.path.basename(sidecar))
+    elif override is not None:
+        check_override(override, f"{os.path.basename(path)}: its {CONFIG_METADATA_KEY} metadata")
     return sd, override
 
 
 # ---- building the components -----------------------------------------------------------------------------------
-def _materialize(factory, sd: dict, component: str, source: str, rename=None):
-    """Build a module on the meta device, check keys/shapes against `sd`, then load by assignment (no random init)."""
+@contextlib.contextmanager
+def _configs_of(source: str):
+    """Restate what a config that cannot describe a network raises (diffusers and torch fail on a string, a
+    negative width or a zero group count with their own error types) as one clear error. Used around the steps
+    that read the configs and build on the meta device, before any weight is allocated."""
+    try:
+        yield
+    except HumanGenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch, diffusers, transformers and huggingface_hub's validators
+        raise UnsupportedCheckpointError(
+            f"{source}: its configs do not describe a HumanSD network ({type(exc).__name__}: {first_line(exc)}); "
+            f"they are HumanGen's SD 2.1 configs with the overrides from a '<name>{SIDECAR_SUFFIX}' next to the "
+            f"checkpoint or from the metadata HumanSD Convert wrote. Fix: delete or repair that config file, or "
+            f"convert the original humansd-v1.ckpt again.") from exc
+
+
+def _skeleton(factory, sd: dict, component: str, source: str, rename=None):
+    """(module built on the meta device, `sd` with its keys as the module names them), after checking keys and
+    shapes: nothing is allocated for a state dict that does not fit."""
     import torch
     with torch.device("meta"):
         model = factory()
@@ -126,6 +146,12 @@ def _materialize(factory, sd: dict, component: str, source: str, rename=None):
                 sd = stripped
                 break
     conv.check_against_model(sd, model, component, source, rename=rename)
+    return model, sd
+
+
+def _materialize(model, sd: dict, component: str):
+    """Load `sd` into a meta-device `model` by assignment (no random init)."""
+    import torch
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     for mod_name, module in model.named_modules():  # non-persistent buffers are not in the state dict
@@ -145,6 +171,10 @@ def _check_unet_channels(unet_cfg: dict, unet_sd: dict, source: str) -> None:
 
 
 def _check_channels(have: int, want: int, source: str) -> None:
+    if want != 8:
+        raise UnsupportedCheckpointError(
+            f"{source}: its UNet config asks for {want} input channels; HumanSD's UNet takes 8 (4 noisy latent + 4 "
+            f"pose latent). Fix: delete or repair the config file next to the checkpoint.")
     if have != want:
         hint = {4: "a plain SD 2.x text-to-image model", 9: "an SD 2.x inpainting model"}.get(have, "not HumanSD")
         raise UnsupportedCheckpointError(
@@ -153,21 +183,37 @@ def _check_channels(have: int, want: int, source: str) -> None:
             f"HumanSD checkpoint (humansd-v1.ckpt).")
 
 
-def build_model(unet_sd: dict, vae_sd: dict, text_sd: dict, configs: dict, source: str,
-                ignored: list[str] | None = None) -> HumanSDModel:
+def _checked_skeletons(sd: dict, configs: dict, source: str):
+    """Split an LDM state dict and check each part against its network built on the meta device from `configs`:
+    [(module, state dict, component)] for the UNet, VAE and text encoder, or one clear error."""
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from . import sampler as S
+    with _configs_of(source):
+        split = conv.split_ldm_checkpoint(sd, configs, source=source)
+        _check_unet_channels(configs["unet"], split.unet, source)
+        parts = [_skeleton(lambda: UNet2DConditionModel(**configs["unet"]), split.unet, "UNet", source),
+                 _skeleton(lambda: AutoencoderKL(**configs["vae"]), split.vae, "VAE", source),
+                 _skeleton(lambda: CLIPTextModel(CLIPTextConfig(**configs["text_encoder"])), split.text_encoder,
+                           "text encoder", source)]
+        context_length = int(configs["text_encoder"]["max_position_embeddings"])
+        alphas = S.alphas_cumprod(configs["scheduler"])
+        if not (len(alphas) and bool(torch.isfinite(alphas).all()) and bool(((alphas > 0) & (alphas <= 1)).all())):
+            raise ValueError("the scheduler config gives noise levels outside (0, 1]")
+    return [(model, part, component) for (model, part), component in zip(parts, ("UNet", "VAE", "text encoder"))], \
+        split.ignored, context_length
+
+
+def build_model(sd: dict, configs: dict, source: str) -> HumanSDModel:
+    """An LDM single-file state dict -> HumanSDModel, checked in full before any weight is allocated."""
     from .tokenizer import OpenCLIPTokenizer
-    name = os.path.basename(source)
-    _check_unet_channels(configs["unet"], unet_sd, name)
-    unet = _materialize(lambda: UNet2DConditionModel(**configs["unet"]), unet_sd, "UNet", name)
-    vae = _materialize(lambda: AutoencoderKL(**configs["vae"]), vae_sd, "VAE", name)
-    text_cfg = CLIPTextConfig(**configs["text_encoder"])
-    text = _materialize(lambda: CLIPTextModel(text_cfg), text_sd, "text encoder", name)
-    tokenizer = OpenCLIPTokenizer(context_length=int(configs["text_encoder"]["max_position_embeddings"]))
-    return HumanSDModel(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, configs=configs, source=source,
-                        ignored_keys=list(ignored or []))
+    parts, ignored, context_length = _checked_skeletons(sd, configs, os.path.basename(source))
+    unet, vae, text = (_materialize(model, part, component) for model, part, component in parts)
+    return HumanSDModel(unet=unet, vae=vae, text_encoder=text,
+                        tokenizer=OpenCLIPTokenizer(context_length=context_length),
+                        configs=configs, source=source, ignored_keys=list(ignored))
 
 
 def load_single_file(path: str, *, configs: dict | None = None) -> HumanSDModel:
@@ -180,8 +226,7 @@ def load_single_file(path: str, *, configs: dict | None = None) -> HumanSDModel:
             f"{source}: not an LDM/original-layout Stable Diffusion checkpoint (no '{conv.UNET_PREFIX}*' keys; "
             f"{len(sd)} entries, e.g. {list(sd)[:4]}). HumanSD loads from humansd-v1.ckpt, its .safetensors "
             f"conversion, or a diffusers folder with unet/, vae/ and text_encoder/.")
-    split = conv.split_ldm_checkpoint(sd, cfgs, source=source)
-    return build_model(split.unet, split.vae, split.text_encoder, cfgs, path, split.ignored)
+    return build_model(sd, cfgs, path)
 
 
 def load_diffusers_folder(path: str) -> HumanSDModel:
@@ -195,8 +240,12 @@ def load_diffusers_folder(path: str) -> HumanSDModel:
         if not os.path.isfile(os.path.join(path, sub, "config.json")):
             raise UnsupportedCheckpointError(f"{source}: diffusers folder without {sub}/config.json")
     try:
-        unet_config = read_json_file(os.path.join(path, "unet", "config.json"), f"{source}: unet/config.json")
-        in_ch = int(unet_config.get("in_channels", 4))
+        folder_configs = {sub: read_json_file(os.path.join(path, sub, "config.json"), f"{source}: {sub}/config.json")
+                          for sub in ("unet", "vae", "text_encoder")}
+        check_override(folder_configs, f"{source}: the config.json files", diffusers_folder=True)
+        in_ch = int(folder_configs["unet"].get("in_channels", 4))
+    except HumanGenError:
+        raise
     except (ValueError, TypeError, AttributeError) as exc:
         raise UnsupportedCheckpointError(f"{exc}. Fix: use the folder as diffusers saved it.") from None
     _check_channels(in_ch, 8, source)
@@ -234,8 +283,7 @@ def convert_to_safetensors(src: str, dst: str, *, half: bool = False, overwrite:
     source = os.path.basename(src)
     if not conv.is_ldm_checkpoint(sd):
         raise UnsupportedCheckpointError(f"{source}: not an LDM/original-layout checkpoint; nothing to convert")
-    split = conv.split_ldm_checkpoint(sd, cfgs, source=source)
-    _check_unet_channels(cfgs["unet"], split.unet, source)
+    _, ignored, _ = _checked_skeletons(sd, cfgs, source)  # the loader's checks: no file it would refuse is written
     keep = {}
     for k, v in sd.items():
         if not isinstance(v, torch.Tensor) or not k.startswith(conv.WEIGHT_PREFIXES) \
@@ -250,4 +298,4 @@ def convert_to_safetensors(src: str, dst: str, *, half: bool = False, overwrite:
     from ...utils.paths import exclusive_writer
     with exclusive_writer(dst, node="HumanGenHumanSDConvert", overwrite=overwrite) as tmp:
         save_file(keep, tmp, metadata=meta)
-    return {"written": dst, "tensors": len(keep), "ignored": len(split.ignored)}
+    return {"written": dst, "tensors": len(keep), "ignored": len(ignored)}
