@@ -207,6 +207,33 @@ def test_loader_node_errors_name_node_and_input(standalone_host):
 
 
 
+def test_layer_numbers_far_beyond_the_tensors_are_refused_before_building(standalone_host, monkeypatch):
+    """Three tensors numbered up to body.40003 made spandrel build 20000 convolutions (3 GB) before its own check."""
+    import spandrel
+    built = []
+    monkeypatch.setattr(spandrel.ArchRegistry, "load", lambda self, sd: built.append(sd))
+    path = os.path.join(_folder(standalone_host), "numbered.safetensors")
+    save_file({"body.0.weight": torch.zeros(64, 3, 3, 3), "body.1.weight": torch.zeros(64),
+               "body.40003.bias": torch.zeros(48)}, path)
+    with pytest.raises(NodeInputError, match="HumanGenUpscaleModelLoader: input 'model_name': numbered.safetensors: "
+                                             "the key 'body.40003.bias' numbers a layer beyond .*3 tensors.*Fix:"):
+        HumanGenUpscaleModelLoader().load("numbered.safetensors")
+    assert built == []
+    canonicalize(H.compact_state_dict(scale=4), name="genuine")  # every genuine layout stays within the bound
+
+
+def test_an_assertion_inside_spandrel_is_a_clear_error(standalone_host):
+    sd = H.compact_state_dict(scale=4)
+    last = max((k for k in sd if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
+    sd[last] = torch.zeros(7)
+    sd[last.replace(".bias", ".weight")] = torch.zeros(7, *sd[last.replace(".bias", ".weight")].shape[1:])
+    path = os.path.join(_folder(standalone_host), "odd_out.pth")
+    torch.save({"params": sd}, path)
+    with pytest.raises(NodeInputError, match="HumanGenUpscaleModelLoader: input 'model_name': odd_out.pth: looks "
+                                             "like a known architecture but its tensors do not fit it"):
+        HumanGenUpscaleModelLoader().load("odd_out.pth")
+
+
 def test_loader_node_extra_architectures_missing_names_that_input(standalone_host, monkeypatch):
     monkeypatch.setitem(sys.modules, "spandrel_extra_arches", None)
     path = os.path.join(_folder(standalone_host), "x4.safetensors")

@@ -90,7 +90,23 @@ def canonicalize(sd: dict[str, Any], *, name: str = "checkpoint") -> dict[str, A
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    _check_layer_numbers(tensors, name)
     return tensors
+
+
+def _check_layer_numbers(tensors: dict[str, Any], name: str) -> None:
+    """Refuse a key that numbers a layer far beyond the tensors the file holds: spandrel sizes a network's layer
+    lists from the highest number it finds, so three tensors named up to `body.40003` would build 20000 layers
+    (3 GB) before anything is checked. In a genuine file every numbered layer up to the highest exists, and even
+    with parameter-free layers (activations) between them, no number exceeds twice the tensor count."""
+    limit = 2 * len(tensors) + 64
+    for key in tensors:
+        numbers = [int(part) for part in key.split(".") if part.isdigit() and len(part) < 12]
+        if any(len(part) >= 12 for part in key.split(".") if part.isdigit()) or (numbers and max(numbers) > limit):
+            raise UnsupportedCheckpointError(
+                f"{name}: the key {key[:80]!r} numbers a layer beyond anything the file's {len(tensors)} tensors "
+                f"could hold (a damaged or hostile file: the network would be built with that many layers). Fix: "
+                f"use the original release file.")
 
 
 # ---- registry -----------------------------------------------------------------------------------------------
@@ -156,7 +172,7 @@ def load_descriptor(source: str | dict, *, allow_extra: bool = False, name: str 
         raise UnsupportedCheckpointError(
             f"{name}: not an image model spandrel recognises (keys start {sample}, ...). Looked for: "
             f"{', '.join(architecture_ids(registry))}.{extra_note}") from None
-    except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as exc:
+    except (KeyError, RuntimeError, ValueError, IndexError, TypeError, AssertionError, ZeroDivisionError) as exc:
         detail = " ".join(str(exc).split())
         detail = detail if len(detail) <= 300 else detail[:300] + " ..."
         raise UnsupportedCheckpointError(
