@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..utils.errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError, shown
+from ..utils.errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError, first_line, shown
 
 @dataclass(frozen=True)
 class StyleLayer:
@@ -91,6 +91,7 @@ def sefa(G, w_indices: list[int] | None = None, *, num_directions: int = 10,
 
 MAX_DIRECTIONS = 4096
 MAX_W_DIM = 8192
+MAX_WS = 1024  # W+ indices a direction file may name (StyleGAN-Human 1024x512 has 18)
 
 
 def _direction_matrix(tensor, source: str) -> torch.Tensor:
@@ -136,6 +137,8 @@ def load_directions(path: str) -> Directions:
                 raise UnsupportedCheckpointError(f"{source}: not a .npy array (it is an archive of several arrays)")
             if arr.size > MAX_DIRECTIONS * MAX_W_DIM:
                 raise HumanGenError(f"{source}: {arr.size} values is more than a direction file holds")
+            if arr.dtype.kind not in "fiu":
+                raise HumanGenError(f"{source}: direction vectors must be real numbers, found {arr.dtype}")
             vectors = torch.from_numpy(np.asarray(arr, dtype=np.float32))
         except HumanGenError:
             raise
@@ -145,7 +148,7 @@ def load_directions(path: str) -> Directions:
                                             f"loads (it could execute code). Fix: save plain float vectors.") from exc
             raise UnsupportedCheckpointError(f"{source}: not a readable .npy array (truncated or corrupt: "
                                              f"{str(exc)[:200]}).") from exc
-        except (OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
+        except (OSError, EOFError, TypeError, OverflowError, zipfile.BadZipFile) as exc:
             raise UnsupportedCheckpointError(f"{source}: not a readable .npy array (truncated or corrupt: "
                                              f"{type(exc).__name__}).") from exc
         vectors = _direction_matrix(vectors, source)
@@ -165,10 +168,15 @@ def load_directions(path: str) -> Directions:
                                              f"{type(exc).__name__}).") from exc
         vectors = _direction_matrix(vectors, source)
         names = [n for n in meta.get("names", "").split("\n") if n] or []
+        if names and len(names) != len(vectors):
+            raise HumanGenError(f"{source}: damaged 'names' metadata: {len(names)} names for {len(vectors)} vectors")
         try:
             layers = [int(i) for i in meta.get("layers", "").split(",") if i.strip()] or None
+            if layers is not None and (len(set(layers)) != len(layers) or not all(0 <= i < MAX_WS for i in layers)):
+                raise ValueError
         except ValueError:
-            raise HumanGenError(f"{source}: damaged 'layers' metadata {meta.get('layers')[:80]!r}") from None
+            raise HumanGenError(f"{source}: damaged 'layers' metadata {meta.get('layers')[:80]!r} (distinct W+ "
+                                f"indices from 0 to {MAX_WS - 1} expected)") from None
         return Directions(vectors, names, None, layers)
     raise HumanGenError(f"{source}: unsupported direction file type {ext!r} (use .pt, .pth, .npy or .safetensors)")
 
@@ -208,8 +216,7 @@ def load_style_vectors(paths: dict[int, str], G) -> dict[str, torch.Tensor]:
     for index, path in paths.items():
         if not 0 <= index < len(layers):
             raise HumanGenError(f"style vector index {index} out of range: the generator has {len(layers)} S codes")
-        with open(path, "rb") as f:
-            arr = np.asarray(safe_load_pickle(f), dtype=np.float32).reshape(-1)
+        arr = _style_file(path, lambda p: _read_vector(p, safe_load_pickle))
         if arr.size != layers[index].channels:
             raise HumanGenError(f"{os.path.basename(path)}: {arr.size} values, but S code {index} "
                                 f"({layers[index].name}) has {layers[index].channels} channels")
@@ -270,8 +277,45 @@ def _find(dirs: list[str], *parts: str) -> str | None:
     return None
 
 
+MAX_STYLE_FILE_BYTES = 1 << 20  # StyleGAN-Human's style-space files are a few KB
+
+
+def _style_file(path: str, parse):
+    """parse(path) for one style-space file; a file too large, not a file, unreadable, or holding non-finite
+    numbers is one HumanGenError naming it (numpy, csv parsing and the unpickler fail in many ways)."""
+    name = os.path.basename(path)
+    try:
+        if not os.path.isfile(path):
+            raise HumanGenError(f"{name}: is not a file")
+        if os.path.getsize(path) > MAX_STYLE_FILE_BYTES:
+            raise HumanGenError(f"{name}: {os.path.getsize(path)} bytes is more than a style-space file holds "
+                                f"(at most {MAX_STYLE_FILE_BYTES})")
+        values = parse(path)
+    except HumanGenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - restated with the file name; the node adds how to fix it
+        raise HumanGenError(f"{name}: not a readable style-space file ({type(exc).__name__}: "
+                            f"{first_line(exc, 120)})") from exc
+    if not np.isfinite(values).all():
+        raise HumanGenError(f"{name}: holds NaN or infinite values")
+    return values
+
+
+def _read_vector(path: str, unpickle) -> np.ndarray:
+    with open(path, "rb") as f:
+        obj = unpickle(f)
+    arr = np.asarray(obj)
+    if arr.dtype.kind not in "fiu":
+        raise HumanGenError(f"{os.path.basename(path)}: expected a vector of numbers, found {arr.dtype}")
+    return arr.astype(np.float32).reshape(-1)
+
+
 def read_channel_strengths(path: str) -> np.ndarray:
     """ss_statics strengths: csv `channel,strength` or a pickled {channel: strength} (safe unpickler)."""
+    return _style_file(path, _read_channel_strengths)
+
+
+def _read_channel_strengths(path: str) -> np.ndarray:
     if path.endswith(".csv"):
         rows = np.genfromtxt(path, delimiter=",", names=True)
         channels = np.asarray(rows["channel"], dtype=np.int64).reshape(-1)
@@ -281,7 +325,8 @@ def read_channel_strengths(path: str) -> np.ndarray:
         with open(path, "rb") as f:
             table = safe_load_pickle(f)
         if not isinstance(table, dict):
-            raise HumanGenError(f"{path}: expected a {{channel: strength}} table, found {type(table).__name__}")
+            raise HumanGenError(f"{os.path.basename(path)}: expected a {{channel: strength}} table, found "
+                                f"{type(table).__name__}")
         channels = np.asarray([int(k) for k in table], dtype=np.int64)
         values = np.asarray([float(v) for v in table.values()], dtype=np.float32)
     if channels.size and (channels.min() < 0 or channels.max() >= 1 << 16):

@@ -26,8 +26,15 @@ def _err(node, name, problem, fix=None):
 
 
 def _layers(node, text, num_ws, default=None):
+    """W+ indices from the `layers` text, else `default` (the ones a direction file stores), checked against the
+    generator's num_ws."""
     from ..models import gan_latents as gl
     if not str(text or "").strip():
+        if default is not None and not all(0 <= i < num_ws for i in default):
+            raise _err(node, "layers", f"empty, so the direction file's own layers {list(default)[:20]} are used, "
+                       f"but the generator has only {num_ws} W+ layers.",
+                       fix=f"write W+ indices like '4-7' (0..{num_ws - 1}), or use directions made for this "
+                       f"generator.")
         return default
     try:
         return gl.parse_layers(text, num_ws)

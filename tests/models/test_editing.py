@@ -91,6 +91,34 @@ def test_direction_files_round_trip(tmp_path, G2):
         pt.pick("bottom_length")
 
 
+@pytest.mark.parametrize("meta,match", [
+    ({"names": "a\nb\nc"}, r"3 names for 2 vectors"),
+    ({"layers": "-5"}, r"damaged 'layers' metadata '-5'"),
+    ({"layers": "1,1,1"}, r"damaged 'layers' metadata '1,1,1'"),
+    ({"layers": "999999999999999999999"}, r"damaged 'layers' metadata"),
+])
+def test_direction_file_metadata_is_checked_when_loaded(tmp_path, meta, match):
+    from safetensors.torch import save_file
+    save_file({"directions": torch.randn(2, 16)}, str(tmp_path / "d.safetensors"), metadata=meta)
+    with pytest.raises(HumanGenError, match=match):
+        load_directions(str(tmp_path / "d.safetensors"))
+
+
+@pytest.mark.parametrize("case", ["complex", "datetime", "negative_shape"])
+def test_npy_direction_files_of_other_kinds(tmp_path, case):
+    path = tmp_path / "v.npy"
+    if case == "negative_shape":
+        np.save(path, np.zeros((2, 16), np.float32))
+        raw = path.read_bytes().replace(b"(2, 16)", b"(-1, 16)")
+        path.write_bytes(raw)
+        match = r"not a readable \.npy array"
+    else:
+        np.save(path, np.zeros(16, np.complex64) if case == "complex" else np.zeros(16, "datetime64[s]"))
+        match = r"must be real numbers"
+    with pytest.raises(HumanGenError, match=match):
+        load_directions(str(path))
+
+
 def _captured_styles(G, ws, offsets):
     seen = {}
     hooks = [G.synthesis.get_submodule(n).register_forward_pre_hook(

@@ -68,6 +68,58 @@ def test_load_shipped_sefa_vector(gen, standalone_host, latent):
     torch.testing.assert_close(out["tensor"][:, 4] - latent["tensor"][:, 4], 10.0 * vec.expand(2, -1))
 
 
+@pytest.mark.parametrize("damage,match", [
+    ("csv_no_header", r"statis\.csv: not a readable style-space file \(ValueError"),
+    ("csv_empty", r"statis\.csv: not a readable style-space file"),
+    ("csv_ragged", r"statis\.csv: not a readable style-space file"),
+    ("csv_not_utf8", r"statis\.csv: not a readable style-space file"),
+    ("csv_is_a_folder", r"statis\.csv: is not a file"),
+    ("csv_huge", r"statis\.csv: \d+ bytes is more than a style-space file holds"),
+    ("csv_nan", r"statis\.csv: holds NaN or infinite values"),
+    ("vector_text", r"style_vect_mean_2\.pkl: expected a vector of numbers"),
+    ("vector_ragged", r"style_vect_mean_2\.pkl: not a readable style-space file"),
+    ("vector_nan", r"style_vect_mean_2\.pkl: holds NaN or infinite values"),
+])
+def test_damaged_style_space_files_name_the_file_and_the_fix(gen, latent, standalone_host, damage, match):
+    import shutil
+    _ship_stylespace(standalone_host.models_root, gen.model)
+    base = os.path.join(standalone_host.models_root, "stylegan_directions", "latent_direction")
+    csv = os.path.join(base, "ss_statics", "upper_length_statis", "2", "statis.csv")
+    vector = os.path.join(base, "ss", "upper_length", "style_vect_mean_2.pkl")
+    contents = {"csv_no_header": "0,0.1\n1,0.2\n", "csv_empty": "", "csv_ragged": "channel,strength\n0,0.1,5\n1\n",
+                "csv_nan": "channel,strength\n0,nan\n", "csv_huge": "channel,strength\n" + "0,0.1\n" * 200_000}
+    if damage in contents:
+        with open(csv, "w") as f:
+            f.write(contents[damage])
+    elif damage == "csv_not_utf8":
+        with open(csv, "wb") as f:
+            f.write(b"channel,strength\n\xff\xfe,\x80\n")
+    elif damage == "csv_is_a_folder":
+        os.remove(csv)
+        os.makedirs(csv)
+    else:
+        value = {"vector_text": "abc", "vector_ragged": [[1.0], [1.0, 2.0]],
+                 "vector_nan": np.full(style_layers(gen.model)[2].channels, np.nan, np.float32)}[damage]
+        with open(vector, "wb") as f:
+            pickle.dump(value, f)
+    with pytest.raises(NodeInputError, match="HumanGenStyleSpaceEdit: input 'layer': " + match + ".*Fix: use "
+                                             "StyleGAN-Human's latent_direction/ss and ss_statics files"):
+        HumanGenStyleSpaceEdit().edit(gen, latent, "upper_length", "one_layer", -5.0, 2, 0.005)
+    shutil.rmtree(os.path.join(standalone_host.models_root, "stylegan_directions"))
+
+
+def test_direction_file_layers_beyond_the_generator_name_the_layers_input(gen, latent):
+    from humangen.models.editing import Directions
+    dirs = Directions(torch.randn(1, gen.w_dim), ["up"], None, [gen.num_ws, gen.num_ws + 1])
+    for node, call in ((HumanGenApplyDirection, lambda: HumanGenApplyDirection().apply(gen, latent, dirs, "0", 1.0,
+                                                                                        "")),
+                       (HumanGenDirectionSweep, lambda: HumanGenDirectionSweep().sweep(gen, latent, dirs, "0", -1.0,
+                                                                                       1.0, 3, ""))):
+        with pytest.raises(NodeInputError, match=f"{node.__name__}: input 'layers': empty, so the direction file's "
+                                                 f"own layers .* only {gen.num_ws} W\\+ layers.*Fix:"):
+            call()
+
+
 def _ship_stylespace(root, G, attribute="upper_length", layer=2):
     layers = style_layers(G)
     ss = os.path.join(root, "stylegan_directions", "latent_direction", "ss", attribute)
