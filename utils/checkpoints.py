@@ -109,6 +109,10 @@ def _check_tensor_views(obj, name: str, depth: int = 0) -> None:
     if depth > 64:
         raise UnsupportedCheckpointError(f"{name}: nested more than 64 levels deep; not a checkpoint")
     if isinstance(obj, torch.Tensor):
+        if obj.layout is not torch.strided or obj.is_quantized or obj.is_nested:
+            raise UnsupportedCheckpointError(
+                f"{name}: holds a {str(obj.layout).replace('torch.', '')}{' quantized' if obj.is_quantized else ''} "
+                f"tensor; model files store plain dense tensors. Fix: use the official release file.")
         if obj.numel() * obj.element_size() > obj.untyped_storage().nbytes():
             raise UnsupportedCheckpointError(
                 f"{name}: a tensor of shape {tuple(obj.shape)} repeats the {obj.untyped_storage().nbytes()} bytes "

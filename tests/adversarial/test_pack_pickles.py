@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from adversarial import pack_helpers as H
 from humangen import NODE_CLASS_MAPPINGS as N
@@ -199,6 +200,20 @@ def test_a_stride0_tensor_is_refused_before_it_is_copied(tmp_path):
               match=r"x.pt: a tensor of shape \(268435456, 8\) repeats the 8 bytes stored for it")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: no 8 GB copy
     e.check_clean()
+
+
+@pytest.mark.parametrize("node,folder,call,input_name", [
+    ("HumanGenLoadDirections", "stylegan_directions", lambda n: N["HumanGenLoadDirections"]().load(n), "file"),
+    ("HumanGenStyleGANLoader", "stylegan", lambda n: N["HumanGenStyleGANLoader"]().load(n), "model_name"),
+    ("HumanGenUpscaleModelLoader", "upscale_models", lambda n: N["HumanGenUpscaleModelLoader"]().load(n),
+     "model_name")])
+def test_a_sparse_tensor_is_refused_by_the_shared_torch_reader(tmp_path, node, folder, call, input_name):
+    """torch's weights-only loader rebuilds sparse tensors; their storage cannot be inspected (NotImplementedError)
+    and no model file of the pack holds one."""
+    e = H.env(tmp_path)
+    torch.save({"body.0.weight": torch.randn(1, 16).to_sparse()}, e.model_dir(folder) / "sparse.pt")
+    H.refusal(lambda: call("sparse.pt"), node=node, input_name=input_name,
+              match=r"sparse.pt: holds a sparse_coo tensor; model files store plain dense tensors.*Fix:")
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="POSIX pipes")
