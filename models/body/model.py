@@ -276,10 +276,22 @@ def load_smplx(gender: str, search_dirs, *, num_betas: int = 10, num_expression:
     except HumanGenError as exc:
         from ...utils.errors import for_input
         raise for_input(exc, node, "gender", f"use SMPLX_*.npz from {SMPLX_URL}.") from exc
-    except (ValueError, KeyError, IndexError, TypeError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, RuntimeError, OSError, EOFError, AssertionError,
+            ZeroDivisionError, zipfile.BadZipFile) as exc:
         raise UnsupportedCheckpointError(
             f"{node}: input 'gender': {name} is not a usable SMPL-X model ({type(exc).__name__}: "
             f"{first_line(exc, 160)}). Fix: use SMPLX_*.npz from {SMPLX_URL}.") from exc
+
+
+def _check_runs(module, name: str) -> None:
+    """Run the body model once in its rest pose: arrays whose shapes or values the up-front checks do not cover
+    (kinematic tree indices, pose and landmark arrays, hand means) fail here, at load, instead of in a later node;
+    a model giving non-finite vertices is refused."""
+    import torch
+    with torch.no_grad():
+        out = module(return_verts=True)
+    if not (bool(torch.isfinite(out.vertices).all()) and bool(torch.isfinite(out.joints).all())):
+        raise UnsupportedCheckpointError(f"{name}: the model gives NaN or infinite vertices in its rest pose")
 
 
 def _load_smplx_file(path, gender, num_betas, num_expression, node, tmp_dir) -> SMPLXBody:
@@ -313,6 +325,7 @@ def _load_smplx_file(path, gender, num_betas, num_expression, node, tmp_dir) -> 
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
+    _check_runs(module, name)
     nb = int(module.shapedirs.shape[-1])
     return SMPLXBody(module=module, path=path, gender=gender.lower(), num_betas=nb,
                      num_expression=int(module.num_expression_coeffs))

@@ -133,6 +133,34 @@ def test_smplx_wrong_shapes_fail_at_load_not_later(tmp_path):
               input_name="gender", match="kintree_table")
 
 
+def _edit(name):
+    def edit(arrays):
+        if name == "kintree_index":
+            arrays["kintree_table"] = arrays["kintree_table"].copy()
+            arrays["kintree_table"][0, 5] = 10 ** 6
+        elif name == "posedirs_shape":
+            arrays["posedirs"] = np.zeros((7, 3), np.float32)
+        elif name == "posedirs_nan":
+            arrays["posedirs"] = np.full_like(arrays["posedirs"], np.nan)
+        elif name == "hand_mean":
+            arrays["hands_meanl"] = np.zeros(3, np.float32)
+        elif name == "landmarks":
+            arrays["lmk_bary_coords"] = np.zeros((arrays["lmk_bary_coords"].shape[0], 7), np.float32)
+    return edit
+
+
+@pytest.mark.parametrize("damage", ["kintree_index", "posedirs_shape", "posedirs_nan", "hand_mean", "landmarks"])
+def test_smplx_arrays_the_shape_checks_miss_fail_at_load(tmp_path, damage):
+    """Loaded fine before, then failed (or gave NaN vertices) in the first node using the body."""
+    from smplx_synth import build
+    e = H.env(tmp_path)
+    arrays = build()
+    _edit(damage)(arrays)
+    np.savez(e.model_dir("smplx") / "SMPLX_NEUTRAL.npz", **arrays)
+    H.refusal(lambda: N["HumanGenSMPLXLoader"]().load("neutral", 10, 10), node="HumanGenSMPLXLoader",
+              input_name="gender", match="SMPLX_NEUTRAL.npz.*(not a usable SMPL-X model|NaN or infinite).*Fix:")
+
+
 def test_stylegan_state_dict_of_the_wrong_architecture(tmp_path):
     e = H.env(tmp_path)
     G = _tiny_g()
