@@ -178,3 +178,14 @@ def test_library_errors_become_node_errors_and_interrupts_pass(monkeypatch, erro
     with pytest.raises(HumanGenError, match=f"^HumanGenAlignFullBody: could not process its inputs "
                                             f"\\({type(raised).__name__}"):
         call()
+
+
+def test_restated_errors_name_the_node_the_input_and_one_fix_once():
+    """A deeper error that already named the input (or carries its own fix) is restated without repeating them."""
+    from humangen.utils.errors import NodeInputError, UnsupportedCheckpointError, for_input
+    deep = UnsupportedCheckpointError("HumanGenSMPLXLoader: input 'gender': X.npz lacks ['f']. Fix: use SMPLX_*.npz.")
+    out = str(for_input(deep, "HumanGenSMPLXLoader", "gender", "use the official file."))
+    assert out == "HumanGenSMPLXLoader: input 'gender': X.npz lacks ['f']. Fix: use SMPLX_*.npz."
+    inner = NodeInputError("HumanGen", "file", "x.pt: holds a sparse tensor. Fix: use the release file.")
+    out = str(for_input(inner, "HumanGenUpscaleModelLoader", "model_name", "use another model."))
+    assert out.count("Fix:") == 1 and out.startswith("HumanGenUpscaleModelLoader: input 'model_name': x.pt: holds")

@@ -25,7 +25,7 @@ class NodeInputError(HumanGenError, ValueError):
     def __init__(self, node: str, input_name: str, problem: str, fix: str | None = None):
         self.node, self.input_name, self.problem, self.fix = node, input_name, problem, fix
         msg = f"{node}: input '{input_name}': {problem}" if input_name else f"{node}: {problem}"
-        if fix:
+        if fix and "Fix:" not in problem:  # a restated error may carry its own, more specific fix
             msg += f" Fix: {fix}"
         super().__init__(msg)
 
@@ -84,8 +84,9 @@ def for_input(exc: BaseException, node: str, input_name: str, fix: str | None = 
     if isinstance(exc, NodeInputError) and exc.node == node:
         return exc
     problem = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
-    if problem.startswith(f"{node}: "):
-        problem = problem[len(node) + 2:]
+    for said in (f"{node}: ", f"input '{input_name}': "):  # already named by the deeper error: said once
+        if problem.startswith(said):
+            problem = problem[len(said):]
     problem = problem if problem.rstrip().endswith(".") else problem + "."
     fix = getattr(exc, "fix", None) or fix
     if isinstance(exc, NodeInputError):
