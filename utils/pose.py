@@ -768,7 +768,7 @@ def _load_humansd_npz(path: str, canvas_size: tuple[int, int] | None) -> list[di
         names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
         keys = sorted((n for n in names if n.startswith("arr_") and n[4:].isdigit()), key=lambda n: int(n[4:]))
         if not keys:
-            raise ValueError(f"pose: {path} has no 'arr_0' (HumanSD pose file)")
+            raise ValueError(f"pose: {name} has no 'arr_0' (HumanSD pose file)")
         sizes = _npz_canvas_sizes(member("canvas_sizes"), name) if "canvas_sizes" in names else None
         frames = []
         for f, key in enumerate(keys):
@@ -801,7 +801,10 @@ def _npz_people(items, where: str) -> tuple[list[np.ndarray], list[dict]]:
     if isinstance(items, np.ndarray):  # a numeric array [P,17,3]
         if items.size % (3 * len(COCO17)):
             raise ValueError(f"{where} is a numeric array of shape {items.shape}; expected [people, 17, 3]")
-        items = [{"keypoints": k} for k in items.reshape(-1, len(COCO17), 3)]
+        items = items.reshape(-1, len(COCO17), 3)
+        if len(items) > MAX_PEOPLE:
+            raise ValueError(f"{where} holds {len(items)} people, more than the limit of {MAX_PEOPLE}")
+        items = [{"keypoints": k} for k in items]
     people, extras = [], []
     for p, item in enumerate(items):
         if not isinstance(item, dict) or "keypoints" not in item:

@@ -80,6 +80,17 @@ def test_too_many_people_and_frames():
               node="HumanGenRenderPose", input_name="pose", match="limit")
 
 
+def test_pose_npz_numeric_array_of_too_many_people(tmp_path):
+    e = H.env(tmp_path)
+    np.savez(e.input / "crowd.npz", arr_0=np.zeros((1001, 17, 3), np.float32))
+    H.refusal(lambda: N["HumanGenLoadPose"]().load("crowd.npz", 64, 64), node="HumanGenLoadPose", input_name="path",
+              match="holds 1001 people, more than the limit of 1000")
+    np.savez(e.input / "other.npz", frames=np.zeros((1, 17, 3), np.float32))
+    err = H.refusal(lambda: N["HumanGenLoadPose"]().load("other.npz", 64, 64), node="HumanGenLoadPose",
+                    input_name="path", match="other.npz has no 'arr_0'")
+    assert str(tmp_path) not in str(err)
+
+
 # ---- archives ----------------------------------------------------------------------------------------------------
 def test_pose_npz_declaring_gigabytes(tmp_path):
     e = H.env(tmp_path)
