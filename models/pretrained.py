@@ -9,10 +9,19 @@ turns each into one HumanGenError naming the folder and the fix.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import re
 from typing import Any, Callable, Iterable
 
 from ..utils.errors import HumanGenError, UnsafeCheckpointError, first_line
+from ..utils.limits import read_json_file
+
+# Released models ask for at most 48 layers of one kind and a handful of blocks; a config asking for 200000 makes
+# the library build for minutes (on the meta device too) before any weight is compared.
+MAX_CONFIG_COUNT = 128
+MAX_CONFIG_LIST = 32
+_COUNT_FIELD = re.compile(r"(layers|blocks|heads|depth)", re.IGNORECASE)
 
 
 def refused_pickle(exc: BaseException | None) -> bool:
@@ -34,6 +43,7 @@ def load_pretrained(cls, folder: str, *, fix: str, has_weights: bool = True,
     file lacking any tensor of the model is refused, except keys under the prefixes `unused(model)` returns."""
     from ..utils.host import is_oom
     if has_weights:
+        _check_config_sizes(folder, fix)
         kwargs["output_loading_info"] = True
     try:
         loaded = cls.from_pretrained(folder, local_files_only=True, **kwargs)
@@ -58,3 +68,32 @@ def load_pretrained(cls, folder: str, *, fix: str, has_weights: bool = True,
         raise HumanGenError(f"{folder}: the weights file lacks {len(missing)} of the model's tensors ({listed}), "
                             f"which would be left random. Fix: {fix}")
     return model
+
+
+def _check_config_sizes(folder: str, fix: str) -> None:
+    """Refuse a model's config.json that asks for more layers, blocks or heads than MAX_CONFIG_COUNT, or holds a
+    list longer than MAX_CONFIG_LIST, before the library builds anything from it."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return  # the library says which file is missing
+    try:
+        config = read_json_file(path, f"{folder}: config.json")
+    except ValueError as exc:
+        raise HumanGenError(f"{exc}. Fix: {fix}") from None
+
+    def check(key: str, value, depth: int = 0) -> None:
+        if isinstance(value, dict) and depth < 4:
+            for inner_key, inner in value.items():
+                check(str(inner_key), inner, depth + 1)
+        elif isinstance(value, list):
+            if len(value) > MAX_CONFIG_LIST:
+                raise HumanGenError(f"{folder}: config.json: {key[:40]} lists {len(value)} items, more than a model "
+                                    f"has (at most {MAX_CONFIG_LIST}). Fix: {fix}")
+            for item in value:
+                check(key, item, depth + 1)
+        elif isinstance(value, int) and not isinstance(value, bool) and _COUNT_FIELD.search(key) \
+                and not 0 <= value <= MAX_CONFIG_COUNT:
+            raise HumanGenError(f"{folder}: config.json: {key[:40]} = {value} is not a count of layers a model has "
+                                f"(0 to {MAX_CONFIG_COUNT}). Fix: {fix}")
+
+    check("config", config)

@@ -47,6 +47,22 @@ def test_loader_refuses_a_component_lacking_a_tensor(installed, component, weigh
     assert f"{component}: the weights file lacks 1 of the model's tensors ({dropped})" in msg and "Fix:" in msg
 
 
+@pytest.mark.parametrize("component,field,value,match", [
+    ("unet", "layers_per_block", 3000, r"unet: config\.json: layers_per_block = 3000 is not a count of layers"),
+    ("text_encoder", "num_hidden_layers", 100000, r"text_encoder: config\.json: num_hidden_layers = 100000"),
+    ("vae", "down_block_types", ["DownEncoderBlock2D"] * 5000, r"vae: config\.json: down_block_types lists 5000"),
+])
+def test_loader_refuses_configs_asking_for_absurd_layer_counts(installed, component, field, value, match):
+    """3000 layers per block took the library 100 s to build (on the meta device) before it compared a weight."""
+    import json
+    path = installed / component / "config.json"
+    config = json.loads(path.read_text())
+    config[field] = value
+    path.write_text(json.dumps(config))
+    with pytest.raises(NodeInputError, match="HumanGenParts2WholeLoader: input 'model_name': .*" + match + ".*Fix:"):
+        node("HumanGenParts2WholeLoader").load("tiny", "fp32")
+
+
 @pytest.mark.parametrize("damage", ["vocab_not_json", "merges_garbage", "processor_not_json"])
 def test_loader_names_a_damaged_tokenizer_or_processor(installed, damage):
     if damage == "vocab_not_json":
