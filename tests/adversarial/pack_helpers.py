@@ -4,7 +4,6 @@ what every refusal must look like (a HumanGenError of a readable type naming the
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import struct
 import zipfile

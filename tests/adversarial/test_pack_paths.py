@@ -117,7 +117,7 @@ def test_save_prefix_leaving_output_is_refused(tmp_path, node, call, input_name,
 @pytest.mark.parametrize("node,call,input_name", WRITERS, ids=["latent_png", "pose_json", "pose_npz"])
 def test_save_prefix_subfolders_are_allowed(tmp_path, node, call, input_name):
     e = H.env(tmp_path)
-    out = call("deep/er/name")
+    call("deep/er/name")
     files = sorted(p.relative_to(e.output).as_posix() for p in e.output.rglob("*") if p.is_file())
     assert len(files) == 1 and files[0].startswith("deep/er/name_00001")
     e.check_clean()
