@@ -201,6 +201,7 @@ def load_generator(path, *, use_cache: bool = True, device=None):
         raise UnsupportedCheckpointError(
             f"{name}: the file holds no tensors (only constructor settings), so there are no weights to load. "
             f"Fix: use the complete generator file.")
+    checkpoints.check_weights(ck.state_dict.items(), name)
     try:
         G = build_generator(checkpoints.generator_kwargs(ck, name), ck.state_dict)
     except UnsupportedCheckpointError:

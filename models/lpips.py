@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.errors import HumanGenError
+from ..utils.errors import HumanGenError, UnsupportedCheckpointError
 
 
 @dataclass(frozen=True)
@@ -174,12 +174,16 @@ def load_lpips(net: str, models_dirs: list[str] | str, *, device=None) -> LPIPS:
         raise HumanGenError(
             f"LPIPS ({net}) needs the backbone weights file {spec.file_name!r} in the 'lpips' model folder "
             f"({', '.join(models_dirs)}). Download it from {spec.url} (BSD-3-Clause, torchvision) and put it there.")
-    from ..utils.checkpoints import load_torch_file
+    from ..utils.checkpoints import check_weights, load_torch_file
     backbone = load_torch_file(path, what=f"LPIPS {net} backbone")
     if not isinstance(backbone, dict):
         raise HumanGenError(f"LPIPS backbone {spec.file_name} holds a {type(backbone).__name__}, not a torchvision "
                             f"{net} state dict. Fix: download it again from {spec.url}.")
     features = {k: v for k, v in backbone.items() if isinstance(k, str) and k.startswith("features.")}
+    try:
+        check_weights(features.items(), f"LPIPS backbone {spec.file_name}")
+    except UnsupportedCheckpointError as exc:
+        raise HumanGenError(f"{str(exc).split(' Fix:')[0]} Fix: download it again from {spec.url}.") from None
     try:
         missing, unexpected = model.net.load_state_dict(features, strict=False)
     except RuntimeError as exc:  # tensor shapes of another network
@@ -188,9 +192,6 @@ def load_lpips(net: str, models_dirs: list[str] | str, *, device=None) -> LPIPS:
     if missing:
         raise HumanGenError(f"LPIPS backbone {spec.file_name} is not a torchvision {net} checkpoint: missing "
                             f"{missing[:4]}. Fix: download it again from {spec.url}.")
-    if not all(bool(torch.isfinite(p).all()) for p in model.net.parameters()):
-        raise HumanGenError(f"LPIPS backbone {spec.file_name} holds NaN or infinite weights. Fix: download it again "
-                            f"from {spec.url}.")
     heads = torch.load(linear_heads_path(net), map_location="cpu", weights_only=True)
     for i, lin in enumerate(model.lins):
         lin.weight.data.copy_(heads[f"lin{i}.model.1.weight"])

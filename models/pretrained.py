@@ -14,6 +14,7 @@ import pickle
 import re
 from typing import Any, Callable, Iterable
 
+from ..utils.checkpoints import check_weights
 from ..utils.errors import HumanGenError, UnsafeCheckpointError, first_line
 from ..utils.limits import read_json_file
 
@@ -67,6 +68,7 @@ def load_pretrained(cls, folder: str, *, fix: str, has_weights: bool = True,
         listed = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
         raise HumanGenError(f"{folder}: the weights file lacks {len(missing)} of the model's tensors ({listed}), "
                             f"which would be left random. Fix: {fix}")
+    check_weights(((k, p) for k, p in model.named_parameters() if not k.startswith(allowed)), folder)
     return model
 
 

@@ -63,6 +63,19 @@ def test_loader_refuses_configs_asking_for_absurd_layer_counts(installed, compon
         node("HumanGenParts2WholeLoader").load("tiny", "fp32")
 
 
+def test_loader_refuses_nan_weights(installed):
+    from safetensors.torch import load_file, save_file
+    path = installed / "vae" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(path))
+    key = sorted(k for k in state if k.endswith(".weight"))[0]
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, str(path))
+    from humangen.utils.errors import UnsupportedCheckpointError
+    with pytest.raises(UnsupportedCheckpointError, match=f"^HumanGenParts2WholeLoader: input 'model_name': .*vae: "
+                                                         f"{key} holds NaN or infinite values.*Fix:"):
+        node("HumanGenParts2WholeLoader").load("tiny", "fp32")
+
+
 @pytest.mark.parametrize("damage", ["vocab_not_json", "merges_garbage", "processor_not_json"])
 def test_loader_names_a_damaged_tokenizer_or_processor(installed, damage):
     if damage == "vocab_not_json":

@@ -134,6 +134,23 @@ def _rebuild_tensor_checked(storage, *args):
     return tensor
 
 
+def check_weights(named_tensors, name: str) -> None:
+    """Refuse model weights no network can use: complex tensors, and NaN or infinity in floating-point ones (a
+    damaged download or a bad half-precision conversion; the images would be NaN, black or noise). Checked
+    when a model loads, one tensor at a time."""
+    import torch
+    for key, tensor in named_tensors:
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        if tensor.is_complex():
+            raise UnsupportedCheckpointError(f"{name}: {str(key)[:80]} holds complex numbers; model weights are "
+                                             f"real. Fix: use the official release file.")
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            raise UnsupportedCheckpointError(f"{name}: {str(key)[:80]} holds NaN or infinite values (a damaged file "
+                                             f"or a bad conversion). Fix: download it again, or convert it again "
+                                             f"from the original.")
+
+
 MAX_RECONSTRUCT_ELEMENTS = 1 << 16
 
 

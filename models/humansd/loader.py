@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...utils.checkpoints import check_weights
 from ...utils.errors import HumanGenError, UnsupportedCheckpointError, first_line
 from ...utils.limits import parse_json, read_json_file
 from ..pretrained import load_pretrained
@@ -101,6 +102,9 @@ def read_state_dict(path: str) -> tuple[dict, dict | None]:
     else:
         raise UnsupportedCheckpointError(f"{os.path.basename(path)}: unknown checkpoint type; expected .ckpt, .pt, "
                                          ".pth, .safetensors or a diffusers folder")
+    check_weights(((k, v) for k, v in sd.items()  # the weights the loader uses, not the training state beside them
+                   if k.startswith(conv.WEIGHT_PREFIXES) and not k.startswith(conv.IGNORED_PREFIXES)),
+                  os.path.basename(path))
     sidecar = os.path.splitext(path)[0] + SIDECAR_SUFFIX
     if os.path.isfile(sidecar):
         try:

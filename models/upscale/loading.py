@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
+from ...utils.checkpoints import check_weights
 from ...utils.errors import HumanGenError, UnsupportedCheckpointError
 
 SAFE_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
@@ -39,8 +40,6 @@ def load_state_dict(path: str) -> dict[str, Any]:
     Raises UnsupportedCheckpointError for unknown extensions and unreadable/corrupt files, UnsafeCheckpointError
     for pickles that need globals outside torch's weights-only allow-list (such a file could run code).
     """
-    import torch
-
     name = os.path.basename(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in SAFE_EXTENSIONS:
@@ -162,6 +161,7 @@ def load_descriptor(source: str | dict, *, allow_extra: bool = False, name: str 
         name = name or "state dict"
         raw = source
     sd = canonicalize(raw, name=name)
+    check_weights(sd.items(), name)
     registry = build_registry(allow_extra)
     try:
         desc = registry.load(sd)

@@ -161,6 +161,52 @@ def test_smplx_arrays_the_shape_checks_miss_fail_at_load(tmp_path, damage):
               input_name="gender", match="SMPLX_NEUTRAL.npz.*(not a usable SMPL-X model|NaN or infinite).*Fix:")
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "complex"])
+@pytest.mark.parametrize("loader", ["stylegan", "upscaler", "humansd", "lpips"])
+def test_weights_with_nan_inf_or_complex_values_are_refused_at_load(tmp_path, loader, value):
+    """Such a file used to load and then give NaN, black or noise images (or fail in the first node using it)."""
+    from humangen.utils.errors import HumanGenError
+    e = H.env(tmp_path)
+
+    def spoil(state, key):
+        state = dict(state)
+        t = state[key]
+        state[key] = torch.complex(t.float(), t.float()) if value == "complex" else \
+            torch.full_like(t, float(value))
+        return state, key
+
+    if loader == "stylegan":
+        G = _tiny_g()
+        state, key = spoil(G.state_dict(), "synthesis.b8.conv0.weight")
+        torch.save({"G_ema": state, "init_kwargs": G.init_kwargs}, e.model_dir("stylegan") / "g.pt")
+        call, node, input_name = lambda: N["HumanGenStyleGANLoader"]().load("g.pt"), "HumanGenStyleGANLoader", \
+            "model_name"
+    elif loader == "upscaler":
+        import hg_upscale
+        state, key = spoil(hg_upscale.compact_state_dict(scale=4), "body.0.weight")
+        torch.save({"params": state}, e.model_dir("upscale_models") / "u.pth")
+        call, node, input_name = lambda: N["HumanGenUpscaleModelLoader"]().load("u.pth"), \
+            "HumanGenUpscaleModelLoader", "model_name"
+    elif loader == "humansd":
+        import humansd_tiny as T
+        parts = T.ldm_state_dict(*T.make_components())
+        state, key = spoil(parts, "model.diffusion_model.out.2.weight")
+        T.save_ckpt(e.model_dir("humansd") / "h.ckpt", state)
+        call, node, input_name = lambda: N["HumanGenHumanSDLoader"]().load("h.ckpt"), "HumanGenHumanSDLoader", \
+            "ckpt_name"
+    else:
+        from humangen.models.lpips import LPIPS, load_lpips
+        state, key = spoil(LPIPS("alex").net.state_dict(), "features.3.weight")
+        torch.save(state, e.model_dir("lpips") / "alexnet-owt-7be5be79.pth")
+        with pytest.raises(HumanGenError, match="LPIPS backbone alexnet-owt-7be5be79.pth: features.3.weight holds "
+                                                ".*Fix: download it again from https://download.pytorch.org"):
+            load_lpips("alex", [str(e.models / "lpips")])
+        return
+    H.refusal(call, node=node, input_name=input_name,
+              match=(key + " holds " + ("complex numbers" if value == "complex" else "NaN or infinite values"))
+              + ".*Fix:")
+
+
 def test_stylegan_state_dict_of_the_wrong_architecture(tmp_path):
     e = H.env(tmp_path)
     G = _tiny_g()
