@@ -22,7 +22,23 @@ from ..utils.limits import read_json_file
 # the library build for minutes (on the meta device too) before any weight is compared.
 MAX_CONFIG_COUNT = 128
 MAX_CONFIG_LIST = 32
+# Counts multiply (blocks x layers per block x transformer layers per layer): their product is bounded too. SD's
+# UNet has 4 x 2 x 1, CLIP ViT-bigG 48 layers.
+MAX_LAYER_BUDGET = 512
 _COUNT_FIELD = re.compile(r"(layers|blocks|heads|depth)", re.IGNORECASE)
+_LAYER_FIELD = re.compile(r"(layers|blocks|depth)", re.IGNORECASE)
+
+
+def layer_budget(config: dict) -> int:
+    """The product of a config's layer counts (top-level fields named like layers, blocks or depth; a list
+    counts its largest item) and of its longest list (the number of blocks): how many layers it builds, roughly."""
+    product = max([len(v) for v in config.values() if isinstance(v, list)] + [1])
+    for key, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        if counts and _LAYER_FIELD.search(str(key)):
+            product *= max(1, max(counts))
+    return product
 
 
 def refused_pickle(exc: BaseException | None) -> bool:
@@ -99,3 +115,6 @@ def _check_config_sizes(folder: str, fix: str) -> None:
                                 f"(0 to {MAX_CONFIG_COUNT}). Fix: {fix}")
 
     check("config", config)
+    if isinstance(config, dict) and layer_budget(config) > MAX_LAYER_BUDGET:
+        raise HumanGenError(f"{folder}: config.json: its layer counts multiply to {layer_budget(config)} layers, "
+                            f"more than a model has (at most {MAX_LAYER_BUDGET}). Fix: {fix}")

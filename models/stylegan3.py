@@ -23,6 +23,8 @@ from torch import nn
 from .ops import filtered_lrelu, modulated_conv2d_sg3, needs_grad, resolve_impl, workspace
 from .stylegan_common import FullyConnectedLayer, GeneratorBase, MappingNetwork, SynthesisSize, resolve_dtype
 
+MAX_FILTER_TAPS = 256  # resampling filter taps a layer may ask for (radial filters are taps x taps)
+
 
 def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False):
     """Kaiser low-pass FIR: separable firwin taps [n], or a radially symmetric jinc filter [n, n]; None if n == 1.
@@ -164,6 +166,11 @@ class SynthesisLayer(nn.Module):
         self.up_factor = int(np.rint(self.tmp_sampling_rate / in_sampling_rate))
         assert in_sampling_rate * self.up_factor == self.tmp_sampling_rate
         self.up_taps = filter_size * self.up_factor if self.up_factor > 1 and not is_torgb else 1
+        down_factor = int(np.rint(self.tmp_sampling_rate / out_sampling_rate))
+        down_taps = filter_size * down_factor if down_factor > 1 and not is_torgb else 1
+        if max(self.up_taps, down_taps) > MAX_FILTER_TAPS:  # designed in numpy, so before the meta device helps
+            raise ValueError(f"the generator settings give a {max(self.up_taps, down_taps)}-tap resampling filter "
+                             f"(at most {MAX_FILTER_TAPS}; the official configs use 24 or fewer)")
         self.register_buffer("up_filter", design_lowpass_filter(self.up_taps, in_cutoff, in_half_width * 2,
                                                                 self.tmp_sampling_rate))
         self.down_factor = int(np.rint(self.tmp_sampling_rate / out_sampling_rate))

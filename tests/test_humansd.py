@@ -181,7 +181,8 @@ def _drop_first_tensor(path):
     return dropped
 
 
-@pytest.mark.parametrize("damage", ["missing_tensor", "truncated", "bad_config_field", "config_not_json"])
+@pytest.mark.parametrize("damage", ["missing_tensor", "truncated", "bad_config_field", "config_not_json",
+                                    "layer_product"])
 def test_damaged_diffusers_folder_is_one_clear_error(model, tmp_path, damage):
     """diffusers/transformers would fill a missing tensor with random values (a warning only), and report a
     damaged file or config with their own error types."""
@@ -194,6 +195,14 @@ def test_damaged_diffusers_folder_is_one_clear_error(model, tmp_path, damage):
         with open(text_weights, "r+b") as fh:
             fh.truncate(os.path.getsize(text_weights) // 2)
         match = r"text_encoder: could not be loaded .*Fix: use the folder as diffusers saved it"
+    elif damage == "layer_product":  # each count within its limit; together 64 x 64 x 8 blocks took minutes
+        cfg_path = os.path.join(folder, "unet", "config.json")
+        cfg = json.load(open(cfg_path))
+        cfg.update(layers_per_block=64, transformer_layers_per_block=64, block_out_channels=[32] * 8,
+                   attention_head_dim=[2] * 8, down_block_types=["CrossAttnDownBlock2D"] * 8,
+                   up_block_types=["CrossAttnUpBlock2D"] * 8)
+        json.dump(cfg, open(cfg_path, "w"))
+        match = r"unet.*(layers_per_block 64 is more than|multiply to).*Fix:"
     elif damage == "bad_config_field":
         cfg_path = os.path.join(folder, "vae", "config.json")
         cfg = json.load(open(cfg_path))
@@ -210,7 +219,11 @@ def test_damaged_diffusers_folder_is_one_clear_error(model, tmp_path, damage):
 
 
 @pytest.mark.parametrize("override,match", [
-    ({"unet": {"layers_per_block": 200000}}, r"unet\.layers_per_block 200000 is more than HumanGen allows \(64\)"),
+    ({"unet": {"layers_per_block": 200000}}, r"unet\.layers_per_block 200000 is more than HumanGen allows \(16\)"),
+    ({"unet": {"layers_per_block": 16, "transformer_layers_per_block": 16, "block_out_channels": [32] * 8,
+               "attention_head_dim": [2] * 8, "down_block_types": ["CrossAttnDownBlock2D"] * 8,
+               "up_block_types": ["CrossAttnUpBlock2D"] * 8}},
+     r"the unet's layer counts multiply to 2048 layers, more than HumanGen allows \(512\)"),
     ({"text_encoder": {"num_hidden_layers": 100000}}, r"text_encoder\.num_hidden_layers 100000 is more than"),
     ({"vae": {"block_out_channels": [32] * 5000}}, r"vae\.block_out_channels must be a list of 1 to 8 items"),
     ({"unet": {"in_channels": "8"}}, r"unet\.in_channels must be a number like 8"),
@@ -222,7 +235,7 @@ def test_damaged_diffusers_folder_is_one_clear_error(model, tmp_path, damage):
     ({"vae": [1, 2]}, r"'vae' must be a JSON object"),
     ({"scheduler": {"beta_end": 2.0}}, r"noise levels outside \(0, 1\]"),
     ([1], r"must hold a JSON object of configs"),
-], ids=["layers", "text_layers", "long_list", "string_count", "zero_groups", "heads", "activation", "unknown_field",
+], ids=["layers", "layer_product", "text_layers", "long_list", "string_count", "zero_groups", "heads", "activation", "unknown_field",
         "unknown_component", "component_list", "scheduler", "not_object"])
 def test_config_sidecar_is_checked_before_anything_is_built(parts, tmp_path, override, match):
     """Loader and Convert refuse the same sidecars with the same message, quickly (a count of 200000 layers took

@@ -51,13 +51,15 @@ def test_loader_refuses_a_component_lacking_a_tensor(installed, component, weigh
     ("unet", "layers_per_block", 3000, r"unet: config\.json: layers_per_block = 3000 is not a count of layers"),
     ("text_encoder", "num_hidden_layers", 100000, r"text_encoder: config\.json: num_hidden_layers = 100000"),
     ("vae", "down_block_types", ["DownEncoderBlock2D"] * 5000, r"vae: config\.json: down_block_types lists 5000"),
+    ("unet", None, {"layers_per_block": 100, "transformer_layers_per_block": 100},
+     r"unet: config\.json: its layer counts multiply to 20000 layers"),
 ])
 def test_loader_refuses_configs_asking_for_absurd_layer_counts(installed, component, field, value, match):
     """3000 layers per block took the library 100 s to build (on the meta device) before it compared a weight."""
     import json
     path = installed / component / "config.json"
     config = json.loads(path.read_text())
-    config[field] = value
+    config.update(value if field is None else {field: value})
     path.write_text(json.dumps(config))
     with pytest.raises(NodeInputError, match="HumanGenParts2WholeLoader: input 'model_name': .*" + match + ".*Fix:"):
         node("HumanGenParts2WholeLoader").load("tiny", "fp32")

@@ -222,6 +222,16 @@ def test_layer_numbers_far_beyond_the_tensors_are_refused_before_building(standa
     canonicalize(H.compact_state_dict(scale=4), name="genuine")  # every genuine layout stays within the bound
 
 
+def test_empty_tensors_are_refused_before_spandrel_sizes_a_network_from_them(standalone_host):
+    sd = H.compact_state_dict(scale=4)
+    sd["body.0.bias"] = torch.zeros(4096, 0)
+    path = os.path.join(_folder(standalone_host), "empty.pth")
+    torch.save({"params": sd}, path)
+    with pytest.raises(NodeInputError, match="HumanGenUpscaleModelLoader: input 'model_name': empty.pth: body.0.bias "
+                                             r"is an empty tensor of shape \(4096, 0\).*Fix:"):
+        HumanGenUpscaleModelLoader().load("empty.pth")
+
+
 def test_an_assertion_inside_spandrel_is_a_clear_error(standalone_host):
     sd = H.compact_state_dict(scale=4)
     last = max((k for k in sd if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError, first_line
+from .errors import HumanGenError, UnsafeCheckpointError, UnsupportedCheckpointError, first_line, shown
 from .limits import check_archive, parse_json
 
 
@@ -513,7 +513,14 @@ def infer_stylegan2_kwargs(sd: dict) -> dict:
                                  "architecture": arch, "conv_clamp": 256}}
 
 
-_KWARG_LIMITS = {"img_resolution": 8192, "z_dim": 8192, "w_dim": 8192, "c_dim": 8192, "img_channels": 4}
+# Generator settings, wherever they sit in the kwargs (mapping_kwargs, synthesis_kwargs, ...): the official
+# configs use at most a tenth of each. Counts of layers and filter taps bound the build time too, which the meta
+# device does not (a file asking for 300000 mapping layers built for minutes).
+_KWARG_LIMITS = {"img_resolution": 8192, "z_dim": 8192, "w_dim": 8192, "c_dim": 8192, "img_channels": 4,
+                 "channel_max": 4096, "channel_base": 1 << 22, "num_layers": 64, "num_critical": 64,
+                 "filter_size": 64, "lrelu_upsampling": 16, "conv_kernel": 15, "margin_size": 1024,
+                 "num_fp16_res": 64}
+MAX_KWARG_LIST = 16  # e.g. resample_filter [1, 3, 3, 1]
 
 
 def generator_kwargs(ck: Checkpoint, name: str) -> dict:
@@ -531,18 +538,33 @@ def generator_kwargs(ck: Checkpoint, name: str) -> dict:
 
 
 def _check_generator_kwargs(kw: dict, name: str) -> None:
-    """Refuse constructor kwargs that would build an absurdly large network (a hostile file's way to eat memory)."""
+    """Refuse constructor kwargs that would build an absurdly large network (a hostile file's way to eat memory
+    or time): every setting named in _KWARG_LIMITS, at any depth, within its limit; lists short."""
     if not isinstance(kw, dict):
         raise UnsupportedCheckpointError(f"{name}: init_kwargs must be a dict, found {type(kw).__name__}")
-    nested = dict(kw.get("synthesis_kwargs") or {}) if isinstance(kw.get("synthesis_kwargs"), dict) else {}
-    for key, limit in dict(_KWARG_LIMITS, channel_max=4096, channel_base=1 << 22).items():
-        value = kw.get(key, nested.get(key))
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
-                or value > limit:
-            raise UnsupportedCheckpointError(f"{name}: implausible generator setting {key}={value!r} (limit "
-                                             f"{limit}); the file is damaged or not a StyleGAN generator.")
+
+    def refuse(key, value, limit):
+        raise UnsupportedCheckpointError(f"{name}: implausible generator setting {key}={shown(value)} (limit "
+                                         f"{limit}); the file is damaged or not a StyleGAN generator.")
+
+    def check(key: str, value, depth: int) -> None:
+        if depth > 8:
+            refuse(key, "(nested too deeply)", "8 levels")
+        if isinstance(value, dict):
+            for inner_key, inner in value.items():
+                check(str(inner_key), inner, depth + 1)
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_KWARG_LIST:
+                refuse(key, f"a list of {len(value)} items", f"{MAX_KWARG_LIST} items")
+            for item in value:
+                check(key, item, depth + 1)
+        elif key in _KWARG_LIMITS and value is not None:
+            limit = _KWARG_LIMITS[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
+                    or value > limit:
+                refuse(key, value, limit)
+
+    check("init_kwargs", kw, 0)
 
 
 # ---- cache ---------------------------------------------------------------------------------------------------------

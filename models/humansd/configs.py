@@ -13,9 +13,10 @@ import os
 from functools import lru_cache
 
 from ...utils.errors import UnsupportedCheckpointError
+from ..pretrained import MAX_LAYER_BUDGET, layer_budget
 
 MAX_CONFIG_LIST = 8  # blocks per network (SD 2.1 has 4)
-MIN_COUNT_LIMIT = 64  # a whole number may be up to max(4 x HumanGen's value, this)
+MIN_COUNT_LIMIT = 16  # a whole number may be up to max(4 x HumanGen's value, this)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 COMPONENTS = ("unet", "vae", "text_encoder", "scheduler")
 
@@ -81,6 +82,10 @@ def check_override(override, where: str, *, diffusers_folder: bool = False) -> N
                 continue  # a different spelling of the field: diffusers itself checks it
             if problem:
                 refuse(f"{component}.{key} {problem}")
+        merged = dict(shipped[component], **values)
+        if layer_budget(merged) > MAX_LAYER_BUDGET:
+            refuse(f"the {component}'s layer counts multiply to {layer_budget(merged)} layers, more than HumanGen "
+                   f"allows ({MAX_LAYER_BUDGET})")
 
 
 def _value_problem(value, like) -> str | None:

@@ -94,12 +94,18 @@ def canonicalize(sd: dict[str, Any], *, name: str = "checkpoint") -> dict[str, A
 
 
 def _check_layer_numbers(tensors: dict[str, Any], name: str) -> None:
-    """Refuse a key that numbers a layer far beyond the tensors the file holds: spandrel sizes a network's layer
-    lists from the highest number it finds, so three tensors named up to `body.40003` would build 20000 layers
-    (3 GB) before anything is checked. In a genuine file every numbered layer up to the highest exists, and even
-    with parameter-free layers (activations) between them, no number exceeds twice the tensor count."""
+    """Refuse sizes that do not come from the file's data, before spandrel builds from them: a key numbering a
+    layer far beyond the tensors (spandrel sizes layer lists from the highest number, so three tensors named up to
+    `body.40003` built 20000 layers, 3 GB; in a genuine file no number exceeds twice the tensor count, even with
+    parameter-free layers between), and empty tensors (an 8 KB SwinIR file declared window and mask sizes in empty
+    tensors' shapes and built 3.9 GB of buffers)."""
     limit = 2 * len(tensors) + 64
-    for key in tensors:
+    for key, tensor in tensors.items():
+        if tensor.numel() == 0 and tensor.dim() > 0:  # spandrel reads window sizes and counts from shape[0]
+            raise UnsupportedCheckpointError(
+                f"{name}: {key[:80]} is an empty tensor of shape {tuple(tensor.shape)[:4]}; a genuine model stores "
+                f"values in every tensor (spandrel would size the network from the empty one). Fix: use the "
+                f"original release file.")
         numbers = [int(part) for part in key.split(".") if part.isdigit() and len(part) < 12]
         if any(len(part) >= 12 for part in key.split(".") if part.isdigit()) or (numbers and max(numbers) > limit):
             raise UnsupportedCheckpointError(

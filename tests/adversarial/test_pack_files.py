@@ -254,6 +254,27 @@ def test_stylegan_kwargs_within_limits_asking_for_far_more_than_the_file_holds(t
     assert devices == ["meta"]
 
 
+@pytest.mark.parametrize("edit,match", [
+    ({"mapping_kwargs": {"num_layers": 300000}}, r"implausible generator setting num_layers=300000 \(limit 64\)"),
+    ({"num_layers": 100000}, r"implausible generator setting num_layers=100000"),
+    ({"filter_size": 20000000}, r"implausible generator setting filter_size=20000000"),
+    ({"filter_size": 64, "lrelu_upsampling": 16}, r"\d+-tap resampling filter \(at most 256"),
+    ({"resample_filter": [1] * 5000}, r"resample_filter='a list of 5000 items'"),
+], ids=["mapping_layers", "synthesis_layers", "filter_size", "filter_taps", "long_list"])
+def test_stylegan3_settings_that_build_for_minutes_are_refused_first(tmp_path, edit, match):
+    """The meta device saves the memory of a huge network, not the time to build it, and StyleGAN3 designs its
+    filters in numpy: 300000 mapping layers or a 20-million-tap filter ran for minutes from a 162 KB file."""
+    from sg_helpers import TINY_SG3, tiny_generator
+    e = H.env(tmp_path)
+    G = tiny_generator(TINY_SG3)
+    kw = dict(G.init_kwargs)
+    for key, value in edit.items():
+        kw[key] = dict(kw.get(key) or {}, **value) if isinstance(value, dict) else value
+    torch.save({"G_ema": G.state_dict(), "init_kwargs": kw}, e.model_dir("stylegan") / "slow.pt")
+    H.refusal(lambda: N["HumanGenStyleGANLoader"]().load("slow.pt"), node="HumanGenStyleGANLoader",
+              input_name="model_name", match=match)
+
+
 def test_stylegan_file_with_settings_but_no_tensors(tmp_path):
     e = H.env(tmp_path)
     G = _tiny_g()
