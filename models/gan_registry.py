@@ -137,12 +137,7 @@ def build_generator(init_kwargs: dict, state_dict: dict | None = None, *, arch: 
     except TypeError as exc:
         raise UnsupportedCheckpointError(f"{name}: cannot build from the checkpoint's constructor kwargs ({exc})") from exc
     if sd:
-        missing, unexpected = G.load_state_dict(sd, strict=False)
-        if strict and (missing or unexpected):
-            raise UnsupportedCheckpointError(
-                f"{name}: the checkpoint does not match the architecture built from its kwargs: "
-                f"missing {sorted(missing)[:8]}{'...' if len(missing) > 8 else ''}, "
-                f"unexpected {sorted(unexpected)[:8]}{'...' if len(unexpected) > 8 else ''}")
+        G.load_state_dict(sd, strict=strict)  # strict: _check_fits has already matched every key and shape
     G.init_kwargs = kw
     return G.eval().requires_grad_(False)
 

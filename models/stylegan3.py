@@ -166,16 +166,14 @@ class SynthesisLayer(nn.Module):
         self.up_factor = int(np.rint(self.tmp_sampling_rate / in_sampling_rate))
         assert in_sampling_rate * self.up_factor == self.tmp_sampling_rate
         self.up_taps = filter_size * self.up_factor if self.up_factor > 1 and not is_torgb else 1
-        down_factor = int(np.rint(self.tmp_sampling_rate / out_sampling_rate))
-        down_taps = filter_size * down_factor if down_factor > 1 and not is_torgb else 1
-        if max(self.up_taps, down_taps) > MAX_FILTER_TAPS:  # designed in numpy, so before the meta device helps
-            raise ValueError(f"the generator settings give a {max(self.up_taps, down_taps)}-tap resampling filter "
-                             f"(at most {MAX_FILTER_TAPS}; the official configs use 24 or fewer)")
-        self.register_buffer("up_filter", design_lowpass_filter(self.up_taps, in_cutoff, in_half_width * 2,
-                                                                self.tmp_sampling_rate))
         self.down_factor = int(np.rint(self.tmp_sampling_rate / out_sampling_rate))
         assert out_sampling_rate * self.down_factor == self.tmp_sampling_rate
         self.down_taps = filter_size * self.down_factor if self.down_factor > 1 and not is_torgb else 1
+        if max(self.up_taps, self.down_taps) > MAX_FILTER_TAPS:  # designed in numpy: the meta device saves nothing
+            raise ValueError(f"the generator settings give a {max(self.up_taps, self.down_taps)}-tap resampling "
+                             f"filter (at most {MAX_FILTER_TAPS}; the official configs use 24 or fewer)")
+        self.register_buffer("up_filter", design_lowpass_filter(self.up_taps, in_cutoff, in_half_width * 2,
+                                                                self.tmp_sampling_rate))
         self.down_radial = use_radial_filters and not is_critically_sampled
         self.register_buffer("down_filter", design_lowpass_filter(self.down_taps, out_cutoff, out_half_width * 2,
                                                                   self.tmp_sampling_rate, radial=self.down_radial))
