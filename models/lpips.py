@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.errors import HumanGenError, UnsupportedCheckpointError
+from ..utils.errors import HumanGenError
 
 
 @dataclass(frozen=True)
@@ -180,10 +180,7 @@ def load_lpips(net: str, models_dirs: list[str] | str, *, device=None) -> LPIPS:
         raise HumanGenError(f"LPIPS backbone {spec.file_name} holds a {type(backbone).__name__}, not a torchvision "
                             f"{net} state dict. Fix: download it again from {spec.url}.")
     features = {k: v for k, v in backbone.items() if isinstance(k, str) and k.startswith("features.")}
-    try:
-        check_weights(features.items(), f"LPIPS backbone {spec.file_name}")
-    except UnsupportedCheckpointError as exc:
-        raise HumanGenError(f"{str(exc).split(' Fix:')[0]} Fix: download it again from {spec.url}.") from None
+    check_weights(features.items(), f"LPIPS backbone {spec.file_name}", fix=f"download it again from {spec.url}.")
     try:
         missing, unexpected = model.net.load_state_dict(features, strict=False)
     except RuntimeError as exc:  # tensor shapes of another network

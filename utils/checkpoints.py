@@ -145,21 +145,21 @@ def _finite(tensor) -> bool:
     return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
-def check_weights(named_tensors, name: str) -> None:
+def check_weights(named_tensors, name: str, fix: str | None = None) -> None:
     """Refuse model weights no network can use: complex tensors, and NaN or infinity in floating-point ones (a
     damaged download or a bad half-precision conversion; the images would be NaN, black or noise). Checked
-    when a model loads, one tensor at a time."""
+    when a model loads, one tensor at a time. `fix` replaces the generic advice (e.g. with a download link)."""
     import torch
     for key, tensor in named_tensors:
         if not isinstance(tensor, torch.Tensor):
             continue
         if tensor.is_complex():
             raise UnsupportedCheckpointError(f"{name}: {str(key)[:80]} holds complex numbers; model weights are "
-                                             f"real. Fix: use the official release file.")
+                                             f"real. Fix: {fix or 'use the official release file.'}")
         if tensor.is_floating_point() and tensor.numel() and not _finite(tensor):
             raise UnsupportedCheckpointError(f"{name}: {str(key)[:80]} holds NaN or infinite values (a damaged file "
-                                             f"or a bad conversion). Fix: download it again, or convert it again "
-                                             f"from the original.")
+                                             f"or a bad conversion). Fix: "
+                                             f"{fix or 'download it again, or convert it again from the original.'}")
 
 
 MAX_RECONSTRUCT_ELEMENTS = 1 << 16

@@ -74,12 +74,7 @@ def check_override(override, where: str, *, diffusers_folder: bool = False) -> N
                 if diffusers_folder:
                     continue
                 refuse(f"{component}.{str(key)[:40]} is not a field of HumanSD's {component} config")
-            like = shipped[component][key]
-            if diffusers_folder and not (isinstance(like, int) or isinstance(like, list) and isinstance(like[0], int)):
-                continue
-            problem = _value_problem(value, like)
-            if problem and diffusers_folder and "more than" not in problem and "list of 1 to" not in problem:
-                continue  # a different spelling of the field: diffusers itself checks it
+            problem = _value_problem(value, shipped[component][key], sizes_only=diffusers_folder)
             if problem:
                 refuse(f"{component}.{key} {problem}")
         merged = dict(shipped[component], **values)
@@ -88,22 +83,31 @@ def check_override(override, where: str, *, diffusers_folder: bool = False) -> N
                    f"allows ({MAX_LAYER_BUDGET})")
 
 
-def _value_problem(value, like) -> str | None:
-    """Why `value` cannot replace HumanGen's `like` (see check_override), or None."""
+def _value_problem(value, like, sizes_only: bool = False) -> str | None:
+    """Why `value` cannot replace HumanGen's `like` (see check_override), or None. `sizes_only` (a diffusers
+    folder's config, which may spell a field differently: diffusers checks that itself) reports only the sizes
+    where HumanGen has whole numbers: a number over its limit, or not a list of 1 to MAX_CONFIG_LIST items."""
+    if sizes_only and not (_is_whole(like) or isinstance(like, list) and _is_whole(like[0])):
+        return None
     if isinstance(like, list):
         if not isinstance(value, list) or not 1 <= len(value) <= MAX_CONFIG_LIST:
             return f"must be a list of 1 to {MAX_CONFIG_LIST} items like {like}"
-        problems = [_value_problem(item, like[0] if not isinstance(like[0], int) else max(like)) for item in value]
+        problems = [_value_problem(item, like[0] if not isinstance(like[0], int) else max(like), sizes_only)
+                    for item in value]
         return next((f"item {p}" for p in problems if p), None)
     if isinstance(like, bool) or isinstance(like, str):
         return None if type(value) is type(like) else f"must be {type(like).__name__} like {like!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"must be a number like {like!r}"
+        return None if sizes_only else f"must be a number like {like!r}"
     if isinstance(like, int) and not isinstance(value, int):
-        return f"must be a whole number like {like}"
+        return None if sizes_only else f"must be a whole number like {like}"
     if not math.isfinite(value) or value < 0:
-        return f"must be a finite number of at least 0, not {value!r}"
+        return None if sizes_only else f"must be a finite number of at least 0, not {value!r}"
     limit = max(4 * like, MIN_COUNT_LIMIT) if isinstance(like, int) else None
     if limit is not None and value > limit:
         return f"{value} is more than HumanGen allows ({limit})"
     return None
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
