@@ -220,6 +220,7 @@ def test_layer_numbers_far_beyond_the_tensors_are_refused_before_building(standa
         HumanGenUpscaleModelLoader().load("numbered.safetensors")
     assert built == []
     canonicalize(H.compact_state_dict(scale=4), name="genuine")  # every genuine layout stays within the bound
+    canonicalize({"body.\u00b2.weight": torch.zeros(2)}, name="superscript")  # not a layer number (int() fails)
 
 
 def test_empty_tensors_are_refused_before_spandrel_sizes_a_network_from_them(standalone_host):

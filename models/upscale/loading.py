@@ -106,8 +106,8 @@ def _check_layer_numbers(tensors: dict[str, Any], name: str) -> None:
                 f"{name}: {key[:80]} is an empty tensor of shape {tuple(tensor.shape)[:4]}; a genuine model stores "
                 f"values in every tensor (spandrel would size the network from the empty one). Fix: use the "
                 f"original release file.")
-        numbers = [int(part) for part in key.split(".") if part.isdigit() and len(part) < 12]
-        if any(len(part) >= 12 for part in key.split(".") if part.isdigit()) or (numbers and max(numbers) > limit):
+        numbers = [part for part in key.split(".") if part.isascii() and part.isdigit()]  # int("²") fails
+        if numbers and (max(map(len, numbers)) >= 12 or max(map(int, numbers)) > limit):
             raise UnsupportedCheckpointError(
                 f"{name}: the key {key[:80]!r} numbers a layer beyond anything the file's {len(tensors)} tensors "
                 f"could hold (a damaged or hostile file: the network would be built with that many layers). Fix: "
