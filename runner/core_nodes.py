@@ -20,7 +20,7 @@ import random
 import time
 
 from ..utils import host
-from ..utils.limits import check_batch_pixels
+from ..utils.limits import check_batch_pixels, plain_int
 from ..utils.paths import check_output_target, output_target, write_next_free
 
 MAX_RESOLUTION = 16384
@@ -160,9 +160,9 @@ def _next_counter(folder: str, filename: str) -> int:
         for f in os.listdir(folder):
             if os.path.normcase(f[: len(want)]) != want:
                 continue
-            digits = f[len(want):].split("_")[0]
-            if digits.isdigit():
-                best = max(best, int(digits))
+            number = plain_int(f[len(want):].split("_")[0])
+            if number is not None:
+                best = max(best, number)
     return best + 1
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..utils import host
 from ..utils.errors import HumanGenInterrupted, one_line, shown
+from ..utils.limits import plain_int
 from .specs import NodeSpec, spec_from_class, types_match
 from .workflow import WorkflowError, _id_key, check_prompt, graph_order, is_link
 
@@ -417,7 +418,7 @@ class Engine:
 
 
 def _typed(kind: str, value: Any) -> Any:
-    if kind == "INT" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if kind == "INT" and plain_int(value.strip() if isinstance(value, str) else None, signed=True) is not None:
         return int(value)
     if kind == "INT" and isinstance(value, (float, str)) and not isinstance(value, bool):
         return int(float(value))

@@ -189,8 +189,9 @@ class Server:
                 raise _Transient(f"HTTP {status} (server busy)", status != 503 and status != 429)
             cap = limit if status == 200 else MAX_ERROR_BODY
             length = resp.getheader("Content-Length")
-            if status == 200 and length is not None and length.strip().isdigit() and int(length) > limit:
-                raise RemoteError(f"{self.url}: {what}: the answer is {int(length)} bytes; at most {limit} are "
+            declared = limits.plain_int((length or "").strip())
+            if status == 200 and declared is not None and declared > limit:
+                raise RemoteError(f"{self.url}: {what}: the answer is {declared} bytes; at most {limit} are "
                                   "accepted")
             chunks = []
             while True:

@@ -674,4 +674,5 @@ def targets(prompt: dict[str, dict], specs: dict[str, NodeSpec], node_id: str | 
 
 
 def _id_key(node_id: str):
-    return (0, int(node_id), "") if str(node_id).isdigit() else (1, 0, str(node_id))
+    number = limits.plain_int(str(node_id))
+    return (0, number, "") if number is not None else (1, 0, str(node_id))

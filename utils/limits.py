@@ -118,6 +118,21 @@ def check_text(text: Any, node: str, input_name: str, *, max_chars: int = MAX_TE
     return text
 
 
+def plain_int(text: Any, *, signed: bool = False) -> int | None:
+    """`text` as an int when it is plain ASCII digits (with `signed`, optionally after a '-'), else None. Names and
+    numbers from files, workflows and servers go through this: str.isdigit() also accepts '²', which int() then
+    refuses with a raw ValueError (a file named `x_²_.png` in the output folder stopped every save)."""
+    if not isinstance(text, str):
+        return None
+    digits = text[1:] if signed and text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        return None
+
+
 def check_count(value: Any, node: str, input_name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     """A whole number in [minimum, maximum] (batch sizes, steps, frame counts)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
@@ -233,5 +248,5 @@ def json_depth(data: Any, stop_at: int) -> int:
 __all__ = ["MAX_IMAGE_SIDE", "MAX_BATCH_PIXELS", "MAX_CANVAS_SIDE", "MAX_LATENT_ITEMS", "MAX_TEXT_CHARS",
            "MAX_IMAGE_FRAMES", "MAX_NAME_CHARS", "MAX_ARCHIVE_MEMBERS", "MAX_COMPRESSION_RATIO", "RATIO_CHECK_BYTES",
            "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES", "check_image_size", "check_batch_pixels", "check_finite",
-           "check_text", "check_count", "check_archive", "JSONTextError", "parse_json", "read_json_file",
+           "check_text", "check_count", "plain_int", "check_archive", "JSONTextError", "parse_json", "read_json_file",
            "json_depth"]

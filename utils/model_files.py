@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from .limits import plain_int
 from .paths import PathOutsideFolderError, confine
 
 
@@ -192,7 +193,8 @@ def needed_files(prompt: dict) -> list[Need]:
     twin, whatever order the nodes are stored in)."""
     def order(nid):
         text = str(nid)
-        return (0, int(text), "") if text.isdigit() else (1, 0, text)
+        number = plain_int(text)
+        return (0, number, "") if number is not None else (1, 0, text)
 
     out: dict[tuple[str, str], Need] = {}
     for nid, node in sorted((prompt or {}).items(), key=lambda item: order(item[0])):

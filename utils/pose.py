@@ -99,7 +99,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .limits import (MAX_CANVAS_SIDE, MAX_IMAGE_SIDE, check_archive, check_batch_pixels, check_image_size,
-                     read_json_file)
+                     plain_int, read_json_file)
 
 # bounds on what a pose (from a file, a workflow or another node) may hold; see utils/limits.py
 MAX_FRAMES = 10_000
@@ -766,7 +766,8 @@ def _load_humansd_npz(path: str, canvas_size: tuple[int, int] | None) -> list[di
 
     with zf:
         names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-        keys = sorted((n for n in names if n.startswith("arr_") and n[4:].isdigit()), key=lambda n: int(n[4:]))
+        keys = sorted((n for n in names if n.startswith("arr_") and plain_int(n[4:]) is not None),
+                      key=lambda n: plain_int(n[4:]))
         if not keys:
             raise ValueError(f"pose: {name} has no 'arr_0' (HumanSD pose file)")
         sizes = _npz_canvas_sizes(member("canvas_sizes"), name) if "canvas_sizes" in names else None

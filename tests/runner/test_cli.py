@@ -58,6 +58,24 @@ def test_save_skips_names_that_exist(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_digits_int_refuses_are_names_not_numbers(tmp_path, write_json):
+    """str.isdigit() accepts '²', which int() refuses: a file named like that in the output folder stopped every
+    save, and a node id like that stopped the runner and `models`, each with a raw ValueError."""
+    import json
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "image_scale_\u00b2_.png").write_bytes(b"someone else's")
+    (out / "image_scale_00002_.png").write_bytes(b"keep me")
+    assert _run(tmp_path, API, "--set", "2.width=16", "--set", "2.height=16") == 0
+    assert "image_scale_00003_.png" in _pngs(tmp_path)
+    prompt = json.loads(open(API).read())
+    prompt["\u00b2"] = prompt.pop("3")
+    workflow = write_json(prompt, "superscript_id.json")
+    assert _run(tmp_path, str(workflow), "--set", "2.width=16", "--set", "2.height=16") == 0
+    assert "image_scale_00004_.png" in _pngs(tmp_path)
+    assert main(["models", str(workflow)]) == 0
+
+
 def test_write_next_free_does_not_replace_a_name_taken_meanwhile(tmp_path):
     from humangen.utils.paths import write_next_free
     (tmp_path / "a_00001_.png").write_bytes(b"old")
